@@ -1,0 +1,35 @@
+# Set-up is two commands on a fresh machine: `make demo` and `make test`.
+# TORCH_SPEC picks the torch to install; CI sets TORCH_SPEC=torch==2.13.0 (a CPU build on local disk).
+PYTHON ?= python3
+TORCH_SPEC ?= torch>=2.1,<3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test test-long bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+$(STAMP): $(PY) pyproject.toml
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/bdh demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q -m "not slow" --hypothesis-profile=ci
+
+test-long: $(STAMP)
+	$(PY) -m pytest -q --hypothesis-profile=long
+
+bench: $(STAMP)
+	$(PY) -m benchmarks
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

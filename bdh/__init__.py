@@ -1,0 +1,2 @@
+"""`bdh`: the command line over the three packages (`bdh_gpu`, `bdh_graph`, `equivalence`)."""
+__version__ = "0.1.0"

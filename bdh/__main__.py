@@ -1,0 +1,5 @@
+import sys
+
+from bdh.cli import main
+
+sys.exit(main())
