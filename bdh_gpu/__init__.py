@@ -1,1 +1,6 @@
-"""placeholder"""
+"""BDH-GPU, the tensor model of the Dragon Hatchling (arXiv:2509.26507): see docs/bdh_gpu.md."""
+from .config import PRESETS, BDHConfig, get_preset
+from .io import load, save
+from .model import BDH, BDHState
+
+__all__ = ["BDH", "BDHConfig", "BDHState", "PRESETS", "get_preset", "load", "save"]

@@ -1,0 +1,451 @@
+"""BDH-GPU, the tensor model (arXiv:2509.26507, Definition 4, Eq. 4, 7, 8; released `bdh.py`).
+
+Three variants share one set of parameters and one layer loop (`BDH._run`):
+
+  official  (released code)        v = LN(embed(i));  per layer  x = (D_x v)^+   (recomputed)
+                                   a_h = sum_{tau<t} v_tau x_tau,h^T U^{t-tau} x_t,h ;  y = (D_y LN(a_h))^+ * x
+                                   v = LN(v + LN(E y));  logits = v @ lm_head
+  paper     (Eq. 8)                x_0 = (D_x LN(embed(i)))^+, y_0 = x_0;  per layer  v* = LN(E y_{l-1})
+                                   x_l = x_{l-1} + (D_x v*)^+ ;  a_h = sum_{tau<t} v*_tau x_tau,h^T U^{t-tau} x_t,h
+                                   y_l = (D_y LN(a_h))^+ * x_l ;  logits = LN(E y_L) @ lm_head
+  normfree  (Eq. 7)                as paper without any LN, and a = sum_h a_h (all n neurons), y = (D_y a)^+ * x
+
+Two execution forms of the attention, equal to each other:
+  token-parallel (Eq. 4): scores (R_t x_t).(R_tau x_tau) * u^{t-tau}, strictly tau < t, then @ values;
+  recurrent (Eq. 8):      state per layer and head S = sum_{tau<t} (R_tau x_tau) value_tau^T (N x d, i.e. rho^T
+                          in absolute phase); read a_t = S^T R_t x_t, then write S += (R_t x_t) value_t^T.
+The positional operator is U = diag(u) R(theta) (see `BDH.retention`). Neuron index = head * N + i.
+
+Shapes: B batch, T tokens, h heads, N neurons per head, n = h*N, d low-rank dimension, V vocabulary.
+Parameters (paper name -> released name):  D_x (h,N,d) = encoder^T per head;  D_y (h,N,d) = encoder_v^T;
+E (d,n) = decoder^T;  embed (V,d) = embed;  lm_head (d,V) = lm_head.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .config import BDHConfig
+
+LN_EPS = 1e-5              # as nn.LayerNorm in the released code
+ALIBI_LAZY_LOG = 20.0      # the ALiBi state is rescaled when a stored factor would exceed e^20 (see BDHState)
+SPARSE_MAX_DENSITY = 0.3   # step() gathers active neurons when at most this fraction is non-zero
+
+
+# ----------------------------------------------------------------------------- primitives
+
+def layer_norm(z: torch.Tensor) -> torch.Tensor:
+    """LN(z) = (z - mean z) / std z over the last axis, no affine parameters, eps 1e-5 (reference Sec. 1)."""
+    return F.layer_norm(z, (z.shape[-1],), eps=LN_EPS)
+
+
+def rope_frequencies(N: int, theta: float) -> torch.Tensor:
+    """Cycles per token f_i of neuron i of a head, (N,) float64 on the CPU.
+
+    f_i = theta^(-q(i)/N) / (2 pi), q(i) = 2 floor(i/2), evaluated in float32 exactly as the released code does
+    (so imported models turn by the very same angles); the float32 values are then used exactly in float64.
+    """
+    q = (torch.arange(N, dtype=torch.float32) / 2).floor() * 2
+    return (1.0 / (float(theta) ** (q / N)) / (2 * math.pi)).double()
+
+
+def rope_cos_sin(positions: torch.Tensor, freqs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of the phase 2 pi frac(t f) of every position t and neuron pair, (T, N/2) float64.
+
+    The product t * f is exact in float64 for t < 2^29 (f has a 24-bit mantissa), so the phase is accurate to
+    ~1e-15 rad at t = 1e7; the released recipe forms t * f in float32 and loses the phase there (tests pin both).
+    """
+    cycles = torch.remainder(positions.to(torch.float64)[:, None] * freqs[None, ::2], 1.0)
+    phase = (2 * math.pi) * cycles
+    return phase.cos(), phase.sin()
+
+
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """R_t x: pair (x_2m, x_2m+1) -> (x_2m cos - x_2m+1 sin, x_2m+1 cos + x_2m sin).  x (..., T, N), cos (T, N/2)."""
+    pairs = x.unflatten(-1, (-1, 2))                                   # (..., T, N/2, 2)
+    x0, x1 = pairs[..., 0], pairs[..., 1]
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    return torch.stack((x0 * cos - x1 * sin, x1 * cos + x0 * sin), dim=-1).flatten(-2)
+
+
+def alibi_slopes(n_head: int, max_bias: float) -> torch.Tensor:
+    """Damping rate m_k = 2^(-max_bias (k+1) / h) of head k (ALiBi's geometric slopes), (h,) float64.
+
+    Head k keeps u_k = exp(-m_k) of its state per token: the multiplicative analogue of ALiBi's bias -m (t - tau).
+    """
+    k = torch.arange(1, n_head + 1, dtype=torch.float64)
+    return torch.pow(2.0, -float(max_bias) * k / n_head)
+
+
+class BDHState(NamedTuple):
+    """Recurrent state after tokens 0..t-1 (pure value: `step` never mutates it unless asked to).
+
+    S[l] (B, h, N, d) holds, for layer l, sum_{tau<t} exp(m (tau - t_ref)) (R_tau x_tau) value_tau^T: rho^T of
+    Eq. 8 in absolute phase, so that a silent neuron's row is never touched. The paper's rho_{t-1,l} is
+    exp(-m (t - t_ref)) S^T R_t (see `BDH.rho`). t_ref is the ALiBi reference position (0 without ALiBi).
+    """
+    S: tuple
+    t: int
+    t_ref: int
+
+
+# ----------------------------------------------------------------------------- the model
+
+class BDH(nn.Module):
+    def __init__(self, config: BDHConfig):
+        super().__init__()
+        config.validate()
+        self.config = config
+        h, N, d, V = config.n_head, config.N, config.d, config.vocab_size
+        self.embed = nn.Embedding(V, d)                      # token -> R^d
+        self.D_x = nn.Parameter(torch.empty(h, N, d))        # encoder:  x = (D_x v)^+   (n x d, split by head)
+        self.D_y = nn.Parameter(torch.empty(h, N, d))        # encoder:  y = (D_y a)^+ * x
+        self.E = nn.Parameter(torch.empty(d, h * N))         # decoder:  E y in R^d
+        self.lm_head = nn.Parameter(torch.empty(d, V))       # readout
+        for p in (self.embed.weight, self.D_x, self.D_y, self.E, self.lm_head):
+            nn.init.normal_(p, mean=0.0, std=0.02)           # as released
+        # U's constants: plain CPU float64 tensors, not buffers (the checkpoint holds only parameters)
+        self._freqs = rope_frequencies(N, config.rope_theta) if config.uses_rope else None   # (N,)
+        self._slopes = alibi_slopes(h, config.alibi_max_bias) if config.uses_alibi else None  # (h,)
+        self._cache = {}
+
+    # --- small helpers ------------------------------------------------------------------------------------------
+    def _on(self, name: str, device) -> torch.Tensor:
+        """A U constant (float64) on `device`, cached."""
+        key = (name, str(device))
+        if key not in self._cache:
+            self._cache[key] = getattr(self, name).to(device)
+        return self._cache[key]
+
+    def _decay(self, exponent: torch.Tensor, device) -> torch.Tensor:
+        """exp(-m_k * exponent) per head, float64: exponent (...,) -> (h, ...)."""
+        m = self._on("_slopes", device)
+        return torch.exp(-m.view(-1, *([1] * exponent.dim())) * exponent.to(torch.float64))
+
+    def _rescale(self, S: torch.Tensor, shift: int, inplace: bool) -> torch.Tensor:
+        """S (B,h,N,d) with head k multiplied by u_k^shift = exp(-m_k shift)."""
+        f = self._decay(torch.tensor(float(shift), device=S.device), S.device).to(S.dtype).view(1, -1, 1, 1)
+        return S.mul_(f) if inplace else S * f
+
+    def _E_rows(self, idx: torch.Tensor) -> torch.Tensor:
+        """Columns idx of E as contiguous rows (k, d); a cached E^T serves decoding without autograd."""
+        if torch.is_grad_enabled() and self.E.requires_grad:
+            return self.E.t()[idx]
+        key = (self.E.data_ptr(), self.E._version, self.E.dtype, self.E.device)
+        if self._cache.get("E^T key") != key:
+            self._cache["E^T"] = self.E.detach().t().contiguous()
+            self._cache["E^T key"] = key
+        return self._cache["E^T"][idx]
+
+    @staticmethod
+    def _active(z: torch.Tensor, pairs: bool) -> torch.Tensor:
+        """Indices of the neurons where any batch row of z (B, n) is non-zero (whole pairs when rotating)."""
+        if pairs:
+            live = (z != 0).unflatten(-1, (-1, 2)).any(-1).any(0)               # (n/2,)
+            p = live.nonzero().squeeze(-1)
+            return torch.stack((2 * p, 2 * p + 1), dim=-1).flatten()
+        return (z != 0).any(0).nonzero().squeeze(-1)
+
+    # --- the three n x d products -----------------------------------------------------------------------------
+    def _encode(self, v: torch.Tensor) -> torch.Tensor:
+        """(D_x v)^+ per head: v (B,T,d) -> (B,h,T,N)."""
+        return F.relu(v.unsqueeze(1) @ self.D_x.mT)
+
+    def _gate(self, a: torch.Tensor, x: torch.Tensor, sparse: bool) -> torch.Tensor:
+        """y = (D_y a)^+ * x: a (B,h or 1,T,d), x (B,h,T,N) -> (B,h,T,N). Sparse: only rows where x > 0."""
+        if not sparse:
+            return F.relu(a @ self.D_y.mT) * x
+        B, h, T, N = x.shape                                   # T == 1
+        xf = x.reshape(B, h * N)
+        act = self._active(xf, pairs=False)                    # (k,)
+        a_rows = a[:, (act // N) if a.shape[1] > 1 else torch.zeros_like(act), 0, :]   # (B,k,d)
+        ys = F.relu((a_rows * self.D_y.view(h * N, -1)[act]).sum(-1))                  # (B,k)
+        y = torch.zeros_like(xf)
+        y[:, act] = ys * xf[:, act]
+        return y.view(B, h, T, N)
+
+    def _decode(self, y: torch.Tensor, sparse: bool) -> torch.Tensor:
+        """E y: y (B,h,T,N) -> (B,T,d). Sparse: only columns of E where y > 0."""
+        B, h, T, N = y.shape
+        yf = y.transpose(1, 2).reshape(B, T, h * N)            # neuron index = head * N + i
+        if not sparse:
+            return yf @ self.E.mT
+        act = self._active(yf[:, 0], pairs=False)
+        return (yf[:, :, act] @ self._E_rows(act)).to(y.dtype)
+
+    # --- attention (Eq. 4 token-parallel, Eq. 8 recurrent) ------------------------------------------------------
+    def _attend(self, x, value, S, t0, t_ref, t_ref_new, cs, build, sparse, inplace):
+        """a_t,h = sum_{tau<t} value_tau x_tau,h^T U^{t-tau} x_t,h for t = t0..t0+T-1, strictly causal.
+
+        x (B,h,T,N); value (B,T,d); S (B,h,N,d) state of tokens < t0 or None.  Returns a (B,h,T,d) and the
+        state of tokens < t0+T (if build), stored relative to t_ref_new.
+        """
+        B, h, T, N = x.shape
+        dev, dt = x.device, x.dtype
+        xr = rotate(x, *cs) if cs is not None else x                              # R_t x_t  (B,h,T,N)
+        pos = torch.arange(t0, t0 + T, device=dev)
+        alibi = self._slopes is not None
+        if sparse:                                              # T == 1, S given: touch only active rows of S
+            xf = xr.reshape(B, h * N)
+            act = self._active(x.reshape(B, h * N), pairs=cs is not None)       # (k,)
+            head = act // N
+            Sf = S.view(B, h * N, -1)
+            rows = Sf[:, act]                                                     # (B,k,d)
+            xa = xf[:, act]                                                       # (B,k)
+            if alibi:
+                xa_read = xa * self._decay(pos - t_ref, dev)[head, 0].to(dt)
+            else:
+                xa_read = xa
+            a = torch.zeros(B, h, S.shape[-1], dtype=dt, device=dev)
+            a.index_add_(1, head, rows * xa_read.unsqueeze(-1))
+            a = a.unsqueeze(2)                                                    # (B,h,1,d)
+            if not build:
+                return a, None
+            if t_ref_new != t_ref:                              # ALiBi rebase: the only dense touch, rare
+                Sf = self._rescale(S, t_ref_new - t_ref, inplace).view(B, h * N, -1)
+            w = self._decay(t_ref_new - pos, dev)[head, 0].to(dt) if alibi else 1.0
+            delta = (xa * w).unsqueeze(-1) * value[:, 0].unsqueeze(1)             # (B,k,d)
+            Sf = Sf.index_add_(1, act, delta) if inplace else Sf.index_add(1, act, delta)
+            return a, Sf.view(B, h, N, -1)
+
+        # token-parallel within the chunk: scores (R_t x_t).(R_tau x_tau) u^{t-tau}, tau < t
+        scores = xr @ xr.mT                                                       # (B,h,T,T)
+        causal = torch.ones(T, T, dtype=torch.bool, device=dev).tril(-1)
+        if alibi:
+            lag = (pos[:, None] - pos[None, :]).clamp(min=0)
+            mask = (self._decay(lag, dev) * causal).to(dt)                        # (h,T,T)
+        else:
+            mask = causal.to(dt)
+        a = (scores * mask) @ value.unsqueeze(1)                                  # (B,h,T,d)
+        if S is not None:                                       # tokens before the chunk, from the state
+            read = xr @ S                                                         # (B,h,T,d)
+            if alibi:
+                read = read * self._decay(pos - t_ref, dev).to(dt)[None, :, :, None]
+            a = a + read
+        if not build:
+            return a, None
+        if S is None:
+            S = torch.zeros(B, h, N, value.shape[-1], dtype=dt, device=dev)
+        if alibi:
+            if t_ref_new != t_ref:
+                S = self._rescale(S, t_ref_new - t_ref, inplace)
+            w = self._decay(t_ref_new - pos, dev).to(dt)                          # (h,T)
+            write = xr.mT @ (value.unsqueeze(1) * w[None, :, :, None])           # (B,h,N,d)
+        else:
+            write = xr.mT @ value.unsqueeze(1)
+        return a, (S.add_(write) if inplace else S + write)
+
+    # --- the layer loop shared by every form --------------------------------------------------------------------
+    def _run(self, idx, state, build, sparse=False, inplace=False, dropout=0.0, record=None):
+        """Tokens idx (B,T) at positions state.t ... (0 without state) -> logits (B,T,V), new state (if build)."""
+        C = self.config
+        B, T = idx.shape
+        official, normfree = C.variant == "official", C.variant == "normfree"
+        norm = (lambda z: z) if normfree else layer_norm
+        t0 = state.t if state is not None else 0
+        t_ref = state.t_ref if state is not None else 0
+        t_ref_new = t_ref                                         # lazy ALiBi scale, rebased when it would overflow
+        if self._slopes is not None and build and float(self._slopes.max()) * (t0 + T - t_ref) > ALIBI_LAZY_LOG:
+            t_ref_new = t0 + T
+        cs = None
+        if self._freqs is not None:
+            cs = rope_cos_sin(torch.arange(t0, t0 + T, device=idx.device), self._on("_freqs", idx.device))
+
+        def want_sparse(z):                                        # only for one token, when few neurons fire
+            if sparse is None:
+                return T == 1 and state is not None and bool((z != 0).float().mean() <= SPARSE_MAX_DENSITY)
+            return bool(sparse) and T == 1 and state is not None
+
+        z = self.embed(idx.long())                                                # (B,T,d)
+        if official:
+            v = layer_norm(z)                                                     # residual stream
+        else:
+            x = self._encode(norm(z))                                             # x_0 (B,h,T,N)
+            y = x                                                                 # y_0
+            if record is not None:
+                record["x"].append(x); record["y"].append(y)
+        if record is not None and official:
+            record["v"].append(v)
+        S_new = []
+        for l in range(C.n_layer):
+            if official:
+                value = v                                                         # (B,T,d)
+                x = self._encode(v)                                               # recomputed (B,h,T,N)
+            else:
+                value = norm(self._decode(y, want_sparse(y)))                    # v* = LN(E y_{l-1})
+                x = x + self._encode(value)                                       # x accumulates
+            S_l = state.S[l] if state is not None else None
+            a, S_l = self._attend(x, value, S_l, t0, t_ref, t_ref_new, cs, build, want_sparse(x), inplace)
+            a_hat = a.sum(1, keepdim=True) if normfree else layer_norm(a)         # (B,h or 1,T,d)
+            y = self._gate(a_hat, x, want_sparse(x))                             # (B,h,T,N)
+            if dropout > 0:
+                y = F.dropout(y, dropout, training=True)
+            S_new.append(S_l)
+            if record is not None:
+                record["value"].append(value); record["a"].append(a); record["a_hat"].append(a_hat)
+                record["x"].append(x); record["y"].append(y)
+            if official:
+                Ey = self._decode(y, want_sparse(y))                              # (B,T,d)
+                v = layer_norm(v + layer_norm(Ey))
+                if record is not None:
+                    record["Ey"].append(Ey); record["v"].append(v)
+        out = v if official else norm(self._decode(y, want_sparse(y)))           # (B,T,d)
+        logits = out @ self.lm_head                                               # (B,T,V)
+        new_state = BDHState(tuple(S_new), t0 + T, t_ref_new) if build else None
+        return logits, new_state
+
+    # --- public API ---------------------------------------------------------------------------------------------
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        """Token-parallel form (training): idx (B,T) int -> logits (B,T,V). Dropout on y in training mode."""
+        _check_idx(idx, 2, self.config.vocab_size)
+        p = self.config.dropout if self.training else 0.0
+        return self._run(idx, None, build=False, dropout=p)[0]
+
+    def init_state(self, batch_size: int, device=None, dtype=None) -> BDHState:
+        """Empty state (no tokens seen): S[l] zeros (B,h,N,d), t = 0."""
+        C = self.config
+        device = self.D_x.device if device is None else device
+        dtype = self.D_x.dtype if dtype is None else dtype
+        S = tuple(torch.zeros(batch_size, C.n_head, C.N, C.d, device=device, dtype=dtype) for _ in range(C.n_layer))
+        return BDHState(S, 0, 0)
+
+    def step(self, idx_t: torch.Tensor, state: BDHState, *, sparse: bool | None = None,
+             inplace: bool = False) -> tuple[torch.Tensor, BDHState]:
+        """Recurrent form (Eq. 8): one token per row, idx_t (B,) -> logits (B,V), new state. Cost independent of t.
+
+        Reads the state before writing it. sparse=None gathers only the active neurons (x > 0, y > 0; whole
+        pairs under RoPE) when at most 30% fire; True/False force it. The input state is left untouched unless
+        inplace=True (for loops that own the state, e.g. `generate`), which updates its tensors in place.
+        """
+        _check_idx(idx_t, 1, self.config.vocab_size)
+        p = self.config.dropout if self.training else 0.0
+        logits, new = self._run(idx_t[:, None], state, build=True, sparse=sparse, inplace=inplace, dropout=p)
+        return logits[:, 0], new
+
+    def prefill(self, idx: torch.Tensor, state: BDHState | None = None) -> tuple[torch.Tensor, BDHState]:
+        """Token-parallel form that continues `state` (fresh if None) and returns its successor: equals forward."""
+        _check_idx(idx, 2, self.config.vocab_size)
+        if state is None:
+            state = self.init_state(idx.shape[0], idx.device)
+        if idx.shape[1] == 0:
+            return self.lm_head.new_zeros(idx.shape[0], 0, self.config.vocab_size), state
+        p = self.config.dropout if self.training else 0.0
+        return self._run(idx, state, build=True, dropout=p)
+
+    @torch.no_grad()
+    def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
+                 top_k: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Sample max_new_tokens after the prompt idx (B,T>=1) with the recurrent form -> (B, T+new).
+
+        temperature 0 is greedy (argmax); top_k keeps the k most likely bytes.
+        """
+        _check_idx(idx, 2, self.config.vocab_size)
+        if idx.shape[1] < 1:
+            raise ValueError(f"generate: expected a prompt of at least 1 token, got shape {tuple(idx.shape)}")
+        if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+            raise ValueError(f"generate: expected max_new_tokens >= 0, got {max_new_tokens!r}")
+        if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature >= 0):
+            raise ValueError(f"generate: expected a finite temperature >= 0, got {temperature!r}")
+        if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
+            raise ValueError(f"generate: expected top_k >= 1 or None, got {top_k!r}")
+        logits, state = self.prefill(idx)
+        logits, out = logits[:, -1], [idx]
+        for i in range(max_new_tokens):
+            if temperature == 0:
+                nxt = logits.argmax(-1)
+            else:
+                logits = logits / temperature
+                if top_k is not None:
+                    kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, -1:]
+                    logits = logits.masked_fill(logits < kth, float("-inf"))
+                nxt = torch.multinomial(F.softmax(logits.float(), -1), 1, generator=generator).squeeze(-1)
+            out.append(nxt[:, None])
+            if i + 1 < max_new_tokens:
+                logits, state = self.step(nxt, state, inplace=True)
+        return torch.cat(out, dim=1)
+
+    @torch.no_grad()
+    def trace(self, idx: torch.Tensor) -> dict:
+        """Internals of ONE sequence idx (T,) or (1,T), float tensors on the model's device, dropout off.
+
+        All variants: x, y (neurons, index head*N+i), value (L,T,d) = the attention values of layer l,
+        a (L,h,T,d) = per-head attention a_h = sum_{tau<t} value_tau x_tau,h^T U^{t-tau} x_t,h (before LN),
+        a_hat (L,h,T,d) = LN(a) per head (official, paper) or (L,1,T,d) = sum_h a_h (normfree), logits (T,V).
+        official: x, y (L,T,n); v (L+1,T,d) residual stream (v[0] = LN(embed)); Ey (L,T,d) = E y before LN.
+        paper, normfree: x, y (L+1,T,n) with x[0] = y[0] the input boundary; value[l-1] = v*_l = LN(E y_{l-1})
+        (normfree: E y_{l-1}).
+        """
+        if idx.dim() == 2 and idx.shape[0] == 1:
+            idx = idx[0]
+        _check_idx(idx, 1, self.config.vocab_size)
+        keys = ("x", "y", "value", "a", "a_hat") + (("v", "Ey") if self.config.variant == "official" else ())
+        record = {k: [] for k in keys}
+        logits, _ = self._run(idx[None], None, build=False, record=record)
+        out = {}
+        for k, vals in record.items():
+            t = torch.stack([z[0] for z in vals])
+            if k in ("x", "y"):                                    # (L',h,T,N) -> (L',T,n)
+                t = t.transpose(1, 2).flatten(2)
+            out[k] = t
+        out["logits"] = logits[0]
+        return out
+
+    def retention(self) -> dict:
+        """U exactly as applied, in neuron space (index head*N + i), float64 numpy.
+
+        u (n,): damping per key neuron, exp(-m_k) for every neuron of head k (ones without ALiBi);
+        theta (n//2,): radians per token of pair (2m, 2m+1) (zeros without RoPE).
+        U = diag(u) R(theta) with R acting on each pair as [[cos, -sin], [sin, cos]] (u is equal within a pair,
+        so the two commute); the attention score between positions tau < t is x_tau^T U^{t-tau} x_t.
+        """
+        C = self.config
+        u = np.ones(C.n)
+        if self._slopes is not None:
+            u = np.repeat(np.exp(-self._slopes.numpy()), C.N)
+        theta = np.zeros(C.n // 2)
+        if self._freqs is not None:
+            theta = np.tile(2 * math.pi * self._freqs.numpy()[::2], C.n_head)
+        return {"u": u, "theta": theta}
+
+    def rho(self, state: BDHState) -> list:
+        """The paper's rho_{t-1,l} (B,h,d,N) from a state: a_t,h = rho_h x_t,h (Eq. 8, before any LN)."""
+        out = []
+        for S in state.S:
+            Sc = S
+            if self._slopes is not None:
+                Sc = self._rescale(S, state.t - state.t_ref, inplace=False)
+            if self._freqs is not None:                     # rho^T = R_t^T S: rotate rows by -phase_t
+                c, s = rope_cos_sin(torch.tensor([state.t], device=S.device), self._on("_freqs", S.device))
+                Sc = rotate(Sc.transpose(-1, -2), c, -s).transpose(-1, -2)
+            out.append(Sc.transpose(-1, -2))
+        return out
+
+    def input_boundary(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """paper/normfree: idx (B,T) -> (x_0, y_0), each (B,T,n): x_0 = (D_x z)^+, y_0 = x_0, z = LN(embed) or embed."""
+        if self.config.variant == "official":
+            raise ValueError("input_boundary: defined for the paper and normfree variants, got variant 'official' "
+                             "(its input is the residual stream v = LN(embed(idx)))")
+        _check_idx(idx, 2, self.config.vocab_size)
+        z = self.embed(idx.long())
+        x0 = self._encode(z if self.config.variant == "normfree" else layer_norm(z)).transpose(1, 2).flatten(2)
+        return x0, x0
+
+    def readout(self, z: torch.Tensor) -> torch.Tensor:
+        """Logits from the last layer: paper: LN(E y_L) @ lm_head; normfree: (E y_L) @ lm_head, y_L (...,n);
+        official: v_L @ lm_head, v_L (...,d)."""
+        if self.config.variant == "official":
+            return z @ self.lm_head
+        Ey = z @ self.E.mT
+        return (Ey if self.config.variant == "normfree" else layer_norm(Ey)) @ self.lm_head
+
+
+def _check_idx(idx, dim: int, vocab: int) -> None:
+    if not isinstance(idx, torch.Tensor) or idx.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+        raise ValueError(f"expected token ids as an integer tensor, got {getattr(idx, 'dtype', type(idx).__name__)}")
+    if idx.dim() != dim:
+        raise ValueError(f"expected token ids of {dim} dimension(s), got shape {tuple(idx.shape)}")
