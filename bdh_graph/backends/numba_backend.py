@@ -1,0 +1,148 @@
+"""The event-driven CPU backend: numba kernels over source-major CSR arrays (indptr, indices, weight).
+
+Work per communication rule is proportional to (active sources) x (fan-out): only sources with a non-zero
+value are visited, silent neurons cost nothing. Damping by a diagonal or per-synapse U is lazy: a damp
+sub-round only advances a clock, and a synapse catches up (`sigma *= u ** (clock - last)`) the next time a
+read or a write touches it, so it too costs nothing for silent neurons. A rotation is applied eagerly to all
+synapses (O(|Gs|) per layer and token).
+
+Kernels are private and see plain arrays; the Python class validates nothing (the Simulator and Network
+do). No allocation inside prange; fastmath off (bdh_graph.config); the Hebbian write is owner-computes: each
+thread owns the synapses of its source (key) neurons, so there are no races.
+"""
+import numpy as np
+from numba import njit, prange
+
+from .. import config
+from .. import kernels as K
+from ..state import NetworkState
+from . import numpy_ops
+
+_jit = dict(fastmath=config.FASTMATH, cache=config.CACHE, nogil=True)
+_NO_CLOCK = -1
+
+
+@njit(**_jit)
+def _scatter(indptr, indices, w, src, active, out, u_edge, last, clock):
+    """out[indices[e]] += w[e] * src[b] over the out-edges e of each active source b (serial scatter).
+    clock >= 0: w is a lazily damped edge state, brought up to date before use."""
+    for k in range(active.shape[0]):
+        b = active[k]
+        sb = src[b]
+        for e in range(indptr[b], indptr[b + 1]):
+            if clock >= 0 and last[e] != clock:
+                w[e] *= u_edge[e] ** (clock - last[e])
+                last[e] = clock
+            out[indices[e]] += w[e] * sb
+
+
+@njit(parallel=True, **_jit)
+def _hebbian(indptr, indices, gs, sigma, pre, post, active_pre, u_edge, last, clock):
+    """sigma(i,j) += Gs(i,j) pre(i) post(j) on edges with both ends active; a thread owns source i's synapses."""
+    for k in prange(active_pre.shape[0]):
+        b = active_pre[k]
+        pb = pre[b]
+        for e in range(indptr[b], indptr[b + 1]):
+            qa = post[indices[e]]
+            if qa != 0.0:
+                if clock >= 0 and last[e] != clock:
+                    sigma[e] *= u_edge[e] ** (clock - last[e])
+                    last[e] = clock
+                sigma[e] += gs[e] * pb * qa
+
+
+@njit(parallel=True, **_jit)
+def _flush(sigma, u_edge, last, clock):
+    for e in prange(sigma.shape[0]):
+        if last[e] != clock:
+            sigma[e] *= u_edge[e] ** (clock - last[e])
+            last[e] = clock
+
+
+@njit(parallel=True, **_jit)
+def _rotate(sigma, pair_first, mate, coef_self, coef_mate):
+    """new[e] = coef_self[e] sigma[e] + coef_mate[e] sigma[mate[e]], pair by pair (each pair owned by one thread)."""
+    for k in prange(pair_first.shape[0]):
+        e = pair_first[k]
+        m = mate[e]
+        s0 = sigma[e]
+        s1 = sigma[m]
+        sigma[e] = coef_self[e] * s0 + coef_mate[e] * s1
+        sigma[m] = coef_self[m] * s1 + coef_mate[m] * s0
+
+
+class NumbaBackend:
+    name = "numba"
+
+    def __init__(self, net):
+        self.net = net
+        self.ops = numpy_ops(None)
+        self.lazy = {k: ev.kind == "diagonal" for k, ev in net.edge_vars.items()}
+        self._dummy_f = np.zeros(1)
+        self._dummy_i = np.zeros(1, dtype=np.int64)
+
+    def initial_state(self, sigma0):
+        nodes = {v: np.zeros(self.net.size_of(v)) for v in self.net.node_variables}
+        edges = {k: np.array(sigma0[k], dtype=np.float64) for k in self.net.edge_vars}
+        self.last = {k: np.zeros(len(edges[k]), dtype=np.int64) for k in edges}
+        self.clock = {k: 0 for k in edges}
+        return NetworkState(nodes, edges)
+
+    def _lazy_args(self, s):
+        if self.lazy[s]:
+            return self.net.edge_vars[s].u_edge, self.last[s], self.clock[s]
+        return self._dummy_f, self._dummy_i, _NO_CLOCK
+
+    def flush(self, state):
+        for s, on in self.lazy.items():
+            if on:
+                _flush(state.edges[s], self.net.edge_vars[s].u_edge, self.last[s], self.clock[s])
+        return state
+
+    def to_numpy_state(self, state):
+        self.flush(state)
+        return state._replace(nodes={k: v.copy() for k, v in state.nodes.items()},
+                              edges={k: v.copy() for k, v in state.edges.items()})
+
+    def set_node(self, state, var, values):
+        return state.replace(nodes={**state.nodes, var: np.array(values, dtype=np.float64)})
+
+    def node(self, state, var):
+        return state.nodes[var]
+
+    def communicate(self, rules, state):
+        nodes = dict(state.nodes)
+        for r in rules:
+            if r.kind == "send":
+                g = self.net.groups[r.group]
+                src = state.nodes[r.src[0]]
+                out = nodes[r.dst] = nodes[r.dst].copy()
+                _scatter(g.indptr, g.indices, g.weight, src, np.flatnonzero(src), out,
+                         self._dummy_f, self._dummy_i, _NO_CLOCK)
+            elif r.kind == "read":
+                q, s = r.src
+                g = self.net.groups[self.net.edge_vars[s].group]
+                src = state.nodes[q]
+                out = nodes[r.dst] = nodes[r.dst].copy()
+                _scatter(g.indptr, g.indices, state.edges[s], src, np.flatnonzero(src), out, *self._lazy_args(s))
+            else:
+                p, q = r.src
+                g = self.net.groups[self.net.edge_vars[r.dst].group]
+                pre = state.nodes[p]
+                _hebbian(g.indptr, g.indices, g.weight, state.edges[r.dst], pre, state.nodes[q],
+                         np.flatnonzero(pre), *self._lazy_args(r.dst))
+        return state.replace(nodes=nodes)
+
+    def compute(self, rules, state):
+        nodes = dict(state.nodes)
+        for r in rules:
+            if r.kind == "damp":
+                ev = self.net.edge_vars[r.dst]
+                if ev.kind == "diagonal":
+                    self.clock[r.dst] += 1
+                elif ev.kind == "rotation":
+                    _rotate(state.edges[r.dst], ev.pair_first, ev.mate, ev.coef_self, ev.coef_mate)
+            else:
+                names = r.src + ((r.dst,) if r.dst else ())
+                nodes.update(K.COMPUTATION_RULES[r.kind](r, {v: nodes[v] for v in names}, self.ops))
+        return state.replace(nodes=nodes)

@@ -1,0 +1,376 @@
+"""The network: populations of nodes, synapse groups between them, edge variables (sigma) and a kernel.
+
+Edge convention (reference section 1), fixed here once: a group is given as a matrix in Eq. 6 orientation,
+`G[j, i]` = weight of the edge *from i to j* (row = receiving node), so `G @ v` sums over incoming edges.
+It is stored source-major (CSC of that matrix): the out-edges of source `i` are
+`indices[indptr[i]:indptr[i+1]]` (targets, ascending) with weights `weight[...]`; edge number `e` is the
+position in that order, which is also the order of every edge variable (`sigma_l`) on the group.
+
+U (Eq. 6: `sigma <- sigma U`) of an edge variable, with `U = diag(u) R(theta)` acting on the key (source)
+index `b`:
+
+- `u` of shape (n_pre,): `sigma[:, b] *= u[b]` (ALiBi-like damping); of shape (n_post, n_pre): per synapse,
+  `sigma[a, b] *= u[a, b]`; None: U = I.
+- `theta` of shape (n_pre // 2,): R is block diagonal with `[[cos t_m, -sin t_m], [sin t_m, cos t_m]]` on
+  the key pair (2m, 2m+1), applied after u: `sigma <- (sigma * u) @ R`, i.e.
+  `new[a, 2m]   =  u[a,2m] cos t_m sigma[a,2m] + u[a,2m+1] sin t_m sigma[a,2m+1]` and
+  `new[a, 2m+1] = -u[a,2m] sin t_m sigma[a,2m] + u[a,2m+1] cos t_m sigma[a,2m+1]`.
+  A rotation moves state between the synapses (2m -> a) and (2m+1 -> a), so the edge set of the group is
+  closed under that pairing (missing partners are added with weight 0) and sigma becomes signed.
+Per edge this is `new[e] = coef_self[e] * sigma[e] + coef_mate[e] * sigma[mate[e]]`; every backend applies
+these same arrays (tests/test_graph_equivalence.py checks them against a dense `(sigma * u) @ R`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from . import kernels as K
+from .errors import GraphError
+
+NEURON_VARIABLES = ("X", "Y", "A", "Xe", "Xi", "Ye", "Yi")
+GROUPS = ("Gx_e", "Gx_i", "Gy_e", "Gy_i", "Gs")
+
+
+@dataclass(frozen=True)
+class Population:
+    name: str
+    size: int
+    variables: tuple
+
+
+@dataclass(frozen=True)
+class SynapseGroup:
+    """Directed, weighted, non-negative edges from population `pre` to `post`, stored source-major."""
+    name: str
+    pre: str
+    post: str
+    n_pre: int
+    n_post: int
+    indptr: np.ndarray   # (n_pre + 1,) int64
+    indices: np.ndarray  # (nnz,) int64, target of each edge
+    weight: np.ndarray   # (nnz,) float64
+
+    @property
+    def nnz(self):
+        return len(self.indices)
+
+    @property
+    def source(self):
+        """(nnz,) source of each edge."""
+        return np.repeat(np.arange(self.n_pre, dtype=np.int64), np.diff(self.indptr))
+
+    @property
+    def out_degree(self):
+        return np.diff(self.indptr)
+
+    def matrix(self, values=None):
+        """scipy CSC (n_post, n_pre) in Eq. 6 orientation, with `values` (default: the weights) on the edges."""
+        v = self.weight if values is None else values
+        return sp.csc_matrix((v, self.indices, self.indptr), shape=(self.n_post, self.n_pre))
+
+    def dense(self, values=None):
+        return self.matrix(values).toarray()
+
+
+@dataclass(frozen=True)
+class EdgeVariable:
+    """State on the edges of a group (sigma_l), with its U as per-edge coefficients (module docstring)."""
+    name: str
+    group: str
+    kind: str              # "identity" | "diagonal" | "rotation"
+    u_edge: np.ndarray     # (nnz,) retention of each synapse (1 for identity)
+    coef_self: np.ndarray  # (nnz,)
+    coef_mate: np.ndarray  # (nnz,)
+    mate: np.ndarray       # (nnz,) int64, the paired synapse (itself when no rotation)
+    pair_first: np.ndarray  # edges with an even source, the first of each rotated pair
+    u: np.ndarray | None = None
+    theta: np.ndarray | None = None
+
+
+# ---- validation -----------------------------------------------------------------------------------------------
+
+def _check_finite(name, a):
+    if not np.all(np.isfinite(a)):
+        bad = np.argwhere(~np.isfinite(np.asarray(a)))[0]
+        raise GraphError(f"{name}: expected finite values, got {np.asarray(a)[tuple(bad)]} at index {tuple(bad.tolist())}")
+
+
+def as_group_matrix(name, M, shape):
+    """Validate a group given as a dense array or scipy sparse matrix (Eq. 6 orientation); scipy CSC out."""
+    if sp.issparse(M):
+        M = sp.csc_matrix(M, dtype=np.float64)
+        M.sum_duplicates()
+        M.sort_indices()
+        vals = M.data
+    else:
+        M = np.asarray(M, dtype=np.float64)
+        vals = M
+    if M.shape != tuple(shape):
+        raise GraphError(f"{name}: expected shape {tuple(shape)} (row = receiving node), got {M.shape}")
+    _check_finite(name, vals)
+    if vals.size and vals.min() < 0:
+        if sp.issparse(M):
+            k = int(np.argmin(M.data))
+            col = int(np.searchsorted(M.indptr, k, side="right") - 1)
+            where = f"edge {col}->{int(M.indices[k])}"
+        else:
+            j, i = np.unravel_index(int(np.argmin(M)), M.shape)
+            where = f"edge {i}->{j}"
+        raise GraphError(f"{name}: weights must be non-negative, got {vals.min():g} on {where}; "
+                         "put the negative part in the inhibitory group")
+    return M if sp.issparse(M) else sp.csc_matrix(M)
+
+
+def _group_from_csc(name, pre, post, M):
+    M = sp.csc_matrix(M)
+    M.sort_indices()
+    return SynapseGroup(name, pre, post, M.shape[1], M.shape[0], M.indptr.astype(np.int64),
+                        M.indices.astype(np.int64), M.data.astype(np.float64))
+
+
+def _pair_closure(M):
+    """Add zero-weight edges so that (2m -> a) exists iff (2m+1 -> a) does (needed by a rotation)."""
+    M = sp.coo_matrix(M)
+    rows, cols = M.row, M.col
+    key = set(zip(rows.tolist(), cols.tolist()))
+    extra = [(a, b ^ 1) for a, b in key if (a, b ^ 1) not in key]
+    if not extra:
+        return sp.csc_matrix(M)
+    r = np.concatenate([rows, [a for a, _ in extra]])
+    c = np.concatenate([cols, [b for _, b in extra]])
+    d = np.concatenate([M.data, np.zeros(len(extra))])
+    out = sp.csc_matrix((d, (r, c)), shape=M.shape)
+    # keep the structural zeros: csc_matrix((d, (r, c))) keeps explicit entries
+    return out
+
+
+def _edge_variable(name, group, u=None, theta=None):
+    g = group
+    src, dst = g.source, g.indices
+    if u is None:
+        kind_u, u_edge = None, np.ones(g.nnz)
+    else:
+        u = np.asarray(u, dtype=np.float64)
+        if u.shape not in ((g.n_pre,), (g.n_post, g.n_pre)):
+            raise GraphError(f"u: expected shape ({g.n_pre},) (per key neuron) or {(g.n_post, g.n_pre)} "
+                             f"(per synapse), got {u.shape}")
+        _check_finite("u", u)
+        if u.min() < 0 or u.max() > 1:
+            raise GraphError(f"u: retention must lie in [0, 1], got values in [{u.min():g}, {u.max():g}]")
+        u_edge = u[src] if u.ndim == 1 else u[dst, src]
+    if theta is None:
+        mate = np.arange(g.nnz, dtype=np.int64)
+        kind = "identity" if (u is None or np.all(u_edge == 1.0)) else "diagonal"
+        return EdgeVariable(name, g.name, kind, u_edge, u_edge.copy(), np.zeros(g.nnz), mate,
+                            np.zeros(0, dtype=np.int64), u, None)
+    theta = np.asarray(theta, dtype=np.float64)
+    if g.n_pre % 2:
+        raise GraphError(f"theta: rotation pairs key neurons (2m, 2m+1), so the population needs an even size, got {g.n_pre}")
+    if theta.shape != (g.n_pre // 2,):
+        raise GraphError(f"theta: expected shape ({g.n_pre // 2},) (one angle per neuron pair), got {theta.shape}")
+    _check_finite("theta", theta)
+    keys = src * g.n_post + dst  # ascending in source-major order
+    mate = np.searchsorted(keys, (src ^ 1) * g.n_post + dst).astype(np.int64)
+    if not np.array_equal(keys[np.minimum(mate, g.nnz - 1)], (src ^ 1) * g.n_post + dst):
+        raise GraphError(f"{g.name}: a rotation needs the edge set closed under pairing (2m <-> 2m+1)")
+    c, s = np.cos(theta[src // 2]), np.sin(theta[src // 2])
+    sign = np.where(src % 2 == 0, 1.0, -1.0)
+    coef_self = u_edge * c
+    coef_mate = sign * u_edge[mate] * s
+    pair_first = np.flatnonzero(src % 2 == 0).astype(np.int64)
+    return EdgeVariable(name, g.name, "rotation", u_edge, coef_self, coef_mate, mate, pair_first, u, theta)
+
+
+def as_inputs(name, a, T, n):
+    a = np.asarray(a, dtype=np.float64)
+    expect = (n,) if T is None else (T, n)
+    if a.shape != expect:
+        raise GraphError(f"{name}: expected shape {expect} ({'n' if T is None else '(T, n)'} with n = {n}), got {a.shape}")
+    _check_finite(name, a)
+    return a
+
+
+# ---- the network ----------------------------------------------------------------------------------------------
+
+class Network:
+    """Populations, synapse groups, edge variables and a kernel. Parameters only: state lives in a Simulator.
+
+    Build the paper's network with `from_dense`, `from_edges`, `from_scipy` or `from_pyg`; extend it with
+    `add_population`, `add_group`, `add_edge_variable` and `with_kernel` (see docs/bdh_graph.md, "Extending").
+    """
+
+    def __init__(self):
+        self.populations: dict[str, Population] = {}
+        self.groups: dict[str, SynapseGroup] = {}
+        self.edge_vars: dict[str, EdgeVariable] = {}
+        self.kernel: K.Kernel | None = None
+
+    # -- building blocks --
+    def add_population(self, name, size, variables=NEURON_VARIABLES):
+        if name in self.populations:
+            raise GraphError(f"population {name!r} already exists")
+        if "." in name or int(size) < 1:
+            raise GraphError(f"population {name!r}: expected a dot-free name and size >= 1, got size {size}")
+        self.populations[name] = Population(name, int(size), tuple(variables))
+        return self
+
+    def add_group(self, name, pre, post, matrix):
+        """Add a synapse group from population `pre` to `post`; `matrix` (n_post, n_pre), Eq. 6 orientation."""
+        for p in (pre, post):
+            if p not in self.populations:
+                raise GraphError(f"group {name}: unknown population {p!r}; known: {sorted(self.populations)}")
+        shape = (self.populations[post].size, self.populations[pre].size)
+        self.groups[name] = _group_from_csc(name, pre, post, as_group_matrix(name, matrix, shape))
+        return self
+
+    def add_edge_variable(self, name, group, u=None, theta=None):
+        """Declare state `name` on the edges of `group`, with retention `u` and rotation `theta` (U, Eq. 6)."""
+        if group not in self.groups:
+            raise GraphError(f"edge variable {name}: unknown group {group!r}; known: {sorted(self.groups)}")
+        g = self.groups[group]
+        if theta is not None:
+            closed = _group_from_csc(group, g.pre, g.post, _pair_closure(g.matrix()))
+            if closed.nnz != g.nnz:
+                if any(ev.group == group for ev in self.edge_vars.values()):
+                    raise GraphError(f"{group}: cannot add rotation partners after other edge variables exist")
+                self.groups[group] = g = closed
+        self.edge_vars[name] = _edge_variable(name, g, u, theta)
+        return self
+
+    def with_kernel(self, kernel):
+        K.validate(kernel, self.node_variables, {k: v.group for k, v in self.edge_vars.items()},
+                   {k: (g.pre, g.post) for k, g in self.groups.items()})
+        self.kernel = kernel
+        return self
+
+    @property
+    def node_variables(self):
+        """{qualified name: population}: neurons' variables bare (`X`), others as `pop.V`."""
+        out = {}
+        for p in self.populations.values():
+            for v in p.variables:
+                out[v if p.name == "neurons" else f"{p.name}.{v}"] = p.name
+        return out
+
+    def size_of(self, var):
+        return self.populations[self.node_variables[var]].size
+
+    @property
+    def n(self):
+        return self.populations["neurons"].size
+
+    @property
+    def layers(self):
+        return len(self.kernel.layers)
+
+    @property
+    def sigma_names(self):
+        return list(self.edge_vars)
+
+    # -- constructors of the paper's network --
+    @classmethod
+    def _paper(cls, n, mats, u, theta, layers, shared_sigma, damping, hebbian_orientation, kernel):
+        if not isinstance(layers, (int, np.integer)) or layers < 1:
+            raise GraphError(f"layers: expected an integer >= 1, got {layers!r}")
+        net = cls().add_population("neurons", n)
+        for name in GROUPS:
+            net.add_group(name, "neurons", "neurons", mats[name])
+        for l in range(1 if shared_sigma else layers):
+            net.add_edge_variable(K.sigma_name(l, shared_sigma), "Gs", u=u, theta=theta)
+        build = {"1b": K.table_1b, "1a": K.table_1a}
+        if kernel not in build:
+            raise GraphError(f"kernel: expected '1b' or '1a', got {kernel!r}")
+        return net.with_kernel(build[kernel](layers, shared_sigma=shared_sigma, damping=damping,
+                                             hebbian_orientation=hebbian_orientation))
+
+    @classmethod
+    def from_dense(cls, Gx_e, Gx_i=None, Gy_e=None, Gy_i=None, Gs=None, u=None, theta=None, layers=1, *,
+                   shared_sigma=False, damping="eq6", hebbian_orientation="eq6", kernel="1b"):
+        """The paper's network from dense (n, n) non-negative arrays in Eq. 6 orientation (row = receiver).
+
+        Missing inhibitory groups are empty; a missing `Gy_e` is empty; a missing `Gs` is all ones (Obs. 4).
+        An entry is an edge iff it is non-zero.
+        """
+        Gx_e = np.asarray(Gx_e, dtype=np.float64)
+        if Gx_e.ndim != 2 or Gx_e.shape[0] != Gx_e.shape[1]:
+            raise GraphError(f"Gx_e: expected a square (n, n) array, got shape {Gx_e.shape}")
+        n = Gx_e.shape[0]
+        given = dict(Gx_e=Gx_e, Gx_i=Gx_i, Gy_e=Gy_e, Gy_i=Gy_i, Gs=Gs)
+        defaults = dict(Gx_i=np.zeros((n, n)), Gy_e=np.zeros((n, n)), Gy_i=np.zeros((n, n)), Gs=np.ones((n, n)))
+        mats = {k: (defaults[k] if v is None else v) for k, v in given.items()}
+        for k, v in mats.items():  # validate dense first so the error names the group
+            as_group_matrix(k, v, (n, n))
+        return cls._paper(n, {k: sp.csc_matrix(np.asarray(v, dtype=np.float64)) for k, v in mats.items()},
+                          u, theta, layers, shared_sigma, damping, hebbian_orientation, kernel)
+
+    @classmethod
+    def from_scipy(cls, Gx_e, Gx_i=None, Gy_e=None, Gy_i=None, Gs=None, u=None, theta=None, layers=1, **kw):
+        """As `from_dense`, from scipy sparse matrices (stored entries are the edges, zeros included)."""
+        if not sp.issparse(Gx_e):
+            raise GraphError(f"Gx_e: expected a scipy sparse matrix, got {type(Gx_e).__name__}")
+        n = Gx_e.shape[0]
+        empty = sp.csc_matrix((n, n))
+        mats = dict(Gx_e=Gx_e, Gx_i=Gx_i if Gx_i is not None else empty, Gy_e=Gy_e if Gy_e is not None else empty,
+                    Gy_i=Gy_i if Gy_i is not None else empty,
+                    Gs=Gs if Gs is not None else sp.csc_matrix(np.ones((n, n))))
+        return cls._paper(n, mats, u, theta, layers, kw.pop("shared_sigma", False), kw.pop("damping", "eq6"),
+                          kw.pop("hebbian_orientation", "eq6"), kw.pop("kernel", "1b"))
+
+    @classmethod
+    def from_edges(cls, n, edges, u=None, theta=None, layers=1, **kw):
+        """From edge lists in the paper's edge naming: `edges[group] = (i, j, w)`, an edge from i to j.
+
+        Groups not given are empty, except `Gs`, which is all ones when missing.
+        """
+        mats = {}
+        for name in GROUPS:
+            if name not in edges:
+                mats[name] = sp.csc_matrix(np.ones((n, n))) if name == "Gs" else sp.csc_matrix((n, n))
+                continue
+            i, j, w = (np.asarray(a) for a in edges[name])
+            if not (i.shape == j.shape == w.shape and i.ndim == 1):
+                raise GraphError(f"{name}: expected three equal-length 1-D arrays (i, j, w), got shapes "
+                                 f"{i.shape}, {j.shape}, {w.shape}")
+            for arr, lab in ((i, "i"), (j, "j")):
+                if arr.size and (arr.min() < 0 or arr.max() >= n):
+                    raise GraphError(f"{name}: node index {lab} must lie in [0, {n - 1}], got range "
+                                     f"[{arr.min()}, {arr.max()}]")
+            mats[name] = sp.csc_matrix((w.astype(np.float64), (j, i)), shape=(n, n))
+        unknown = set(edges) - set(GROUPS)
+        if unknown:
+            raise GraphError(f"edges: unknown group(s) {sorted(unknown)}; expected names from {GROUPS}")
+        return cls.from_scipy(mats["Gx_e"], mats["Gx_i"], mats["Gy_e"], mats["Gy_i"], mats["Gs"], u=u,
+                              theta=theta, layers=layers, **kw)
+
+    @classmethod
+    def from_pyg(cls, data, layers=None, **kw):
+        """From the HeteroData written by `to_pyg` (edge types ('neurons', G, 'neurons') with `edge_weight`)."""
+        from .export import network_from_pyg
+        return network_from_pyg(cls, data, layers, **kw)
+
+    # -- running --
+    def simulator(self, backend="numba", **kw):
+        """A token-by-token Simulator (see bdh_graph.simulator.Simulator for the options)."""
+        from .simulator import Simulator
+        return Simulator(self, backend=backend, **kw)
+
+    def run(self, x0, y0, backend="numba", sigma0=None, **kw):
+        """Run the kernel on boundary inputs x0, y0 of shape (T, n); returns a RunResult (Eq. 6 by default)."""
+        return self.simulator(backend=backend, sigma0=sigma0, **kw).run(x0, y0)
+
+    # -- export --
+    def to_networkx(self, sigma=None):
+        from .export import to_networkx
+        return to_networkx(self, sigma)
+
+    def to_pyg(self, sigma=None):
+        from .export import to_pyg
+        return to_pyg(self, sigma)
+
+    def __repr__(self):
+        pops = ", ".join(f"{p.name}:{p.size}" for p in self.populations.values())
+        grps = ", ".join(f"{g.name}:{g.nnz}" for g in self.groups.values())
+        return f"Network(populations=[{pops}], groups=[{grps}], edge_vars={list(self.edge_vars)}, layers={self.layers if self.kernel else 0})"

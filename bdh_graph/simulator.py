@@ -1,0 +1,194 @@
+"""The scheduler: the only loop. Runs a kernel's rounds round-robin, one token per pass.
+
+Per token: `ingest` puts the boundary inputs into X and Y (policy below), then every round is a communication
+sub-round followed by a computation sub-round, each a function of (state, network) applied by the backend;
+after the last round of layer l, X = x_{t,l} and Y = y_{t,l} are read out. With the default kernel
+(Table 1(b)) and the default policies this is exactly Eq. 6.
+
+Token policies (the paper leaves open how X is reset between tokens and what Y holds at layer 1):
+- x_policy="set" (default): X <- x0_t. "add": X <- X + x0_t, X keeps what it held at the end of the previous
+  token (x_{t-1,L}) and integrates the new input.
+- y_policy="set" (default): Y <- y0_t. "add": Y <- Y + y0_t (Y carries y_{t-1,L} into layer 1).
+"""
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from . import config
+from .backends import make_backend
+from .errors import GraphError
+from .network import as_inputs
+from .state import NetworkState
+
+TOKEN_POLICIES = ("set", "add")
+
+
+def sigma0_edges(net, sigma0):
+    """Normalise sigma0 to {edge variable: (nnz,) array}: None (zeros), a dense (L_sigma, n_post, n_pre)
+    array, a per-edge (L_sigma, nnz) array, or a dict of either per edge variable."""
+    names = net.sigma_names
+    out = {}
+    if sigma0 is None:
+        return {k: np.zeros(net.groups[net.edge_vars[k].group].nnz) for k in names}
+    if not isinstance(sigma0, dict):
+        arr = np.asarray(sigma0, dtype=np.float64)
+        if arr.shape[:1] != (len(names),):
+            raise GraphError(f"sigma0: expected {len(names)} layer(s) of state first ({names}), got shape {arr.shape}")
+        sigma0 = dict(zip(names, arr))
+    unknown = set(sigma0) - set(names)
+    if unknown:
+        raise GraphError(f"sigma0: unknown edge variable(s) {sorted(unknown)}; known: {names}")
+    for k in names:
+        g = net.groups[net.edge_vars[k].group]
+        if k not in sigma0:
+            out[k] = np.zeros(g.nnz)
+            continue
+        a = np.asarray(sigma0[k], dtype=np.float64)
+        if a.shape == (g.n_post, g.n_pre):
+            vals = a[g.indices, g.source]
+            off = a.copy()
+            off[g.indices, g.source] = 0.0
+            if np.any(off != 0):
+                j, i = np.argwhere(off != 0)[0]
+                raise GraphError(f"sigma0[{k}]: non-zero state {off[j, i]:g} on {i}->{j}, which is not an edge of {g.name}")
+            a = vals
+        elif a.shape != (g.nnz,):
+            raise GraphError(f"sigma0[{k}]: expected shape {(g.n_post, g.n_pre)} (dense) or ({g.nnz},) (per edge), got {a.shape}")
+        if not np.all(np.isfinite(a)):
+            raise GraphError(f"sigma0[{k}]: expected finite values, got NaN or inf")
+        out[k] = a.copy()
+    return out
+
+
+class RunResult:
+    """x, y: (T, L+1, n), layer 0 = the boundary inputs; sigma: dense (L_sigma, n, n), sigma[l][a, b] with
+    a = value (y) neuron, b = key (x) neuron; sigma_edges: {name: (nnz,)} on the edges of Gs (any n)."""
+
+    def __init__(self, net, x, y, sigma_edges, state):
+        self.net, self.x, self.y, self.sigma_edges, self.state = net, x, y, sigma_edges, state
+
+    def sigma_sparse(self, l=0):
+        name = self.net.sigma_names[l]
+        return self.net.groups[self.net.edge_vars[name].group].matrix(self.sigma_edges[name]).tocsr()
+
+    @property
+    def sigma(self):
+        gs = [self.net.groups[self.net.edge_vars[k].group] for k in self.net.sigma_names]
+        if max(max(g.n_pre, g.n_post) for g in gs) > config.DENSE_SIGMA_MAX_N:
+            raise GraphError(f"sigma: n above {config.DENSE_SIGMA_MAX_N} is too big to densify; use sigma_sparse(l) or sigma_edges")
+        return np.stack([g.dense(self.sigma_edges[k]) for g, k in zip(gs, self.net.sigma_names)])
+
+
+class Simulator:
+    """Step a network token by token (`feed`) or sub-round by sub-round (`ingest` + `step`).
+
+    backend: "numba" | "pyg" | "numpy"; sigma0: initial state (see sigma0_edges); x_policy, y_policy: token
+    policies (module docstring); spiking, seed: the stochastic mode (numpy backend); device: for "pyg".
+    """
+
+    def __init__(self, net, backend="numba", sigma0=None, x_policy="set", y_policy="set", spiking=False,
+                 seed=None, device=None):
+        if net.kernel is None:
+            raise GraphError("network has no kernel; call net.with_kernel(kernel) first")
+        for name, v in (("x_policy", x_policy), ("y_policy", y_policy)):
+            if v not in TOKEN_POLICIES:
+                raise GraphError(f"{name}: expected one of {TOKEN_POLICIES}, got {v!r}")
+        self.net, self.kernel = net, net.kernel
+        self.x_policy, self.y_policy = x_policy, y_policy
+        self.backend = make_backend(backend, net, spiking=spiking, seed=seed, device=device)
+        self._state = self.backend.initial_state(sigma0_edges(net, sigma0))
+        self._rounds = self.kernel.rounds
+        ends = np.cumsum([len(layer) for layer in self.kernel.layers]) - 1
+        self._layer_of_end = {int(r): l for l, r in enumerate(ends)}
+        self._sub = 0          # next sub-round within the token, 0 .. 2 * len(rounds) - 1
+        self._loaded = False
+        self.token = 0         # tokens completed
+        self.round = 0         # rounds completed
+        self.monitors = []
+        self._x = self._y = None
+
+    # -- inspection --
+    @property
+    def state(self) -> NetworkState:
+        """A NumPy copy of the current state (edge state brought up to date)."""
+        return self.backend.to_numpy_state(self._state)._replace(token=self.token, round=self.round)
+
+    def node(self, var):
+        return np.asarray(self.backend.node(self._state, var))
+
+    @property
+    def phase(self):
+        return "communication" if self._sub % 2 == 0 else "computation"
+
+    # -- the loop --
+    def ingest(self, x0_t, y0_t):
+        """Start a token: X, Y <- the boundary inputs x_{t,0}, y_{t,0} (per the token policies)."""
+        if self._sub != 0:
+            raise GraphError(f"ingest: token {self.token} is still running (sub-round {self._sub} of "
+                             f"{2 * len(self._rounds)}); finish it with step()")
+        n = self.net.n
+        x = as_inputs("x0_t", x0_t, None, n)
+        y = as_inputs("y0_t", y0_t, None, n)
+        if self.x_policy == "add":
+            x = self.node("X") + x
+        if self.y_policy == "add":
+            y = self.node("Y") + y
+        self._state = self.backend.set_node(self._state, "X", x)
+        self._state = self.backend.set_node(self._state, "Y", y)
+        L = len(self.kernel.layers)
+        self._x, self._y = np.zeros((L + 1, n)), np.zeros((L + 1, n))
+        self._x[0], self._y[0] = x, y
+        self._loaded = True
+
+    def step(self):
+        """Run one sub-round (communication or computation); returns which one ran."""
+        if not self._loaded:
+            raise GraphError("step: no token loaded; call sim.ingest(x0_t, y0_t) first")
+        k, phase = divmod(self._sub, 2)
+        rnd = self._rounds[k]
+        if phase == 0:
+            for m in self.monitors:
+                m._before_communication(self, rnd.communication)
+            self._state = self.backend.communicate(rnd.communication, self._state)
+        else:
+            self._state = self.backend.compute(rnd.computation, self._state)
+        self._sub += 1
+        self._notify("subround")
+        if phase == 1:
+            self.round += 1
+            self._notify("round")
+            if k in self._layer_of_end:
+                l = self._layer_of_end[k] + 1
+                self._x[l], self._y[l] = self.node("X"), self.node("Y")
+        if self._sub == 2 * len(self._rounds):
+            self._sub, self._loaded = 0, False
+            self.token += 1
+            self._notify("token")
+        return "communication" if phase == 0 else "computation"
+
+    def feed(self, x0_t, y0_t):
+        """Run one token (all rounds); returns x, y of shape (L+1, n), layer 0 = the inputs."""
+        self.ingest(x0_t, y0_t)
+        while self._loaded:
+            self.step()
+        return self._x.copy(), self._y.copy()
+
+    def run(self, x0, y0):
+        """Run T tokens; x0, y0: (T, n). Returns a RunResult."""
+        x0 = np.asarray(x0, dtype=np.float64)
+        T = x0.shape[0] if x0.ndim == 2 else None
+        if T is None:
+            raise GraphError(f"x0: expected shape (T, n) with n = {self.net.n}, got {x0.shape}")
+        x0, y0 = as_inputs("x0", x0, T, self.net.n), as_inputs("y0", y0, T, self.net.n)
+        L = len(self.kernel.layers)
+        xs, ys = np.zeros((T, L + 1, self.net.n)), np.zeros((T, L + 1, self.net.n))
+        for t in range(T):
+            xs[t], ys[t] = self.feed(x0[t], y0[t])
+        st = self.state
+        return RunResult(self.net, xs, ys, st.edges, st)
+
+    def _notify(self, when):
+        for m in self.monitors:
+            if m.when == when:
+                m._record(self)
