@@ -10,7 +10,7 @@ No torch here: the PyG backend and the PyG export import torch lazily. See docs/
 from . import kernels
 from .errors import GraphError, MonitorIndexError
 from .kernels import Kernel, Round, Rule, register_rule, table_1a, table_1b
-
+from .monitors import EventMonitor, SpikeMonitor, StateMonitor
 from .network import EdgeVariable, Network, Population, SynapseGroup
 from .reference import eq6
 from .simulator import RunResult, Simulator
