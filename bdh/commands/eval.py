@@ -1,0 +1,50 @@
+"""`bdh eval`: held-out loss and bits per byte of a model directory on a dataset."""
+from __future__ import annotations
+
+import json
+import os
+
+
+def add_parser(subparsers):
+    p = subparsers.add_parser("eval", help="held-out loss and bits per byte",
+                              description="Evaluate a model on the validation split of a dataset (the last 10%% "
+                                          "of a file; fixed episodes for recall).")
+    p.add_argument("model_dir", metavar="DIR", help="model directory")
+    p.add_argument("--data", required=True, help="file path | tinyshakespeare | recall[:K]")
+    p.add_argument("--split", default="val", choices=("val", "train"))
+    p.add_argument("--block-size", type=int, help="bytes per window (default: the training run's, else 256)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--max-batches", type=int, default=50, help="at most this many batches (default 50)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args) -> int:
+    import bdh_gpu
+    from bdh_gpu.data import make_dataset
+    from bdh_gpu.train import TRAIN_STATE_JSON, evaluate
+
+    from bdh.commands.train import resolve_device
+
+    if args.batch_size < 1 or args.max_batches < 1:
+        raise ValueError(f"--batch-size and --max-batches must be >= 1 (got {args.batch_size}, {args.max_batches})")
+    device = resolve_device(args.device)
+    model = bdh_gpu.load(args.model_dir, map_location=device)
+    block = args.block_size
+    if block is None:
+        block = 256
+        state = os.path.join(args.model_dir, TRAIN_STATE_JSON)
+        if os.path.isfile(state):
+            with open(state) as f:
+                block = json.load(f)["train_config"]["block_size"]
+    data = make_dataset(args.data, block)
+    r = evaluate(model, data, args.split, args.batch_size, args.max_batches, device)
+    r.update(data=data.name, split=args.split, block_size=block)
+    if args.json:
+        print(json.dumps(r))
+    else:
+        print(f"{data.name} ({args.split}, {r['scored_bytes']:,} scored bytes, block {block}): "
+              f"loss {r['loss']:.4f} nats/byte, {r['bits_per_byte']:.4f} bits/byte, accuracy {r['accuracy']:.4f}")
+    return 0

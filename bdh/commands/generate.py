@@ -1,0 +1,71 @@
+"""`bdh generate`: sample bytes from a model directory with the recurrent form (O(1) per token)."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+MAX_PROMPT_BYTES = 1_000_000
+
+
+def add_parser(subparsers):
+    p = subparsers.add_parser("generate", help="sample text with the recurrent form",
+                              description="Sample bytes after a prompt, decoding with the recurrent state.")
+    p.add_argument("model_dir", metavar="DIR", help="model directory (config.json + model.safetensors)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--prompt", help="prompt text (utf-8)")
+    src.add_argument("--prompt-file", help="file whose bytes are the prompt")
+    p.add_argument("--tokens", type=int, default=256, help="new bytes to generate (default 256)")
+    p.add_argument("--temperature", type=float, default=1.0, help="0 = greedy (default 1.0)")
+    p.add_argument("--top-k", type=int, default=None, help="sample among the k most likely bytes")
+    p.add_argument("--seed", type=int, default=1337, help="sampling seed (default 1337)")
+    p.add_argument("--device", default="cpu", help="cpu (default) | cuda | cuda:N")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the text")
+    p.set_defaults(func=run)
+    return p
+
+
+def read_prompt(args) -> bytes:
+    if args.prompt is not None:
+        prompt = args.prompt.encode("utf-8")
+    else:
+        with open(args.prompt_file, "rb") as f:
+            prompt = f.read(MAX_PROMPT_BYTES + 1)
+    if not prompt:
+        raise ValueError("the prompt is empty: expected at least 1 byte")
+    if len(prompt) > MAX_PROMPT_BYTES:
+        raise ValueError(f"the prompt is longer than allowed: expected at most {MAX_PROMPT_BYTES:,} bytes, "
+                         f"got {'more' if args.prompt is None else f'{len(prompt):,}'}")
+    return prompt
+
+
+def run(args) -> int:
+    import torch
+
+    import bdh_gpu
+
+    from bdh.commands.train import resolve_device
+
+    if args.tokens < 0:
+        raise ValueError(f"--tokens: expected a count >= 0, got {args.tokens}")
+    if args.top_k is not None and not 1 <= args.top_k <= 256:
+        raise ValueError(f"--top-k: expected 1..256, got {args.top_k}")
+    prompt = read_prompt(args)
+    device = resolve_device(args.device)
+    model = bdh_gpu.load(args.model_dir, map_location=device).eval()
+    idx = torch.tensor(list(prompt), dtype=torch.long, device=device)[None]
+    gen = torch.Generator(device=device).manual_seed(args.seed)
+    t0 = time.perf_counter()
+    out = model.generate(idx, args.tokens, temperature=args.temperature, top_k=args.top_k, generator=gen)
+    seconds = time.perf_counter() - t0
+    ids = out[0, len(prompt):].tolist()
+    text = bytes(ids).decode("utf-8", errors="replace")
+    tps = len(ids) / seconds if seconds > 0 else float("inf")
+    if args.json:
+        print(json.dumps({"completion_ids": ids, "completion": text, "tokens_per_s": tps,
+                          "prompt_tokens": len(prompt), "new_tokens": len(ids), "seconds": seconds}))
+    else:
+        sys.stdout.write(prompt.decode("utf-8", errors="replace") + text + "\n")
+        print(f"[{len(ids)} bytes in {seconds:.2f} s, {tps:,.1f} tokens/s, prompt {len(prompt)} bytes]",
+              file=sys.stderr)
+    return 0

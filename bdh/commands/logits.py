@@ -1,0 +1,81 @@
+"""`bdh logits`: the (T, 256) float32 logits of a text, from a chosen engine, as a .npy file.
+
+Engines are functions `(model, ids (T,) int64) -> np.ndarray (T, V) float32` in `ENGINES`; the equivalence
+package adds its graph engines to the same dict.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+
+import numpy as np
+
+
+def tensor_engine(model, ids):
+    """Token-parallel form (Eq. 4): one forward over the whole text."""
+    import torch
+
+    with torch.no_grad():
+        return model(ids[None])[0].float().cpu().numpy()
+
+
+def recurrent_engine(model, ids):
+    """Recurrent form (Eq. 8): `step` token by token from the empty state."""
+    import torch
+
+    with torch.no_grad():
+        state = model.init_state(1)
+        rows = []
+        for t in range(len(ids)):
+            logits, state = model.step(ids[t:t + 1], state, inplace=True)
+            rows.append(logits[0])
+        return torch.stack(rows).float().cpu().numpy()
+
+
+ENGINES = {"tensor": tensor_engine, "recurrent": recurrent_engine}
+MAX_TEXT_BYTES = 1_000_000
+
+
+def add_parser(subparsers):
+    p = subparsers.add_parser("logits", help="write the logits of a text as (T, 256) float32 .npy",
+                              description="Compute the next-byte logits of every position of a text.")
+    p.add_argument("model_dir", metavar="DIR", help="model directory")
+    p.add_argument("--text-file", required=True, help="file whose bytes are the input")
+    p.add_argument("--engine", default="tensor", help=f"one of {', '.join(ENGINES)} (default tensor)")
+    p.add_argument("--out", required=True, help="output .npy path")
+    p.set_defaults(func=run)
+    return p
+
+
+def save_npy_atomic(path: str, array: np.ndarray) -> None:
+    d = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=".logits-", suffix=".npy.tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, array)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def run(args) -> int:
+    import torch
+
+    import bdh_gpu
+
+    if args.engine not in ENGINES:
+        raise ValueError(f"--engine: expected one of {', '.join(ENGINES)}, got {args.engine!r}")
+    with open(args.text_file, "rb") as f:
+        raw = f.read(MAX_TEXT_BYTES + 1)
+    if not raw:
+        raise ValueError(f"{args.text_file}: empty text, expected at least 1 byte")
+    if len(raw) > MAX_TEXT_BYTES:
+        raise ValueError(f"{args.text_file}: expected at most {MAX_TEXT_BYTES:,} bytes, got more")
+    model = bdh_gpu.load(args.model_dir).eval()
+    ids = torch.tensor(list(raw), dtype=torch.long)
+    logits = np.ascontiguousarray(ENGINES[args.engine](model, ids), dtype=np.float32)
+    save_npy_atomic(args.out, logits)
+    print(f"wrote {args.out}: logits {logits.shape} float32 ({args.engine} engine)")
+    return 0
