@@ -231,6 +231,8 @@ class Network:
         if group not in self.groups:
             raise GraphError(f"edge variable {name}: unknown group {group!r}; known: {sorted(self.groups)}")
         g = self.groups[group]
+        if theta is not None and g.n_pre % 2:
+            raise GraphError(f"theta: rotation pairs key neurons (2m, 2m+1), so {g.pre} needs an even size, got {g.n_pre}")
         if theta is not None:
             closed = _group_from_csc(group, g.pre, g.post, _pair_closure(g.matrix()))
             if closed.nnz != g.nnz:
