@@ -23,6 +23,7 @@ these same arrays (tests/test_graph_equivalence.py checks them against a dense `
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import scipy.sparse as sp
@@ -57,7 +58,7 @@ class SynapseGroup:
     def nnz(self):
         return len(self.indices)
 
-    @property
+    @cached_property
     def source(self):
         """(nnz,) source of each edge."""
         return np.repeat(np.arange(self.n_pre, dtype=np.int64), np.diff(self.indptr))
@@ -83,8 +84,8 @@ class EdgeVariable:
     kind: str              # "identity" | "diagonal" | "rotation"
     u_edge: np.ndarray     # (nnz,) retention of each synapse (1 for identity)
     coef_self: np.ndarray  # (nnz,)
-    coef_mate: np.ndarray  # (nnz,)
-    mate: np.ndarray       # (nnz,) int64, the paired synapse (itself when no rotation)
+    coef_mate: np.ndarray  # (nnz,) with a rotation, else empty
+    mate: np.ndarray       # (nnz,) int64, the paired synapse, with a rotation, else empty
     pair_first: np.ndarray  # edges with an even source, the first of each rotated pair
     u: np.ndarray | None = None
     theta: np.ndarray | None = None
@@ -162,10 +163,9 @@ def _edge_variable(name, group, u=None, theta=None):
             raise GraphError(f"u: retention must lie in [0, 1], got values in [{u.min():g}, {u.max():g}]")
         u_edge = u[src] if u.ndim == 1 else u[dst, src]
     if theta is None:
-        mate = np.arange(g.nnz, dtype=np.int64)
         kind = "identity" if (u is None or np.all(u_edge == 1.0)) else "diagonal"
-        return EdgeVariable(name, g.name, kind, u_edge, u_edge.copy(), np.zeros(g.nnz), mate,
-                            np.zeros(0, dtype=np.int64), u, None)
+        none = np.zeros(0, dtype=np.int64)  # no pairing without a rotation: coef_mate and mate stay empty
+        return EdgeVariable(name, g.name, kind, u_edge, u_edge, np.zeros(0), none, none, u, None)
     theta = np.asarray(theta, dtype=np.float64)
     if g.n_pre % 2:
         raise GraphError(f"theta: rotation pairs key neurons (2m, 2m+1), so the population needs an even size, got {g.n_pre}")
