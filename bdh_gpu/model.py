@@ -194,7 +194,7 @@ class BDH(nn.Module):
             xf = xr.reshape(B, h * N)
             act = self._active(x.reshape(B, h * N), pairs=cs is not None)       # (k,)
             head = act // N
-            Sf = S.view(B, h * N, -1)
+            Sf = S.reshape(B, h * N, -1)
             rows = Sf[:, act]                                                     # (B,k,d)
             xa = xf[:, act]                                                       # (B,k)
             if alibi:
