@@ -167,14 +167,19 @@ def test_table_1a_differs_with_inhibition():
     assert np.max(np.abs(Network.from_dense(**G, layers=2, kernel="1a").run(x0, y0, backend="numba").y - yr)) > 1e-4
 
 
-def test_numba_threads_agree():
-    """Owner-computes Hebbian write and pairwise rotation: 1 thread and all threads give bit-identical sigma."""
+def test_numba_threads_agree(monkeypatch):
+    """Owner-computes Hebbian write and pairwise rotation: the serial build, the parallel build on 1 thread and
+    on all threads give bit-identical results."""
     import numba
+
+    from bdh_graph import config
     rng = np.random.default_rng(5)
     n = 40
     G = dict(Gx_e=rng.random((n, n)) / n, Gy_e=rng.random((n, n)) / n, Gs=(rng.random((n, n)) < 0.3) * 1.0)
     x0, y0 = rng.random((4, n)), rng.random((4, n))
     net = Network.from_dense(**G, u=rng.uniform(0.5, 1, n), theta=rng.uniform(-3, 3, n // 2), layers=2)
+    serial = net.run(x0, y0, backend="numba")
+    monkeypatch.setattr(config, "PARALLEL_MIN_EDGES", 0)
     before = numba.get_num_threads()
     try:
         numba.set_num_threads(1)
@@ -183,7 +188,8 @@ def test_numba_threads_agree():
         many = net.run(x0, y0, backend="numba")
     finally:
         numba.set_num_threads(before)
-    assert np.array_equal(one.sigma, many.sigma) and np.array_equal(one.y, many.y)
+    for r in (one, many):
+        assert np.array_equal(serial.sigma, r.sigma) and np.array_equal(serial.y, r.y)
 
 
 def test_lazy_damping_matches_eager_over_sparse_activity():

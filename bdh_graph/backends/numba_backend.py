@@ -36,8 +36,7 @@ def _scatter(indptr, indices, w, src, active, out, u_edge, last, clock):
             out[indices[e]] += w[e] * sb
 
 
-@njit(parallel=True, **_jit)
-def _hebbian(indptr, indices, gs, sigma, pre, post, active_pre, u_edge, last, clock):
+def _hebbian_py(indptr, indices, gs, sigma, pre, post, active_pre, u_edge, last, clock):
     """sigma(i,j) += Gs(i,j) pre(i) post(j) on edges with both ends active; a thread owns source i's synapses."""
     for k in prange(active_pre.shape[0]):
         b = active_pre[k]
@@ -59,8 +58,7 @@ def _flush(sigma, u_edge, last, clock):
             last[e] = clock
 
 
-@njit(parallel=True, **_jit)
-def _rotate(sigma, pair_first, mate, coef_self, coef_mate):
+def _rotate_py(sigma, pair_first, mate, coef_self, coef_mate):
     """new[e] = coef_self[e] sigma[e] + coef_mate[e] sigma[mate[e]], pair by pair (each pair owned by one thread)."""
     for k in prange(pair_first.shape[0]):
         e = pair_first[k]
@@ -69,6 +67,12 @@ def _rotate(sigma, pair_first, mate, coef_self, coef_mate):
         s1 = sigma[m]
         sigma[e] = coef_self[e] * s0 + coef_mate[e] * s1
         sigma[m] = coef_self[m] * s1 + coef_mate[m] * s0
+
+
+# Each prange kernel in two builds: parallel launches cost ~1 ms, so small calls run the serial build
+# (prange is range there). The switch is config.PARALLEL_MIN_EDGES synapses touched; both give identical bits.
+_hebbian = (njit(**_jit)(_hebbian_py), njit(parallel=True, **_jit)(_hebbian_py))
+_rotate = (njit(**_jit)(_rotate_py), njit(parallel=True, **_jit)(_rotate_py))
 
 
 class NumbaBackend:
@@ -129,8 +133,10 @@ class NumbaBackend:
                 p, q = r.src
                 g = self.net.groups[self.net.edge_vars[r.dst].group]
                 pre = state.nodes[p]
-                _hebbian(g.indptr, g.indices, g.weight, state.edges[r.dst], pre, state.nodes[q],
-                         np.flatnonzero(pre), *self._lazy_args(r.dst))
+                active = np.flatnonzero(pre)
+                work = g.nnz * len(active) // max(1, g.n_pre)
+                _hebbian[work >= config.PARALLEL_MIN_EDGES](
+                    g.indptr, g.indices, g.weight, state.edges[r.dst], pre, state.nodes[q], active, *self._lazy_args(r.dst))
         return state.replace(nodes=nodes)
 
     def compute(self, rules, state):
@@ -141,7 +147,8 @@ class NumbaBackend:
                 if ev.kind == "diagonal":
                     self.clock[r.dst] += 1
                 elif ev.kind == "rotation":
-                    _rotate(state.edges[r.dst], ev.pair_first, ev.mate, ev.coef_self, ev.coef_mate)
+                    _rotate[len(ev.mate) >= config.PARALLEL_MIN_EDGES](
+                        state.edges[r.dst], ev.pair_first, ev.mate, ev.coef_self, ev.coef_mate)
             else:
                 names = r.src + ((r.dst,) if r.dst else ())
                 nodes.update(K.COMPUTATION_RULES[r.kind](r, {v: nodes[v] for v in names}, self.ops))

@@ -1,0 +1,143 @@
+"""bdh_graph throughput: tokens/s and synaptic events/s vs n and active fraction, against dense Eq. 6.
+
+    python -m benchmarks.graph_bench [--quick] [--ns 1024 4096] [--fractions 0.05 1.0] [--tokens 8]
+
+Network: Table 1(b), L layers, Gs complete (n^2 synapses, the Obs. 4 shape), damping u = 0.99 on every key
+(the numba backend's lazy damping is exercised), Gx_e = Gx_i = one random graph with fan-out 32 (balanced
+E/I: every message is sent and counted, and the net input cancels exactly, so X = x0 and the active fraction
+stays the input's), Gy_e, Gy_i independent random graphs with fan-out 32. Each token activates a fresh random
+fraction f of the neurons in x0 and y0. Dense baselines evaluate Eq. 6 with n x n matrices (NumPy: the
+reference bdh_graph.reference.eq6; torch: the same three lines in torch), float64, CPU.
+Times exclude numba compilation (one warm-up token first). Synaptic events are counted once with an
+EventMonitor (untimed): one event per message sent along an edge (bdh_graph.monitors).
+"""
+import argparse
+import time
+
+import numpy as np
+import scipy.sparse as sp
+
+from bdh_graph import EventMonitor, Network
+from bdh_graph.reference import eq6
+
+FANOUT = 32
+
+
+def build(n, layers, seed=0):
+    rng = np.random.default_rng(seed)
+
+    def sparse_graph():
+        cols = np.repeat(np.arange(n), FANOUT)
+        rows = rng.integers(0, n, n * FANOUT)
+        M = sp.csc_matrix((rng.uniform(0.5, 1.0, n * FANOUT) / FANOUT, (rows, cols)), shape=(n, n))
+        M.sum_duplicates()
+        return M
+
+    Gx = sparse_graph()
+    mats = dict(Gx_e=Gx, Gx_i=Gx.copy(), Gy_e=sparse_graph(), Gy_i=sparse_graph() * 0.5,
+                Gs=sp.csc_matrix(np.ones((n, n))))
+    u = np.full(n, 0.99)
+    return mats, u, Network.from_scipy(**mats, u=u, layers=layers)
+
+
+def inputs(n, T, f, seed=1):
+    rng = np.random.default_rng(seed)
+    x0, y0 = np.zeros((T, n)), np.zeros((T, n))
+    k = max(1, int(round(f * n)))
+    for t in range(T):
+        x0[t, rng.choice(n, k, replace=False)] = rng.uniform(0.1, 1.0, k)
+        y0[t, rng.choice(n, k, replace=False)] = rng.uniform(0.1, 1.0, k)
+    return x0, y0
+
+
+def time_backend(net, backend, x0, y0):
+    sim = net.simulator(backend=backend)
+    sim.feed(x0[0], y0[0])                                   # warm-up (numba compiles here)
+    t0 = time.perf_counter()
+    for t in range(1, len(x0)):
+        sim.feed(x0[t], y0[t])
+    if backend == "pyg":
+        sim.node("X")                                        # synchronise a CUDA device
+    return (len(x0) - 1) / (time.perf_counter() - t0)
+
+
+def count_events(net, x0, y0):
+    sim = net.simulator(backend="numba")
+    ev = EventMonitor(sim)
+    act = []
+    for t in range(len(x0)):
+        xs, ys = sim.feed(x0[t], y0[t])
+        act.append((np.mean(xs[1:] != 0), np.mean(ys[1:] != 0)))
+    return ev.total / len(x0), np.mean(act, axis=0)
+
+
+def dense_numpy_tps(mats, u, layers, x0, y0):
+    D = {k: v.toarray() for k, v in mats.items()}
+    t0 = time.perf_counter()
+    eq6(x0, y0, **D, u=u, layers=layers)
+    return len(x0) / (time.perf_counter() - t0)
+
+
+def dense_torch_tps(mats, u, layers, x0, y0):
+    import torch
+    D = {k: torch.as_tensor(v.toarray()) for k, v in mats.items()}
+    Gx, Gy, Gs, uu = D["Gx_e"] - D["Gx_i"], D["Gy_e"] - D["Gy_i"], D["Gs"], torch.as_tensor(u)
+    X0, Y0 = torch.as_tensor(x0), torch.as_tensor(y0)
+    n = x0.shape[1]
+    sigma = torch.zeros(layers, n, n, dtype=torch.float64)
+    t0 = time.perf_counter()
+    for t in range(len(x0)):
+        x, y = X0[t], Y0[t]
+        for l in range(layers):
+            x = x + torch.relu(Gx @ y)
+            a = sigma[l] @ x
+            sigma[l] = (sigma[l] + torch.outer(y, x) * Gs) * uu[None, :]
+            y = torch.relu(Gy @ a) * x
+    return len(x0) / (time.perf_counter() - t0)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="small sizes, a few seconds")
+    p.add_argument("--ns", type=int, nargs="*", default=None)
+    p.add_argument("--fractions", type=float, nargs="*", default=None)
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--tokens", type=int, default=None)
+    p.add_argument("--backends", nargs="*", default=["numba", "pyg"])
+    args = p.parse_args(argv)
+    ns = args.ns or ([256, 1024] if args.quick else [512, 1024, 2048, 4096])
+    fracs = args.fractions or ([0.05, 1.0] if args.quick else [0.05, 0.25, 1.0])
+    T = args.tokens or (4 if args.quick else 8)
+    L = args.layers
+    print(f"bdh_graph benchmark: L={L}, Gs complete, u=0.99, Gx/Gy fan-out {FANOUT}, {T} tokens, float64, CPU")
+    header = f"{'n':>6} {'f':>5} {'act x':>6} {'act y':>6} {'backend':>12} {'tokens/s':>10} {'Mevents/s':>10} {'events/token':>13}"
+    print(header)
+    rows = []
+    for n in ns:
+        mats, u, net = build(n, L)
+        dense_done = False
+        for f in fracs:
+            x0, y0 = inputs(n, T, f)
+            ev, (ax, ay) = count_events(net, x0[:2], y0[:2])
+            for b in args.backends:
+                tps = time_backend(net, b, x0, y0)
+                rows.append((n, f, b, tps))
+                print(f"{n:>6} {f:>5.2f} {ax:>6.3f} {ay:>6.3f} {b:>12} {tps:>10.2f} {tps * ev / 1e6:>10.1f} {ev:>13.0f}", flush=True)
+            if not dense_done:  # dense cost does not depend on activity
+                for name, fn in (("dense-numpy", dense_numpy_tps), ("dense-torch", dense_torch_tps)):
+                    tps = fn(mats, u, L, x0[: max(2, T // 2)], y0[: max(2, T // 2)])
+                    rows.append((n, None, name, tps))
+                    print(f"{n:>6} {'any':>5} {'':>6} {'':>6} {name:>12} {tps:>10.2f}", flush=True)
+                dense_done = True
+    by = {(n, f, b): tps for n, f, b, tps in rows}
+    for n in ns:
+        lo, hi = min(fracs), max(fracs)
+        if ("numba" in args.backends) and (n, lo, "numba") in by and (n, hi, "numba") in by:
+            print(f"n={n}: numba speed-up at f={lo} over f={hi}: {by[(n, lo, 'numba')] / by[(n, hi, 'numba')]:.1f}x; "
+                  f"numba f={lo} vs dense-numpy: {by[(n, lo, 'numba')] / by[(n, None, 'dense-numpy')]:.1f}x, "
+                  f"vs dense-torch: {by[(n, lo, 'numba')] / by[(n, None, 'dense-torch')]:.1f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
