@@ -1,0 +1,182 @@
+"""`compare`: run a tensor model and its compiled graph on the same bytes and compare, per token and layer.
+
+Quantities: logits (T, V); x, y (per token and layer, n neurons); rho (per token and layer, d x n: rho = E sigma
+of the graph's state vs `model.rho(state)` of the recurrent tensor state after the same token); v (official:
+the residual stream at the hubs vs the model's). Errors are measured per slice (one token, one layer): the
+absolute error is max |graph - tensor| over the slice, the relative error divides it by the slice's scale,
+max(|tensor|, |graph|) over the slice (0 when both are exactly zero). A quantity is within tolerance when every
+slice's relative error is at most `rtol`.
+
+Tolerances (docs/equivalence.md): tensor model in float64: rtol 1e-9 (measured errors are ~1e-14); in float32
+(the graph always runs in float64): rtol 1e-3 (LayerNorm and the normfree products amplify float32 rounding).
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .compile import Compiled, compile_model
+from .run import GraphRunner, TensorRunner
+
+RTOL = {np.float64: 1e-9, np.float32: 1e-3}
+
+
+@dataclass
+class QuantityError:
+    """Max errors of one quantity and where they occur: `where_*` = (token, layer, index) (layer None for logits)."""
+    name: str
+    max_abs: float = 0.0
+    max_rel: float = 0.0
+    where_abs: tuple | None = None
+    where_rel: tuple | None = None
+    first_bad: tuple | None = None   # (token, layer) of the first slice beyond tolerance
+    slices: int = 0
+    rtol: float = 1e-9
+
+    @property
+    def ok(self):
+        return self.slices > 0 and self.max_rel <= self.rtol
+
+    def add(self, ref, got, token, layer):
+        ref, got = np.asarray(ref, dtype=np.float64), np.asarray(got, dtype=np.float64)
+        if ref.shape != got.shape:
+            raise ValueError(f"{self.name}: tensor shape {ref.shape} vs graph shape {got.shape} at token {token}")
+        self.slices += 1
+        diff = np.abs(got - ref)
+        if not np.all(np.isfinite(diff)):
+            err, k = math.inf, int(np.argmax(~np.isfinite(diff)))
+            rel = math.inf
+        else:
+            k = int(np.argmax(diff)) if diff.size else 0
+            err = float(diff.reshape(-1)[k]) if diff.size else 0.0
+            scale = max(float(np.abs(ref).max(initial=0.0)), float(np.abs(got).max(initial=0.0)))
+            rel = 0.0 if err == 0.0 else (err / scale if scale > 0 else math.inf)
+        idx = tuple(int(i) for i in np.unravel_index(k, diff.shape)) if diff.size else ()
+        idx = idx[0] if len(idx) == 1 else idx
+        if err > self.max_abs or self.where_abs is None:
+            self.max_abs, self.where_abs = err, (token, layer, idx)
+        if rel > self.max_rel or self.where_rel is None:
+            self.max_rel, self.where_rel = rel, (token, layer, idx)
+        if rel > self.rtol and self.first_bad is None:
+            self.first_bad = (token, layer)
+
+    def to_dict(self):
+        return dict(max_abs=self.max_abs, max_rel=self.max_rel, where_abs=self.where_abs, where_rel=self.where_rel,
+                    first_bad=self.first_bad, slices=self.slices, rtol=self.rtol, ok=self.ok)
+
+
+@dataclass
+class CompareReport:
+    compile: str
+    variant: str
+    backend: str
+    dtype: str
+    rtol: float
+    T: int
+    quantities: dict = field(default_factory=dict)
+    compiled_report: dict = field(default_factory=dict)
+
+    @property
+    def ok(self):
+        return all(q.ok for q in self.quantities.values())
+
+    @property
+    def first_divergence(self):
+        """(token, layer, quantity) of the earliest slice beyond tolerance, or None."""
+        bad = [(q.first_bad[0], -1 if q.first_bad[1] is None else q.first_bad[1], q.name)
+               for q in self.quantities.values() if q.first_bad is not None]
+        if not bad:
+            return None
+        t, l, name = min(bad)
+        return t, (None if l == -1 else l), name
+
+    @property
+    def max_rel(self):
+        return max(q.max_rel for q in self.quantities.values())
+
+    def to_dict(self):
+        return dict(ok=self.ok, compile=self.compile, variant=self.variant, backend=self.backend, dtype=self.dtype,
+                    rtol=self.rtol, tokens=self.T, first_divergence=self.first_divergence,
+                    quantities={k: q.to_dict() for k, q in self.quantities.items()},
+                    graph={k: v for k, v in self.compiled_report.items()})
+
+    def to_json(self):
+        return json.dumps(self.to_dict(), indent=2, default=str)
+
+    def __str__(self):
+        lines = [f"{self.compile} compile of a {self.variant} model, {self.backend} backend, tensor model in "
+                 f"{self.dtype}, {self.T} tokens, rtol {self.rtol:g}: {'OK' if self.ok else 'MISMATCH'}"]
+        for q in self.quantities.values():
+            lines.append(f"  {q.name:<7} max abs {q.max_abs:.3e} at {q.where_abs}   max rel {q.max_rel:.3e} at "
+                         f"{q.where_rel}   {'ok' if q.ok else 'BEYOND TOLERANCE'}")
+        if not self.ok:
+            lines.append(f"  first divergence (token, layer, quantity): {self.first_divergence}")
+        return "\n".join(lines)
+
+
+def as_ids(idx_or_text, vocab=256) -> np.ndarray:
+    """bytes / str (UTF-8) / sequence / array / torch tensor of token ids -> (T,) int64, T >= 1, ids < vocab."""
+    x = idx_or_text
+    if isinstance(x, str):
+        x = x.encode("utf-8")
+    if isinstance(x, (bytes, bytearray)):
+        ids = np.frombuffer(bytes(x), dtype=np.uint8).astype(np.int64)
+    else:
+        if hasattr(x, "detach"):
+            x = x.detach().cpu().numpy()
+        ids = np.asarray(x)
+        if ids.ndim == 2 and ids.shape[0] == 1:
+            ids = ids[0]
+        if ids.ndim != 1 or (ids.size and ids.dtype.kind not in "iu"):
+            raise ValueError(f"expected token ids of shape (T,) ints, got shape {ids.shape} dtype {ids.dtype}")
+        ids = ids.astype(np.int64)
+    if ids.size == 0:
+        raise ValueError("expected at least 1 token, got an empty input")
+    if ids.min() < 0 or ids.max() >= vocab:
+        raise ValueError(f"token ids must lie in [0, {vocab - 1}], got range [{ids.min()}, {ids.max()}]")
+    return ids
+
+
+def compare(model, compiled: Compiled | str | None = None, idx="hello", backend: str = "numba",
+            dtype=np.float64, rtol: float | None = None, state: bool = True, device=None) -> CompareReport:
+    """Run `model` (torch, any dtype: converted to `dtype`) and its graph (float64) on the same tokens.
+
+    compiled: a Compiled, a compile name ("dense", "circuit", "official") or None (the default compile).
+    state=False skips rho (saves time on big models). Returns a CompareReport; `report.ok` against `rtol`
+    (default RTOL[dtype]).
+    """
+    dtype = np.dtype(dtype).type
+    if dtype not in RTOL:
+        raise ValueError(f"dtype: expected float64 or float32, got {np.dtype(dtype).name}")
+    rtol = RTOL[dtype] if rtol is None else float(rtol)
+    ids = as_ids(idx, model.config.vocab_size)
+    tensor = TensorRunner(model, dtype)
+    if not isinstance(compiled, Compiled):
+        compiled = compile_model(TensorRunner(model, np.float64).model, compiled)
+    if compiled.variant != model.config.variant:
+        raise ValueError(f"compiled model is variant {compiled.variant!r}, the tensor model {model.config.variant!r}")
+    tr = tensor.trace(ids)
+    official = compiled.variant == "official"
+    names = ["logits", "x", "y"] + list(compiled.record) + (["rho"] if state else [])
+    rep = CompareReport(compiled.name, compiled.variant, backend, np.dtype(dtype).name, rtol, len(ids),
+                        {k: QuantityError(k, rtol=rtol) for k in names}, compiled.report)
+    Q = rep.quantities
+    graph = GraphRunner(compiled, backend, device=device)
+    states = tensor.states(ids) if state else None
+    L = compiled.weights.L
+    for t, g in enumerate(graph.feed(ids, with_state=state)):
+        Q["logits"].add(tr["logits"][t], g["logits"], t, None)
+        for l in range(0 if not official else 1, L + 1):           # official: no layer-0 x, y
+            k = l - 1 if official else l
+            Q["x"].add(tr["x"][k, t], g["x"][l], t, l)
+            Q["y"].add(tr["y"][k, t], g["y"][l], t, l)
+        if "v" in compiled.record:
+            for l in range(L):
+                Q["v"].add(tr["v"][l + 1, t], g["v"][l], t, l + 1)
+        if state:
+            for l, (r_t, r_g) in enumerate(zip(next(states), g["rho"])):
+                Q["rho"].add(r_t, r_g, t, l + 1)
+    return rep

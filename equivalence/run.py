@@ -1,0 +1,95 @@
+"""Running a compiled model on bytes: the graph side (`GraphRunner`) and the tensor side (`TensorRunner`).
+
+Both step token by token and yield, per token, the quantities that `equivalence.compare` checks:
+x, y (L+1, n) (layer 0 = the boundary; official: layer 0 unused), logits (V,), rho (L, d, n) and hub values.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from bdh_graph import Simulator, StateMonitor
+
+from .compile import Compiled
+
+
+class _Simulator(Simulator):
+    """The bdh_graph Simulator plus sensory input at a hub population: `ingest(x0, y0, inputs)` also sets
+    `inputs = {qualified variable: values}` (e.g. the official model's embedding row at `res.V`)."""
+
+    _inputs = None
+
+    def ingest(self, x0_t, y0_t, inputs=None):
+        super().ingest(x0_t, y0_t)
+        for var, values in (inputs if inputs is not None else (self._inputs or {})).items():
+            self._state = self.backend.set_node(self._state, var, values)
+
+    def feed_inputs(self, x0_t, y0_t, inputs):
+        """`feed` (one whole token) with hub inputs; returns x, y (L+1, n)."""
+        self._inputs = inputs
+        try:
+            return self.feed(x0_t, y0_t)
+        finally:
+            self._inputs = None
+
+
+class GraphRunner:
+    """Feed token ids through a Compiled network on a backend ("numba", "pyg", "numpy")."""
+
+    def __init__(self, compiled: Compiled, backend: str = "numba", device=None):
+        self.compiled = compiled
+        kw = {"device": device} if device is not None else {}
+        self.sim = _Simulator(compiled.network, backend=backend, **kw)
+        self._out = StateMonitor(self.sim, variables=(compiled.logits_var,), when="token")
+        self._hubs = None
+        if compiled.record:
+            self._hubs = StateMonitor(self.sim, variables=tuple(compiled.record.values()), when="round")
+        k = compiled.kernel
+        self._ends = np.cumsum([len(layer) for layer in k.layers])     # rounds completed at each layer's end
+        self._per_token = len(k.rounds)
+
+    def feed(self, ids, with_state=False):
+        """Yield, per token t: dict(x, y (L+1, n), logits (V,), [rho: list of (d, n)], [hub names: (L, size)])."""
+        x0, y0, extra = self.compiled.token_inputs(ids)
+        for t in range(len(x0)):
+            x, y = self.sim.feed_inputs(x0[t], y0[t], extra[t])
+            out = {"x": x, "y": y, "logits": getattr(self._out, self.compiled.logits_var)[:, -1].copy()}
+            if self._hubs is not None:
+                rows = ((self.sim.token - 1) * self._per_token + self._ends) - 1   # sample k: after round k + 1
+                for name, var in self.compiled.record.items():
+                    out[name] = getattr(self._hubs, var)[:, rows].T.copy()
+            if with_state:
+                out["rho"] = self.compiled.rho(self.sim.state)
+            yield out
+
+    def logits(self, ids):
+        """(T, V) logits of every position, computed by the graph."""
+        return np.stack([o["logits"] for o in self.feed(ids)])
+
+
+class TensorRunner:
+    """The tensor model in a chosen dtype: trace (token-parallel) for x, y, logits; step (recurrent) for rho."""
+
+    def __init__(self, model, dtype=np.float64):
+        import copy
+
+        import torch
+        self.torch = torch
+        tdt = {np.float64: torch.float64, np.float32: torch.float32}[np.dtype(dtype).type]
+        self.model = copy.deepcopy(model).to(tdt).eval()
+        self.model._cache = {}
+
+    def trace(self, ids):
+        t = self.torch
+        tr = self.model.trace(t.as_tensor(np.asarray(ids), dtype=t.long))
+        return {k: v.detach().cpu().double().numpy() for k, v in tr.items()}
+
+    def states(self, ids):
+        """Yield, per token, rho_l (d, n) of every layer after that token (model.rho of the recurrent state)."""
+        t = self.torch
+        ids = t.as_tensor(np.asarray(ids), dtype=t.long)
+        m = self.model
+        state = m.init_state(1)
+        with t.no_grad():
+            for k in range(len(ids)):
+                _, state = m.step(ids[k:k + 1], state, sparse=False)
+                yield [r[0].permute(1, 0, 2).reshape(r.shape[2], -1).double().cpu().numpy() for r in m.rho(state)]
