@@ -31,7 +31,8 @@ def _scatter(indptr, indices, w, src, active, out, u_edge, last, clock):
         sb = src[b]
         for e in range(indptr[b], indptr[b + 1]):
             if clock >= 0 and last[e] != clock:
-                w[e] *= u_edge[e] ** (clock - last[e])
+                k = clock - last[e]
+                w[e] *= u_edge[e] if k == 1 else u_edge[e] ** k
                 last[e] = clock
             out[indices[e]] += w[e] * sb
 
@@ -45,7 +46,8 @@ def _hebbian_py(indptr, indices, gs, sigma, pre, post, active_pre, u_edge, last,
             qa = post[indices[e]]
             if qa != 0.0:
                 if clock >= 0 and last[e] != clock:
-                    sigma[e] *= u_edge[e] ** (clock - last[e])
+                    k = clock - last[e]
+                    sigma[e] *= u_edge[e] if k == 1 else u_edge[e] ** k
                     last[e] = clock
                 sigma[e] += gs[e] * pb * qa
 
