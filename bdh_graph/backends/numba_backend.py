@@ -2,7 +2,8 @@
 
 Work per communication rule is proportional to (active sources) x (fan-out): only sources with a non-zero
 value are visited, silent neurons cost nothing. Damping by a diagonal or per-synapse U is lazy: a damp
-sub-round only advances a clock, and a synapse catches up (`sigma *= u ** (clock - last)`) the next time a
+sub-round only advances a clock; the synapses of a key neuron b catch up (`sigma *= u[b] ** (clock - last[b])`,
+one power per key; per synapse for a per-synapse u) the next time a
 read or a write touches it, so it too costs nothing for silent neurons. A rotation is applied eagerly to all
 synapses (O(|Gs|) per layer and token).
 
@@ -52,6 +53,20 @@ def _hebbian_py(indptr, indices, gs, sigma, pre, post, active_pre, u_edge, last,
                 sigma[e] += gs[e] * pb * qa
 
 
+@njit(**_jit)
+def _catch_up_columns(indptr, sigma, u_pre, last_col, clock, active):
+    """Per-key damping (sigma[:, b] *= u[b] per step), lazily: bring the synapses of each active key b up to
+    date with one power per key, then one multiply per synapse."""
+    for k in range(active.shape[0]):
+        b = active[k]
+        steps = clock - last_col[b]
+        if steps > 0:
+            f = u_pre[b] if steps == 1 else u_pre[b] ** steps
+            for e in range(indptr[b], indptr[b + 1]):
+                sigma[e] *= f
+            last_col[b] = clock
+
+
 @njit(parallel=True, **_jit)
 def _flush(sigma, u_edge, last, clock):
     for e in prange(sigma.shape[0]):
@@ -83,25 +98,36 @@ class NumbaBackend:
     def __init__(self, net):
         self.net = net
         self.ops = numpy_ops(None)
-        self.lazy = {k: ev.kind == "diagonal" for k, ev in net.edge_vars.items()}
+        # "column": u per key neuron, one clock per key; "edge": u per synapse, one clock per synapse
+        self.lazy = {k: (None if ev.kind != "diagonal" else "column" if np.ndim(ev.u) == 1 else "edge")
+                     for k, ev in net.edge_vars.items()}
         self._dummy_f = np.zeros(1)
         self._dummy_i = np.zeros(1, dtype=np.int64)
 
     def initial_state(self, sigma0):
         nodes = {v: np.zeros(self.net.size_of(v)) for v in self.net.node_variables}
         edges = {k: np.array(sigma0[k], dtype=np.float64) for k in self.net.edge_vars}
-        self.last = {k: np.zeros(len(edges[k]), dtype=np.int64) for k in edges}
+        self.last = {k: np.zeros(len(edges[k]) if self.lazy[k] == "edge" else
+                                 self.net.groups[self.net.edge_vars[k].group].n_pre, dtype=np.int64) for k in edges}
         self.clock = {k: 0 for k in edges}
         return NetworkState(nodes, edges)
 
-    def _lazy_args(self, s):
-        if self.lazy[s]:
+    def _lazy_args(self, s, sigma, active):
+        """Catch up per-key damping now; for per-synapse damping return what the kernel needs to catch up."""
+        if self.lazy[s] == "column":
+            ev = self.net.edge_vars[s]
+            g = self.net.groups[ev.group]
+            _catch_up_columns(g.indptr, sigma, ev.u, self.last[s], self.clock[s], active)
+        elif self.lazy[s] == "edge":
             return self.net.edge_vars[s].u_edge, self.last[s], self.clock[s]
         return self._dummy_f, self._dummy_i, _NO_CLOCK
 
     def flush(self, state):
-        for s, on in self.lazy.items():
-            if on:
+        for s, mode in self.lazy.items():
+            if mode == "column":
+                n_pre = self.net.groups[self.net.edge_vars[s].group].n_pre
+                self._lazy_args(s, state.edges[s], np.arange(n_pre, dtype=np.int64))
+            elif mode == "edge":
                 _flush(state.edges[s], self.net.edge_vars[s].u_edge, self.last[s], self.clock[s])
         return state
 
@@ -130,7 +156,9 @@ class NumbaBackend:
                 g = self.net.groups[self.net.edge_vars[s].group]
                 src = state.nodes[q]
                 out = nodes[r.dst] = nodes[r.dst].copy()
-                _scatter(g.indptr, g.indices, state.edges[s], src, np.flatnonzero(src), out, *self._lazy_args(s))
+                active = np.flatnonzero(src)
+                _scatter(g.indptr, g.indices, state.edges[s], src, active, out,
+                         *self._lazy_args(s, state.edges[s], active))
             else:
                 p, q = r.src
                 g = self.net.groups[self.net.edge_vars[r.dst].group]
@@ -138,7 +166,8 @@ class NumbaBackend:
                 active = np.flatnonzero(pre)
                 work = g.nnz * len(active) // max(1, g.n_pre)
                 _hebbian[work >= config.PARALLEL_MIN_EDGES](
-                    g.indptr, g.indices, g.weight, state.edges[r.dst], pre, state.nodes[q], active, *self._lazy_args(r.dst))
+                    g.indptr, g.indices, g.weight, state.edges[r.dst], pre, state.nodes[q], active,
+                    *self._lazy_args(r.dst, state.edges[r.dst], active))
         return state.replace(nodes=nodes)
 
     def compute(self, rules, state):
