@@ -33,6 +33,19 @@ def recurrent_engine(model, ids):
 
 
 ENGINES = {"tensor": tensor_engine, "recurrent": recurrent_engine}
+BACKENDS = ("numba", "pyg", "numpy")
+
+
+def _graph_engine(how):
+    def engine(model, ids, backend="numba"):
+        """The compiled neuron graph (equivalence, compile `how`), float64, token by token."""
+        import equivalence
+        return equivalence.graph_logits(model, ids.cpu().numpy(), how, backend)
+    engine.graph = True
+    return engine
+
+
+ENGINES.update({f"graph-{how}": _graph_engine(how) for how in ("dense", "circuit", "official")})
 MAX_TEXT_BYTES = 1_000_000
 
 
@@ -43,6 +56,7 @@ def add_parser(subparsers):
     p.add_argument("--text-file", required=True, help="file whose bytes are the input")
     p.add_argument("--engine", default="tensor", help=f"one of {', '.join(ENGINES)} (default tensor)")
     p.add_argument("--out", required=True, help="output .npy path")
+    p.add_argument("--backend", choices=BACKENDS, help="graph engines only: numba (default) | pyg | numpy")
     p.set_defaults(func=run)
     return p
 
@@ -75,7 +89,11 @@ def run(args) -> int:
         raise ValueError(f"{args.text_file}: expected at most {MAX_TEXT_BYTES:,} bytes, got more")
     model = bdh_gpu.load(args.model_dir).eval()
     ids = torch.tensor(list(raw), dtype=torch.long)
-    logits = np.ascontiguousarray(ENGINES[args.engine](model, ids), dtype=np.float32)
+    engine = ENGINES[args.engine]
+    if getattr(args, "backend", None) is not None and not getattr(engine, "graph", False):
+        raise ValueError(f"--backend: applies to the graph engines only, got --engine {args.engine}")
+    kw = {"backend": args.backend} if getattr(args, "backend", None) is not None else {}
+    logits = np.ascontiguousarray(engine(model, ids, **kw), dtype=np.float32)
     save_npy_atomic(args.out, logits)
     print(f"wrote {args.out}: logits {logits.shape} float32 ({args.engine} engine)")
     return 0
