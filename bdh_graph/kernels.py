@@ -189,7 +189,7 @@ def table_1a(layers, *, shared_sigma=False, damping="eq6", hebbian_orientation="
     It uses only `Gx_e` (the paper's `Gx`) and `Gy_e` (`Gy`): `Y(i) -> X(j) [Gx]` and `A(i) -> Ye(j) [Gy]`,
     then the gating product `Ye, X -> Y` (Eq. 6's `⊙ x`). With zero inhibition and `sigma >= 0` every `(.)^+`
     of Table 1(b) acts on a non-negative number, so both kernels compute the same thing
-    (tests/test_graph_kernels.py::test_table_1a_equals_1b_without_inhibition).
+    (tests/test_graph_equivalence.py::test_table_1a_equals_1b_without_inhibition).
     """
     _check_choice("damping", damping, DAMPING_ORDERS)
     _check_choice("hebbian_orientation", hebbian_orientation, HEBBIAN_ORIENTATIONS)
