@@ -1,0 +1,110 @@
+"""equivalence's interface: compile reports (sizes of Obs. 4, Claims 3 and 4), refusals, the groupnorm rule,
+the comparison report and its input checks."""
+import numpy as np
+import pytest
+import torch
+
+from bdh_graph.backends import numpy_ops
+from equivalence import APPLIES, COMPILES, as_ids, compare, compile_model, default_compile, rules
+from equivalence.strategies import Case
+
+
+def one_line(excinfo, *words):
+    msg = str(excinfo.value)
+    assert "\n" not in msg, msg
+    for w in words:
+        assert w in msg, msg
+
+
+def test_circuit_sizes_claims_3_and_4():
+    """Claim 3: 2d hubs and 3nd non-zero edges (E', De, Di) in place of the n x n Gx; Claim 4: 2dn synapses per
+    layer instead of n^2; no group anywhere is n x n."""
+    c = Case("normfree", "rope", h=2, N=8, d=3, L=2, ids=(1,))
+    comp = compile_model(c.model(), "circuit")
+    n, d, L = c.n, c.d, c.L
+    r = comp.report
+    assert r["nodes"]["hub"] == 2 * d and r["nodes"]["neurons"] == n
+    assert r["circuit_edges_3nd"] == 3 * n * d
+    assert r["synapses"] == 2 * d * n and r["state_size"] == 2 * d * n * L
+    assert all(not (g.n_pre == n and g.n_post == n) for g in comp.network.groups.values())
+    assert "rho" in comp.mapping and "E'" in comp.mapping
+
+
+def test_dense_and_official_sizes():
+    """Obs. 4: n^2 synapses per layer (Gs = 1); the official graph: n d synapses per layer (head blocks)."""
+    c = Case("normfree", "none", h=2, N=4, d=3, L=2, ids=(1,))
+    r = compile_model(c.model(), "dense").report
+    assert r["synapses"] == c.n ** 2 and r["state_size"] == 2 * c.n ** 2
+    c = Case("official", "rope", h=2, N=4, d=3, L=2, ids=(1,))
+    r = compile_model(c.model(), "official").report
+    assert r["synapses"] == c.n * c.d and r["nodes"]["att"] == c.h * c.d and r["nodes"]["res"] == c.d
+
+
+@pytest.mark.parametrize("how", COMPILES)
+@pytest.mark.parametrize("variant", ["official", "paper", "normfree"])
+def test_inapplicable_compile_is_refused(how, variant):
+    """A compile that does not apply to the variant raises a one-line ValueError naming both."""
+    m = Case(variant, "none", h=1, N=4, d=2, L=1, ids=(1,)).model()
+    if variant in APPLIES[how]:
+        compile_model(m, how)
+        return
+    with pytest.raises(ValueError) as e:
+        compile_model(m, how)
+    one_line(e, repr(how), repr(variant))
+
+
+def test_default_compile():
+    assert default_compile(Case("official", "none", 1, 4, 2, 1, (1,)).model()) == "official"
+    assert default_compile(Case("paper", "none", 1, 4, 2, 1, (1,)).model()) == "official"
+    assert default_compile(Case("normfree", "none", 1, 4, 2, 1, (1,)).model()) == "dense"
+    from bdh_gpu import BDHConfig
+    from bdh_gpu.model import BDH
+    big = BDH(BDHConfig(n_head=1, N=8192, d=2, n_layer=1, variant="normfree"))
+    assert default_compile(big) == "circuit"
+
+
+@pytest.mark.parametrize("xp", ["numpy", "torch"])
+def test_groupnorm_rule_is_layernorm(xp):
+    """The kernel extension: LN_g(p - q) => r per group of g hubs equals torch's layer_norm (eps 1e-5, no
+    affine) on numpy and torch arrays alike (so on every backend)."""
+    rng = np.random.default_rng(0)
+    p, q = rng.normal(size=12), rng.normal(size=12)
+    rule = rules.groupnorm(("p", "q"), "r", group=4, signs=(1, -1))
+    if xp == "numpy":
+        vals, ops = {"p": p, "q": q, "r": np.zeros(12)}, numpy_ops()
+    else:
+        from bdh_graph.backends import Ops
+        vals = {k: torch.tensor(v) for k, v in (("p", p), ("q", q), ("r", np.zeros(12)))}
+        ops = Ops(torch, None, torch.zeros_like, lambda z: z)
+    out = np.asarray(rules._groupnorm(rule, vals, ops)["r"])
+    ref = torch.nn.functional.layer_norm(torch.tensor(p - q).view(3, 4), (4,), eps=1e-5).view(-1).numpy()
+    np.testing.assert_allclose(out, ref, rtol=1e-13, atol=1e-15)
+    lin = rules._linear(rules.linear(("p", "q"), "r", (1, -1)), vals, ops)["r"]
+    np.testing.assert_allclose(np.asarray(lin), p - q, rtol=0, atol=0)
+
+
+def test_report_locates_errors_and_serialises():
+    """The report holds max abs / rel error per quantity with (token, layer, index), and JSON."""
+    import json
+    c = Case("official", "rope", h=2, N=4, d=3, L=2, ids=(5, 6, 7))
+    rep = compare(c.model(), "official", bytes(c.ids), backend="numpy")
+    d = json.loads(rep.to_json())
+    assert d["ok"] and set(d["quantities"]) == {"logits", "x", "y", "v", "rho"}
+    for q in rep.quantities.values():
+        t, l, idx = q.where_rel
+        assert 0 <= t < 3 and q.slices > 0
+    assert rep.quantities["x"].slices == 3 * 2 and rep.quantities["rho"].slices == 3 * 2
+    strict = compare(c.model(), "official", bytes(c.ids), backend="numpy", rtol=1e-300)
+    assert not strict.ok and strict.first_divergence is not None
+
+
+@pytest.mark.parametrize("bad, words", [(b"", ["at least 1"]), ([[1, 2], [3, 4]], ["shape"]), ([0, 256], ["255"]),
+                                        ([-1], ["[0, 255]"])])
+def test_bad_ids(bad, words):
+    with pytest.raises(ValueError) as e:
+        as_ids(bad)
+    one_line(e, *words)
+
+
+def test_text_and_ids_agree():
+    assert list(as_ids("hé")) == list("hé".encode()) == list(as_ids(torch.tensor(list("hé".encode()))))
