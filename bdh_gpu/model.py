@@ -97,10 +97,14 @@ class BDHState(NamedTuple):
 # ----------------------------------------------------------------------------- the model
 
 class BDH(nn.Module):
-    def __init__(self, config: BDHConfig):
+    def __init__(self, config: BDHConfig, *, chunk_size: int | None = None):
+        """chunk_size: default attention form of forward/prefill: None = full (one T x T score matrix per head),
+        C = block-parallel in chunks of C tokens (memory linear in T). An execution choice, equal results, so it
+        is not part of the config or the checkpoint; change it any time (`model.chunk_size = 256`)."""
         super().__init__()
         config.validate()
         self.config = config
+        self.chunk_size = _check_chunk(chunk_size)
         h, N, d, V = config.n_head, config.N, config.d, config.vocab_size
         self.embed = nn.Embedding(V, d)                      # token -> R^d
         self.D_x = nn.Parameter(torch.empty(h, N, d))        # encoder:  x = (D_x v)^+   (n x d, split by head)
@@ -179,11 +183,12 @@ class BDH(nn.Module):
         return (yf[:, :, act] @ self._E_rows(act)).to(y.dtype)
 
     # --- attention (Eq. 4 token-parallel, Eq. 8 recurrent) ------------------------------------------------------
-    def _attend(self, x, value, S, t0, t_ref, t_ref_new, cs, build, sparse, inplace):
+    def _attend(self, x, value, S, t0, t_ref, t_ref_new, cs, build, sparse, inplace, chunk_size=None):
         """a_t,h = sum_{tau<t} value_tau x_tau,h^T U^{t-tau} x_t,h for t = t0..t0+T-1, strictly causal.
 
         x (B,h,T,N); value (B,T,d); S (B,h,N,d) state of tokens < t0 or None.  Returns a (B,h,T,d) and the
-        state of tokens < t0+T (if build), stored relative to t_ref_new.
+        state of tokens < t0+T (if build), stored relative to t_ref_new.  Three forms, equal: sparse (one token),
+        full (one T x T score matrix, `_attend_block`), chunked (blocks of chunk_size, `_attend_chunked`).
         """
         B, h, T, N = x.shape
         dev, dt = x.device, x.dtype
@@ -213,7 +218,20 @@ class BDH(nn.Module):
             Sf = Sf.index_add_(1, act, delta) if inplace else Sf.index_add(1, act, delta)
             return a, Sf.view(B, h, N, -1)
 
-        # token-parallel within the chunk: scores (R_t x_t).(R_tau x_tau) u^{t-tau}, tau < t
+        if chunk_size and T > chunk_size:
+            return self._attend_chunked(xr, value, S, t0, t_ref, t_ref_new, build, inplace, chunk_size)
+        return self._attend_block(xr, value, S, pos, t_ref, t_ref_new, build, inplace)
+
+    def _attend_block(self, xr, value, S, pos, t_ref, t_ref_new, build, inplace):
+        """Token-parallel attention of one block of positions pos (T,), given the state S of the tokens before it.
+
+        xr (B,h,T,N) = R_t x_t; S stored relative to t_ref (or None); the returned state relative to t_ref_new.
+        Builds one (T x T) score matrix per head: the whole sequence for the full form, one chunk when chunked.
+        """
+        B, h, T, N = xr.shape
+        dev, dt = xr.device, xr.dtype
+        alibi = self._slopes is not None
+        # token-parallel within the block: scores (R_t x_t).(R_tau x_tau) u^{t-tau}, tau < t
         scores = xr @ xr.mT                                                       # (B,h,T,T)
         causal = torch.ones(T, T, dtype=torch.bool, device=dev).tril(-1)
         if alibi:
@@ -221,28 +239,65 @@ class BDH(nn.Module):
             mask = (self._decay(lag, dev) * causal).to(dt)                        # (h,T,T)
         else:
             mask = causal.to(dt)
-        a = (scores * mask) @ value.unsqueeze(1)                                  # (B,h,T,d)
-        if S is not None:                                       # tokens before the chunk, from the state
-            read = xr @ S                                                         # (B,h,T,d)
+        a = (scores * mask) @ value.unsqueeze(1).to(dt)                           # (B,h,T,d)
+        if S is not None:                                       # tokens before the block, from the state
+            read = xr @ S.to(dt)                                                  # (B,h,T,d)
             if alibi:
                 read = read * self._decay(pos - t_ref, dev).to(dt)[None, :, :, None]
             a = a + read
         if not build:
             return a, None
-        if S is None:
-            S = torch.zeros(B, h, N, value.shape[-1], dtype=dt, device=dev)
+        autocast = torch.is_autocast_enabled(dev.type)
+        if S is None:                                           # under autocast the state accumulates in float32
+            S = torch.zeros(B, h, N, value.shape[-1], dtype=torch.float32 if autocast else dt, device=dev)
         vals = value.unsqueeze(1).expand(B, h, T, -1)                             # (B,h,T,d)
         if alibi:
             if t_ref_new != t_ref:
                 S = self._rescale(S, t_ref_new - t_ref, inplace)
-            vals = vals * self._decay(t_ref_new - pos, dev).to(dt)[None, :, :, None]
-        # S += (R_tau x_tau) value_tau^T summed over the chunk, without an (N x d) temporary
+            vals = vals * self._decay(t_ref_new - pos, dev).to(vals.dtype)[None, :, :, None]
+        # S += (R_tau x_tau) value_tau^T summed over the block, without an (N x d) temporary
         S3, x3, v3 = S.reshape(B * h, N, -1), xr.mT.reshape(B * h, N, T), vals.reshape(B * h, T, -1)
-        S3 = S3.baddbmm_(x3, v3) if inplace else torch.baddbmm(S3, x3, v3)
+        if autocast and S3.dtype != torch.get_autocast_dtype(dev.type):
+            S3 = S3 + torch.bmm(x3, v3).to(S3.dtype)            # autocast: low-precision product, state kept in S's dtype
+        else:
+            S3 = S3.baddbmm_(x3, v3) if inplace else torch.baddbmm(S3, x3, v3)
         return a, S3.view(B, h, N, -1)
 
+    def _attend_chunked(self, xr, value, S, t0, t_ref, t_ref_new, build, inplace, C):
+        """Block-parallel attention: chunks of C tokens, parallel inside a chunk, the state carried across chunks.
+
+        For the chunk c = [c0, c0+C) and t in it (Eq. 4 split at c0; rho_{c0-1} the state of the tokens < c0):
+            a_t = sum_{c0<=tau<t} v_tau (R_tau x_tau)^T u^{t-tau} (R_t x_t)  +  u^{t-c0} S_c0^T (R_t x_t)
+            S_{c0+C} = u^C S_c0 + sum_{c0<=tau<c0+C} u^{c0+C-tau} (R_tau x_tau) v_tau^T
+        Inside the loop S_c0 is the true state at the chunk start (stored relative to t_ref = c0), so every ALiBi
+        factor is a power u^k with 0 <= k <= C: nothing can overflow however long T is. Peak memory: one
+        (C x C) score block per head plus one state; O(T C) work for the blocks and O(T N d) for the state.
+        """
+        B, h, T, N = xr.shape
+        dev = xr.device
+        S_c = S
+        if S is not None and self._slopes is not None and t0 != t_ref:
+            S_c = self._rescale(S, t0 - t_ref, inplace=False)                    # the true state at t0
+        owned = False                                           # may the loop update S_c in place?
+        outs = []
+        for c0 in range(0, T, C):
+            c1 = min(T, c0 + C)
+            pos = torch.arange(t0 + c0, t0 + c1, device=dev)
+            last = c1 == T
+            a_c, S_next = self._attend_block(xr[:, :, c0:c1], value[:, c0:c1], S_c, pos, t0 + c0, t0 + c1,
+                                             build or not last, owned and not torch.is_grad_enabled())
+            outs.append(a_c)
+            if S_next is not None:
+                S_c, owned = S_next, True
+        a = torch.cat(outs, dim=2)                                                # (B,h,T,d)
+        if not build:
+            return a, None
+        if self._slopes is not None and t_ref_new != t0 + T:                      # back to the caller's reference
+            S_c = self._rescale(S_c, t_ref_new - (t0 + T), inplace=False)
+        return a, S_c
+
     # --- the layer loop shared by every form --------------------------------------------------------------------
-    def _run(self, idx, state, build, sparse=False, inplace=False, dropout=0.0, record=None):
+    def _run(self, idx, state, build, sparse=False, inplace=False, dropout=0.0, record=None, chunk_size=None):
         """Tokens idx (B,T) at positions state.t ... (0 without state) -> logits (B,T,V), new state (if build)."""
         C = self.config
         B, T = idx.shape
@@ -281,7 +336,8 @@ class BDH(nn.Module):
                 value = norm(self._decode(y, want_sparse(y)))                    # v* = LN(E y_{l-1})
                 x = x + self._encode(value)                                       # x accumulates
             S_l = state.S[l] if state is not None else None
-            a, S_l = self._attend(x, value, S_l, t0, t_ref, t_ref_new, cs, build, want_sparse(x), inplace)
+            a, S_l = self._attend(x, value, S_l, t0, t_ref, t_ref_new, cs, build, want_sparse(x), inplace,
+                                  chunk_size)
             a_hat = a.sum(1, keepdim=True) if normfree else layer_norm(a)         # (B,h or 1,T,d)
             y = self._gate(a_hat, x, want_sparse(x))                             # (B,h,T,N)
             if dropout > 0:
@@ -301,11 +357,14 @@ class BDH(nn.Module):
         return logits, new_state
 
     # --- public API ---------------------------------------------------------------------------------------------
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        """Token-parallel form (training): idx (B,T) int -> logits (B,T,V). Dropout on y in training mode."""
+    def forward(self, idx: torch.Tensor, *, chunk_size: int | None = -1) -> torch.Tensor:
+        """Token-parallel form (training): idx (B,T) int -> logits (B,T,V). Dropout on y in training mode.
+
+        chunk_size: None = full T x T form, C = chunked form (equal); default: `self.chunk_size`."""
         _check_idx(idx, 2, self.config.vocab_size)
         p = self.config.dropout if self.training else 0.0
-        return self._run(idx, None, build=False, dropout=p)[0]
+        C = self.chunk_size if chunk_size == -1 else _check_chunk(chunk_size)
+        return self._run(idx, None, build=False, dropout=p, chunk_size=C)[0]
 
     def init_state(self, batch_size: int, device=None, dtype=None) -> BDHState:
         """Empty state (no tokens seen): S[l] zeros (B,h,N,d), t = 0."""
@@ -328,15 +387,19 @@ class BDH(nn.Module):
         logits, new = self._run(idx_t[:, None], state, build=True, sparse=sparse, inplace=inplace, dropout=p)
         return logits[:, 0], new
 
-    def prefill(self, idx: torch.Tensor, state: BDHState | None = None) -> tuple[torch.Tensor, BDHState]:
-        """Token-parallel form that continues `state` (fresh if None) and returns its successor: equals forward."""
+    def prefill(self, idx: torch.Tensor, state: BDHState | None = None, *,
+                chunk_size: int | None = -1) -> tuple[torch.Tensor, BDHState]:
+        """Token-parallel form that continues `state` (fresh if None) and returns its successor: equals forward.
+
+        Differentiable (the entry of truncated BPTT, `bdh_gpu.tbptt`); chunk_size as in `forward`."""
         _check_idx(idx, 2, self.config.vocab_size)
         if state is None:
             state = self.init_state(idx.shape[0], idx.device)
         if idx.shape[1] == 0:
             return self.lm_head.new_zeros(idx.shape[0], 0, self.config.vocab_size), state
         p = self.config.dropout if self.training else 0.0
-        return self._run(idx, state, build=True, dropout=p)
+        C = self.chunk_size if chunk_size == -1 else _check_chunk(chunk_size)
+        return self._run(idx, state, build=True, dropout=p, chunk_size=C)
 
     @torch.no_grad()
     def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
@@ -443,6 +506,15 @@ class BDH(nn.Module):
             return z @ self.lm_head
         Ey = z @ self.E.mT
         return (Ey if self.config.variant == "normfree" else layer_norm(Ey)) @ self.lm_head
+
+
+def _check_chunk(chunk_size):
+    """None (full form) or a positive int (chunked form); anything else is a one-line ValueError."""
+    if chunk_size is None:
+        return None
+    if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
+        raise ValueError(f"chunk_size: expected None (full form) or a positive int, got {chunk_size!r}")
+    return chunk_size
 
 
 def _check_idx(idx, dim: int, vocab: int) -> None:
