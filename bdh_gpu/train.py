@@ -264,12 +264,13 @@ def has_checkpoint(out_dir: str) -> bool:
 # ---------------------------------------------------------------------------------------------- the loop
 
 def train(model, data, cfg: TrainConfig, out_dir: str, resume: bool = False, progress: bool | None = None,
-          log=None) -> dict:
+          log=None, stop_at: int | None = None) -> dict:
     """Train `model` on `data` for `cfg.steps` updates, checkpointing into `out_dir`; returns a summary.
 
     Fresh start: the data generator is seeded with `cfg.seed`; the global torch RNG (dropout) is used as the
     caller left it (seed it before building the model). `resume=True` restores model, optimizer, RNG and step
-    from `out_dir` and continues exactly.
+    from `out_dir` and continues exactly. `stop_at` checkpoints and stops after that step, as an interruption
+    would (the schedule still runs to `cfg.steps`).
     """
     from tqdm.auto import tqdm
 
@@ -340,6 +341,10 @@ def train(model, data, cfg: TrainConfig, out_dir: str, resume: bool = False, pro
         if done % cfg.ckpt_every == 0 or done == cfg.steps:
             save_checkpoint(out_dir, model, opt, gen, done, cfg, {"val": summary["val"]})
             last_ckpt = done
+        if stop_at is not None and done >= stop_at:
+            if last_ckpt != done:
+                save_checkpoint(out_dir, model, opt, gen, done, cfg, {"val": summary["val"]})
+            break
     bar.close()
     summary["seconds"] = time.perf_counter() - t0
     return summary

@@ -20,22 +20,23 @@ def _cfg(**kw):
     return T.TrainConfig(**base)
 
 
-def _run(out, steps, resume=False, **kw):
+def _run(out, steps, resume=False, stop_at=None, **kw):
     torch.manual_seed(1)
     model = BDH(BDHConfig(**SMALL))
     cfg = _cfg(steps=steps, **kw)
     summary = T.train(model, RecallData(cfg.block_size, 4), cfg, str(out), resume=resume, progress=False,
-                      log=lambda s: None)
+                      log=lambda s: None, stop_at=stop_at)
     return model, summary
 
 
 def test_resume_continues_exactly(tmp_path):
     """2k steps straight == k steps, stop, resume for k more (float32, CPU, dropout on): the same batches,
     dropout masks and AdamW updates, because data/torch RNG and optimizer moments are checkpointed."""
-    a, _ = _run(tmp_path / "a", 6)
-    _run(tmp_path / "b", 3)
-    b, summary = _run(tmp_path / "b", 6, resume=True)
-    assert summary["start_step"] == 3 and summary["step"] == 6
+    a, _ = _run(tmp_path / "a", 6, ckpt_every=100)
+    _, s = _run(tmp_path / "b", 6, stop_at=4, ckpt_every=100)  # interrupted after step 4 (not a ckpt step)
+    assert s["step"] == 4
+    b, summary = _run(tmp_path / "b", 6, resume=True, ckpt_every=100)
+    assert summary["start_step"] == 4 and summary["step"] == 6
     for (k, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
         assert torch.equal(x, y), k
     loaded = bdh_gpu.load(str(tmp_path / "b"))
@@ -47,7 +48,7 @@ def test_dropout_makes_a_difference_so_resume_test_is_not_vacuous(tmp_path):
     """Without restoring the torch RNG, a resumed run with dropout would diverge: check that the stored
     RNG state is what drives it (replace it and the result changes)."""
     a, _ = _run(tmp_path / "a", 6)
-    _run(tmp_path / "b", 3)
+    _run(tmp_path / "b", 6, stop_at=3)
     tensors, meta = T.read_train_state(str(tmp_path / "b"))
     tensors["rng.torch"] = torch.manual_seed(999).get_state()
     from safetensors.torch import save_file
@@ -65,7 +66,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monk
         calls["n"] += 1
         loss = real(logits, y)
         return loss * float("nan") if calls["n"] == 5 else loss
-    _run(tmp_path / "ok", 3)
+    _run(tmp_path / "ok", 6, stop_at=3)
     before = (tmp_path / "ok" / T.TRAIN_STATE).read_bytes()
     monkeypatch.setattr(T, "loss_fn", nan_at_5)
     calls["n"] = 3
@@ -89,7 +90,7 @@ def test_huge_lr_is_caught_before_a_bad_checkpoint(tmp_path):
 
 def test_crash_while_writing_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     """Kill the write of the step-6 training state half-way: the step-3 file is intact and resumable."""
-    _run(tmp_path / "c", 3)
+    _run(tmp_path / "c", 6, stop_at=3)
     before = (tmp_path / "c" / T.TRAIN_STATE).read_bytes()
 
     def crash(tensors, path, metadata=None):
@@ -108,7 +109,7 @@ def test_crash_while_writing_keeps_the_previous_checkpoint(tmp_path, monkeypatch
 
 
 def test_resume_refuses_changed_hyperparameters_and_fresh_runs_refuse_existing_checkpoints(tmp_path):
-    _run(tmp_path / "r", 3)
+    _run(tmp_path / "r", 6, stop_at=3)
     with pytest.raises(ValueError, match="batch_size is 5 but the checkpoint .* 4"):
         _run(tmp_path / "r", 6, resume=True, batch_size=5)
     with pytest.raises(ValueError, match="already holds a training checkpoint"):
@@ -116,7 +117,7 @@ def test_resume_refuses_changed_hyperparameters_and_fresh_runs_refuse_existing_c
 
 
 def test_resume_rejects_a_checkpoint_of_another_shape(tmp_path):
-    _run(tmp_path / "s", 3)
+    _run(tmp_path / "s", 6, stop_at=3)
     model = BDH(BDHConfig(**{**SMALL, "d": 8}))
     cfg = _cfg(steps=6)
     with pytest.raises(ValueError, match=r"shape \(2, 32, 16\).*expects \(2, 32, 8\)"):
