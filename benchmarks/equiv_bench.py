@@ -1,0 +1,79 @@
+"""Compile paper-25m (n = 32768, d = 256, 6 layers, 4 heads; untrained weights) into its neuron graph and verify
+it on a short text: time and peak memory per phase. One subprocess per compile, so each peak is its own.
+
+    python -m benchmarks.equiv_bench                 # circuit (as a normfree model) and official, 8 bytes
+    python -m benchmarks.equiv_bench --compile circuit --tokens 16 --backend numba
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+TEXT = b"The Dragon Hatchling hatches."
+
+
+def rss_gib():
+    """Peak resident set size of this process so far, GiB (Linux ru_maxrss is in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def one(how: str, tokens: int, backend: str) -> dict:
+    import torch
+
+    import equivalence
+    from bdh_gpu import BDH, get_preset
+
+    cfg = get_preset("paper-25m")
+    cfg.dropout = 0.0
+    if how in ("dense", "circuit"):
+        cfg.variant = "normfree"
+    torch.manual_seed(0)
+    model = BDH(cfg).eval()
+    out = dict(compile=how, variant=cfg.variant, U=cfg.U, n=cfg.n, d=cfg.d, layers=cfg.n_layer, tokens=tokens,
+               backend=backend, rss_model_gib=round(rss_gib(), 2))
+    t = time.perf_counter()
+    compiled = equivalence.compile_model(equivalence.TensorRunner(model).model, how)
+    out["compile_s"] = round(time.perf_counter() - t, 1)
+    out["rss_after_compile_gib"] = round(rss_gib(), 2)
+    out["graph"] = {k: compiled.report[k] for k in ("nodes_total", "edges_total", "synapses", "state_size")}
+    t = time.perf_counter()
+    rep = equivalence.compare(model, compiled, TEXT[:tokens], backend=backend)
+    out["verify_s"] = round(time.perf_counter() - t, 1)
+    out["peak_rss_gib"] = round(rss_gib(), 2)
+    out["ok"] = rep.ok
+    out["max_rel"] = {k: float(f"{q.max_rel:.2e}") for k, q in rep.quantities.items()}
+    return out
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--compile", dest="how", choices=("circuit", "official"))
+    p.add_argument("--tokens", type=int, default=8)
+    p.add_argument("--backend", default="numba", choices=("numba", "pyg", "numpy"))
+    a = p.parse_args(argv)
+    if a.how:
+        print(json.dumps(one(a.how, a.tokens, a.backend)), flush=True)
+        return 0
+    rows = []
+    for how in ("circuit", "official"):
+        r = subprocess.run([sys.executable, "-m", "benchmarks.equiv_bench", "--compile", how, "--tokens",
+                            str(a.tokens), "--backend", a.backend], capture_output=True, text=True)
+        if r.returncode != 0:
+            print(r.stderr, file=sys.stderr)
+            return r.returncode
+        rows.append(json.loads(r.stdout.strip().splitlines()[-1]))
+    print("| compile | variant | tokens | backend | compile s | verify s | peak RSS GiB | ok | max rel error |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['compile']} | {r['variant']} | {r['tokens']} | {r['backend']} | {r['compile_s']} | "
+              f"{r['verify_s']} | {r['peak_rss_gib']} | {r['ok']} | {max(r['max_rel'].values()):.1e} |")
+    print(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
