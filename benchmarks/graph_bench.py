@@ -96,6 +96,43 @@ def dense_torch_tps(mats, u, layers, x0, y0):
     return len(x0) / (time.perf_counter() - t0)
 
 
+def measure(ns, fracs, T, L, backends, pyg_max_n=None, log=print):
+    """Rows of {n, f, backend, tokens_per_s, Mevents_per_s, events_per_token, active_x, active_y}."""
+    rows = []
+    for n in ns:
+        mats, u, net = build(n, L)
+        for f in fracs:
+            x0, y0 = inputs(n, T, f)
+            ev, (ax, ay) = count_events(net, x0[:2], y0[:2])
+            for b in backends:
+                if b == "pyg" and pyg_max_n is not None and n > pyg_max_n:
+                    continue
+                tps = time_backend(net, b, x0, y0)
+                rows.append(dict(n=n, f=f, backend=b, tokens_per_s=tps, Mevents_per_s=tps * ev / 1e6,
+                                 events_per_token=ev, active_x=float(ax), active_y=float(ay)))
+                log(f"{n:>6} {f:>5.2f} {ax:>6.3f} {ay:>6.3f} {b:>12} {tps:>10.2f} {tps * ev / 1e6:>10.1f} {ev:>13.0f}")
+        for name, fn in (("dense-numpy", dense_numpy_tps), ("dense-torch", dense_torch_tps)):
+            x0, y0 = inputs(n, max(2, T // 2), 1.0)  # dense cost does not depend on activity
+            tps = fn(mats, u, L, x0, y0)
+            rows.append(dict(n=n, f="any", backend=name, tokens_per_s=tps))
+            log(f"{n:>6} {'any':>5} {'':>6} {'':>6} {name:>12} {tps:>10.2f}")
+    by = {(r["n"], r["f"], r["backend"]): r["tokens_per_s"] for r in rows}
+    lo, hi = min(fracs), max(fracs)
+    for n in ns:
+        if (n, lo, "numba") in by and (n, hi, "numba") in by:
+            log(f"n={n}: numba speed-up at f={lo} over f={hi}: {by[(n, lo, 'numba')] / by[(n, hi, 'numba')]:.1f}x; "
+                f"numba f={lo} vs dense-numpy: {by[(n, lo, 'numba')] / by[(n, 'any', 'dense-numpy')]:.1f}x, "
+                f"vs dense-torch: {by[(n, lo, 'numba')] / by[(n, 'any', 'dense-torch')]:.1f}x")
+    return rows
+
+
+def run(quick=False):
+    """Entry for `python -m benchmarks`."""
+    ns, fracs, T = ([256, 1024], [0.05, 1.0], 4) if quick else ([1024, 2048, 4096], [0.05, 0.25, 1.0], 8)
+    rows = measure(ns, fracs, T, 2, ["numba", "pyg"], pyg_max_n=1024, log=lambda s: None)
+    return dict(name="graph_bench", title="bdh_graph: tokens/s and synaptic events/s vs n and activity", rows=rows)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="small sizes, a few seconds")
@@ -108,34 +145,9 @@ def main(argv=None):
     ns = args.ns or ([256, 1024] if args.quick else [512, 1024, 2048, 4096])
     fracs = args.fractions or ([0.05, 1.0] if args.quick else [0.05, 0.25, 1.0])
     T = args.tokens or (4 if args.quick else 8)
-    L = args.layers
-    print(f"bdh_graph benchmark: L={L}, Gs complete, u=0.99, Gx/Gy fan-out {FANOUT}, {T} tokens, float64, CPU")
-    header = f"{'n':>6} {'f':>5} {'act x':>6} {'act y':>6} {'backend':>12} {'tokens/s':>10} {'Mevents/s':>10} {'events/token':>13}"
-    print(header)
-    rows = []
-    for n in ns:
-        mats, u, net = build(n, L)
-        dense_done = False
-        for f in fracs:
-            x0, y0 = inputs(n, T, f)
-            ev, (ax, ay) = count_events(net, x0[:2], y0[:2])
-            for b in args.backends:
-                tps = time_backend(net, b, x0, y0)
-                rows.append((n, f, b, tps))
-                print(f"{n:>6} {f:>5.2f} {ax:>6.3f} {ay:>6.3f} {b:>12} {tps:>10.2f} {tps * ev / 1e6:>10.1f} {ev:>13.0f}", flush=True)
-            if not dense_done:  # dense cost does not depend on activity
-                for name, fn in (("dense-numpy", dense_numpy_tps), ("dense-torch", dense_torch_tps)):
-                    tps = fn(mats, u, L, x0[: max(2, T // 2)], y0[: max(2, T // 2)])
-                    rows.append((n, None, name, tps))
-                    print(f"{n:>6} {'any':>5} {'':>6} {'':>6} {name:>12} {tps:>10.2f}", flush=True)
-                dense_done = True
-    by = {(n, f, b): tps for n, f, b, tps in rows}
-    for n in ns:
-        lo, hi = min(fracs), max(fracs)
-        if ("numba" in args.backends) and (n, lo, "numba") in by and (n, hi, "numba") in by:
-            print(f"n={n}: numba speed-up at f={lo} over f={hi}: {by[(n, lo, 'numba')] / by[(n, hi, 'numba')]:.1f}x; "
-                  f"numba f={lo} vs dense-numpy: {by[(n, lo, 'numba')] / by[(n, None, 'dense-numpy')]:.1f}x, "
-                  f"vs dense-torch: {by[(n, lo, 'numba')] / by[(n, None, 'dense-torch')]:.1f}x")
+    print(f"bdh_graph benchmark: L={args.layers}, Gs complete, u=0.99, Gx/Gy fan-out {FANOUT}, {T} tokens, float64, CPU")
+    print(f"{'n':>6} {'f':>5} {'act x':>6} {'act y':>6} {'backend':>12} {'tokens/s':>10} {'Mevents/s':>10} {'events/token':>13}")
+    measure(ns, fracs, T, args.layers, args.backends, log=lambda s: print(s, flush=True))
     return 0
 
 
