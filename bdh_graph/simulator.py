@@ -13,7 +13,6 @@ Token policies (the paper leaves open how X is reset between tokens and what Y h
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse as sp
 
 from . import config
 from .backends import make_backend
