@@ -1,56 +1,122 @@
-"""`bdh demo` (interim): train the `tiny` preset on the recall task, then recall pairs with `generate`.
+"""`bdh demo`: train (or reuse) a tiny model on the recall task, compile it to its neuron graph, step a prompt
+through the graph token by token, verify graph == tensor, and write an HTML report with figures.
 
-A placeholder until the demo issue lands: it shows in-context memory held in the recurrent state.
+The pipeline lives in `equivalence.report`; this module only prints.
 """
 from __future__ import annotations
 
 import os
-import tempfile
+import time
 
 
 def add_parser(subparsers):
-    p = subparsers.add_parser("demo", help="short train on the recall task + generate (about 2 minutes on CPU)")
-    p.add_argument("--out", help="model directory (default: a temporary directory)")
-    p.add_argument("--steps", type=int, default=300, help="training steps (default 300)")
+    p = subparsers.add_parser(
+        "demo", help="train a tiny model, run it as a neuron graph, check it equals the tensor model, report",
+        description="The main job (make demo): train the tiny preset on the built-in recall task (cached under "
+                    "$BDH_CACHE or ~/.cache/bdh), compile it to its neuron graph, step a recall prompt through "
+                    "the graph simulator token by token, verify graph/tensor equivalence, write report.html.")
+    p.add_argument("--out", default="bdh-demo", help="report directory (default ./bdh-demo)")
+    p.add_argument("--fast", action="store_true", help="seconds instead of minutes: 4 training steps, short prompt")
+    p.add_argument("--no-cache", action="store_true", help="train again even if a cached model exists")
+    p.add_argument("--backend", default="numba", help="graph backend: numba (default) | numpy | pyg")
+    p.add_argument("--pairs", type=int, default=None, help="key-value pairs in the prompt (default 8; --fast 3)")
     p.set_defaults(func=run)
     return p
 
 
 def run(args) -> int:
+    import numpy as np
+
+    from bdh.cli import UsageError
+
+    if args.backend not in ("numba", "numpy", "pyg"):
+        raise UsageError(f"--backend: expected numba, numpy or pyg, got {args.backend!r}")
+    pairs = args.pairs if args.pairs is not None else (3 if args.fast else 8)
+    if not 1 <= pairs <= 16:
+        raise UsageError(f"--pairs: expected 1..16, got {pairs}")
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise UsageError(f"--out {args.out}: exists and is not a directory")
+    os.makedirs(args.out, exist_ok=True)
+
+    from equivalence import compare, compile_model
+    from equivalence.report import (byte_label, demo_model, graph_walk, recall_prompt, walk_figures,
+                                    weight_graph_figures, write_html)
+
+    t_start = time.perf_counter()
+    print("1. the model")
+    model, info = demo_model(fast=args.fast, use_cache=not args.no_cache)
+    acc = info.get("val_accuracy")
+    if acc is not None:
+        print(f"   held-out recall accuracy {acc:.3f} (chance {info.get('chance', 0):.3f})")
+
+    print("2. compile it to a neuron graph")
+    t0 = time.perf_counter()
+    compiled = compile_model(model)
+    print("   " + compiled.summary())
+    print(f"   ({time.perf_counter() - t0:.1f} s)")
+
+    ids, expect = recall_prompt(pairs, seed=7)
+    labels = [byte_label(b) for b in ids]
+    print(f"3. step the prompt through the graph ({args.backend} backend), one token = "
+          f"{len(compiled.kernel.rounds)} rounds: {' '.join(labels)}")
+    walk = graph_walk(model, ids, compiled, backend=args.backend)
     import torch
+    with torch.no_grad():
+        tensor_pred = model(torch.tensor([ids]))[0].argmax(-1).tolist()
+    L = walk.y.shape[1] - 1
+    rows, right, asked = [], 0, 0
+    print(f"   {'t':>3} {'token':>6} {'graph next':>10} {'tensor':>6}  active y (layer {L})  top sigma change")
+    for t, b in enumerate(ids):
+        pred = int(walk.predictions[t])
+        nxt = expect[t + 1] if t + 1 < len(ids) else None
+        mark = ""
+        if nxt is not None:
+            asked += 1
+            right += pred == nxt
+            mark = " ok" if pred == nxt else f" (want {byte_label(nxt)})"
+        act = np.nonzero(walk.y[t, L])[0]
+        shown = ",".join(map(str, act[:6])) + ("…" if len(act) > 6 else "")
+        top = walk.sigma_delta[t][0] if walk.sigma_delta[t] else None
+        syn = f"L{top[0]} {top[2]}->{top[3]}: {top[4]:+.3g} -> {top[5]:+.3g}" if top else "-"
+        print(f"   {t:>3} {labels[t]:>6} {byte_label(pred):>10} {byte_label(tensor_pred[t]):>6}  "
+              f"{len(act):>4} [{shown}]{mark}  {syn}")
+        rows.append((t, labels[t], byte_label(pred) + mark, byte_label(tensor_pred[t]), len(act), shown, syn))
+    print(f"   recalled {right}/{asked} answers from the synaptic state")
 
-    import bdh_gpu
-    from bdh_gpu.data import RECALL_KEYS, RECALL_PAIR_BASE, RECALL_SEP, RECALL_VALUES, RecallData
-    from bdh_gpu.train import TrainConfig, train
+    print("4. verify graph == tensor (float64)")
+    rep = compare(model, compiled, ids, backend=args.backend)
+    for line in str(rep).splitlines():
+        print("   " + line)
 
-    out = args.out or tempfile.mkdtemp(prefix="bdh-demo-")
-    if os.path.exists(os.path.join(out, "train_state.safetensors")):
-        raise ValueError(f"{out} already holds a training checkpoint; choose another --out")
-    cfg = TrainConfig(data="recall", steps=args.steps, batch_size=32, block_size=64, lr=3e-3,
-                      warmup_steps=20, eval_every=50, ckpt_every=args.steps, eval_batches=4)
-    data = RecallData(cfg.block_size)
-    torch.manual_seed(cfg.seed)
-    model = bdh_gpu.BDH(bdh_gpu.get_preset("tiny"))
-    print(f"1. train the tiny preset ({sum(p.numel() for p in model.parameters()):,} parameters) on the recall "
-          f"task: {data.n_pairs} key-value pairs per window, then queries; chance accuracy {data.chance:.3f}")
-    summary = train(model, data, cfg, out, progress=None, log=print)
-    print(f"   {summary['step']} steps in {summary['seconds']:.0f} s: held-out answer accuracy "
-          f"{summary['val']['accuracy']:.3f}")
-    model = bdh_gpu.load(out).eval()
-    g = torch.Generator().manual_seed(7)
-    keys = torch.randperm(len(RECALL_KEYS), generator=g)[:data.n_pairs].tolist()
-    vals = torch.randint(len(RECALL_VALUES), (data.n_pairs,), generator=g).tolist()
-    pairs = [RECALL_PAIR_BASE + len(RECALL_VALUES) * k + v for k, v in zip(keys, vals)]
-    shown = " ".join(f"{chr(RECALL_KEYS[k])}={chr(RECALL_VALUES[v])}" for k, v in zip(keys, vals))
-    print(f"2. a new episode, pairs (one byte each): {shown}")
-    prompt, right = pairs + [RECALL_SEP], 0
-    order = torch.randperm(data.n_pairs, generator=g).tolist()
-    for i in order:
-        prompt.append(RECALL_KEYS[keys[i]])
-        out_ids = model.generate(torch.tensor([prompt]), 1, temperature=0)  # recurrent decode, greedy
-        answer = int(out_ids[0, -1])
-        right += answer == RECALL_VALUES[vals[i]]
-        print(f"   query {chr(RECALL_KEYS[keys[i]])}: model answers {chr(answer)!r}, stored {chr(RECALL_VALUES[vals[i]])!r}")
-        prompt.append(answer)
-    print(f"   {right}/{data.n_pairs} recalled from the state; model directory: {out}")
-    return 0
+    print("5. figures and report")
+    figs = walk_figures(walk, args.out)
+    wfigs, wnum = weight_graph_figures(model, args.out, seeds=2 if args.fast else 5)
+    verdict = "OK" if rep.ok else "MISMATCH"
+    blocks = [
+        ("p", f"Model: the {info['preset']} preset trained {info['steps']} steps on the recall task "
+              f"({'cached' if info['cached'] else 'trained now'}: {info['dir']}); held-out recall accuracy "
+              f"{acc if acc is None else round(acc, 3)}."),
+        ("h2", "Graph"), ("pre", compiled.summary() + "\n\n" + str(compiled.kernel)),
+        ("h2", "Equivalence: " + verdict),
+        ("html", f"<p class='{'ok' if rep.ok else 'bad'}'>graph/tensor equivalence: {verdict} "
+                 f"(max relative error {rep.max_rel:.2e}, tolerance {rep.rtol:g})</p>"),
+        ("pre", str(rep)),
+        ("h2", "Token by token (graph simulator)"),
+        ("table", (("t", "token", "graph predicts next", "tensor predicts", f"active y (layer {L})",
+                    "neurons", "largest sigma change"), rows)),
+        ("p", f"Recalled {right}/{asked} answers."),
+        ("h2", "Figures"), *[("img", p) for p in figs + wfigs],
+        ("p", f"G_x = D_x E (head {wnum['head']}) at beta {wnum['beta_degrees']:.3g}: {wnum['edges']} edges; "
+              f"tail exponent in {wnum['tail_in']}, out {wnum['tail_out']}."),
+        ("table", (("beta", "edges", "modularity", "G(n,m)", "low-rank"),
+                   [(f"{r['beta']:.3g}", r["edges"], _f(r["modularity"]), _f(r.get("G(n,m)")), _f(r.get("low-rank")))
+                    for r in wnum["rows"]])),
+    ]
+    path = write_html(os.path.join(args.out, "report.html"), "bdh demo: a BDH model as a neuron graph", blocks)
+    print(f"   {path} ({len(figs + wfigs)} figures)")
+    print(f"done in {time.perf_counter() - t_start:.0f} s: equivalence {verdict}")
+    return 0 if rep.ok else 1
+
+
+def _f(v):
+    return "-" if v is None else f"{v:.3f}"

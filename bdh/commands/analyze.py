@@ -1,0 +1,89 @@
+"""`bdh analyze`: the paper's measurements (reference section 6) on any model directory: activation sparsity per
+layer, thresholded neuron graphs D_x E and D_y E per head (degrees, tail exponents, Louvain modularity vs beta
+beside G(n,m) and random low-rank baselines), the sigma graph, and the monosemantic-synapse finder.
+
+The work is `equivalence.report.analyze_model`; see docs/analysis.md.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+MAX_TOKENS = 1024
+
+
+def add_parser(subparsers):
+    p = subparsers.add_parser("analyze", help="sparsity, neuron graphs, modularity, sigma graph, synapse finder",
+                              description=__doc__.splitlines()[0])
+    p.add_argument("model", help="model directory")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--text", help="text to run through the model")
+    src.add_argument("--text-file", help="file whose bytes to run through the model")
+    p.add_argument("--max-tokens", type=int, default=MAX_TOKENS, help=f"use at most this many bytes (default {MAX_TOKENS})")
+    p.add_argument("--out", help="directory for figures, analysis.json and report.html")
+    p.add_argument("--json", action="store_true", help="print the numbers as JSON")
+    p.add_argument("--betas", help="comma-separated thresholds (default: the quantiles giving edge densities "
+                                   "0.1%%, 0.2%%, 0.5%%, 1%%, 2%%)")
+    p.add_argument("--heads", default="0", help="comma-separated heads to analyse (default 0; 'all')")
+    p.add_argument("--seeds", type=int, default=5, help="Louvain runs per graph, best kept (default 5, as the paper)")
+    p.add_argument("--sigma-layer", type=int, help="layer l of sigma_l (default: the middle one)")
+    p.add_argument("--concept", help="file of concept sentences, one per line (with --contrast)")
+    p.add_argument("--contrast", help="file of contrast sentences, one per line (with --concept)")
+    p.add_argument("--candidates", type=int, default=48, help="synapse finder: candidate neurons per end (default 48)")
+    p.set_defaults(func=run)
+    return p
+
+
+def _floats(spec, what):
+    from bdh.cli import UsageError
+    try:
+        vals = [float(s) for s in spec.split(",") if s.strip()]
+    except ValueError:
+        raise UsageError(f"{what}: expected comma-separated numbers, got {spec!r}") from None
+    if not vals:
+        raise UsageError(f"{what}: expected at least one number, got {spec!r}")
+    return vals
+
+
+def run(args) -> int:
+    from bdh.cli import UsageError
+
+    if args.max_tokens < 2:
+        raise UsageError(f"--max-tokens: expected >= 2, got {args.max_tokens}")
+    if args.seeds < 1 or args.candidates < 1:
+        raise UsageError(f"--seeds and --candidates: expected >= 1, got {args.seeds} and {args.candidates}")
+    if (args.concept is None) != (args.contrast is None):
+        raise UsageError("--concept and --contrast go together: give both files or neither")
+    if args.text_file is not None:
+        with open(args.text_file, "rb") as f:
+            data = f.read(args.max_tokens)
+    else:
+        data = args.text.encode("utf-8")[:args.max_tokens]
+    if len(data) < 2:
+        raise UsageError(f"the text must have at least 2 bytes, got {len(data)}")
+    import bdh_gpu
+    from equivalence.report import _lines, analyze_model
+    model = bdh_gpu.load(args.model).float()
+    C = model.config
+    if args.heads == "all":
+        heads = list(range(C.n_head))
+    else:
+        heads = [int(h) for h in _floats(args.heads, "--heads")]
+        bad = [h for h in heads if not 0 <= h < C.n_head]
+        if bad:
+            raise UsageError(f"--heads: expected indices in [0, {C.n_head - 1}] or 'all', got {bad[0]}")
+    betas = _floats(args.betas, "--betas") if args.betas else None
+    concept = _lines(args.concept) if args.concept else None
+    contrast = _lines(args.contrast) if args.contrast else None
+    log = (lambda s: None) if args.json else print
+    if not args.json:
+        print(f"bdh analyze: {args.model}: {C.variant}/{C.U}, h={C.n_head} N={C.N} n={C.n} d={C.d} L={C.n_layer}; "
+              f"{len(data)} bytes of text")
+    res = analyze_model(model, list(data), args.out, betas=betas, heads=heads, seeds=args.seeds,
+                        sigma_layer=args.sigma_layer, concept=concept, contrast=contrast,
+                        candidates=args.candidates, log=log)
+    if args.json:
+        print(json.dumps({k: v for k, v in res.items() if k != "figures"}, indent=1, default=float))
+    elif args.out:
+        print(f"report: {os.path.join(args.out, 'report.html')} ({len(res.get('figures', []))} figures)")
+    return 0
