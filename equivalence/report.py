@@ -116,7 +116,7 @@ def byte_label(b: int) -> str:
         return f"{chr(RECALL_KEYS[k])}={chr(RECALL_VALUES[v])}"
     if 32 < b < 127:
         return chr(b)
-    return {32: "␠", 10: "\\n"}.get(b, f"x{b:02x}")
+    return {32: "_", 10: "\\n"}.get(b, f"x{b:02x}")
 
 
 # ---- stepping the graph ------------------------------------------------------------------------------------------

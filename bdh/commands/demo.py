@@ -90,7 +90,8 @@ def run(args) -> int:
 
     print("5. figures and report")
     figs = walk_figures(walk, args.out)
-    wfigs, wnum = weight_graph_figures(model, args.out, seeds=2 if args.fast else 5)
+    wfigs, wnum = weight_graph_figures(model, args.out, seeds=1 if args.fast else 5,
+                                       density=(0.005, 0.01, 0.02) if args.fast else (0.002, 0.005, 0.01, 0.02, 0.05))
     verdict = "OK" if rep.ok else "MISMATCH"
     blocks = [
         ("p", f"Model: the {info['preset']} preset trained {info['steps']} steps on the recall task "
