@@ -172,3 +172,15 @@ def test_merge_rejects_incompatible():
         merge(tiny(N=8), tiny(N=6))
     with pytest.raises(ValueError, match="alibi"):
         merge(tiny(U="alibi"), tiny(U="alibi"))
+
+
+def test_claim3_hand_example_of_the_tutorial():
+    """docs/tutorial.md section 4, by hand: D = (1, -2)^T, E = (3, -1): E' = [E^+; E^-], De, Di of Claim 3, and
+    De E' - Di E' = D E exactly, every weight non-negative."""
+    from equivalence.compile import hub_split
+    D, E = np.array([[1.0], [-2.0]]), np.array([[3.0, -1.0]])
+    Ep = np.vstack([np.maximum(E, 0), np.maximum(-E, 0)])
+    De, Di = hub_split(D)
+    assert Ep.tolist() == [[3, 0], [0, 1]] and De.tolist() == [[1, 0], [0, 2]] and Di.tolist() == [[0, 1], [2, 0]]
+    assert (De @ Ep).tolist() == [[3, 0], [0, 2]] and (Di @ Ep).tolist() == [[0, 1], [6, 0]]
+    assert (De @ Ep - Di @ Ep).tolist() == (D @ E).tolist() == [[3, -1], [-6, 2]]
