@@ -45,6 +45,7 @@ def run(args) -> int:
     t_start = time.perf_counter()
     print("1. the model")
     model, info = demo_model(fast=args.fast, use_cache=not args.no_cache)
+    times = {"model": time.perf_counter() - t_start}
     acc = info.get("val_accuracy")
     if acc is not None:
         print(f"   held-out recall accuracy {acc:.3f} (chance {info.get('chance', 0):.3f})")
@@ -60,6 +61,7 @@ def run(args) -> int:
     print(f"3. step the prompt through the graph ({args.backend} backend), one token = "
           f"{len(compiled.kernel.rounds)} rounds: {' '.join(labels)}")
     walk = graph_walk(model, ids, compiled, backend=args.backend)
+    times["graph walk"] = walk.seconds
     import torch
     with torch.no_grad():
         tensor_pred = model(torch.tensor([ids]))[0].argmax(-1).tolist()
@@ -84,11 +86,14 @@ def run(args) -> int:
     print(f"   recalled {right}/{asked} answers from the synaptic state")
 
     print("4. verify graph == tensor (float64)")
+    t0 = time.perf_counter()
     rep = compare(model, compiled, ids, backend=args.backend)
+    times["verify"] = time.perf_counter() - t0
     for line in str(rep).splitlines():
         print("   " + line)
 
     print("5. figures and report")
+    t0 = time.perf_counter()
     figs = walk_figures(walk, args.out)
     wfigs, wnum = weight_graph_figures(model, args.out, seeds=1 if args.fast else 5,
                                        density=(0.005, 0.01, 0.02) if args.fast else (0.002, 0.005, 0.01, 0.02, 0.05))
@@ -114,8 +119,10 @@ def run(args) -> int:
                     for r in wnum["rows"]])),
     ]
     path = write_html(os.path.join(args.out, "report.html"), "bdh demo: a BDH model as a neuron graph", blocks)
+    times["report"] = time.perf_counter() - t0
     print(f"   {path} ({len(figs + wfigs)} figures)")
-    print(f"done in {time.perf_counter() - t_start:.0f} s: equivalence {verdict}")
+    print(f"done in {time.perf_counter() - t_start:.0f} s ({', '.join(f'{k} {v:.0f} s' for k, v in times.items())}): "
+          f"equivalence {verdict}")
     return 0 if rep.ok else 1
 
 
