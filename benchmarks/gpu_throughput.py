@@ -111,6 +111,24 @@ def measure(model, params, T, batch, steps, warmup, device, amp, compile_):
             "loss": float(loss)}
 
 
+def run(quick: bool = False) -> dict:
+    """Entry of `python -m benchmarks`: the full GPU run (quick: T 512 and 2048, 3 steps); no CUDA: one row
+    saying it was not measured."""
+    title = "GPU training throughput, paper-25m: released full-attention math vs ours (bf16, compile, chunked)"
+    if not torch.cuda.is_available():
+        return {"name": "gpu_throughput", "title": title,
+                "rows": [{"status": "not measured: no CUDA device on this machine (no GPU lent)"}]}
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "gpu.json")
+        main((["--T", "512", "2048", "--steps", "3"] if quick else []) + ["--json", out])
+        with open(out) as f:
+            rep = json.load(f)
+    rows = [{"gpu": rep["device"], **{k: v for k, v in r.items() if k != "loss"}} for r in rep["runs"]]
+    return {"name": "gpu_throughput", "title": title, "rows": rows}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.gpu_throughput", description=__doc__.split("\n")[0])
     ap.add_argument("--T", type=int, nargs="+", default=[512, 2048, 8192])

@@ -71,10 +71,24 @@ def run_one(T: int, chunk: int | None, steps: int, mem_gb: float, time_limit: fl
     return {"status": f"failed: {err[:200]}"}
 
 
+def run(quick: bool = False) -> dict:
+    """Entry of `python -m benchmarks`: quick = T 256 and 1024, 2 steps; else T 512..4096, 3 steps."""
+    Ts, steps = ([256, 1024], 2) if quick else ([512, 1024, 2048, 4096], 3)
+    rows = []
+    for T in Ts:
+        for form, chunk in (("full", None), ("chunked", 256)):
+            r = run_one(T, chunk, steps, 8.0, 300.0)
+            rows.append({"preset": "small", "batch": 1, "T": T, "form": form, "chunk": chunk or "",
+                         "tokens_per_s": r.get("tokens_per_s", ""), "peak_rss_mb": r.get("peak_rss_mb", ""),
+                         "peak_above_model_mb": r.get("peak_above_model_mb", ""), "status": r["status"]})
+    return {"name": "long_context", "title": "Long contexts: training `small` (batch 1, fwd+bwd+AdamW), full T x T "
+                                             "vs chunked attention (8 GiB, 300 s caps)", "rows": rows}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.long_context", description=__doc__.split("\n")[0])
     ap.add_argument("--child", nargs=3, type=int, help=argparse.SUPPRESS)
-    ap.add_argument("--quick", action="store_true", help="T = 512, 2048 and 2 steps")
+    ap.add_argument("--quick", action="store_true", help="T = 256, 1024 and 2 steps")
     ap.add_argument("--T", type=int, nargs="+", default=[512, 1024, 2048, 4096])
     ap.add_argument("--chunk", type=int, default=256)
     ap.add_argument("--steps", type=int, default=3)
@@ -86,7 +100,7 @@ def main(argv=None) -> int:
         T, chunk, steps = a.child
         print(json.dumps(child(T, chunk or None, steps)))
         return 0
-    Ts, steps = ([512, 2048], 2) if a.quick else (a.T, a.steps)
+    Ts, steps = ([256, 1024], 2) if a.quick else (a.T, a.steps)
     import torch
 
     report = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores",

@@ -155,7 +155,7 @@ def plot(task: str, results: dict, path: str, title: str) -> None:
     os.replace(tmp, path)
 
 
-def run(profile: str | Profile = "cpu", tasks=("tinyshakespeare", "recall"), out_dir: str | None = None,
+def run_profile(profile: str | Profile = "cpu", tasks=("tinyshakespeare", "recall"), out_dir: str | None = None,
         device: str = "cpu", data_path: str | None = None, log=print) -> dict:
     """Train the three models on each task; write JSON + PNGs into out_dir; return the results.
 
@@ -210,6 +210,22 @@ def summary_table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def run(quick: bool = False) -> dict:
+    """Entry of `python -m benchmarks`: the cpu profile (quick: the smoke profile, outputs in a temp dir)."""
+    import tempfile
+
+    if quick:
+        with tempfile.TemporaryDirectory() as tmp:
+            report = run_profile("quick", out_dir=tmp, log=lambda s: None)
+    else:
+        report = run_profile("cpu")
+    rows = [{"profile": report["profile"], "task": task, "model": name, "params": r["params"], "tokens": r["tokens"],
+             "val_bits_per_byte": r["val_bpb"], "val_accuracy": r["val_acc"], "train_tokens_per_s": r["tokens_per_s"]}
+            for task, t in report["tasks"].items() for name, r in t["models"].items()]
+    return {"name": "quality", "title": "Quality: BDH-GPU vs GPT-2-style vs Llama-style at equal parameters and "
+                                        "tokens (validation bits/byte; figures in benchmarks/figures)", "rows": rows}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.quality", description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="a few steps per model (smoke run, < 1 minute)")
@@ -225,7 +241,7 @@ def main(argv=None) -> int:
     if device.startswith("cuda") and not torch.cuda.is_available():
         print(f"quality --profile {a.profile}: no CUDA device on this machine; not run (use --profile cpu)")
         return 0
-    report = run("quick" if a.quick else a.profile, a.tasks, a.out, device, a.data)
+    report = run_profile("quick" if a.quick else a.profile, a.tasks, a.out, device, a.data)
     print(summary_table(report))
     if a.json:
         with open(a.json, "w") as f:

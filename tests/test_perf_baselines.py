@@ -7,7 +7,7 @@ import torch
 
 from bdh_gpu import BDH, BDHConfig
 from benchmarks.baselines import Transformer, TransformerConfig, n_params, rope, sized
-from benchmarks.quality import Profile, run
+from benchmarks.quality import Profile, run_profile
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -71,7 +71,7 @@ def test_quality_quick_path_writes_outputs(tmp_path):
     data = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "tinyshakespeare.txt")
     if not os.path.isfile(data):                                      # reason printed by pytest -ra
         pytest.skip(f"tiny Shakespeare not found at {data}")
-    report = run(prof, out_dir=str(tmp_path), data_path=data, log=lambda s: None)
+    report = run_profile(prof, out_dir=str(tmp_path), data_path=data, log=lambda s: None)
     files = sorted(os.listdir(tmp_path))
     assert files == ["quality_custom.json", "quality_custom_recall.png", "quality_custom_tinyshakespeare.png"]
     saved = json.load(open(tmp_path / "quality_custom.json"))
