@@ -55,10 +55,10 @@ class Profile:
 
 
 PROFILES = {
-    # ~230k parameters per model; 2 CPU cores
-    "cpu": Profile(BDHConfig(n_head=4, d=64, N=256, n_layer=4, dropout=0.0, U="rope"), n_layer=4, n_head=4,
-                   text_block=128, recall_block=64, recall_pairs=8, batch_size=8, steps=200, lr=3e-3,
-                   warmup=20, eval_every=25, eval_batches=4, chunk_size=None),
+    # ~131k parameters per model; 2 CPU cores
+    "cpu": Profile(BDHConfig(n_head=4, d=64, N=128, n_layer=4, dropout=0.0, U="rope"), n_layer=4, n_head=4,
+                   text_block=128, recall_block=64, recall_pairs=8, batch_size=8, steps=150, lr=3e-3,
+                   warmup=15, eval_every=25, eval_batches=4, chunk_size=None),
     # ~6.4M parameters per model, the released train.py window and batch; one GPU, bf16 autocast
     "gpu": Profile(BDHConfig(n_head=4, d=256, N=2048, n_layer=6, dropout=0.1, U="rope"), n_layer=6, n_head=8,
                    text_block=512, recall_block=256, recall_pairs=16, batch_size=32, steps=3000, lr=1e-3,
