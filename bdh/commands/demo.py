@@ -15,7 +15,7 @@ def add_parser(subparsers):
         description="The main job (make demo): train the tiny preset on the built-in recall task (cached under "
                     "$BDH_CACHE or ~/.cache/bdh), compile it to its neuron graph, step a recall prompt through "
                     "the graph simulator token by token, verify graph/tensor equivalence, write report.html.")
-    p.add_argument("--out", default="bdh-demo", help="report directory (default ./bdh-demo)")
+    p.add_argument("--out", default=os.path.join("runs", "demo"), help="report directory (default runs/demo)")
     p.add_argument("--fast", action="store_true", help="seconds instead of minutes: 4 training steps, short prompt")
     p.add_argument("--no-cache", action="store_true", help="train again even if a cached model exists")
     p.add_argument("--backend", default="numba", help="graph backend: numba (default) | numpy | pyg")
