@@ -17,13 +17,7 @@ from bdh_gpu.config import U_KINDS, VARIANTS
 TOL = 1e-10
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP spinning on a busy 2-core machine (restored after)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 COMBOS = [(v, u) for v in VARIANTS for u in U_KINDS]
 
 

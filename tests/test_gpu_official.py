@@ -20,13 +20,7 @@ from bdh_gpu.official import config_from_official, import_official, read_officia
 EPS = 1e-5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP spinning on a busy 2-core machine (restored after)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def released_freqs(N, theta=2.0 ** 16):

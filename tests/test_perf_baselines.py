@@ -10,12 +10,7 @@ from benchmarks.baselines import Transformer, TransformerConfig, n_params, rope,
 from benchmarks.quality import Profile, run_profile
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize("kind", ["gpt2", "llama"])

@@ -6,12 +6,7 @@ from bdh_gpu import BDH, BDHConfig
 from benchmarks import gpu_throughput as gt
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_released_math_baseline_equals_model():

@@ -12,12 +12,7 @@ from bdh_gpu.train import TrainConfig
 TOL = 1e-10
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _close(got, ref, what):
