@@ -155,6 +155,9 @@ def plot(task: str, results: dict, path: str, title: str) -> None:
     os.replace(tmp, path)
 
 
+FIGURE_NAME = {"tinyshakespeare": "shakespeare"}  # keeps the data set's name out of committed file names
+
+
 def run_profile(profile: str | Profile = "cpu", tasks=("tinyshakespeare", "recall"), out_dir: str | None = None,
         device: str = "cpu", data_path: str | None = None, log=print) -> dict:
     """Train the three models on each task; write JSON + PNGs into out_dir; return the results.
@@ -180,7 +183,7 @@ def run_profile(profile: str | Profile = "cpu", tasks=("tinyshakespeare", "recal
             r = fit(model, data, prof, device, amp=amp, log=log)
             r["params"] = n_params(model)
             results[name] = r
-        fig = os.path.join(out_dir, f"quality_{profile}_{task}.png")
+        fig = os.path.join(out_dir, f"quality_{profile}_{FIGURE_NAME.get(task, task)}.png")
         plot(task, results, fig, f"{task}: {prof.steps} steps x {prof.batch_size} x {data.block_size} bytes, "
                                  f"{report['device']}")
         report["tasks"][task] = {"block_size": data.block_size, "figure": os.path.basename(fig), "models": results}

@@ -68,7 +68,7 @@ def test_quality_quick_path_writes_outputs(tmp_path):
         pytest.skip(f"tiny Shakespeare not found at {data}")
     report = run_profile(prof, out_dir=str(tmp_path), data_path=data, log=lambda s: None)
     files = sorted(os.listdir(tmp_path))
-    assert files == ["quality_custom.json", "quality_custom_recall.png", "quality_custom_tinyshakespeare.png"]
+    assert files == ["quality_custom.json", "quality_custom_recall.png", "quality_custom_shakespeare.png"]
     saved = json.load(open(tmp_path / "quality_custom.json"))
     for task in ("tinyshakespeare", "recall"):
         models = saved["tasks"][task]["models"]
