@@ -200,6 +200,8 @@ class Network:
 
     Build the paper's network with `from_dense`, `from_edges`, `from_scipy` or `from_pyg`; extend it with
     `add_population`, `add_group`, `add_edge_variable` and `with_kernel` (see docs/bdh_graph.md, "Extending").
+    `simulator`, `run`, `from_pyg`, `to_pyg` and `to_networkx` are bound by the package (bdh_graph/__init__.py)
+    from bdh_graph.simulator and bdh_graph.export, which depend on this module and not the reverse.
     """
 
     def __init__(self):
@@ -346,31 +348,6 @@ class Network:
             raise GraphError(f"edges: unknown group(s) {sorted(unknown)}; expected names from {GROUPS}")
         return cls.from_scipy(mats["Gx_e"], mats["Gx_i"], mats["Gy_e"], mats["Gy_i"], mats["Gs"], u=u,
                               theta=theta, layers=layers, **kw)
-
-    @classmethod
-    def from_pyg(cls, data, layers=None, **kw):
-        """From the HeteroData written by `to_pyg` (edge types ('neurons', G, 'neurons') with `edge_weight`)."""
-        from .export import network_from_pyg
-        return network_from_pyg(cls, data, layers, **kw)
-
-    # -- running --
-    def simulator(self, backend="numba", **kw):
-        """A token-by-token Simulator (see bdh_graph.simulator.Simulator for the options)."""
-        from .simulator import Simulator
-        return Simulator(self, backend=backend, **kw)
-
-    def run(self, x0, y0, backend="numba", sigma0=None, **kw):
-        """Run the kernel on boundary inputs x0, y0 of shape (T, n); returns a RunResult (Eq. 6 by default)."""
-        return self.simulator(backend=backend, sigma0=sigma0, **kw).run(x0, y0)
-
-    # -- export --
-    def to_networkx(self, sigma=None):
-        from .export import to_networkx
-        return to_networkx(self, sigma)
-
-    def to_pyg(self, sigma=None):
-        from .export import to_pyg
-        return to_pyg(self, sigma)
 
     def __repr__(self):
         pops = ", ".join(f"{p.name}:{p.size}" for p in self.populations.values())

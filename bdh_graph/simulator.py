@@ -191,3 +191,14 @@ class Simulator:
         for m in self.monitors:
             if m.when == when:
                 m._record(self)
+
+
+def simulator(net, backend="numba", **kw):
+    """A token-by-token Simulator (see Simulator for the options); bound as `Network.simulator`."""
+    return Simulator(net, backend=backend, **kw)
+
+
+def run(net, x0, y0, backend="numba", sigma0=None, **kw):
+    """Run the kernel on boundary inputs x0, y0 of shape (T, n); returns a RunResult (Eq. 6 by default).
+    Bound as `Network.run`."""
+    return Simulator(net, backend=backend, sigma0=sigma0, **kw).run(x0, y0)
