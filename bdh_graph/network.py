@@ -355,12 +355,17 @@ class Network:
 
     # -- constructors of the paper's network --
     @classmethod
-    def _paper(cls, n, mats, u, theta, layers, shared_sigma, damping, hebbian_orientation, kernel, comm=None):
+    def _paper(cls, n, mats, u, theta, layers, shared_sigma, damping, hebbian_orientation, kernel, comm=None,
+               blocks=None):
         if not isinstance(layers, (int, np.integer)) or layers < 1:
             raise GraphError(f"layers: expected an integer >= 1, got {layers!r}")
         net = cls(comm).add_population("neurons", n)
+        rows, cols = net.owned("neurons", "neurons")
         for name in GROUPS:
-            net.add_group(name, "neurons", "neurons", mats[name])
+            if blocks is None:
+                net.add_group(name, "neurons", "neurons", mats[name])
+            else:
+                net.add_group(name, "neurons", "neurons", block=blocks(name, rows, cols))
         for l in range(1 if shared_sigma else layers):
             net.add_edge_variable(K.sigma_name(l, shared_sigma), "Gs", u=u, theta=theta)
         build = {"1b": K.table_1b, "1a": K.table_1a}
@@ -389,6 +394,15 @@ class Network:
             as_group_matrix(k, v, (n, n))
         return cls._paper(n, {k: sp.csc_matrix(np.asarray(v, dtype=np.float64)) for k, v in mats.items()},
                           u, theta, layers, shared_sigma, damping, hebbian_orientation, kernel, comm)
+
+    @classmethod
+    def from_blocks(cls, n, blocks, u=None, theta=None, layers=1, *, shared_sigma=False, damping="eq6",
+                    hebbian_orientation="eq6", kernel="1b", comm=None):
+        """As `from_dense`, but each rank builds only the block it owns: `blocks(group, rows, cols)` returns the
+        (rows, cols) block (global slices; dense or scipy) of group `group` in GROUPS. No process holds the
+        whole n x n graph."""
+        return cls._paper(n, None, u, theta, layers, shared_sigma, damping, hebbian_orientation, kernel, comm,
+                          blocks)
 
     @classmethod
     def from_scipy(cls, Gx_e, Gx_i=None, Gy_e=None, Gy_i=None, Gs=None, u=None, theta=None, layers=1, **kw):
