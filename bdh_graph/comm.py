@@ -10,6 +10,11 @@ sharded code path is the only path: at P = 1 every exchange is the identity.
 - `allreduce_sum(buf)`: the partial sums into replicated (hub) targets, one Allreduce per sub-round.
 - `gather_blocks(local, root)`, `reduce_sum(buf, root)`, `bcast(obj, root)`: results to rank 0 on request.
 
+Faults: an uncaught exception on one rank would leave the others waiting in a collective forever. Creating an
+`MPIComm` on more than one rank therefore installs `abort_on_exception` (what `python -m mpi4py` does): the
+exception is printed, then MPI_Abort ends every rank with exit code 1. A killed rank is seen by the launcher
+(MPICH's hydra), which ends the others.
+
 `bytes_sent` counts what this rank contributes to the sub-round exchanges (payload only, 8 bytes a number),
 so benchmarks can set it against the design's minimum. `default_comm()` is `MPIComm(MPI.COMM_WORLD)` when
 mpi4py imports and the world has more than one rank, else `SelfComm()`.
@@ -67,6 +72,8 @@ class MPIComm:
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
         self.bytes_sent = 0
         self.messages = 0
+        if self.size > 1:
+            abort_on_exception()
 
     def exchange_active(self, blocks):
         """{var: (local block, lo, n)} -> {var: full (n,) vector}, from the active (index, value) pairs only."""
@@ -128,6 +135,24 @@ class MPIComm:
         return f"MPIComm(rank={self.rank}, size={self.size})"
 
 
+def abort_on_exception():
+    """Make an uncaught exception on this rank end every rank of MPI.COMM_WORLD (print it, then MPI_Abort(1))."""
+    import sys
+    hook = sys.excepthook
+    if getattr(hook, "_bdh_abort", False):
+        return
+
+    def excepthook(kind, value, tb):
+        hook(kind, value, tb)
+        try:
+            sys.stderr.flush()
+        finally:
+            from mpi4py import MPI
+            MPI.COMM_WORLD.Abort(1)
+    excepthook._bdh_abort = True
+    sys.excepthook = excepthook
+
+
 def mpi_world_size():
     """Size of MPI.COMM_WORLD if mpi4py imports (and MPI starts), else 1. Cheap when not under mpiexec."""
     import os
@@ -139,6 +164,14 @@ def mpi_world_size():
     except ImportError:
         return 1
     return MPI.COMM_WORLD.Get_size()
+
+
+def world_rank():
+    """This process's rank in MPI.COMM_WORLD under an MPI launcher, else 0."""
+    if mpi_world_size() <= 1:
+        return 0
+    from mpi4py import MPI
+    return MPI.COMM_WORLD.Get_rank()
 
 
 def default_comm():
