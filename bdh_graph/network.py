@@ -186,7 +186,7 @@ def _edge_variable(name, group, u=None, theta=None):
             raise GraphError(f"u: expected shape ({g.n_pre},) (per key neuron) or {(g.n_post, g.n_pre)} "
                              f"(per synapse), got {u.shape}")
         _check_finite("u", u)
-        if u.min() < 0 or u.max() > 1:
+        if u.size and (u.min() < 0 or u.max() > 1):
             raise GraphError(f"u: retention must lie in [0, 1], got values in [{u.min():g}, {u.max():g}]")
         u_edge = u[src] if u.ndim == 1 else u[dst, src]
     if theta is None:
@@ -297,6 +297,9 @@ class Network:
             if u.shape not in ((n_pre,), (n_post, n_pre)):
                 raise GraphError(f"u: expected shape ({n_pre},) (per key neuron) or {(n_post, n_pre)} "
                                  f"(per synapse), got {u.shape}")
+            _check_finite("u", u)
+            if u.min() < 0 or u.max() > 1:   # checked globally: a rank's block may be empty
+                raise GraphError(f"u: retention must lie in [0, 1], got values in [{u.min():g}, {u.max():g}]")
             u = u[cols] if u.ndim == 1 else u[rows, cols]
         if theta is not None:
             theta = np.asarray(theta, dtype=np.float64)
