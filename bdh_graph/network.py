@@ -33,6 +33,7 @@ source and target vectors it is applied to, `col0`, `row0` their global offsets.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -314,6 +315,12 @@ class Network:
                     raise GraphError(f"{group}: cannot add rotation partners after other edge variables exist")
                 self.groups[group] = g = closed
             self._closed.add(group)
+        same = lambda a, b: (a is None and b is None) or (a is not None and b is not None and a.shape == b.shape
+                                                            and np.array_equal(a, b))
+        for ev in self.edge_vars.values():   # one U for every layer (BDH-GPU shares it): share its arrays
+            if ev.group == group and same(ev.u, u) and same(ev.theta, theta):
+                self.edge_vars[name] = dataclasses.replace(ev, name=name)
+                return self
         self.edge_vars[name] = _edge_variable(name, g, u, theta)
         return self
 
