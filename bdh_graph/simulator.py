@@ -144,6 +144,9 @@ class Simulator:
         for name, v in (("x_policy", x_policy), ("y_policy", y_policy)):
             if v not in TOKEN_POLICIES:
                 raise GraphError(f"{name}: expected one of {TOKEN_POLICIES}, got {v!r}")
+        if spiking and net.comm.size > 1:
+            raise GraphError(f"spiking: the stochastic mode runs in one process (each rank would draw its own "
+                             f"spikes for the replicated hubs), got {net.comm.size} ranks")
         self.net, self.kernel, self.comm = net, net.kernel, net.comm
         self.x_policy, self.y_policy = x_policy, y_policy
         self.lo, self.hi = net.block_of("X")

@@ -3,6 +3,7 @@
     python -m benchmarks.distributed_bench --ranks 1 2 4                 # paper-25m, circuit and official
     python -m benchmarks.distributed_bench --preset tiny --ranks 1 2 --tokens 4
     mpiexec -n 4 python -m benchmarks.distributed_bench --one circuit    # one configuration (prints JSON)
+    python -m benchmarks.distributed_bench --project benchmarks/figures/distributed_paper25m.jsonl
 
 Model: the preset's shapes with untrained weights (seed 0); `circuit` compiles it as a normfree model (Claims
 3+4), `official` as the released LN model. Each rank compiles only its block (equivalence.compile), then the graph
@@ -13,6 +14,11 @@ to the exchanges per token (bdh_graph.comm counts the payload, 8 bytes a number;
 size of every replicated target of a neuron -> hub group (the Allreduce), plus 16 bytes per active neuron of
 a gathered (neuron -> neuron) source.
 Peak RSS per rank from getrusage (ru_maxrss), including the model's own weights (every rank loads the model).
+--out FILE appends the measured rows (JSON lines); --project FILE reads them back and prints the projection to
+larger models (docs/distributed.md): peak RSS per rank = floor + graph / P fitted to the circuit rows by least
+squares, the graph scaled by n d L, the floor split into the whole-model copy (3nd weights at 4 + 8 + 8 bytes:
+the float32 model, the float64 copy compile_model reads, the float64 Weights) and the rest; traffic per token
+per rank from the design's formulas, (4L + 2) d numbers (circuit) and L (2 + h) d (official).
 """
 from __future__ import annotations
 
@@ -132,6 +138,37 @@ def run(quick=True):
     return dict(name="distributed_bench", title="Sharded graph on MPI ranks (tiny preset)", rows=flat)
 
 
+WEIGHT_BYTES = 4 + 8 + 8   # per weight on every rank: float32 model, its float64 copy, the float64 Weights
+TARGETS = [("~100M", 131072, 256, 6, 4, [4]), ("800M", 2**20, 256, 6, 4, [8, 16, 32, 64])]
+
+
+def project(path):
+    import numpy as np
+    rows = [json.loads(line) for line in open(path) if line.strip()]
+    circ = sorted((r for r in rows if r["compile"] == "circuit"), key=lambda r: r["P"])
+    P = np.array([r["P"] for r in circ], dtype=float)
+    rss = np.array([r["peak_rss_gib_max"] for r in circ])
+    (floor, graph), *_ = np.linalg.lstsq(np.stack([np.ones_like(P), 1 / P], 1), rss, rcond=None)
+    r0 = circ[0]
+    n0, d0, L0 = r0["n"], r0["d"], r0["L"]
+    weights0 = 3 * n0 * d0 * WEIGHT_BYTES / 2**30
+    base = floor - weights0
+    print(f"fit on the circuit rows (P = {P.astype(int).tolist()}): peak RSS per rank = {floor:.2f} + {graph:.2f} / P "
+          f"GiB (residuals {np.round(rss - floor - graph / P, 3).tolist()}); floor = {weights0:.2f} GiB whole-model "
+          f"copy (3nd x {WEIGHT_BYTES} B) + {base:.2f} GiB rest")
+    print("| model | n | d | L | P | graph / rank GiB | RSS / rank GiB (whole model per rank) | RSS / rank GiB "
+          "(weights sliced per rank) | total GiB (sliced) | circuit bytes / token / rank | official bytes / token / rank |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for name, n, d, L, h, Ps in TARGETS:
+        g = graph * (n * d * L) / (n0 * d0 * L0)
+        w = 3 * n * d * WEIGHT_BYTES / 2**30
+        for p in Ps:
+            whole, sliced = base + w + g / p, base + w / p + g / p
+            print(f"| {name} | {n:,} | {d} | {L} | {p} | {g / p:.2f} | {whole:.2f} | {sliced:.2f} | {sliced * p:.1f} | "
+                  f"{8 * (4 * L + 2) * d:,} | {8 * L * (2 + h) * d:,} |")
+    return 0
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--one", choices=("circuit", "official"), help="run one configuration on this MPI job")
@@ -141,7 +178,11 @@ def main(argv=None):
     p.add_argument("--tokens", type=int, default=4)
     p.add_argument("--verify", action="store_true", help="compare with the tensor model (rank 0) instead of a bare run")
     p.add_argument("--mem-gib", type=float, default=None, help="address-space cap per rank (prlimit --as)")
+    p.add_argument("--out", help="append the measured rows to this JSON-lines file")
+    p.add_argument("--project", metavar="FILE", help="print the projection from measured rows (no run)")
     a = p.parse_args(argv)
+    if a.project:
+        return project(a.project)
     if a.one:
         out = one(a.one, a.preset, a.tokens, a.verify)
         if out is not None:
@@ -152,6 +193,9 @@ def main(argv=None):
         for P in a.ranks:
             r = launch(how, a.preset, a.tokens, P, a.verify, a.mem_gib)
             print(json.dumps(r), flush=True)
+            if a.out:
+                with open(a.out, "a") as f:
+                    f.write(json.dumps(r) + "\n")
             rows.append(r)
     print(table(rows))
     return 0
