@@ -1,7 +1,7 @@
 """`bdh demo`: train (or reuse) a tiny model on the recall task, compile it to its neuron graph, step a prompt
 through the graph token by token, verify graph == tensor, and write an HTML report with figures.
 
-The pipeline lives in `equivalence.report`; this module only prints.
+The pipeline lives in `bdh.teach` (demo, figures, html); this module only prints.
 """
 from __future__ import annotations
 
@@ -39,8 +39,9 @@ def run(args) -> int:
     os.makedirs(args.out, exist_ok=True)
 
     from equivalence import compare, compile_model
-    from equivalence.report import (byte_label, demo_model, graph_walk, recall_prompt, walk_figures,
-                                    weight_graph_figures, write_html)
+    from bdh.teach.demo import byte_label, demo_model, graph_walk, recall_prompt
+    from bdh.teach.figures import walk_figures, weight_graph_figures
+    from bdh.teach.html import write_html
 
     t_start = time.perf_counter()
     print("1. the model")
