@@ -61,7 +61,7 @@ def run(args) -> int:
     compiled = compile_model(TensorRunner(model).model, args.how)
     session = ViewSession(compiled, backend=args.backend, neurons=args.neurons, synapses=args.synapses,
                           max_prompt=args.max_prompt, title=f"{os.path.basename(os.path.abspath(args.model_dir))}: "
-                                                            f"{compiled.name} compile of a {compiled.variant} model",
+                                                            f"{compiled.summary().split(':')[0]}",
                           device=args.device)
     if args.serve:
         from bdh.teach.serve import serve

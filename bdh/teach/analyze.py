@@ -10,7 +10,9 @@ import numpy as np
 
 from .demo import byte_label
 from .figures import betas_for_density
+from .figures import captioned, fit_text
 from .html import write_html
+from .words import notation_html
 
 
 PAPER = {  # reference section 6
@@ -77,7 +79,7 @@ def analyze_model(model, ids, out_dir: str | None = None, *, betas=None,
         figs.append(GA.plot_raster(os.path.join(out_dir, "activity_raster.png"), Y[:, idx],
                                    [byte_label(b) for b in list(ids)[:96]],
                                    title="y > 0 of the 96 most active (layer, neuron), first tokens",
-                                   ylabel="(layer, neuron) rank"))
+                                   ylabel="(layer, neuron), index order", clabel="y (activity)"))
 
     # weight graphs
     res["graphs"] = []
@@ -156,10 +158,7 @@ def analyze_model(model, ids, out_dir: str | None = None, *, betas=None,
     if out_dir:
         with open(os.path.join(out_dir, "analysis.json"), "w") as f:
             json.dump(res, f, indent=1, default=float)
-        blocks = [("pre", json.dumps({k: v for k, v in res.items() if k not in ("graphs",)}, indent=1,
-                                     default=float)[:20000]),
-                  ("h2", "Weight graphs"), ("pre", "\n".join(_graph_line(e) for e in res["graphs"])),
-                  ("h2", "Figures"), *[("img", p) for p in figs]]
+        blocks = _report_blocks(res, figs)
         res["report"] = write_html(os.path.join(out_dir, "report.html"), "bdh analyze", blocks)
         res["figures"] = figs
     return res
@@ -210,3 +209,55 @@ def find_synapses(model, concept, contrast, layer: int, candidates: int = 48, to
         a, b = int(rows[r.index // len(cols)]), int(cols[r.index % len(cols)])
         out.append(dict(synapse=f"{b}->{a}", key=b, value=a, **r.to_dict()))
     return dict(layer=layer, candidates=int(vals.shape[1]), n_concept=m1, n_contrast=len(contrast), top=out)
+
+
+def _report_blocks(res, figs) -> list:
+    """The analyze report in words: each measurement beside the paper's value, the notation, captioned figures."""
+    C, sp_ = res["config"], res["sparsity"]
+    blocks = [
+        ("p", f"The measurements of the paper's Sec. 5-6 on one model (n = {C['N'] * C['n_head']} neurons, d = {C['d']}, "
+              f"L = {C['n_layer']} layers, {C['n_head']} heads, variant {C['variant']}) over a text of "
+              f"{res['tokens']} bytes: how sparse the activity is, what graph the learned weights form, what graph "
+              "the synaptic state forms after the text, and (with --concept/--contrast) which single synapse "
+              "tells two kinds of sentences apart. The numbers are also in analysis.json."),
+        ("h2", "Notation"), ("html", notation_html()),
+        ("h2", "Sparsity: how many neurons are active"),
+        ("table", (("layer", "fraction with x > 0", "fraction with y > 0"),
+                   [(l, f"{a:.2%}", f"{b:.2%}") for l, a, b in zip(sp_["layers"], sp_["x"], sp_["y"])])),
+        ("p", f"Paper: y {res['paper']['sparsity_y']}."),
+        ("h2", "Weight graphs G_x = D_x E and G_y = D_y E"),
+        ("p", "Each head's n x n product read as a graph: an edge i -> j where the entry is >= beta (chosen for a "
+              "given edge density). Degrees are the number of edges in and out of a neuron; the tail exponent "
+              "alpha fits P(k) ~ k^-alpha to the largest degrees (a heavy tail: a few hub neurons). Modularity: "
+              "Louvain, best of 5 seeds, beside G(n,m) (uniformly random, same n and m) and a random low-rank "
+              f"product of the same d and scale. Paper: {res['paper']['graph']}; modularity "
+              f"{res['paper']['modularity']}."),
+        ("table", (("graph", "head", "beta", "edges", "max in / out degree", "in-degree tail", "out-degree tail"),
+                   [(e["graph"], e["head"], f"{e['beta_degrees']:.3g}", e["edges"], f"{e['max_in']} / {e['max_out']}",
+                     fit_text(e["tail_in"]), fit_text(e["tail_out"])) for e in res["graphs"]])),
+    ]
+    for e in res["graphs"]:
+        if e.get("modularity"):
+            blocks.append(("table", ((f"{e['graph']} head {e['head']}: threshold beta", "edges", "modularity",
+                                      "G(n,m)", "random low-rank (same beta)", "random low-rank (same edges)"),
+                                     [(f"{r['beta']:.4g}", r["edges"], _f(r["modularity"]), _f(r.get("G(n,m)")),
+                                       _f(r.get("low-rank")), _f(r.get("low-rank (same m)"))) for r in e["modularity"]])))
+    if "sigma" in res:
+        sg = res["sigma"]
+        blocks += [("h2", f"The state graph: sigma_{sg['layer']} after the text"),
+                   ("p", f"On the {sg['neurons']} neurons active at both ends of a synapse, the positive part of "
+                         f"sigma thresholded at its 90th percentile ({sg['beta']:.3g}): {sg['edges']} edges; "
+                         f"{sg['positive_fraction']:.1%} of the synapses are positive; in-degree tail "
+                         f"{fit_text(sg['tail_in'])}, out-degree tail {fit_text(sg['tail_out'])}. Paper: "
+                         "heavy-tailed degrees.")]
+    if "synapses" in res:
+        sy = res["synapses"]
+        blocks += [("h2", "Monosemantic synapses"),
+                   ("p", f"sigma_{sy['layer']}(i->j) after each sentence, {sy['n_concept']} concept vs "
+                         f"{sy['n_contrast']} contrast sentences, over {sy['candidates']} candidate synapses, ranked "
+                         "by the one-sided Mann-Whitney U (U_max = all pairs: the synapse is larger on every concept "
+                         f"sentence than on every contrast one). Paper: {res['paper']['synapse']}."),
+                   ("table", (("synapse key->value", "U", "of U_max", "p"),
+                              [(t["synapse"], f"{t['U']:.0f}", t["U_max"], f"{t['p']:.2g}") for t in sy["top"]]))]
+    blocks += [("h2", "Figures"), *[("img", c) for c in captioned(figs)]]
+    return blocks

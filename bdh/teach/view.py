@@ -105,7 +105,7 @@ class ViewSession:
         edge_vars = [dict(name=ev.name, group=ev.group, layer=i + 1, kind=ev.kind)
                      for i, ev in enumerate(net.edge_vars.values())]
         c = self.compiled
-        return dict(title=self.title or f"{c.name} compile of a {c.variant} model", summary=c.summary(),
+        return dict(title=self.title or c.summary().split(":")[0], summary=c.summary(),
                     compile=c.name, variant=c.variant, kernel=k.name, layers=len(k.layers), rounds=rounds,
                     populations=pops, groups=groups, edge_vars=edge_vars, logits=c.logits_var,
                     boundary=c.boundary, readout=c.readout, backend=self.backend,
