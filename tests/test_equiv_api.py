@@ -32,13 +32,18 @@ def test_circuit_sizes_claims_3_and_4():
 
 
 def test_dense_and_official_sizes():
-    """Obs. 4: n^2 synapses per layer (Gs = 1); the official graph: n d synapses per layer (head blocks)."""
+    """Obs. 4: n^2 synapses per layer (Gs = 1); the official graph: n d synapses per layer (head blocks) and
+    only non-zero parameter edges (3nd + hd + 256d, plus the LN cliques)."""
     c = Case("normfree", "none", h=2, N=4, d=3, L=2, ids=(1,))
     r = compile_model(c.model(), "dense").report
     assert r["synapses"] == c.n ** 2 and r["state_size"] == 2 * c.n ** 2
     c = Case("official", "rope", h=2, N=4, d=3, L=2, ids=(1,))
     r = compile_model(c.model(), "official").report
     assert r["synapses"] == c.n * c.d and r["nodes"]["att"] == c.h * c.d and r["nodes"]["res"] == c.d
+    # no explicit zeros: each weight of D_x, D_y, E (n d each) sits on exactly one side of its E/I split,
+    # plus the h d copy edges, the 256 d read-out and the LN cliques (d^2 for res, h d^2 for att)
+    n, d, h = c.n, c.d, c.h
+    assert r["edges_total"] == 3 * n * d + h * d + 256 * d + d * d + h * d * d, r["edges"]
 
 
 @pytest.mark.parametrize("how", COMPILES)
