@@ -186,34 +186,39 @@ def term_scales(W, tr, variant: str) -> dict:
 
 
 def compare(model, compiled: Compiled | str | None = None, idx="hello", backend: str = "numba",
-            dtype=np.float64, rtol: float | None = None, state: bool = True, device=None) -> CompareReport:
+            dtype=np.float64, rtol: float | None = None, state: bool = True, device=None, comm=None) -> CompareReport:
     """Run `model` (torch, any dtype: converted to `dtype`) and its graph (float64) on the same tokens.
 
     compiled: a Compiled, a compile name ("dense", "circuit", "official") or None (the default compile).
     state=False skips rho (saves time on big models). Returns a CompareReport; `report.ok` against `rtol`
-    (default RTOL[dtype]).
+    (default RTOL[dtype]). Sharded (`comm`, or the compiled network's): every rank runs its block of the graph,
+    rank 0 alone runs the tensor model and compares, and every rank returns the same report.
     """
     dtype = np.dtype(dtype).type
     if dtype not in RTOL:
         raise ValueError(f"dtype: expected float64 or float32, got {np.dtype(dtype).name}")
     rtol = RTOL[dtype] if rtol is None else float(rtol)
     ids = as_ids(idx, model.config.vocab_size)
-    tensor = TensorRunner(model, dtype)
     if not isinstance(compiled, Compiled):
-        compiled = compile_model(TensorRunner(model, np.float64).model, compiled)
+        compiled = compile_model(TensorRunner(model, np.float64).model, compiled, comm=comm)
     if compiled.variant != model.config.variant:
         raise ValueError(f"compiled model is variant {compiled.variant!r}, the tensor model {model.config.variant!r}")
-    tr = tensor.trace(ids)
+    net_comm = compiled.network.comm
+    root = net_comm.rank == 0
+    tensor = TensorRunner(model, dtype) if root else None
+    tr = tensor.trace(ids) if root else None
     official = compiled.variant == "official"
-    terms = term_scales(compiled.weights, tr, compiled.variant)
+    terms = term_scales(compiled.weights, tr, compiled.variant) if root else None
     names = ["logits", "x", "y"] + list(compiled.record) + (["rho"] if state else [])
     rep = CompareReport(compiled.name, compiled.variant, backend, np.dtype(dtype).name, rtol, len(ids),
                         {k: QuantityError(k, rtol=rtol) for k in names}, compiled.report)
     Q = rep.quantities
     graph = GraphRunner(compiled, backend, device=device)
-    states = tensor.states(ids) if state else None
+    states = tensor.states(ids) if state and root else None
     L = compiled.weights.L
     for t, g in enumerate(graph.feed(ids, with_state=state)):
+        if not root:
+            continue
         Q["logits"].add(tr["logits"][t], g["logits"], t, None, terms["logits"][t])
         for l in range(0 if not official else 1, L + 1):           # official: no layer-0 x, y
             k = l - 1 if official else l
@@ -225,4 +230,4 @@ def compare(model, compiled: Compiled | str | None = None, idx="hello", backend:
         if state:
             for l, (r_t, r_g) in enumerate(zip(next(states), g["rho"])):
                 Q["rho"].add(r_t, r_g, t, l + 1)
-    return rep
+    return net_comm.bcast(rep if root else None)
