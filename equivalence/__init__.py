@@ -21,7 +21,7 @@ __all__ = [
 ]
 
 
-def graph_logits(model, ids, how=None, backend="numba"):
+def graph_logits(model, ids, how=None, backend="numba", device=None, progress=False):
     """(T, V) float64 logits of a token sequence computed by the compiled graph of `model`."""
     c = how if isinstance(how, Compiled) else compile_model(TensorRunner(model).model, how)
-    return GraphRunner(c, backend).logits(as_ids(ids, model.config.vocab_size))
+    return GraphRunner(c, backend, device=device).logits(as_ids(ids, model.config.vocab_size), progress=progress)

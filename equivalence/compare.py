@@ -143,12 +143,13 @@ def as_ids(idx_or_text, vocab=256) -> np.ndarray:
 
 
 def compare(model, compiled: Compiled | str | None = None, idx="hello", backend: str = "numba",
-            dtype=np.float64, rtol: float | None = None, state: bool = True, device=None) -> CompareReport:
+            dtype=np.float64, rtol: float | None = None, state: bool = True, device=None,
+            progress=False) -> CompareReport:
     """Run `model` (torch, any dtype: converted to `dtype`) and its graph (float64) on the same tokens.
 
     compiled: a Compiled, a compile name ("dense", "circuit", "official") or None (the default compile).
-    state=False skips rho (saves time on big models). Returns a CompareReport; `report.ok` against `rtol`
-    (default RTOL[dtype]).
+    state=False skips rho (saves time on big models). progress=True: a tqdm bar on stderr, one step per token.
+    Returns a CompareReport; `report.ok` against `rtol` (default RTOL[dtype]).
     """
     dtype = np.dtype(dtype).type
     if dtype not in RTOL:
@@ -169,7 +170,7 @@ def compare(model, compiled: Compiled | str | None = None, idx="hello", backend:
     graph = GraphRunner(compiled, backend, device=device)
     states = tensor.states(ids) if state else None
     L = compiled.weights.L
-    for t, g in enumerate(graph.feed(ids, with_state=state)):
+    for t, g in enumerate(graph.feed(ids, with_state=state, progress=progress and "graph vs tensor")):
         Q["logits"].add(tr["logits"][t], g["logits"], t, None)
         for l in range(0 if not official else 1, L + 1):           # official: no layer-0 x, y
             k = l - 1 if official else l

@@ -47,10 +47,11 @@ class GraphRunner:
         self._ends = np.cumsum([len(layer) for layer in k.layers])     # rounds completed at each layer's end
         self._per_token = len(k.rounds)
 
-    def feed(self, ids, with_state=False):
-        """Yield, per token t: dict(x, y (L+1, n), logits (V,), [rho: list of (d, n)], [hub names: (L, size)])."""
+    def feed(self, ids, with_state=False, progress=False):
+        """Yield, per token t: dict(x, y (L+1, n), logits (V,), [rho: list of (d, n)], [hub names: (L, size)]).
+        progress=True (or a label) draws a tqdm bar on stderr, one step per token."""
         x0, y0, extra = self.compiled.token_inputs(ids)
-        for t in range(len(x0)):
+        for t in _progress(range(len(x0)), progress, "graph"):
             x, y = self.sim.feed_inputs(x0[t], y0[t], extra[t])
             out = {"x": x, "y": y, "logits": getattr(self._out, self.compiled.logits_var)[:, -1].copy()}
             if self._hubs is not None:
@@ -61,9 +62,20 @@ class GraphRunner:
                 out["rho"] = self.compiled.rho(self.sim.state)
             yield out
 
-    def logits(self, ids):
+    def logits(self, ids, progress=False):
         """(T, V) logits of every position, computed by the graph."""
-        return np.stack([o["logits"] for o in self.feed(ids)])
+        return np.stack([o["logits"] for o in self.feed(ids, progress=progress)])
+
+
+def _progress(it, progress, default_label):
+    """`it` wrapped in a tqdm bar on stderr when `progress` (True or a label), else `it` itself."""
+    if not progress:
+        return it
+    import sys
+
+    from tqdm import tqdm
+    return tqdm(it, desc=progress if isinstance(progress, str) else default_label, unit="token", file=sys.stderr,
+                leave=False, dynamic_ncols=True)
 
 
 class TensorRunner:

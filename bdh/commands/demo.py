@@ -63,7 +63,7 @@ def run(args) -> int:
     labels = [byte_label(b) for b in ids]
     print(f"3. step the prompt through the graph ({args.backend} backend), one token = "
           f"{len(compiled.kernel.rounds)} rounds: {' '.join(labels)}")
-    walk = graph_walk(model, ids, compiled, backend=args.backend)
+    walk = graph_walk(model, ids, compiled, backend=args.backend, progress=True)
     times["graph walk"] = walk.seconds
     import torch
     with torch.no_grad():
@@ -90,7 +90,7 @@ def run(args) -> int:
 
     print("4. verify graph == tensor (float64)")
     t0 = time.perf_counter()
-    rep = compare(model, compiled, ids, backend=args.backend)
+    rep = compare(model, compiled, ids, backend=args.backend, progress=True)
     times["verify"] = time.perf_counter() - t0
     for line in str(rep).splitlines():
         print("   " + line)

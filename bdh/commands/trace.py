@@ -88,16 +88,16 @@ def run(args) -> int:
             raise UsageError("expected a model directory (or --example for the worked 3-neuron example)")
         if args.prompt is None or args.prompt == "":
             raise UsageError("--prompt: expected a non-empty text to trace")
-        import bdh_gpu
+        from bdh.errors import check_compile, load_model
         from equivalence import compile_model
         from equivalence.run import TensorRunner, _Simulator
-        model = bdh_gpu.load(args.model)
+        model = load_model(args.model)
         ids = list(args.prompt.encode("utf-8"))
         if max(ids) >= model.config.vocab_size:
             raise UsageError(f"--prompt: byte {max(ids)} is outside the model's vocabulary of "
                              f"{model.config.vocab_size}")
         tm = TensorRunner(model).model
-        compiled = compile_model(tm, args.how)
+        compiled = compile_model(tm, check_compile(model, args.how))
         net = compiled.network
         sim = _Simulator(net, backend=args.backend)
         x0, y0, extra = compiled.token_inputs(ids)
