@@ -17,7 +17,7 @@ from bdh.errors import InputError, input_errors
 
 COMMANDS = [
     "train", "generate", "logits", "eval", "import_official",  # tensor model (bdh_gpu)
-    "verify",  # equivalence
+    "verify", "export_graph",  # equivalence
     "demo", "view", "trace", "analyze", "merge",  # teaching tools
 ]
 

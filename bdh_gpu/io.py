@@ -23,6 +23,9 @@ def _atomic_write(path: str, write) -> None:
     os.close(fd)
     try:
         write(tmp)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)          # mkstemp makes 0600; a model directory is as readable as any file
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -14,8 +14,8 @@ MAX_TOKENS = 1024
 
 def add_parser(subparsers):
     p = subparsers.add_parser("analyze", help="sparsity, neuron graphs, modularity, sigma graph, synapse finder",
-                              description=" ".join(__doc__.split("\n\n")[0].split()))
-    p.add_argument("model", help="model directory")
+                              description=" ".join(__doc__.split("\n\n")[0].split()).replace("`bdh analyze`: ", "", 1))
+    p.add_argument("model", metavar="MODEL", help="model directory")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--text", help="text to run through the model")
     src.add_argument("--text-file", help="file whose bytes to run through the model")

@@ -7,9 +7,12 @@ import os
 
 def add_parser(subparsers):
     p = subparsers.add_parser("merge", help="merge two models by concatenating their neurons (Sec. 7.1)",
-                              description=" ".join(__doc__.split()).strip("`"))
-    p.add_argument("a", help="first model directory (its heads come first)")
-    p.add_argument("b", help="second model directory")
+                              description="Merge two models by concatenation along n (paper Sec. 7.1): D_x, D_y and "
+                                          "E (and so the RoPE frequencies, which are per head) are concatenated "
+                                          "head-wise; embed and lm_head are averaged. The two models must agree in "
+                                          "d, L, variant and U.")
+    p.add_argument("a", metavar="A", help="first model directory (its heads come first)")
+    p.add_argument("b", metavar="B", help="second model directory")
     p.add_argument("--out", required=True, help="directory to write the merged model to")
     p.set_defaults(func=run)
     return p
