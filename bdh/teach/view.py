@@ -40,6 +40,15 @@ SYNAPSES = 8              # strongest edges per group and largest |sigma| per ed
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
+def _top(v, k):
+    """Indices of the k largest entries of v, largest first (ties by index); O(len(v)) for long v."""
+    v = np.asarray(v)
+    if len(v) > 4 * k:
+        cand = np.argpartition(-v, k)[:k]
+        return cand[np.lexsort((cand, -v[cand]))]
+    return np.argsort(-v, kind="stable")[:k]
+
+
 class ViewError(ValueError):
     """Bad input to the viewer (prompt too long, unknown node, ...): one line."""
 
@@ -191,13 +200,13 @@ class ViewSession:
                 if not evs:
                     keep = g.weight[e] != 0                       # structural zeros are not synapses
                     e, other = e[keep], other[keep]
-                    top = np.argsort(-g.weight[e], kind="stable")[:self.M]
+                    top = _top(g.weight[e], self.M)
                     out.append(dict(group=g.name, dir=direction, sign=_sign(g.name), pop=opop, total=int(len(e)),
                                     edges=[[int(other[t]), _r(g.weight[e[t]])] for t in top]))
                     continue
                 for ev in evs:
                     vals = np.abs(np.asarray(sigma[ev.name])[e])
-                    top = [t for t in np.argsort(-vals, kind="stable")[:self.M] if vals[t] > 0]
+                    top = [t for t in _top(vals, self.M) if vals[t] > 0]
                     edges = []
                     for t in top:
                         eid = int(e[t])
