@@ -125,3 +125,27 @@ def test_trained_normfree_graph_holds_each_fact(demo_normfree):
     assert sum(m.broken for m in mems) >= 6, [(m.label, m.p_before, m.p_after) for m in mems]
     assert sum(m.others_after == m.others_before == m.others for m in mems) >= 7, \
         [(m.label, m.others_before, m.others_after, m.others) for m in mems]
+
+
+@pytest.mark.parametrize("variant", ["normfree", "paper", "official"])
+def test_E_sigma_is_rho_only_for_normfree(variant):
+    """Eq. 7: rho = E sigma holds for Normfree (to rounding); for the LN variants the attention state is written
+    with LN(E y) (paper) or v (official) as the value, so E sigma differs from rho by O(1) and `bdh analyze`
+    must not call it rho (issue 13 item 5)."""
+    from bdh_gpu.analysis import sigma_synapses
+    c = BDHConfig(n_head=1, d=8, N=16, n_layer=2, dropout=0.0, U="alibi", variant=variant)
+    torch.manual_seed(1)
+    m = BDH(c).double().eval()
+    ids = torch.tensor([5, 9, 2, 7, 1, 3])
+    tr = m.trace(ids)
+    layer = 2
+    sigma = sigma_synapses(m, tr, layer, np.arange(c.n), np.arange(c.n))        # (n, n), after the last token
+    E = m.effective_weights()["E"].numpy()
+    with torch.no_grad():
+        state = m.prefill(ids[None])[1]
+    rho = m.rho(state)[layer - 1][0, 0].numpy()                     # (d, N): the state read at the next token
+    rel = np.abs(E @ sigma - rho).max() / np.abs(rho).max()          # both hold sum_tau w_tau U^(T - tau)
+    if variant == "normfree":
+        assert rel < 1e-12, rel
+    else:
+        assert rel > 0.05, rel

@@ -108,6 +108,8 @@ def run(args) -> int:
         raise InputError(f"--text-file {args.text_file}: byte {int(ids.max())} is outside the model's vocabulary "
                          f"of {model.config.vocab_size}")
     logits = np.ascontiguousarray(engine(model, ids, **kw), dtype=np.float32)
-    save_npy_atomic(args.out, logits)
+    from bdh_graph.comm import world_rank
+    if world_rank() == 0:          # under mpiexec every rank has the logits; rank 0 alone writes them
+        save_npy_atomic(args.out, logits)
     print(f"wrote {args.out}: logits {logits.shape} float32 ({args.engine} engine)")
     return 0
