@@ -20,7 +20,8 @@ TEXT = b"The Dragon Hatchling hatches."
 
 def browser_times(path: str) -> dict:
     """Seconds for the page's first render, 20 sub-round steps, a token step and a neuron click (chromium)."""
-    chromium, driver = shutil.which("chromium") or "/usr/bin/chromium", shutil.which("chromedriver") or "/usr/bin/chromedriver"
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    driver = shutil.which("chromedriver") or "/usr/bin/chromedriver"
     if not (os.path.exists(chromium) and os.path.exists(driver)):
         return {"browser": "chromium or chromedriver not found"}
     os.environ.setdefault("SE_OFFLINE", "true")

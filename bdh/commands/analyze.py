@@ -19,7 +19,8 @@ def add_parser(subparsers):
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--text", help="text to run through the model")
     src.add_argument("--text-file", help="file whose bytes to run through the model")
-    p.add_argument("--max-tokens", type=int, default=MAX_TOKENS, help=f"use at most this many bytes (default {MAX_TOKENS})")
+    p.add_argument("--max-tokens", type=int, default=MAX_TOKENS,
+                   help=f"use at most this many bytes (default {MAX_TOKENS})")
     p.add_argument("--out", help="directory for figures, analysis.json and report.html")
     p.add_argument("--json", action="store_true", help="print the numbers as JSON")
     p.add_argument("--betas", help="comma-separated thresholds (default: the quantiles giving edge densities "

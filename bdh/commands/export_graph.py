@@ -58,7 +58,8 @@ def run(args) -> int:
     if args.prompt:
         ids = list(args.prompt.encode("utf-8"))
         if max(ids) >= model.config.vocab_size:
-            raise InputError(f"--prompt: byte {max(ids)} is outside the model's vocabulary of {model.config.vocab_size}")
+            raise InputError(f"--prompt: byte {max(ids)} is outside the model's vocabulary of "
+                             f"{model.config.vocab_size}")
         runner = equivalence.GraphRunner(compiled, args.backend, device=args.device)
         for _ in runner.feed(ids, progress="prompt"):
             pass
@@ -70,6 +71,7 @@ def run(args) -> int:
     else:
         save_pyg(net, tmp, sigma, metadata={"summary": compiled.summary()})
     os.replace(tmp, args.out)
-    print(f"wrote {args.out}: {args.format}, {sum(p.size for p in net.populations.values()):,} nodes, {edges:,} edges"
-          f"{', sigma after ' + str(len(args.prompt.encode())) + ' bytes' if args.prompt else ''} ({compiled.summary().split(':')[0]})")
+    after = f", sigma after {len(args.prompt.encode())} bytes" if args.prompt else ""
+    print(f"wrote {args.out}: {args.format}, {sum(p.size for p in net.populations.values()):,} nodes, "
+          f"{edges:,} edges{after} ({compiled.summary().split(':')[0]})")
     return 0

@@ -27,6 +27,10 @@ def add_parser(subparsers):
     return p
 
 
+def _flag(args) -> str:
+    return "--prompt" if args.prompt is not None else f"--prompt-file {args.prompt_file}"
+
+
 def read_prompt(args) -> bytes:
     if args.prompt is not None:
         prompt = args.prompt.encode("utf-8")
@@ -34,9 +38,10 @@ def read_prompt(args) -> bytes:
         from bdh.errors import read_input
         prompt = read_input(args.prompt_file, "--prompt-file", MAX_PROMPT_BYTES)
     if not prompt:
-        raise UsageError(f"{'--prompt' if args.prompt is not None else '--prompt-file ' + args.prompt_file}: the prompt is empty, expected at least 1 byte")
+        raise UsageError(f"{_flag(args)}: the prompt is empty, expected at least 1 byte")
     if len(prompt) > MAX_PROMPT_BYTES:
-        raise UsageError(f"{'--prompt' if args.prompt is not None else '--prompt-file ' + args.prompt_file}: the prompt is longer than allowed: expected at most {MAX_PROMPT_BYTES:,} bytes, "
+        raise UsageError(f"{_flag(args)}: the prompt is longer than allowed: expected at most {MAX_PROMPT_BYTES:,} "
+                         "bytes, "
                          f"got {'more' if args.prompt is None else f'{len(prompt):,}'}")
     return prompt
 

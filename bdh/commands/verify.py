@@ -37,10 +37,11 @@ def read_text(args) -> bytes:
         raw = read_input(args.text_file, "--text-file", MAX_TEXT_BYTES)
     else:
         raw = (DEFAULT_TEXT if args.text is None else args.text).encode("utf-8")
+    where = f"--text-file {args.text_file}" if args.text_file else "--text"
     if not raw:
-        raise InputError(f"{'--text-file ' + args.text_file if args.text_file else '--text'}: empty text, expected at least 1 byte")
+        raise InputError(f"{where}: empty text, expected at least 1 byte")
     if len(raw) > MAX_TEXT_BYTES:
-        raise InputError(f"{'--text-file ' + args.text_file if args.text_file else '--text'}: expected at most {MAX_TEXT_BYTES} bytes, got more "
+        raise InputError(f"{where}: expected at most {MAX_TEXT_BYTES} bytes, got more "
                          "(the graph runs token by token; verify on a short text)")
     return raw
 

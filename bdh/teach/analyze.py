@@ -76,7 +76,8 @@ def analyze_model(model, ids, out_dir: str | None = None, *, betas=None,
         f"   (paper: y {PAPER['sparsity_y']})")
     names = layer_names(model)
     if out_dir:
-        figs.append(GA.plot_bars(os.path.join(out_dir, "sparsity_per_layer.png"), {"x > 0": sp_["x"], "y > 0": sp_["y"]},
+        figs.append(GA.plot_bars(os.path.join(out_dir, "sparsity_per_layer.png"),
+                                 {"x > 0": sp_["x"], "y > 0": sp_["y"]},
                                  [str(l) for l in names], title=f"active fraction per layer ({len(ids)} tokens)",
                                  ylabel="fraction of neurons"))
         Y = tr["y"][:, :min(len(ids), 96)].permute(1, 0, 2).reshape(min(len(ids), 96), -1).double().numpy()
@@ -227,7 +228,8 @@ def _report_blocks(res, figs) -> list:
     """The analyze report in words: each measurement beside the paper's value, the notation, captioned figures."""
     C, sp_ = res["config"], res["sparsity"]
     blocks = [
-        ("p", f"The measurements of the paper's Sec. 5-6 on one model (n = {C['N'] * C['n_head']} neurons, d = {C['d']}, "
+        ("p", f"The measurements of the paper's Sec. 5-6 on one model (n = {C['N'] * C['n_head']} neurons, "
+              f"d = {C['d']}, "
               f"L = {C['n_layer']} layers, {C['n_head']} heads, variant {C['variant']}) over a text of "
               f"{res['tokens']} bytes: how sparse the activity is, what graph the learned weights form, what graph "
               "the synaptic state forms after the text, and (with --concept/--contrast) which single synapse "
@@ -253,7 +255,8 @@ def _report_blocks(res, figs) -> list:
             blocks.append(("table", ((f"{e['graph']} head {e['head']}: threshold beta", "edges", "modularity",
                                       "G(n,m)", "random low-rank (same beta)", "random low-rank (same edges)"),
                                      [(f"{r['beta']:.4g}", r["edges"], _f(r["modularity"]), _f(r.get("G(n,m)")),
-                                       _f(r.get("low-rank")), _f(r.get("low-rank (same m)"))) for r in e["modularity"]])))
+                                       _f(r.get("low-rank")), _f(r.get("low-rank (same m)")))
+                                      for r in e["modularity"]])))
     if "sigma" in res:
         sg = res["sigma"]
         blocks += [("h2", f"The state graph: sigma_{sg['layer']} after the text"),

@@ -133,7 +133,8 @@ class ViewSession:
             raise ViewError(f"prompt: expected at most {self.max_prompt} bytes, got {len(ids)} "
                             "(the graph runs token by token; raise the limit with --max-prompt)")
         if min(ids) < 0 or max(ids) >= V:
-            raise ViewError(f"prompt: byte values must lie in [0, {V - 1}], got {max(ids) if max(ids) >= V else min(ids)}")
+            bad = max(ids) if max(ids) >= V else min(ids)
+            raise ViewError(f"prompt: byte values must lie in [0, {V - 1}], got {bad}")
         self.ids = ids
         t0 = time.perf_counter()
         # pass A: the same simulator, token by token, to choose what to show
@@ -304,8 +305,10 @@ class ViewSession:
         out = []
         n = self.net.n
         if len(self.shown["neurons"]) < n:
+            more = ("type an index to add one" if getattr(self, "serving", False)
+                    else "run bdh view --serve to open any other on demand")
             out.append(f"Showing the {len(self.shown['neurons'])} most active of n = {n:,} neurons (most often "
-                       f"y > 0 over the prompt); {'type an index to add one' if getattr(self, 'serving', False) else 'run bdh view --serve to open any other on demand'}.")
+                       f"y > 0 over the prompt); {more}.")
         for p in self.net.populations.values():
             if p.name != "neurons" and p.size > self.hub_cap:
                 out.append(f"Population {p.name}: showing the first {self.hub_cap} of {p.size} nodes.")
