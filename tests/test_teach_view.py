@@ -63,8 +63,9 @@ def test_frames_are_the_simulators_state(variant, how):
         for f in frames:
             for v, (pos, val) in f["ch"].items():
                 state[v] = (pos, val)
-            if f["t"] == t and f["k"] >= 0 and f["ph"] == 1 and f["k"] + 1 in np.cumsum([len(L) for L in c.kernel.layers]):
-                layer = int(np.searchsorted(np.cumsum([len(L) for L in c.kernel.layers]), f["k"] + 1)) + 1
+            done = np.cumsum([len(L) for L in c.kernel.layers])              # rounds done at each layer's end
+            if f["t"] == t and f["k"] >= 0 and f["ph"] == 1 and f["k"] + 1 in done:
+                layer = int(np.searchsorted(done, f["k"] + 1)) + 1
                 for var, ref in (("X", out["x"][layer]), ("Y", out["y"][layer])):
                     dense = np.zeros(len(shown))
                     pos, val = state.get(var, ([], []))
