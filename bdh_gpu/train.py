@@ -230,6 +230,19 @@ def _test_hook(name: str) -> tuple[int, float] | None:
     return int(step), float(sec or 30)
 
 
+def _inject_failure(rank: int, step: int) -> None:
+    """Test hook BDH_TEST_FAIL=RANK:STEP:raise|kill: rank RANK raises (or kills itself with SIGKILL) right after
+    its update STEP, so the tests can watch the other ranks end."""
+    v = os.environ.get("BDH_TEST_FAIL")
+    if not v:
+        return
+    r, s, how = v.split(":")
+    if int(r) == rank and int(s) == step:
+        if how == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        raise RuntimeError(f"injected failure (BDH_TEST_FAIL) after step {step}")
+
+
 def _pause_mid_write(tmp: str, step: int) -> None:
     """Test hook BDH_TEST_CKPT_PAUSE=STEP:SECONDS: the step-STEP training state stands half-written in its
     temporary file for SECONDS (a kill -9 then lands mid-write), then the write completes."""
@@ -495,6 +508,7 @@ def train(model, data, cfg: TrainConfig, out_dir: str, resume: bool = False, pro
                 opt.step()
                 opt.zero_grad(set_to_none=True)
                 done = step + 1
+                _inject_failure(ranks.rank, done)
                 if pause is not None and pause[0] == done:
                     if ranks.main:
                         print(f"bdh-test: paused after step {done}", file=sys.stderr, flush=True)
