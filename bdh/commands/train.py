@@ -136,10 +136,34 @@ def run(args) -> int:
         # non-zero, and torchrun stops the others: never a hang. Bad input (the same on every rank): exit 2.
         code = 2 if isinstance(e, (UsageError, ValueError)) else 1
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if _is_peer_loss(e, msg):
+            msg = f"lost contact with another rank, which failed or was killed ({_short(msg)}); {_last(args.out)}"
         print(f"bdh train: rank {ranks.rank}/{ranks.world}: error: {msg}", file=sys.stderr, flush=True)
         return code
     finally:
         parallel.teardown()
+
+
+def _is_peer_loss(e: Exception, msg: str) -> bool:
+    import torch.distributed as dist
+    return isinstance(e, getattr(dist, "DistError", ())) or any(w in msg for w in ("gloo", "NCCL", "Connection"))
+
+
+def _short(msg: str) -> str:
+    """A gloo/NCCL error without its source location and advice: '[.../pair.cc:553] Connection closed by peer
+    [127.0.0.1]:10163. This is typically...' -> 'Connection closed by peer [127.0.0.1]:10163'."""
+    if msg.startswith("[") and "] " in msg:
+        msg = msg.split("] ", 1)[1]
+    return msg.split(". ", 1)[0].rstrip(".")
+
+
+def _last(out: str) -> str:
+    from bdh_gpu.train import has_checkpoint, read_train_state
+    try:
+        return (f"the last checkpoint, {out} (step {read_train_state(out)[1]['step']}), is intact"
+                if has_checkpoint(out) else "no checkpoint was written")
+    except ValueError:
+        return f"the checkpoint in {out} is unreadable"
 
 
 def _run(args, ranks, device) -> int:
