@@ -244,7 +244,8 @@ class Network:
 
     def with_kernel(self, kernel):
         K.validate(kernel, self.node_variables, {k: v.group for k, v in self.edge_vars.items()},
-                   {k: (g.pre, g.post) for k, g in self.groups.items()})
+                   {k: (g.pre, g.post) for k, g in self.groups.items()},
+                   {k: p.size for k, p in self.populations.items()})
         self.kernel = kernel
         return self
 

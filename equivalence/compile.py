@@ -6,7 +6,8 @@
             De, Di (hubs -> neurons) with De E' - Di E' = D_x E; state on 2dn synapses neurons -> hubs holding
             the split rho = E sigma = sigma_+ - sigma_-; no n x n matrix anywhere.
   official  the released LayerNorm model (and the `paper` variant, Eq. 8) neuron by neuron: residual hubs (d),
-            per-head attention hubs (h x d), the `groupnorm` rule (equivalence.rules) for LN.
+            per-head attention hubs (h x d), LN as two rounds of local rules over a clique of edges per group
+            (equivalence.rules.layer_norm_rounds): every rule reads only its own node and its edges.
 
 Every compile adds an output population `out` of V = 256 motor nodes: logits = Pe - Pi, with the read-out
 weights split into excitatory and inhibitory groups. Input (the sensory boundary) enters as the Simulator's
@@ -22,7 +23,7 @@ import numpy as np
 
 from bdh_graph import Network, kernels as K
 
-from .rules import LN_EPS, groupnorm, linear
+from .rules import LN_EPS, LN_VARIABLES, clique, layer_norm_rounds, linear
 
 COMPILES = ("dense", "circuit", "official")
 APPLIES = {"dense": ("normfree",), "circuit": ("normfree",), "official": ("official", "paper")}
@@ -57,12 +58,14 @@ class Weights:
 
     @classmethod
     def of(cls, model) -> "Weights":
+        """The matrices the model computes with (`model.effective_weights()`: constant gains folded in)."""
         C = model.config
         f = lambda t: t.detach().to("cpu").double().numpy().copy()
         ret = model.retention()
+        w = model.effective_weights()
         return cls(C.variant, C.n, C.d, C.n_head, C.N, C.n_layer, C.vocab_size,
-                   f(model.E), f(model.D_x).reshape(C.n, C.d), f(model.D_y).reshape(C.n, C.d),
-                   f(model.embed.weight), f(model.lm_head),
+                   f(w["E"]), f(w["D_x"]).reshape(C.n, C.d), f(w["D_y"]).reshape(C.n, C.d),
+                   f(w["embed"]), f(w["lm_head"]),
                    ret["u"] if C.uses_alibi else None, ret["theta"] if C.uses_rope else None)
 
 
@@ -269,24 +272,29 @@ def compile_circuit(model) -> Compiled:
 def _block_diag_heads(W, M):
     """Per-head block matrix: M (h, N, d) gives (n, h d) with block k = M[k] (neurons of head k <- hubs of head k)."""
     import scipy.sparse as sp
-    return sp.block_diag([M[k] for k in range(W.h)], format="csc")
+    out = sp.block_diag([M[k] for k in range(W.h)], format="csc")
+    out.eliminate_zeros()               # the split D^+ / D^- blocks hold zeros where the other sign lives
+    return out
 
 
 def compile_official(model) -> Compiled:
     """The released model (variant `official`) or Eq. 8 (variant `paper`) as a graph with LN at hub populations.
 
-    Populations: neurons (n), `res` (d residual / value hubs: V the stream, W = LN(E y), Ze/Zi = E^± y),
-    `att` (h d: per head k, hubs k d .. k d + d - 1: Q the value to write, A = a_h, N = LN(a_h)), `out` (V).
+    Populations: neurons (n), `res` (d residual / value hubs: V the stream, W = LN(E y), Ze/Zi = E^± y, Z the
+    signed input of an LN), `att` (h d: per head k, hubs k d .. k d + d - 1: Q the value to write, A = a_h,
+    N = LN(a_h)), `out` (V); res and att also carry the LN scratch variables (rules.LN_VARIABLES).
     Groups: Dx_e/Dx_i = D_x^± (res -> neurons), copy (res -> att, identity per head), Gs (neurons of head k ->
     hubs of head k, all ones: n d synapses), Dy_e/Dy_i = D_y^± per head (att -> neurons), E_e/E_i = E^±
-    (neurons -> res). Hub values are signed (a rate code with sign); signed weights are split E/I.
+    (neurons -> res), ln_res / ln_att (the LN cliques inside each group of d hubs, weight 1/d). Hub values are
+    signed (a rate code with sign); signed weights are split E/I. LN[..] is `rules.layer_norm_rounds`, 2 rounds.
 
     official, per layer (res.V = v_{l-1}):
       1. res.V -> Xe/Xi [Dx_e/Dx_i], res.V -> att.Q [copy]; X↓, (Xe - Xi)^+ -> X     x_l = (D_x v)^+ (recomputed)
-      2. X, sigma_l -> att.A; LN_d(att.A) => att.N                                   a_h, LN(a_h)
+      2. X, sigma_l -> att.A;  LN[att.A => att.N]                                    a_h, LN(a_h)
       3. X(i), att.Q(j) -> sigma_l(i,j); att.N -> Ye/Yi; damp; Y↓, (Ye - Yi)^+, X -> Y   y = (D_y LN(a))^+ x
-      4. Y -> res.Ze/Zi [E_e/E_i]; LN_d(Ze - Zi) => res.W; LN_d(V + W) => res.V      v = LN(v + LN(E y))
-    paper: 1'. Y -> res.Ze/Zi, LN_d(Ze - Zi) => res.V (= v* = LN(E y_{l-1})); then 1-3 with X accumulating.
+      4. Y -> res.Ze/Zi [E_e/E_i]; Ze - Zi => Z;  LN[Z => W]; V + W => Z;  LN[Z => V]   v = LN(v + LN(E y))
+    paper: 1'. Y -> res.Ze/Zi; LN[Ze - Zi => V] (= v* = LN(E y_{l-1})); then 1-3 with X accumulating.
+    Rounds per token: official 10 L + 3, paper 9 L + 6 (each LN 2 rounds; 4 L + 2 and 4 L + 3 without them).
     """
     _check_applies(model, "official")
     W = Weights.of(model)
@@ -294,8 +302,9 @@ def compile_official(model) -> Compiled:
     import scipy.sparse as sp
     official = W.variant == "official"
     net = Network().add_population("neurons", n)
-    net.add_population("res", d, variables=("V", "W", "Ze", "Zi"))
-    net.add_population("att", h * d, variables=("Q", "A", "N"))
+    net.add_population("res", d, variables=("V", "W", "Ze", "Zi", "Z") + LN_VARIABLES)
+    net.add_population("att", h * d, variables=("Q", "A", "N") + LN_VARIABLES)
+    net.add_group("ln_res", "res", "res", clique(1, d)).add_group("ln_att", "att", "att", clique(h, d))
     net.add_group("Dx_e", "res", "neurons", pos(W.D_x)).add_group("Dx_i", "res", "neurons", neg(W.D_x))
     net.add_group("copy", "res", "att", sp.csc_matrix(np.tile(np.eye(d), (h, 1))))
     Dy = W.D_y.reshape(h, N, d)
@@ -307,23 +316,26 @@ def compile_official(model) -> Compiled:
         net.add_edge_variable(K.sigma_name(l), "Gs", u=W.u, theta=W.theta)
     _output(net, "res", W.lm_head.T)
 
-    to_res = K.Round(communication=(K.send("Y", "res.Ze", "E_e"), K.send("Y", "res.Zi", "E_i")),
-                     computation=(groupnorm(("res.Ze", "res.Zi"), "res.W" if official else "res.V", d, (1, -1)),)
-                     + ((groupnorm(("res.V", "res.W"), "res.V", d),) if official else ())
-                     + (K.reset("res.Ze"), K.reset("res.Zi")),
-                     label="E y to hubs; LN" if not official else "v = LN(v + LN(E y))")
+    to_res = (K.Round(communication=(K.send("Y", "res.Ze", "E_e"), K.send("Y", "res.Zi", "E_i")),
+                      computation=(linear(("res.Ze", "res.Zi"), "res.Z", (1, -1)), K.reset("res.Ze"), K.reset("res.Zi")),
+                      label="E y to hubs"),)
+    if official:   # v = LN(v + LN(E y))
+        to_res += layer_norm_rounds("res", "Z", "W", "ln_res", "LN(E y)", then=(linear(("res.V", "res.W"), "res.Z", (1, 1)),))
+        to_res += layer_norm_rounds("res", "Z", "V", "ln_res", "v = LN(v + W)")
+    else:          # v* = LN(E y_{l-1})
+        to_res += layer_norm_rounds("res", "Z", "V", "ln_res", "v* = LN(E y)")
 
     def layer(l):
         s = K.sigma_name(l)
-        rounds = () if official else (to_res,)
+        rounds = () if official else to_res
         rounds += (
             K.Round(communication=(K.send("res.V", "Xe", "Dx_e"), K.send("res.V", "Xi", "Dx_i"),
                                    K.send("res.V", "att.Q", "copy")),
                     computation=((K.reset("X"),) if official else ()) + (K.threshold("Xe", "Xi", "X"),
                                                                           K.reset("Xe"), K.reset("Xi")),
                     label="x = (D_x v)^+" if official else "x += (D_x v*)^+"),
-            K.Round(communication=(K.read("X", s, "att.A"),), computation=(groupnorm(("att.A",), "att.N", d),),
-                    label="read a_h; LN per head"),
+            K.Round(communication=(K.read("X", s, "att.A"),), label="read a_h"),
+            *layer_norm_rounds("att", "A", "N", "ln_att", "LN(a_h) per head"),
             K.Round(communication=(K.hebbian("X", "att.Q", s), K.send("att.N", "Ye", "Dy_e"),
                                    K.send("att.N", "Yi", "Dy_i")),
                     computation=(K.damp(s), K.reset("Y"), K.gate("Ye", "Yi", "X", "Y"), K.reset("Ye"),
@@ -331,22 +343,24 @@ def compile_official(model) -> Compiled:
                     label="write; y = (D_y LN a)^+ x"),
         )
         if official:
-            rounds += (to_res,)
+            rounds += to_res
         return rounds
 
     layers = [layer(l) for l in range(W.L)]
     if official:   # sensory input: the raw embedding row at the residual hubs, normalised in the graph
-        layers[0] = (K.Round(computation=(groupnorm(("res.V",), "res.V", d),), label="v_0 = LN(embed)"),) + layers[0]
+        layers[0] = layer_norm_rounds("res", "V", "V", "ln_res", "v_0 = LN(embed)") + layers[0]
         layers[-1] = layers[-1] + (_readout_round("res.V"),)
     else:
-        layers[-1] = layers[-1] + (to_res, _readout_round("res.V"))
+        layers[-1] = layers[-1] + to_res + (_readout_round("res.V"),)
     net.with_kernel(K.Kernel(tuple(layers), name=f"{W.variant} LN circuit"))
     mapping = {"Dx_e, Dx_i": "D_x^+, D_x^- res -> neurons (n x d)", "copy": "identity res -> att of every head",
                "Dy_e, Dy_i": "D_y,h^+, D_y,h^- att(head h) -> neurons(head h)", "E_e, E_i": "E^+, E^- neurons -> res",
                "Gs": "neurons of head k -> att hubs of head k, all ones (n d synapses)",
                "sigma": "sigma_l (h d x n, block diagonal by head): value hub x key neuron",
                "rho": "rho_l,h = block h of sigma_l (it is rho itself: the value lives at the hubs)",
-               "LN": "groupnorm rule over groups of d hubs (eps 1e-5, no affine)", "out": "lm_head^T res -> out"}
+               "ln_res, ln_att": "LN cliques: every hub to every hub of its group of d, weight 1/d",
+               "LN": "2 rounds of local rules: clique mean, clique variance, node-local division (eps 1e-5)",
+               "out": "lm_head^T res -> out"}
     boundary = ("raw embedding row embed(i) set at res.V, LN in the graph" if official
                 else "x_0 = y_0 = (D_x LN(embed(i)))^+ (model.input_boundary)")
     readout = "logits = lm_head^T v_L at the 256 output nodes" if official else "logits = lm_head^T LN(E y_L)"
