@@ -480,7 +480,7 @@ def train(model, data, cfg: TrainConfig, out_dir: str, resume: bool = False, pro
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, dynamic_ncols=True, leave=False,
                disable=(None if progress is None else not progress) if ranks.main else True)
     pause = _test_hook("PAUSE")
-    t0, tokens, ema = time.perf_counter(), 0, None
+    t0, t1, tokens, ema = time.perf_counter(), None, 0, None
     with StopSignals(announce=ranks.main) as stop:
         try:
             for step in bar:
@@ -524,7 +524,12 @@ def train(model, data, cfg: TrainConfig, out_dir: str, resume: bool = False, pro
                                                  f"stopped, {where()}")
                 tokens += tokens_per_step
                 ema = lv if ema is None else 0.9 * ema + 0.1 * lv
-                tok_s = tokens / max(1e-9, time.perf_counter() - t0)
+                now = time.perf_counter()
+                tok_s = tokens / max(1e-9, now - t0)
+                if t1 is None:
+                    t1 = now  # steady-state rate: from the end of the first step (warm-up excluded)
+                else:
+                    summary["tokens_per_s_steady"] = (tokens - tokens_per_step) / max(1e-9, now - t1)
                 bar.set_postfix(loss=f"{ema:.4f}", tok_s=f"{tok_s:,.0f}", lr=f"{lr:.2e}", refresh=False)
                 summary.update(step=done, train_loss=lv, tokens_per_s=tok_s)
                 if done % cfg.eval_every == 0 or done == cfg.steps:
