@@ -13,7 +13,7 @@ import sys
 COMMANDS = [
     "train", "generate", "logits", "eval", "import_official",  # tensor model (bdh_gpu)
     "verify",  # equivalence
-    "demo", "trace", "analyze", "merge",  # teaching tools
+    "demo", "view", "trace", "analyze", "merge",  # teaching tools
 ]
 
 

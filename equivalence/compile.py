@@ -123,7 +123,7 @@ class Compiled:
     def summary(self) -> str:
         r = self.report
         pops = ", ".join(f"{k} {v}" for k, v in r["nodes"].items())
-        return (f"{self.name} compile of a {self.variant} model: nodes {r['nodes_total']:,} ({pops}); "
+        return (f"{self.name} compile of {'an' if self.variant[0] in 'aeiou' else 'a'} {self.variant} model: nodes {r['nodes_total']:,} ({pops}); "
                 f"edges {r['edges_total']:,}; synapses {r['synapses']:,} per layer; state {r['state_size']:,} floats; "
                 f"{r['rounds_per_token']} rounds per token")
 
