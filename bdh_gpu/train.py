@@ -556,7 +556,8 @@ def train(model, data, cfg: TrainConfig, out_dir: str, resume: bool = False, pro
                     break
         except KeyboardInterrupt:
             if ranks.main:
-                print(f"bdh train: interrupted again: stopped at once; {where()}", file=sys.stderr, flush=True)
+                again = "interrupted again" if stop.requested else "interrupted"
+                print(f"bdh train: {again}: stopped at once; {where()}", file=sys.stderr, flush=True)
             raise
     bar.close()
     summary["seconds"] = time.perf_counter() - t0

@@ -126,8 +126,18 @@ def test_second_ctrl_c_exits_at_once_and_keeps_the_previous_checkpoint(straight,
     assert read_train_state(str(d))[1]["step"] == 2
     assert not [f for f in os.listdir(d) if f.startswith(".tmp-")]  # the half file was removed
     bdh_gpu.load(str(d))
+    assert _weights_step(d) == "4"  # the model files went first: one checkpoint ahead, a valid model
     assert main(["train", "--out", str(d), "--resume", "--quiet", "--ckpt-every", "2"]) == 0
     _assert_same(_state(str(d)), _state(straight))
+    assert _weights_step(d) == "8"
+    for k, v in bdh_gpu.load(str(d)).state_dict().items():
+        assert torch.equal(v, _state(straight)[f"model.{k}"]), k
+
+
+def _weights_step(d):
+    from safetensors import safe_open
+    with safe_open(os.path.join(d, "model.safetensors"), framework="pt") as f:
+        return f.metadata().get("step")
 
 
 def test_kill_9_mid_write_leaves_the_last_checkpoint_loadable(straight, tmp_path):

@@ -1,6 +1,7 @@
 """`bdh train`: train a BDH-GPU model on bytes (a file, tiny Shakespeare, or the built-in recall task)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -94,7 +95,8 @@ def check_out_dir(out: str, resume: bool, force: bool) -> None:
     if force:
         for f in entries:
             if f in RUN_FILES or f.startswith(TMP_PREFIX):
-                os.remove(os.path.join(out, f))
+                with contextlib.suppress(FileNotFoundError):  # under torchrun every rank may delete
+                    os.remove(os.path.join(out, f))
         return
     if has_checkpoint(out):
         try:
@@ -121,7 +123,13 @@ def resume_command(out: str, world: int, fsdp: bool) -> str:
 def run(args) -> int:
     from bdh_gpu import parallel
 
-    check_out_dir(args.out, args.resume, args.force)
+    env = parallel.Ranks.env()
+    try:
+        check_out_dir(args.out, args.resume, args.force)
+    except UsageError:
+        if env is not None and env["rank"] != 0:
+            return 2  # the same verdict on every rank: rank 0 says it, once
+        raise
     device = resolve_device(args.device)
     try:
         ranks, device = parallel.setup(args.fsdp, device, args.dist_timeout)
