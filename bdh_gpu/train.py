@@ -238,6 +238,7 @@ def _inject_failure(rank: int, step: int) -> None:
         return
     r, s, how = v.split(":")
     if int(r) == rank and int(s) == step:
+        print(f"bdh-test: rank {rank} fails ({how}) at time {time.time():.3f}", file=sys.stderr, flush=True)
         if how == "kill":
             os.kill(os.getpid(), signal.SIGKILL)
         raise RuntimeError(f"injected failure (BDH_TEST_FAIL) after step {step}")

@@ -107,6 +107,7 @@ def test_signals_at_seeded_random_steps_then_resume_is_bitwise(straight, tmp_pat
         assert main(["train", "--out", str(d), "--resume", "--quiet"]) == 0
         _assert_same(_state(str(d)), _state(straight))
         assert _metric_steps(str(d)) == [2, 4, 6, 8]
+        print(f"{sig.name} after step {step}: exit {rc}, checkpoint step {step}, resume bitwise equal", file=sys.__stdout__)
     capsys.readouterr()
 
 
@@ -121,6 +122,7 @@ def test_second_ctrl_c_exits_at_once_and_keeps_the_previous_checkpoint(straight,
     t0 = time.monotonic()
     p.send_signal(signal.SIGINT)
     rc, _, err = _finish(p)
+    print(f"second Ctrl-C during the step-4 write: exit {rc} {time.monotonic() - t0:.2f} s later")
     assert time.monotonic() - t0 < 10
     assert rc == 130 and "interrupted again: stopped at once; last good checkpoint" in err, (rc, err)
     assert read_train_state(str(d))[1]["step"] == 2
@@ -171,6 +173,7 @@ def test_kill_9_at_a_seeded_random_moment_leaves_a_loadable_checkpoint(straight,
     time.sleep(random.Random(7).uniform(0.0, 0.3))
     p.send_signal(signal.SIGKILL)
     _finish(p)
+    print(f"kill -9 at a random moment after step 2: survivor checkpoint at step {read_train_state(str(d))[1]['step']}")
     assert 1 <= read_train_state(str(d))[1]["step"] <= 8
     bdh_gpu.load(str(d))
     assert main(["train", "--out", str(d), "--resume", "--quiet", "--ckpt-every", "1"]) == 0
