@@ -18,6 +18,7 @@ reduce_scatter_single, both implemented by gloo in torch 2.13); nothing here red
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 from dataclasses import dataclass
@@ -215,3 +216,18 @@ def gather_ints(values: list[int], device: str) -> list[int]:
     if not current().distributed:
         return list(values)
     return [int(v) for t in gather_bytes(torch.tensor(values, dtype=torch.int64), device) for v in t.tolist()]
+
+
+@contextlib.contextmanager
+def gathered(model: torch.nn.Module):
+    """The full parameters inside the block on every rank: FSDP2's unshard() / reshard() (collective; every rank
+    enters), for code that reads the weights outside forward (`BDH.trace`); a no-op for DDP and one process."""
+    from torch.distributed.fsdp import FSDPModule
+    if not isinstance(model, FSDPModule):
+        yield model
+        return
+    model.unshard()
+    try:
+        yield model
+    finally:
+        model.reshard()

@@ -14,12 +14,17 @@ weights split into excitatory and inhibitory groups. Input (the sensory boundary
 x_{t,0} = y_{t,0} (dense, circuit, official-on-paper) or as the raw embedding row at the residual hubs
 (official), see `Compiled.token_inputs`. The weights are taken from the model in float64 numpy; torch is
 needed only to read them.
+
+Sharded (docs/distributed.md): every compile takes `comm` (bdh_graph.comm; default MPI.COMM_WORLD under mpiexec,
+else in process) and each rank builds only the blocks it owns (`Network.owned`: its rows of the groups into the
+neurons, its columns of the groups out of them) straight from the weights: no process holds the whole graph.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.sparse as sp
 
 from bdh_graph import Network, kernels as K
 
@@ -105,19 +110,29 @@ class Compiled:
         x0 = pos(z @ W.D_x.T)                                  # x_0 = y_0 = (D_x z)^+, as model.input_boundary
         return x0, x0.copy(), [{} for _ in ids]
 
-    def rho(self, state):
-        """rho_l (d, n) of every layer from a NetworkState (per-edge sigma), in the model's convention."""
+    def rho(self, state, root=0):
+        """rho_l (d, n) of every layer from a NetworkState (per-edge sigma), in the model's convention; sharded,
+        every rank's share is summed onto rank `root` (None elsewhere)."""
+        comm = self.network.comm
+        out = [self.rho_partial(state, name) for name in self.network.sigma_names]
+        if comm.size == 1:
+            return out
+        total = [comm.reduce_sum(r, root) for r in out]
+        return total if comm.rank == root else None
+
+    def rho_partial(self, state, name):
+        """This rank's share of rho_l (d, n): zero outside the columns (or, dense, the rows) it owns."""
         W = self.weights
-        out = []
-        for name in self.network.sigma_names:
-            g = self.network.groups[self.network.edge_vars[name].group]
-            M = g.matrix(state.edges[name]).toarray()
-            if self.name == "dense":
-                out.append(W.E @ M)                            # rho = E sigma
-            elif self.name == "circuit":
-                out.append(M[:W.d] - M[W.d:])                  # rho = sigma_+ - sigma_-
-            else:                                              # per-head blocks (k d + a, k N + i)
-                out.append(np.concatenate([M[k * W.d:(k + 1) * W.d, k * W.N:(k + 1) * W.N] for k in range(W.h)], 1))
+        g = self.network.groups[self.network.edge_vars[name].group]
+        M = g.matrix(state.edges[name]).toarray()
+        if self.name == "dense":                               # rows = this rank's value neurons
+            return W.E[:, g.row0:g.row0 + g.n_post] @ M        # rho = E sigma
+        out = np.zeros((W.d, W.n))
+        cols = np.arange(g.col0, g.col0 + g.n_pre)
+        if self.name == "circuit":
+            out[:, cols] = M[:W.d] - M[W.d:]                   # rho = sigma_+ - sigma_-
+        else:                                                  # per-head blocks (k d + a, k N + i)
+            out[:, cols] = M[(cols // W.N)[None, :] * W.d + np.arange(W.d)[:, None], cols - g.col0]
         return out
 
     def summary(self) -> str:
@@ -158,10 +173,30 @@ def default_compile(model) -> str:
     return "dense" if C.n <= DENSE_MAX_N else "circuit"
 
 
-def _output(net, src_pop, W_out):
-    """Add the motor population `out` (V nodes) and the split read-out groups `src_pop -> out` from W_out (V, k)."""
-    net.add_population("out", W_out.shape[0], variables=("Pe", "Pi", "L"))
-    net.add_group("Wo_e", src_pop, "out", pos(W_out)).add_group("Wo_i", src_pop, "out", neg(W_out))
+def _output(net, src_pop, W_out, V):
+    """Add the motor population `out` (V nodes) and the split read-out groups `src_pop -> out` from
+    W_out(cols) = the (V, len(cols)) read-out block of this rank's columns."""
+    net.add_population("out", V, variables=("Pe", "Pi", "L"))
+    rows, cols = net.owned(src_pop, "out")
+    Wo = W_out(cols)
+    net.add_group("Wo_e", src_pop, "out", block=pos(Wo)).add_group("Wo_i", src_pop, "out", block=neg(Wo))
+
+
+def _ones(rows, cols):
+    """An all-ones (rows, cols) CSC matrix, built without a dense array."""
+    return sp.csc_matrix((np.ones(rows * cols), np.tile(np.arange(rows), cols), np.arange(cols + 1) * rows),
+                         shape=(rows, cols))
+
+
+def _head_blocks(values, lo, N, d, h):
+    """Rows lo.. of the per-head block matrix (n, h d): neuron i (head i // N) <- hubs (i // N) d .. + d - 1,
+    `values` (rows, d) on them (CSR, built row by row without the whole matrix)."""
+    r = len(values)
+    head = (np.arange(lo, lo + r) // N)
+    idx = (head[:, None] * d + np.arange(d)[None, :]).reshape(-1)
+    M = sp.csr_matrix((values.reshape(-1), idx, np.arange(r + 1) * d), shape=(r, h * d)).tocsc()
+    M.eliminate_zeros()                                      # an entry is an edge iff it is non-zero
+    return M
 
 
 def _readout_round(src, reset=()):
@@ -173,7 +208,7 @@ def _readout_round(src, reset=()):
 
 # ---- dense: Observation 4 ------------------------------------------------------------------------------------
 
-def compile_dense(model, *, damping="eq6", hebbian_orientation="eq6") -> Compiled:
+def compile_dense(model, *, damping="eq6", hebbian_orientation="eq6", comm=None) -> Compiled:
     """Observation 4 / Eq. 9: BDH-Normfree is BDH with Gx_e - Gx_i = D_x E, Gy_e - Gy_i = D_y E, Gs = 1.
 
     O(n^2) memory. `damping` and `hebbian_orientation` pass to Table 1(b) (reference 2a, 2b): only the
@@ -181,11 +216,22 @@ def compile_dense(model, *, damping="eq6", hebbian_orientation="eq6") -> Compile
     """
     _check_applies(model, "dense")
     W = Weights.of(model)
-    Gx, Gy = W.D_x @ W.E, W.D_y @ W.E                                        # (n, n), row = receiving neuron
-    net = Network.from_dense(Gx_e=pos(Gx), Gx_i=neg(Gx), Gy_e=pos(Gy), Gy_i=neg(Gy), Gs=np.ones((W.n, W.n)),
-                             u=W.u, theta=W.theta, layers=W.L, damping=damping,
-                             hebbian_orientation=hebbian_orientation)
-    _output(net, "neurons", W.lm_head.T @ W.E)                               # logits = lm_head^T E y_L
+    memo = {}
+
+    def blocks(name, rows, cols):                                            # this rank's rows of (n, n) graphs
+        if name == "Gs":
+            return _ones(rows.stop - rows.start, cols.stop - cols.start)
+        D = W.D_x if name.startswith("Gx") else W.D_y
+        if name[:2] not in memo:
+            memo.clear()
+            memo[name[:2]] = D[rows] @ W.E[:, cols]                          # row = receiving neuron
+        G = memo[name[:2]]
+        return pos(G) if name.endswith("_e") else neg(G)
+
+    net = Network.from_blocks(W.n, blocks, u=W.u, theta=W.theta, layers=W.L, damping=damping,
+                              hebbian_orientation=hebbian_orientation, comm=comm)
+    memo.clear()
+    _output(net, "neurons", lambda cols: W.lm_head.T @ W.E[:, cols], W.V)    # logits = lm_head^T E y_L
     base = net.kernel
     layers = base.layers[:-1] + (base.layers[-1] + (_readout_round("Y"),),)
     net.with_kernel(K.Kernel(layers, name="Table 1(b) + read-out"))
@@ -206,7 +252,7 @@ def hub_split(D):
     return np.hstack([pos(D), neg(D)]), np.hstack([neg(D), pos(D)])
 
 
-def compile_circuit(model) -> Compiled:
+def compile_circuit(model, comm=None) -> Compiled:
     """Claim 3's sparse circuit and Claim 4's sparse state, exact for Normfree (Eq. 7), O(nd) everything.
 
     Hubs `hub` (2d nodes) with their own variables: H = E' y_{l-1} (the non-negative split h_+ - h_- = E y_{l-1},
@@ -221,18 +267,20 @@ def compile_circuit(model) -> Compiled:
     _check_applies(model, "circuit")
     W = Weights.of(model)
     n, d = W.n, W.d
-    import scipy.sparse as sp
-    Ep = np.vstack([pos(W.E), neg(W.E)])                                      # E' (2d, n)
-    De, Di = hub_split(W.D_x)                                                 # (n, 2d)
-    Gy_e, Gy_i = hub_split(W.D_y)                                             # Gy_e - Gy_i = D_y [I, -I]
-    net = Network().add_population("neurons", n).add_population("hub", 2 * d, variables=("H", "A"))
-    net.add_group("E'", "neurons", "hub", Ep).add_group("De", "hub", "neurons", De).add_group("Di", "hub", "neurons", Di)
-    net.add_group("Gy_e", "hub", "neurons", Gy_e).add_group("Gy_i", "hub", "neurons", Gy_i)
-    net.add_group("Gs", "neurons", "hub", sp.csc_matrix(np.ones((2 * d, n))))
+    net = Network(comm).add_population("neurons", n).add_population("hub", 2 * d, variables=("H", "A"))
+    _, cols = net.owned("neurons", "hub")                                     # this rank's neurons, as sources
+    rows, _ = net.owned("hub", "neurons")                                     # ... and as targets
+    Ep = np.vstack([pos(W.E[:, cols]), neg(W.E[:, cols])])                    # E' (2d, n): its columns
+    De, Di = hub_split(W.D_x[rows])                                           # (n, 2d): its rows
+    Gy_e, Gy_i = hub_split(W.D_y[rows])                                       # Gy_e - Gy_i = D_y [I, -I]
+    net.add_group("E'", "neurons", "hub", block=Ep)
+    net.add_group("De", "hub", "neurons", block=De).add_group("Di", "hub", "neurons", block=Di)
+    net.add_group("Gy_e", "hub", "neurons", block=Gy_e).add_group("Gy_i", "hub", "neurons", block=Gy_i)
+    net.add_group("Gs", "neurons", "hub", block=_ones(2 * d, cols.stop - cols.start))
     for l in range(W.L):
         net.add_edge_variable(K.sigma_name(l), "Gs", u=W.u, theta=W.theta)
     Wo = np.hstack([W.lm_head.T, -W.lm_head.T])                               # logits = lm^T (h_+ - h_-)
-    _output(net, "hub", Wo)
+    _output(net, "hub", lambda c: Wo[:, c], W.V)
 
     def layer(l):
         s = K.sigma_name(l)
@@ -269,15 +317,7 @@ def compile_circuit(model) -> Compiled:
 
 # ---- official / paper: the LayerNorm models --------------------------------------------------------------------
 
-def _block_diag_heads(W, M):
-    """Per-head block matrix: M (h, N, d) gives (n, h d) with block k = M[k] (neurons of head k <- hubs of head k)."""
-    import scipy.sparse as sp
-    out = sp.block_diag([M[k] for k in range(W.h)], format="csc")
-    out.eliminate_zeros()               # the split D^+ / D^- blocks hold zeros where the other sign lives
-    return out
-
-
-def compile_official(model) -> Compiled:
+def compile_official(model, comm=None) -> Compiled:
     """The released model (variant `official`) or Eq. 8 (variant `paper`) as a graph with LN at hub populations.
 
     Populations: neurons (n), `res` (d residual / value hubs: V the stream, W = LN(E y), Ze/Zi = E^± y, Z the
@@ -299,22 +339,22 @@ def compile_official(model) -> Compiled:
     _check_applies(model, "official")
     W = Weights.of(model)
     n, d, h, N = W.n, W.d, W.h, W.N
-    import scipy.sparse as sp
     official = W.variant == "official"
-    net = Network().add_population("neurons", n)
+    net = Network(comm).add_population("neurons", n)
     net.add_population("res", d, variables=("V", "W", "Ze", "Zi", "Z") + LN_VARIABLES)
     net.add_population("att", h * d, variables=("Q", "A", "N") + LN_VARIABLES)
     net.add_group("ln_res", "res", "res", clique(1, d)).add_group("ln_att", "att", "att", clique(h, d))
-    net.add_group("Dx_e", "res", "neurons", pos(W.D_x)).add_group("Dx_i", "res", "neurons", neg(W.D_x))
+    rows, _ = net.owned("res", "neurons")                                     # this rank's neurons as targets
+    _, cols = net.owned("neurons", "res")                                     # ... and as sources
+    net.add_group("Dx_e", "res", "neurons", block=pos(W.D_x[rows])).add_group("Dx_i", "res", "neurons", block=neg(W.D_x[rows]))
     net.add_group("copy", "res", "att", sp.csc_matrix(np.tile(np.eye(d), (h, 1))))
-    Dy = W.D_y.reshape(h, N, d)
-    net.add_group("Dy_e", "att", "neurons", _block_diag_heads(W, pos(Dy)))
-    net.add_group("Dy_i", "att", "neurons", _block_diag_heads(W, neg(Dy)))
-    net.add_group("E_e", "neurons", "res", pos(W.E)).add_group("E_i", "neurons", "res", neg(W.E))
-    net.add_group("Gs", "neurons", "att", _block_diag_heads(W, np.ones((h, N, d))).T.tocsc())
+    net.add_group("Dy_e", "att", "neurons", block=_head_blocks(pos(W.D_y[rows]), rows.start, N, d, h))
+    net.add_group("Dy_i", "att", "neurons", block=_head_blocks(neg(W.D_y[rows]), rows.start, N, d, h))
+    net.add_group("E_e", "neurons", "res", block=pos(W.E[:, cols])).add_group("E_i", "neurons", "res", block=neg(W.E[:, cols]))
+    net.add_group("Gs", "neurons", "att", block=_head_blocks(np.ones((cols.stop - cols.start, d)), cols.start, N, d, h).T.tocsc())
     for l in range(W.L):
         net.add_edge_variable(K.sigma_name(l), "Gs", u=W.u, theta=W.theta)
-    _output(net, "res", W.lm_head.T)
+    _output(net, "res", lambda c: W.lm_head.T[:, c], W.V)
 
     to_res = (K.Round(communication=(K.send("Y", "res.Ze", "E_e"), K.send("Y", "res.Zi", "E_i")),
                       computation=(linear(("res.Ze", "res.Zi"), "res.Z", (1, -1)), K.reset("res.Ze"), K.reset("res.Zi")),
@@ -374,7 +414,8 @@ _COMPILERS = {"dense": compile_dense, "circuit": compile_circuit, "official": co
 
 
 def compile_model(model, how: str | None = None, **kw) -> Compiled:
-    """Compile `model` with `how` in COMPILES (None: `default_compile(model)`)."""
+    """Compile `model` with `how` in COMPILES (None: `default_compile(model)`); `comm=` shards it (module
+    docstring)."""
     how = default_compile(model) if how is None else how
     if how not in _COMPILERS:
         raise ValueError(f"compile: expected one of {', '.join(COMPILES)}, got {how!r}")

@@ -35,10 +35,12 @@ class _Simulator(Simulator):
 class GraphRunner:
     """Feed token ids through a Compiled network on a backend ("numba", "pyg", "numpy")."""
 
-    def __init__(self, compiled: Compiled, backend: str = "numba", device=None):
+    def __init__(self, compiled: Compiled, backend: str = "numba", device=None, sigma0=None):
+        """sigma0: the synaptic state to start from (as `bdh_graph.Simulator`; e.g. `runner.sim.state.edges` of
+        another run, edited), default zeros."""
         self.compiled = compiled
         kw = {"device": device} if device is not None else {}
-        self.sim = _Simulator(compiled.network, backend=backend, **kw)
+        self.sim = _Simulator(compiled.network, backend=backend, sigma0=sigma0, **kw)
         self._out = StateMonitor(self.sim, variables=(compiled.logits_var,), when="token")
         self._hubs = None
         if compiled.record:
@@ -47,11 +49,18 @@ class GraphRunner:
         self._ends = np.cumsum([len(layer) for layer in k.layers])     # rounds completed at each layer's end
         self._per_token = len(k.rounds)
 
-    def feed(self, ids, with_state=False):
-        """Yield, per token t: dict(x, y (L+1, n), logits (V,), [rho: list of (d, n)], [hub names: (L, size)])."""
+    def feed(self, ids, with_state=False, root=0):
+        """Yield, per token t: dict(x, y (L+1, n), logits (V,), [rho: list of (d, n)], [hub names: (L, size)]).
+
+        Sharded (every rank must iterate): x, y and rho are gathered to rank `root` (None elsewhere); logits and
+        hub values are replicated, so every rank has them."""
         x0, y0, extra = self.compiled.token_inputs(ids)
+        comm = self.compiled.network.comm
         for t in range(len(x0)):
             x, y = self.sim.feed_inputs(x0[t], y0[t], extra[t])
+            if comm.size > 1:
+                x, y = (comm.gather_blocks(a.T, root) for a in (x, y))
+                x, y = (None, None) if x is None else (x.T, y.T)
             out = {"x": x, "y": y, "logits": getattr(self._out, self.compiled.logits_var)[:, -1].copy()}
             if self._hubs is not None:
                 rows = ((self.sim.token - 1) * self._per_token + self._ends) - 1   # sample k: after round k + 1

@@ -32,13 +32,18 @@ def test_circuit_sizes_claims_3_and_4():
 
 
 def test_dense_and_official_sizes():
-    """Obs. 4: n^2 synapses per layer (Gs = 1); the official graph: n d synapses per layer (head blocks)."""
+    """Obs. 4: n^2 synapses per layer (Gs = 1); the official graph: n d synapses per layer (head blocks) and
+    only non-zero parameter edges (3nd + hd + 256d, plus the LN cliques)."""
     c = Case("normfree", "none", h=2, N=4, d=3, L=2, ids=(1,))
     r = compile_model(c.model(), "dense").report
     assert r["synapses"] == c.n ** 2 and r["state_size"] == 2 * c.n ** 2
     c = Case("official", "rope", h=2, N=4, d=3, L=2, ids=(1,))
     r = compile_model(c.model(), "official").report
     assert r["synapses"] == c.n * c.d and r["nodes"]["att"] == c.h * c.d and r["nodes"]["res"] == c.d
+    # no explicit zeros: each weight of D_x, D_y, E (n d each) sits on exactly one side of its E/I split,
+    # plus the h d copy edges, the 256 d read-out and the LN cliques (d^2 for res, h d^2 for att)
+    n, d, h = c.n, c.d, c.h
+    assert r["edges_total"] == 3 * n * d + h * d + 256 * d + d * d + h * d * d, r["edges"]
 
 
 @pytest.mark.parametrize("how", COMPILES)
@@ -133,3 +138,27 @@ def test_bad_ids(bad, words):
 
 def test_text_and_ids_agree():
     assert list(as_ids("hé")) == list("hé".encode()) == list(as_ids(torch.tensor(list("hé".encode()))))
+
+
+@pytest.mark.parametrize("variant", ["official", "paper", "normfree"])
+def test_errors_are_relative_to_the_terms_summed(variant):
+    """compare's scale is robust to cancellation: the term scale of every logit, x and y slice bounds the slice
+    itself (triangle inequality), and an error at float64 rounding of the terms passes even when the result is
+    ~1e-10 of them (a slice-only scale would call it a 1e-6 error); a real error of 1e-6 of the terms fails."""
+    from equivalence.compare import QuantityError, TensorRunner, term_scales
+    from equivalence.compile import Weights
+    c = Case(variant, "alibi", h=2, N=4, d=3, L=2, ids=(5, 6, 7, 8), scale="unit" if variant != "normfree" else "released")
+    m = c.model()
+    tr = TensorRunner(m).trace(np.array(c.ids))
+    terms = term_scales(Weights.of(m), tr, variant)
+    assert np.all(terms["logits"] >= np.abs(tr["logits"]).max(-1) * (1 - 1e-12))
+    first = 1 if variant == "official" else 0
+    for l, s in terms["y"].items():
+        assert np.all(s >= np.abs(tr["y"][l - first]).max(-1) * (1 - 1e-12)), l
+    for l, s in terms["x"].items():
+        assert np.all(s >= np.abs(tr["x"][l - first]).max(-1) * (1 - 1e-12)), l
+    q = QuantityError("logits", rtol=1e-9)
+    q.add(np.array([1e-10]), np.array([1e-10 + 1e-16]), 0, None, terms=1.0)
+    assert q.ok, q.max_rel
+    q.add(np.array([1e-10]), np.array([1e-10 + 1e-6]), 1, None, terms=1.0)
+    assert not q.ok and q.first_bad == (1, None)

@@ -18,8 +18,12 @@ import numpy as np
 from equivalence import Compiled, GraphRunner, TensorRunner, compile_model
 
 DEMO_PRESET = "tiny"
-DEMO_TRAIN = dict(steps=300, batch_size=32, block_size=64, lr=3e-3, warmup_steps=20, eval_every=100,
-                  ckpt_every=300, eval_batches=4)
+# the demo's two models: part 1 tells the paper's story (Normfree, Eq. 7, as the Table 1(b) graph of Obs. 4 with
+# neuron -> neuron synapses; ALiBi damping, so the synapses forget slowly and sigma stays >= 0), part 2 is the
+# released LayerNorm model (official) as a graph with hub populations
+PARTS = {"normfree": dict(variant="normfree", U="alibi", steps=400),
+         "official": dict(variant="official", U="rope", steps=300)}
+DEMO_TRAIN = dict(batch_size=32, block_size=64, lr=3e-3, warmup_steps=20, eval_every=100, eval_batches=4)
 FAST_TRAIN = dict(steps=4, batch_size=4, block_size=32, lr=3e-3, warmup_steps=1, eval_every=4, ckpt_every=4,
                   eval_batches=1)
 
@@ -32,20 +36,28 @@ def cache_key(config: dict, train: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def demo_model(fast: bool = False, cache: str | None = None, log=print, use_cache: bool = True):
-    """The demo's trained `tiny` model on the recall task: loaded from the cache if this (config, training
-    config) was trained before, else trained now and cached. Returns (model in float64 eval mode, info dict)."""
+def demo_model(fast: bool = False, cache: str | None = None, log=print, use_cache: bool = True,
+               part: str = "normfree"):
+    """The demo's trained `tiny` model of `part` (PARTS) on the recall task: loaded from the cache if this
+    (config, training config) was trained before, else trained now and cached. Returns (model in float64 eval
+    mode, info dict)."""
     import torch
 
     import bdh_gpu
     from bdh_gpu.data import RecallData, cache_dir
     from bdh_gpu.train import TrainConfig, train
 
+    if part not in PARTS:
+        raise ValueError(f"demo part: expected one of {', '.join(PARTS)}, got {part!r}")
+    spec = PARTS[part]
     config = bdh_gpu.get_preset(DEMO_PRESET)
-    tcfg = TrainConfig(data="recall", **(FAST_TRAIN if fast else DEMO_TRAIN))
+    config.variant, config.U = spec["variant"], spec["U"]
+    train_kw = FAST_TRAIN if fast else dict(DEMO_TRAIN, steps=spec["steps"], ckpt_every=spec["steps"])
+    tcfg = TrainConfig(data="recall", **train_kw)
     key = cache_key(config.to_dict(), tcfg.to_dict())
     root = os.path.join(cache if cache is not None else cache_dir(), "demo", key)
-    info = dict(preset=DEMO_PRESET, key=key, dir=root, steps=tcfg.steps, cached=False, seconds=0.0)
+    info = dict(preset=DEMO_PRESET, variant=config.variant, U=config.U, key=key, dir=root, steps=tcfg.steps,
+                cached=False, seconds=0.0)
     t0 = time.perf_counter()
     done = os.path.exists(os.path.join(root, "done.json"))
     if use_cache and done:
@@ -62,8 +74,9 @@ def demo_model(fast: bool = False, cache: str | None = None, log=print, use_cach
         torch.manual_seed(tcfg.seed)
         model = bdh_gpu.BDH(config)
         n_params = sum(p.numel() for p in model.parameters())
-        log(f"  training the {DEMO_PRESET} preset ({n_params:,} parameters, n = {config.n} neurons, "
-            f"L = {config.n_layer}) on the recall task for {tcfg.steps} steps ...")
+        log(f"  training the {DEMO_PRESET} preset, variant {config.variant}, U = {config.U} ({n_params:,} "
+            f"parameters, n = {config.n} neurons, L = {config.n_layer}) on the recall task for {tcfg.steps} "
+            "steps ...")
         summary = train(model, data, tcfg, work, progress=False, log=lambda s: log("    " + s))
         val = summary["val"] or {}
         meta = dict(steps=tcfg.steps, val_accuracy=val.get("accuracy"), val_loss=val.get("loss"),
@@ -181,3 +194,18 @@ def graph_walk(model, ids, compiled: Compiled | None = None, backend: str = "num
             trace[(l + 1, int(e))] = series[:, e]
     return GraphWalk(compiled, list(ids), np.stack(logits), np.stack(xs), np.stack(ys), deltas, trace,
                      time.perf_counter() - t0)
+
+
+def prompt_facts(ids, n_pairs: int):
+    """The facts of a recall prompt (recall_prompt): {pair position: label} and {pair position: (position of
+    its first question, answer byte)}."""
+    from bdh_gpu.data import RECALL_KEYS, RECALL_PAIR_BASE, RECALL_VALUES
+    nv = len(RECALL_VALUES)
+    pairs, queries = {}, {}
+    for p in range(n_pairs):
+        k, v = divmod(ids[p] - RECALL_PAIR_BASE, nv)
+        pairs[p] = byte_label(ids[p])
+        q = next((t for t in range(n_pairs + 1, len(ids) - 1) if ids[t] == RECALL_KEYS[k]), None)
+        if q is not None:
+            queries[p] = (q, RECALL_VALUES[v])
+    return pairs, queries

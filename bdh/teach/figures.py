@@ -114,6 +114,18 @@ CAPTIONS = {
         "<b>The graph the prompt wrote into the synapses.</b> The positive part of &sigma;<sub>l</sub> after the "
         "text, thresholded, as a directed graph on the neurons active at both ends; P(K &ge; k) of its in- and "
         "out-degrees on log-log axes. <i>Paper (Sec. 6.2):</i> heavy-tailed degrees.",
+    "memory_synapses.png":
+        "<b>A fact, written into one synapse.</b> For each key=value fact of the prompt, the synapse "
+        "&sigma;<sub>1</sub>(i&rarr;j) between two neurons that carries most of that fact's recall (legend: fact, "
+        "then key neuron i -&gt; value neuron j), after every token. It is 0 until the fact byte is fed in, jumps "
+        "there (the Hebbian write <code>X(i), Y(j) &rarr; &sigma;(i,j)</code> adds x(i) y(j)), then decays slowly "
+        "by the damping u (ALiBi) and is read when the key is asked. Small later steps are other facts that "
+        "activate the same two neurons. <i>Paper (Sec. 6.3):</i> individual synapses that respond to one concept.",
+    "memory_ablation.png":
+        "<b>The ablation that proves it.</b> The probability the graph gives the right answer to each fact's "
+        "question, with the graph intact (left bar) and with exactly that fact's synapses (the table above) set "
+        "to 0 after the facts were heard and before the questions (right bar). A recall that collapses was held "
+        "by those synapses; the table shows the other questions keep their answers.",
 }
 
 

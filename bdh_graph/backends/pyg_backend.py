@@ -64,22 +64,24 @@ class PygBackend:
     def node(self, state, var):
         return state.nodes[var].detach().cpu().numpy()
 
-    def communicate(self, rules, state):
+    def communicate(self, rules, state, remote=None):
+        """remote: {variable: full vector} exchanged for the gathered groups (bdh_graph.simulator)."""
         nodes, edges = dict(state.nodes), dict(state.edges)
+        get = lambda g, v: self._t(remote[v]) if self.net.groups[g].gathered else state.nodes[v]
         for r in rules:
             if r.kind == "send":
                 g = r.group
-                nodes[r.dst] = nodes[r.dst] + self.conv(self.edge_index[g], state.nodes[r.src[0]], self.weight[g],
+                nodes[r.dst] = nodes[r.dst] + self.conv(self.edge_index[g], get(g, r.src[0]), self.weight[g],
                                                         self.size[g])
             elif r.kind == "read":
                 q, s = r.src
                 g = self.net.edge_vars[s].group
-                nodes[r.dst] = nodes[r.dst] + self.conv(self.edge_index[g], state.nodes[q], state.edges[s],
+                nodes[r.dst] = nodes[r.dst] + self.conv(self.edge_index[g], get(g, q), state.edges[s],
                                                         self.size[g])
             else:
                 p, q = r.src
                 g = self.net.edge_vars[r.dst].group
-                edges[r.dst].add_(self.conv.hebbian(self.edge_index[g], state.nodes[p], state.nodes[q],
+                edges[r.dst].add_(self.conv.hebbian(self.edge_index[g], get(g, p), state.nodes[q],
                                                     self.weight[g], self.size[g]))
         return state.replace(nodes=nodes, edges=edges)
 
