@@ -9,7 +9,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .config import BDHConfig
+from .config import BDHConfig, InputError
 from .model import BDH
 
 CONFIG_FILE = "config.json"
@@ -27,7 +27,9 @@ def atomic_write(path: str, write) -> None:
     os.close(fd)
     try:
         write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)          # mkstemp makes 0600; a model directory is as readable as any file
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -70,38 +72,38 @@ def save(model: BDH, directory: str) -> None:
 def load(directory: str, map_location="cpu") -> BDH:
     """Read a model directory written by `save`; every problem is a one-line ValueError naming it."""
     if not os.path.isdir(directory):
-        raise ValueError(f"{directory}: not a directory (expected a model directory with {CONFIG_FILE} and {WEIGHTS_FILE})")
+        raise InputError(f"{directory}: not a directory (expected a model directory with {CONFIG_FILE} and {WEIGHTS_FILE})")
     cfg_path = os.path.join(directory, CONFIG_FILE)
     if not os.path.isfile(cfg_path):
-        raise ValueError(f"{directory}: no {CONFIG_FILE} (not a model directory)")
+        raise InputError(f"{directory}: no {CONFIG_FILE} (not a model directory)")
     try:
         with open(cfg_path) as f:
             data = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{cfg_path}: bad JSON ({str(e).splitlines()[0]})") from None
+        raise InputError(f"{cfg_path}: bad JSON ({str(e).splitlines()[0]})") from None
     try:
         config = BDHConfig.from_dict(data)
     except (ValueError, TypeError) as e:
-        raise ValueError(f"{cfg_path}: {str(e).splitlines()[0]}") from None
+        raise InputError(f"{cfg_path}: {str(e).splitlines()[0]}") from None
     w_path = os.path.join(directory, WEIGHTS_FILE)
     if not os.path.isfile(w_path):
-        raise ValueError(f"{directory}: no {WEIGHTS_FILE}")
+        raise InputError(f"{directory}: no {WEIGHTS_FILE}")
     try:
         tensors = load_file(w_path, device="cpu")
     except (SafetensorError, OSError, ValueError) as e:
-        raise ValueError(f"{w_path}: not a readable safetensors file ({str(e).splitlines()[0]})") from None
+        raise InputError(f"{w_path}: not a readable safetensors file ({str(e).splitlines()[0]})") from None
     model = BDH(config)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     if missing or unexpected:
-        raise ValueError(f"{w_path}: tensor keys do not match the config: missing {missing}, unexpected {unexpected}")
+        raise InputError(f"{w_path}: tensor keys do not match the config: missing {missing}, unexpected {unexpected}")
     for key, ref in expected.items():
         if tuple(tensors[key].shape) != tuple(ref.shape):
-            raise ValueError(f"{w_path}: shape mismatch for {key}: expected {tuple(ref.shape)} "
+            raise InputError(f"{w_path}: shape mismatch for {key}: expected {tuple(ref.shape)} "
                              f"(from {CONFIG_FILE}), got {tuple(tensors[key].shape)}")
         if not tensors[key].is_floating_point():
-            raise ValueError(f"{w_path}: {key} has dtype {tensors[key].dtype}, expected a floating-point tensor")
+            raise InputError(f"{w_path}: {key} has dtype {tensors[key].dtype}, expected a floating-point tensor")
     dtype = tensors["E"].dtype
     model.to(dtype)
     model.load_state_dict(tensors)
