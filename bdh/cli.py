@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _mpi_world():
     """(rank, size, abort) of the MPI job this process is part of; (0, 1, None) outside mpiexec."""
     from bdh_graph.comm import mpi_world_size
+    if "TORCHELASTIC_RUN_ID" in os.environ:  # a torchrun worker (`srun torchrun` sets SLURM_PROCID): not MPI
+        return 0, 1, None
     if mpi_world_size() <= 1:
         return 0, 1, None
     from mpi4py import MPI
