@@ -115,7 +115,7 @@ def sigma_synapses(model: BDH, trace: dict, layer: int, rows, cols, t: int | Non
 
 
 def _check_mergeable(a: BDHConfig, b: BDHConfig):
-    for f in ("d", "N", "n_layer", "vocab_size", "variant", "U", "rope_theta", "alibi_max_bias"):
+    for f in ("d", "N", "n_layer", "vocab_size", "variant", "U", "rope_theta", "alibi_max_bias", "gains"):
         if getattr(a, f) != getattr(b, f):
             raise InputError(f"merge: the models differ in {f} ({getattr(a, f)!r} vs {getattr(b, f)!r}); "
                              f"concatenation along n needs equal d, N, n_layer, vocab_size, variant, U")
