@@ -59,15 +59,17 @@ def neuron_graph(model: BDH, which: str = "x", head: int = 0) -> np.ndarray:
         raise ValueError(f"neuron_graph: which must be 'x' or 'y', got {which!r}")
     if not 0 <= head < C.n_head:
         raise ValueError(f"neuron_graph: head must lie in [0, {C.n_head - 1}], got {head}")
-    D = (model.D_x if which == "x" else model.D_y)[head].detach().double().cpu()            # (N, d)
-    E = model.E[:, head * C.N:(head + 1) * C.N].detach().double().cpu()                      # (d, N)
+    w = model.effective_weights()                                  # gains folded in: the graph's own weights
+    D = (w["D_x"] if which == "x" else w["D_y"])[head].double().cpu()                      # (N, d)
+    E = w["E"][:, head * C.N:(head + 1) * C.N].double().cpu()                              # (d, N)
     return (D @ E).numpy()
 
 
 def weight_scales(model: BDH, which: str = "x") -> dict:
     """Mean and standard deviation of D_(x|y) and E: the scales of the random low-rank baseline."""
-    D = (model.D_x if which == "x" else model.D_y).detach().double()
-    E = model.E.detach().double()
+    w = model.effective_weights()
+    D = (w["D_x"] if which == "x" else w["D_y"]).double()
+    E = w["E"].double()
     return dict(mean_D=float(D.mean()), std_D=float(D.std()), mean_E=float(E.mean()), std_E=float(E.std()),
                 d=model.config.d, N=model.config.N)
 

@@ -279,21 +279,43 @@ def check_local(rule, size, where=""):
     ops = numpy_ops(None)
     names = tuple(dict.fromkeys(rule.src + ((rule.dst,) if rule.dst else ())))
     rng = np.random.default_rng(0)
-    base = {v: rng.uniform(0.5, 2.0, size) for v in names}           # positive, away from every threshold
-    ref = fn(rule, {v: a.copy() for v, a in base.items()}, ops)
-    for k in rng.choice(size, min(size, _PROBE_NODES), replace=False):
-        poked = {v: a.copy() for v, a in base.items()}
-        for a in poked.values():
-            a[k] *= 1.5
-        out = fn(rule, poked, ops)
-        for var, val in out.items():
-            other = np.ones(size, dtype=bool)
-            other[k] = False
-            moved = np.asarray(val)[other] != np.asarray(ref[var])[other]
+
+    def run(values):
+        with np.errstate(all="ignore"):
+            out = fn(rule, {v: a.copy() for v, a in values.items()}, ops)
+        if set(out) != {rule.dst}:
+            raise GraphError(f"{where}rule {rule} writes {sorted(out)}; a computation rule writes only its own "
+                             f"target {rule.dst!r}")
+        return np.asarray(out[rule.dst], dtype=np.float64)
+
+    def same(a, b):
+        return (a == b) | (np.isnan(a) & np.isnan(b))
+
+    def refuse(what):
+        raise GraphError(f"{where}rule {rule} is not node-local: {what}; a rule reads only its own node (send what "
+                         "crosses nodes over edges)")
+
+    for base in ({v: rng.uniform(0.5, 2.0, size) for v in names},          # positive, away from every threshold
+                 {v: rng.normal(0.0, 1.0, size) for v in names}):           # signed
+        ref = run(base)
+        for k in rng.choice(size, min(size, _PROBE_NODES), replace=False):   # 1. change one node, watch the rest
+            poked = {v: a.copy() for v, a in base.items()}
+            for a in poked.values():
+                a[k] = a[k] * 1.5 + 0.25
+            moved = ~same(run(poked), ref)
+            moved[k] = False
             if moved.any():
-                j = int(np.flatnonzero(other)[np.argmax(moved)])
-                raise GraphError(f"{where}rule {rule} is not node-local: changing node {k}'s inputs changed {var} at "
-                                 f"node {j}; a rule reads only its own node (send what crosses nodes over edges)")
+                refuse(f"changing node {k}'s inputs changed {rule.dst} at node {int(np.argmax(moved))}")
+        for m in (1, max(1, size // 2)):                                      # 2. a sub-population computes the same
+            S = np.sort(rng.choice(size, m, replace=False))
+            try:
+                part = run({v: a[S] for v, a in base.items()})
+            except GraphError:
+                raise
+            except Exception as e:                                            # e.g. a reshape over a whole group
+                refuse(f"it fails on a sub-population of {m} node(s) ({type(e).__name__})")
+            if part.shape != (m,) or not same(part, ref[S]).all():
+                refuse(f"on a sub-population of {m} node(s) it computes other values than on the whole")
 
 
 def validate(kernel, node_vars, edge_vars, groups, sizes=None):

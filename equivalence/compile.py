@@ -334,7 +334,8 @@ def compile_official(model, comm=None) -> Compiled:
       3. X(i), att.Q(j) -> sigma_l(i,j); att.N -> Ye/Yi; damp; Y↓, (Ye - Yi)^+, X -> Y   y = (D_y LN(a))^+ x
       4. Y -> res.Ze/Zi [E_e/E_i]; Ze - Zi => Z;  LN[Z => W]; V + W => Z;  LN[Z => V]   v = LN(v + LN(E y))
     paper: 1'. Y -> res.Ze/Zi; LN[Ze - Zi => V] (= v* = LN(E y_{l-1})); then 1-3 with X accumulating.
-    Rounds per token: official 10 L + 3, paper 9 L + 6 (each LN 2 rounds; 4 L + 2 and 4 L + 3 without them).
+    Rounds per token: official 10 L + 3, paper 8 L + 4 (each LN 2 rounds; 4 L + 2 for both when LN was one
+    group-wide rule).
     """
     _check_applies(model, "official")
     W = Weights.of(model)

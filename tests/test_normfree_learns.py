@@ -21,13 +21,13 @@ from bdh_gpu.config import default_gains, get_preset
 from bdh_gpu.data import make_dataset
 from bdh_gpu.train import ActivationError, TrainConfig, check_activations, train
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _probe(data_spec="recall", T=64):
     return make_dataset(data_spec, T).get_batch("val", 1, torch.Generator().manual_seed(0))[0][0]
 
 
+@pytest.mark.usefixtures("one_torch_thread")
 @pytest.mark.parametrize("preset", ["tiny", "small"])
 @pytest.mark.parametrize("U", ["alibi", "rope", "rope+alibi"])
 def test_default_gains_keep_eq7_products_order_one(preset, U):
@@ -85,7 +85,7 @@ def test_gains_are_saved_and_old_configs_load_with_gain_one(tmp_path):
 @pytest.fixture(scope="module")
 def demo_normfree(tmp_path_factory):
     """The demo's part-1 model, trained here exactly as `bdh demo` trains it (tiny normfree, U = alibi, recall,
-    400 steps, seed 1337): ~40 s on an idle 2-core machine."""
+    400 steps, seed 1337, torch's default threads as in `bdh demo`): ~40 s on an idle 2-core machine."""
     from bdh.teach.demo import demo_model
     model, info = demo_model(cache=str(tmp_path_factory.mktemp("cache")), part="normfree", log=lambda s: None)
     return model, info
@@ -126,7 +126,7 @@ def test_trained_normfree_graph_holds_each_fact(demo_normfree):
     # thread sums in another order, so the bounds leave one fact of slack
     assert sum(m.broken for m in mems) >= 5, [(m.label, m.p_before, m.p_after) for m in mems]
     assert np.mean([m.p_before - m.p_after for m in mems]) >= 0.5, [(m.p_before, m.p_after) for m in mems]
-    assert sum(m.others_after == m.others_before == m.others for m in mems) >= 7, \
+    assert sum(m.others_kept and m.others_after == m.others for m in mems) >= 7, \
         [(m.label, m.others_before, m.others_after, m.others) for m in mems]
 
 

@@ -158,7 +158,8 @@ def _part(k, part, args, pairs, out, rel):
                           f"{m.p_before:.3f}", f"{m.p_after:.3f}", f"{m.others_before}/{m.others}",
                           f"{m.others_after}/{m.others}"))
         broken = sum(m.broken for m in mems)
-        kept = sum(m.others_after == m.others_before for m in mems)
+        kept = sum(m.others_kept for m in mems)
+        counts = sorted(m.n_synapses for m in mems) or [0]
         print(f"   {broken} of {len(mems)} recalls break when their own synapses are zeroed; the other questions "
               f"keep their answers in {kept} of {len(mems)} ablations")
         times["memory"] = time.perf_counter() - t0
@@ -176,9 +177,9 @@ def _part(k, part, args, pairs, out, rel):
                         "strongest, and what the fact wrote", "p(right answer), intact", "... those synapses zeroed",
                         "other questions right, intact", "... after"), mrows)),
             ("p", f"Result: {broken} of {len(mems)} recalls break when their own synapses are zeroed, while the "
-                  f"other questions keep their answers in {kept} of {len(mems)} ablations. A fact is held by a few "
-                  "hundred of the model's synapses, and by those synapses (paper: a monosemantic synapse, one "
-                  "sigma(i, j) that separates a concept, Sec. 6.3)."),
+                  f"other questions keep exactly their answers in {kept} of {len(mems)} ablations. A fact is held "
+                  f"by {counts[0]} to {counts[-1]} of the model's {n_syn:,} synapses, and by those synapses (paper: "
+                  "a monosemantic synapse, one sigma(i, j) that separates a concept, Sec. 6.3)."),
             *[("img", c) for c in captioned(mfigs, {
                 "memory_synapses.png": "each fact's strongest synapse is 0 until its fact byte arrives, jumps "
                                        "there, then decays slowly (ALiBi damping) until its question.",
@@ -226,7 +227,8 @@ def _part(k, part, args, pairs, out, rel):
                  "<p>Per quantity: the largest absolute and relative difference between graph and tensor model, "
                  "and where it occurs as (token, layer, index): logits = the next-byte scores, x and y = the "
                  "neuron activities, v = the residual stream (official models), rho = the attention state "
-                 "E σ.</p>"),
+                 + ("(E σ of the neuron -> neuron synapses)" if model.config.variant == "normfree" else
+                    "(σ itself, held on the synapses from neurons to each head's attention hubs)") + ".</p>"),
         ("pre", str(rep)),
         ("h3", "Token by token (graph simulator)"),
         ("p", "One row per token of the prompt: the byte fed in, the byte the graph's output nodes score highest "

@@ -54,7 +54,7 @@ def demo_model(fast: bool = False, cache: str | None = None, log=print, use_cach
     config.variant, config.U = spec["variant"], spec["U"]
     train_kw = FAST_TRAIN if fast else dict(DEMO_TRAIN, steps=spec["steps"], ckpt_every=spec["steps"])
     tcfg = TrainConfig(data="recall", **train_kw)
-    key = cache_key(config.to_dict(), tcfg.to_dict())
+    key = cache_key(dict(config.to_dict(), gains=config.resolved_gains()), tcfg.to_dict())
     root = os.path.join(cache if cache is not None else cache_dir(), "demo", key)
     info = dict(preset=DEMO_PRESET, variant=config.variant, U=config.U, key=key, dir=root, steps=tcfg.steps,
                 cached=False, seconds=0.0)

@@ -41,6 +41,7 @@ class PairMemory:
     others_before: int = 0                             # other questions answered right, intact graph
     others_after: int = 0                              # ... with this pair's synapses zeroed
     others: int = 0
+    others_kept: bool = False                          # every other question answered exactly as before
 
     @property
     def n_synapses(self):
@@ -76,6 +77,9 @@ def memory_synapses(compiled: Compiled, ids, x, y, pairs: dict, queries: dict, c
     if compiled.name != "dense":
         raise ValueError(f"memory synapses need neuron -> neuron synapses (the dense compile), got {compiled.name!r}")
     net, W = compiled.network, compiled.weights
+    if W.theta is not None:
+        raise ValueError("memory synapses: the attribution assumes damping only (U = alibi or none); a rotation "
+                         "(RoPE) mixes each synapse with its pair's and makes sigma signed")
     u = W.u if W.u is not None else np.ones(W.n)
     names = net.sigma_names
     out = []
@@ -127,8 +131,9 @@ def ablate(compiled: Compiled, ids, memories, split: int, backend: str = "numba"
         m.p_after = float(_softmax(broken[m.query - split - 1])[m.answer])
         others = [(t, a) for t, a in asked if ids[t] != ids[m.query]]          # questions about other keys
         m.others = len(others)
-        m.others_before = sum(int(np.argmax(intact[t - split - 1]) == a) for t, a in others)
-        m.others_after = sum(int(np.argmax(broken[t - split - 1]) == a) for t, a in others)
+        before = [int(np.argmax(intact[t - split - 1])) == a for t, a in others]
+        after = [int(np.argmax(broken[t - split - 1])) == a for t, a in others]
+        m.others_before, m.others_after, m.others_kept = sum(before), sum(after), before == after
     return np.array(rows)
 
 
@@ -146,8 +151,8 @@ def memory_figures(memories, sigma_rows, labels, out_dir: str) -> list[str]:
     import os
 
     from bdh_graph.analysis import plot_bars, plot_series
-    series = {f"{m.label}: neuron {m.top[0][1]} -> {m.top[0][2]}" if m.top else m.label: sigma_rows[:, k]
-              for k, m in enumerate(memories)}
+    series = {(f"{m.label}: neuron {m.top[0][1]} -> {m.top[0][2]}" if m.top and m.top[0][0] == 1
+               else f"{m.label}: (no layer-1 synapse)"): sigma_rows[:, k] for k, m in enumerate(memories)}
     a = plot_series(os.path.join(out_dir, "memory_synapses.png"), series, labels,
                     title="sigma of the strongest synapse of each fact (layer 1): it jumps when the pair is heard",
                     ylabel="sigma(i, j)")
