@@ -119,8 +119,8 @@ CAPTIONS = {
         "&sigma;<sub>1</sub>(i&rarr;j) between two neurons that carries most of that fact's recall (legend: fact, "
         "then key neuron i -&gt; value neuron j), after every token. It is 0 until the fact byte is fed in, jumps "
         "there (the Hebbian write <code>X(i), Y(j) &rarr; &sigma;(i,j)</code> adds x(i) y(j)), then decays slowly "
-        "by the damping u (ALiBi) and is read when the key is asked. Small later steps are other facts that "
-        "activate the same two neurons. <i>Paper (Sec. 6.3):</i> individual synapses that respond to one concept.",
+        "by the damping u (ALiBi) and is read when the key is asked. Later steps are tokens that activate the "
+        "same two neurons again, most often the fact's own question. <i>Paper (Sec. 6.3):</i> individual synapses that respond to one concept.",
     "memory_ablation.png":
         "<b>The ablation that proves it.</b> The probability the graph gives the right answer to each fact's "
         "question, with the graph intact (left bar) and with exactly that fact's synapses (the table above) set "

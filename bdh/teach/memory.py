@@ -150,15 +150,25 @@ def memory_figures(memories, sigma_rows, labels, out_dir: str) -> list[str]:
     with the graph intact and with that pair's synapses zeroed."""
     import os
 
-    from bdh_graph.analysis import plot_bars, plot_series
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from bdh_graph.analysis import plot_series
     series = {(f"{m.label}: neuron {m.top[0][1]} -> {m.top[0][2]}" if m.top and m.top[0][0] == 1
                else f"{m.label}: (no layer-1 synapse)"): sigma_rows[:, k] for k, m in enumerate(memories)}
     a = plot_series(os.path.join(out_dir, "memory_synapses.png"), series, labels,
                     title="sigma of the strongest synapse of each fact (layer 1): it jumps when the pair is heard",
                     ylabel="sigma(i, j)")
-    b = plot_bars(os.path.join(out_dir, "memory_ablation.png"),
-                  {"graph intact": [m.p_before for m in memories],
-                   "that pair's synapses zeroed": [m.p_after for m in memories]},
-                  [m.label for m in memories], title="probability of the right answer at the question",
-                  ylabel="p(answer)")
+    b = os.path.join(out_dir, "memory_ablation.png")
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    k = np.arange(len(memories))
+    ax.bar(k - 0.2, [m.p_before for m in memories], 0.4, label="graph intact")
+    ax.bar(k + 0.2, [m.p_after for m in memories], 0.4, label="that fact's synapses zeroed")
+    ax.set_xticks(k), ax.set_xticklabels([m.label for m in memories])
+    ax.set_ylim(0, 1.05), ax.set_ylabel("p(right answer)"), ax.set_xlabel("fact (key=value)")
+    ax.set_title("probability of the right answer at each fact's question", fontsize=10)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, frameon=False)
+    ax.grid(True, axis="y", alpha=.3)
+    fig.tight_layout(), fig.savefig(b, dpi=110), plt.close(fig)
     return [a, b]
