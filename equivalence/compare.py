@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .compile import Compiled, compile_model
+from .compile import Compiled, Weights, compile_model
 from .run import GraphRunner, TensorRunner
 
 RTOL = {np.float64: 1e-9, np.float32: 2e-3}
@@ -192,23 +192,32 @@ def compare(model, compiled: Compiled | str | None = None, idx="hello", backend:
     compiled: a Compiled, a compile name ("dense", "circuit", "official") or None (the default compile).
     state=False skips rho (saves time on big models). Returns a CompareReport; `report.ok` against `rtol`
     (default RTOL[dtype]). Sharded (`comm`, or the compiled network's): every rank runs its block of the graph,
-    rank 0 alone runs the tensor model and compares, and every rank returns the same report.
+    rank 0 alone runs the tensor model and compares, and every rank returns the same report. Only rank 0 needs
+    `model`: the other ranks may pass None with a Compiled (e.g. compiled from the model directory, so that no
+    rank but 0 ever builds the tensor model).
     """
     dtype = np.dtype(dtype).type
     if dtype not in RTOL:
         raise ValueError(f"dtype: expected float64 or float32, got {np.dtype(dtype).name}")
     rtol = RTOL[dtype] if rtol is None else float(rtol)
-    ids = as_ids(idx, model.config.vocab_size)
     if not isinstance(compiled, Compiled):
+        if model is None:
+            raise ValueError("compare: a model is needed to compile from (got model=None and no Compiled)")
         compiled = compile_model(TensorRunner(model, np.float64).model, compiled, comm=comm)
-    if compiled.variant != model.config.variant:
-        raise ValueError(f"compiled model is variant {compiled.variant!r}, the tensor model {model.config.variant!r}")
     net_comm = compiled.network.comm
     root = net_comm.rank == 0
+    if root and model is None:
+        raise ValueError("compare: rank 0 needs the tensor model (got model=None)")
+    ids = as_ids(idx, compiled.weights.V)
+    if model is not None and compiled.variant != model.config.variant:
+        raise ValueError(f"compiled model is variant {compiled.variant!r}, the tensor model {model.config.variant!r}")
     tensor = TensorRunner(model, dtype) if root else None
     tr = tensor.trace(ids) if root else None
     official = compiled.variant == "official"
-    terms = term_scales(compiled.weights, tr, compiled.variant) if root else None
+    W = compiled.weights
+    if root and not W.full:                                    # a sliced compile: the scales need every neuron
+        W = Weights.of(TensorRunner(model, np.float64).model)
+    terms = term_scales(W, tr, compiled.variant) if root else None
     names = ["logits", "x", "y"] + list(compiled.record) + (["rho"] if state else [])
     rep = CompareReport(compiled.name, compiled.variant, backend, np.dtype(dtype).name, rtol, len(ids),
                         {k: QuantityError(k, rtol=rtol) for k in names}, compiled.report)

@@ -53,9 +53,10 @@ def run(args) -> int:
     if args.tolerance is not None and not (math.isfinite(args.tolerance) and args.tolerance > 0):
         raise ValueError(f"--tolerance: expected a finite number > 0, got {args.tolerance}")
     raw = read_text(args)
-    model = bdh_gpu.load(args.model_dir).eval()
-    how = args.how or equivalence.default_compile(model)
-    compiled = equivalence.compile_model(equivalence.TensorRunner(model).model, how)  # ValueError if inapplicable
+    from bdh_graph.comm import world_rank
+    how = args.how or equivalence.default_compile(args.model_dir)
+    compiled = equivalence.compile_model(args.model_dir, how)   # each rank reads only its slice; ValueError if inapplicable
+    model = bdh_gpu.load(args.model_dir).eval() if world_rank() == 0 else None   # the tensor side: rank 0 only
     rep = equivalence.compare(model, compiled, raw, backend=args.backend, rtol=args.tolerance,
                               state=not args.no_state)
     if args.json:
