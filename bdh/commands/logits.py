@@ -1,7 +1,7 @@
 """`bdh logits`: the (T, 256) float32 logits of a text, from a chosen engine, as a .npy file.
 
 Engines are functions `(model, ids (T,) int64) -> np.ndarray (T, V) float32` in `ENGINES`; the equivalence
-package adds its graph engines to the same dict.
+package adds its graph engines to the same dict (marked `graph`: they get the model directory, not the model).
 """
 from __future__ import annotations
 
@@ -87,9 +87,10 @@ def run(args) -> int:
         raise ValueError(f"{args.text_file}: empty text, expected at least 1 byte")
     if len(raw) > MAX_TEXT_BYTES:
         raise ValueError(f"{args.text_file}: expected at most {MAX_TEXT_BYTES:,} bytes, got more")
-    model = bdh_gpu.load(args.model_dir).eval()
     ids = torch.tensor(list(raw), dtype=torch.long)
     engine = ENGINES[args.engine]
+    # a graph engine compiles from the directory (each rank reads only its slice); the others need the model
+    model = args.model_dir if getattr(engine, "graph", False) else bdh_gpu.load(args.model_dir).eval()
     if getattr(args, "backend", None) is not None and not getattr(engine, "graph", False):
         raise ValueError(f"--backend: applies to the graph engines only, got --engine {args.engine}")
     kw = {"backend": args.backend} if getattr(args, "backend", None) is not None else {}
