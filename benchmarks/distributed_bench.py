@@ -170,10 +170,15 @@ def table(rows):
 
 
 def run(quick=True):
-    """Registry entry (python -m benchmarks): the tiny preset on 1 and 2 ranks (paper-25m: run this module)."""
-    rows = [launch(how, "tiny", 4, P, False, None) for how in ("circuit", "official") for P in (1, 2)]
+    """Registry entry (python -m benchmarks): paper-25m on 1, 2 and 4 ranks (quick: the tiny preset on 1 and 2)."""
+    preset, ranks = ("tiny", (1, 2)) if quick else ("paper-25m", (1, 2, 4))
+    title = f"Sharded graph on MPI ranks ({preset})"
+    if not os.path.exists(os.path.join(os.path.dirname(sys.executable), "mpiexec")):
+        print("distributed_bench: skipped, no mpiexec next to the Python (install the mpi extra: pip install -e '.[mpi]')")
+        return dict(name="distributed_bench", title=title, rows=[{"skipped": "no mpiexec (the mpi extra)"}])
+    rows = [launch(how, preset, 4, P, False, None if quick else 10) for how in ("circuit", "official") for P in ranks]
     flat = [{k: v for k, v in r.items() if k != "ranks"} for r in rows]
-    return dict(name="distributed_bench", title="Sharded graph on MPI ranks (tiny preset)", rows=flat)
+    return dict(name="distributed_bench", title=title, rows=flat)
 
 
 WEIGHT_BYTES = 4 + 8 + 8   # per weight on every rank: float32 model, its float64 copy, the float64 Weights
