@@ -22,8 +22,9 @@ Peak RSS per rank from getrusage (ru_maxrss): the rank's slice of the weights, i
 libraries (with --verify, rank 0 also holds the tensor model). --out FILE appends the measured rows (JSON
 lines); --project FILE reads them back and prints the projection to larger models (docs/distributed.md): peak
 RSS per rank = floor + share / P fitted to the circuit rows by least squares, the share split into the sliced
-weights (3nd float64 numbers, scaled by n d) and the graph (scaled by n d L); traffic per token per rank from
-the design's formulas, (4L + 2) d numbers (circuit) and L (2 + h) d (official).
+weights (3nd float64 numbers, scaled by n d) and the rest (the graph and the compile's transients, scaled by
+n d L); traffic per token per rank from the design's formulas, (4L + 2) d numbers (circuit) and L (2 + h) d
+(official).
 """
 from __future__ import annotations
 
@@ -181,7 +182,7 @@ def run(quick=True):
     return dict(name="distributed_bench", title=title, rows=flat)
 
 
-WEIGHT_BYTES = 4 + 8 + 8   # per weight on every rank: float32 model, its float64 copy, the float64 Weights
+WEIGHT_BYTES = 8   # per weight a rank holds: its float64 slice (equivalence.Weights.load)
 TARGETS = [("~100M", 131072, 256, 6, 4, [4]), ("800M", 2**20, 256, 6, 4, [8, 16, 32, 64])]
 
 
@@ -191,23 +192,22 @@ def project(path):
     circ = sorted((r for r in rows if r["compile"] == "circuit"), key=lambda r: r["P"])
     P = np.array([r["P"] for r in circ], dtype=float)
     rss = np.array([r["peak_rss_gib_max"] for r in circ])
-    (floor, graph), *_ = np.linalg.lstsq(np.stack([np.ones_like(P), 1 / P], 1), rss, rcond=None)
+    (floor, share), *_ = np.linalg.lstsq(np.stack([np.ones_like(P), 1 / P], 1), rss, rcond=None)
     r0 = circ[0]
     n0, d0, L0 = r0["n"], r0["d"], r0["L"]
     weights0 = 3 * n0 * d0 * WEIGHT_BYTES / 2**30
-    base = floor - weights0
-    print(f"fit on the circuit rows (P = {P.astype(int).tolist()}): peak RSS per rank = {floor:.2f} + {graph:.2f} / P "
-          f"GiB (residuals {np.round(rss - floor - graph / P, 3).tolist()}); floor = {weights0:.2f} GiB whole-model "
-          f"copy (3nd x {WEIGHT_BYTES} B) + {base:.2f} GiB rest")
-    print("| model | n | d | L | P | graph / rank GiB | RSS / rank GiB (whole model per rank) | RSS / rank GiB "
-          "(weights sliced per rank) | total GiB (sliced) | circuit bytes / token / rank | official bytes / token / rank |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    graph0 = share - weights0
+    print(f"fit on the circuit rows (P = {P.astype(int).tolist()}): peak RSS per rank = {floor:.2f} + {share:.2f} / P "
+          f"GiB (residuals {np.round(rss - floor - share / P, 3).tolist()}); share = {weights0:.2f} GiB sliced "
+          f"weights (3nd x {WEIGHT_BYTES} B) + {graph0:.2f} GiB graph and compile transients")
+    print("| model | n | d | L | P | RSS / rank GiB | total GiB | circuit bytes / token / rank | "
+          "official bytes / token / rank |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, n, d, L, h, Ps in TARGETS:
-        g = graph * (n * d * L) / (n0 * d0 * L0)
-        w = 3 * n * d * WEIGHT_BYTES / 2**30
+        g = graph0 * (n * d * L) / (n0 * d0 * L0) + 3 * n * d * WEIGHT_BYTES / 2**30
         for p in Ps:
-            whole, sliced = base + w + g / p, base + w / p + g / p
-            print(f"| {name} | {n:,} | {d} | {L} | {p} | {g / p:.2f} | {whole:.2f} | {sliced:.2f} | {sliced * p:.1f} | "
+            per = floor + g / p
+            print(f"| {name} | {n:,} | {d} | {L} | {p} | {per:.2f} | {per * p:.1f} | "
                   f"{8 * (4 * L + 2) * d:,} | {8 * L * (2 + h) * d:,} |")
     return 0
 

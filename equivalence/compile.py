@@ -336,12 +336,12 @@ def compile_circuit(model, comm=None) -> Compiled:
     net.add_population("neurons", n).add_population("hub", 2 * d, variables=("H", "A"))
     _, cols = net.owned("neurons", "hub")                                     # this rank's neurons, as sources
     rows, _ = net.owned("hub", "neurons")                                     # ... and as targets
-    Ep = np.vstack([pos(W.Ec(cols)), neg(W.Ec(cols))])                        # E' (2d, n): its columns
-    De, Di = hub_split(W.Dx(rows))                                            # (n, 2d): its rows
-    Gy_e, Gy_i = hub_split(W.Dy(rows))                                        # Gy_e - Gy_i = D_y [I, -I]
-    net.add_group("E'", "neurons", "hub", block=Ep)
-    net.add_group("De", "hub", "neurons", block=De).add_group("Di", "hub", "neurons", block=Di)
-    net.add_group("Gy_e", "hub", "neurons", block=Gy_e).add_group("Gy_i", "hub", "neurons", block=Gy_i)
+    # each dense block lives only until its group holds it (the compile's peak memory is then the graph's own)
+    net.add_group("E'", "neurons", "hub", block=np.vstack([pos(W.Ec(cols)), neg(W.Ec(cols))]))   # E' (2d, n)
+    for D, names in ((W.Dx, ("De", "Di")), (W.Dy, ("Gy_e", "Gy_i"))):       # (n, 2d): its rows
+        for name, M in zip(names, hub_split(D(rows))):                      # Gy_e - Gy_i = D_y [I, -I]
+            net.add_group(name, "hub", "neurons", block=M)
+        del M
     net.add_group("Gs", "neurons", "hub", block=_ones(2 * d, cols.stop - cols.start))
     for l in range(W.L):
         net.add_edge_variable(K.sigma_name(l), "Gs", u=W.u, theta=W.theta)
