@@ -23,11 +23,11 @@ __all__ = [
 ]
 
 
-def graph_logits(model, ids, how=None, backend="numba", comm=None):
+def graph_logits(model, ids, how=None, backend="numba", comm=None, device=None, progress=False):
     """(T, V) float64 logits of a token sequence computed by the compiled graph of `model` (a bdh_gpu.BDH or a
     model directory: each rank then reads only its slice of the weights), sharded over `comm`: every rank
-    returns them."""
+    returns them; progress=True draws a bar on stderr."""
     if not isinstance(how, Compiled):
         how = compile_model(model if isinstance(model, (str, os.PathLike)) else TensorRunner(model).model, how,
                             comm=comm)
-    return GraphRunner(how, backend).logits(as_ids(ids, how.weights.V))
+    return GraphRunner(how, backend, device=device).logits(as_ids(ids, how.weights.V), progress=progress)

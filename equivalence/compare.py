@@ -209,16 +209,17 @@ def tensor_reference(model, idx="hello", dtype=np.float64) -> Reference:
 
 def compare(model, compiled: Compiled | str | None = None, idx="hello", backend: str = "numba",
             dtype=np.float64, rtol: float | None = None, state: bool = True, device=None, comm=None,
-            reference: Reference | None = None) -> CompareReport:
+            progress=False, reference: Reference | None = None) -> CompareReport:
     """Run `model` (torch, any dtype: converted to `dtype`) and its graph (float64) on the same tokens.
 
     compiled: a Compiled, a compile name ("dense", "circuit", "official") or None (the default compile).
-    state=False skips rho (saves time on big models). Returns a CompareReport; `report.ok` against `rtol`
-    (default RTOL[dtype]). Sharded (`comm`, or the compiled network's): every rank runs its block of the graph,
-    rank 0 alone runs the tensor model and compares, and every rank returns the same report. Only rank 0 needs
-    `model`: the other ranks may pass None with a Compiled (e.g. compiled from the model directory, so that no
-    rank but 0 ever builds the tensor model). `reference` (from `tensor_reference(model, idx, dtype)`, on rank 0)
-    replaces the tensor model there (state=False only: rho needs the recurrent tensor state per token).
+    state=False skips rho (saves time on big models). progress=True: a tqdm bar on stderr, one step per token.
+    Returns a CompareReport; `report.ok` against `rtol` (default RTOL[dtype]). Sharded (`comm`, or the compiled
+    network's): every rank runs its block of the graph, rank 0 alone runs the tensor model and compares, and
+    every rank returns the same report. Only rank 0 needs `model`: the other ranks may pass None with a
+    Compiled (e.g. compiled from the model directory, so that no rank but 0 ever builds the tensor model).
+    `reference` (from `tensor_reference(model, idx, dtype)`, on rank 0) replaces the tensor model there
+    (state=False only: rho needs the recurrent tensor state per token).
     """
     if reference is not None:
         if state:
@@ -258,7 +259,7 @@ def compare(model, compiled: Compiled | str | None = None, idx="hello", backend:
     graph = GraphRunner(compiled, backend, device=device)
     states = tensor.states(ids) if state and root else None
     L = compiled.weights.L
-    for t, g in enumerate(graph.feed(ids, with_state=state)):
+    for t, g in enumerate(graph.feed(ids, with_state=state, progress=progress and "graph vs tensor")):
         if not root:
             continue
         Q["logits"].add(tr["logits"][t], g["logits"], t, None, terms["logits"][t])

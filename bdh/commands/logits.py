@@ -1,7 +1,7 @@
 """`bdh logits`: the (T, 256) float32 logits of a text, from a chosen engine, as a .npy file.
 
 Engines are functions `(model, ids (T,) int64) -> np.ndarray (T, V) float32` in `ENGINES`; the equivalence
-package adds its graph engines to the same dict (marked `graph`: they get the model directory, not the model).
+package adds its graph engines to the same dict.
 """
 from __future__ import annotations
 
@@ -37,10 +37,11 @@ BACKENDS = ("numba", "pyg", "numpy")
 
 
 def _graph_engine(how):
-    def engine(model, ids, backend="numba"):
-        """The compiled neuron graph (equivalence, compile `how`), float64, token by token."""
+    def engine(model, ids, backend="numba", device=None):
+        """The compiled neuron graph (equivalence, compile `how`), float64, token by token (a progress bar on
+        stderr)."""
         import equivalence
-        return equivalence.graph_logits(model, ids.cpu().numpy(), how, backend)
+        return equivalence.graph_logits(model, ids.cpu().numpy(), how, backend, device=device, progress=True)
     engine.graph = True
     return engine
 
@@ -57,6 +58,7 @@ def add_parser(subparsers):
     p.add_argument("--engine", default="tensor", help=f"one of {', '.join(ENGINES)} (default tensor)")
     p.add_argument("--out", required=True, help="output .npy path")
     p.add_argument("--backend", choices=BACKENDS, help="graph engines only: numba (default) | pyg | numpy")
+    p.add_argument("--device", help="graph engines with --backend pyg: torch device, e.g. cuda (default cpu)")
     p.set_defaults(func=run)
     return p
 
@@ -77,23 +79,34 @@ def save_npy_atomic(path: str, array: np.ndarray) -> None:
 def run(args) -> int:
     import torch
 
-    import bdh_gpu
+    from bdh.errors import InputError, check_compile, load_model, read_input
 
     if args.engine not in ENGINES:
-        raise ValueError(f"--engine: expected one of {', '.join(ENGINES)}, got {args.engine!r}")
-    with open(args.text_file, "rb") as f:
-        raw = f.read(MAX_TEXT_BYTES + 1)
+        raise InputError(f"--engine: expected one of {', '.join(ENGINES)}, got {args.engine!r}")
+    raw = read_input(args.text_file, "--text-file", MAX_TEXT_BYTES)
     if not raw:
-        raise ValueError(f"{args.text_file}: empty text, expected at least 1 byte")
+        raise InputError(f"--text-file {args.text_file}: empty text, expected at least 1 byte")
     if len(raw) > MAX_TEXT_BYTES:
-        raise ValueError(f"{args.text_file}: expected at most {MAX_TEXT_BYTES:,} bytes, got more")
-    ids = torch.tensor(list(raw), dtype=torch.long)
+        raise InputError(f"--text-file {args.text_file}: expected at most {MAX_TEXT_BYTES:,} bytes, got more")
     engine = ENGINES[args.engine]
-    # a graph engine compiles from the directory (each rank reads only its slice); the others need the model
-    model = args.model_dir if getattr(engine, "graph", False) else bdh_gpu.load(args.model_dir).eval()
-    if getattr(args, "backend", None) is not None and not getattr(engine, "graph", False):
-        raise ValueError(f"--backend: applies to the graph engines only, got --engine {args.engine}")
+    graph = getattr(engine, "graph", False)
+    if getattr(args, "backend", None) is not None and not graph:
+        raise InputError(f"--backend: applies to the graph engines only, got --engine {args.engine}")
     kw = {"backend": args.backend} if getattr(args, "backend", None) is not None else {}
+    if getattr(args, "device", None) is not None:
+        if args.backend != "pyg":
+            raise InputError(f"--device: applies to --backend pyg only, got --backend {args.backend}")
+        kw["device"] = args.device
+    d = os.path.dirname(os.path.abspath(args.out))
+    if not os.path.isdir(d):
+        raise InputError(f"--out {args.out}: the directory {d} does not exist")
+    model = load_model(args.model_dir).eval()
+    if graph:
+        check_compile(model, args.engine[len("graph-"):], flag="--engine", value="graph-{}")
+    ids = torch.tensor(list(raw), dtype=torch.long)
+    if int(ids.max()) >= model.config.vocab_size:
+        raise InputError(f"--text-file {args.text_file}: byte {int(ids.max())} is outside the model's vocabulary "
+                         f"of {model.config.vocab_size}")
     logits = np.ascontiguousarray(engine(model, ids, **kw), dtype=np.float32)
     from bdh_graph.comm import world_rank
     if world_rank() == 0:          # under mpiexec every rank has the logits; rank 0 alone writes them
