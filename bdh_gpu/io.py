@@ -69,8 +69,8 @@ def save(model: BDH, directory: str) -> None:
     write_model_dir(model.config.to_dict(), tensors, directory)
 
 
-def load(directory: str, map_location="cpu") -> BDH:
-    """Read a model directory written by `save`; every problem is a one-line ValueError naming it."""
+def load_config(directory: str) -> BDHConfig:
+    """The BDHConfig of a model directory (config.json only); every problem is a one-line InputError naming it."""
     if not os.path.isdir(directory):
         raise InputError(f"{directory}: not a directory (expected a model directory with {CONFIG_FILE} and {WEIGHTS_FILE})")
     cfg_path = os.path.join(directory, CONFIG_FILE)
@@ -82,9 +82,32 @@ def load(directory: str, map_location="cpu") -> BDH:
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise InputError(f"{cfg_path}: bad JSON ({str(e).splitlines()[0]})") from None
     try:
-        config = BDHConfig.from_dict(data)
+        return BDHConfig.from_dict(data)
     except (ValueError, TypeError) as e:
         raise InputError(f"{cfg_path}: {str(e).splitlines()[0]}") from None
+
+
+def _expected_shapes(config: BDHConfig) -> dict:
+    h, N, d, V = config.n_head, config.N, config.d, config.vocab_size
+    return {"embed.weight": (V, d), "D_x": (h, N, d), "D_y": (h, N, d), "E": (d, h * N), "lm_head": (d, V)}
+
+
+def _check_tensors(w_path, expected: dict, shapes: dict, dtypes: dict) -> None:
+    missing = sorted(set(expected) - set(shapes))
+    unexpected = sorted(set(shapes) - set(expected))
+    if missing or unexpected:
+        raise InputError(f"{w_path}: tensor keys do not match the config: missing {missing}, unexpected {unexpected}")
+    for key, ref in expected.items():
+        if tuple(shapes[key]) != tuple(ref):
+            raise InputError(f"{w_path}: shape mismatch for {key}: expected {tuple(ref)} "
+                             f"(from {CONFIG_FILE}), got {tuple(shapes[key])}")
+        if not dtypes[key]:
+            raise InputError(f"{w_path}: {key} has a non-floating-point dtype, expected a floating-point tensor")
+
+
+def load(directory: str, map_location="cpu") -> BDH:
+    """Read a model directory written by `save`; every problem is a one-line InputError naming it."""
+    config = load_config(directory)
     w_path = os.path.join(directory, WEIGHTS_FILE)
     if not os.path.isfile(w_path):
         raise InputError(f"{directory}: no {WEIGHTS_FILE}")
@@ -108,3 +131,44 @@ def load(directory: str, map_location="cpu") -> BDH:
     model.to(dtype)
     model.load_state_dict(tensors)
     return model.to(map_location)
+
+
+def load_weights(directory: str, lo: int = 0, hi: int | None = None, E_all: bool = False) -> dict:
+    """The effective weights (gain * parameter, as `BDH.effective_weights`) of neurons lo..hi-1 only, float64
+    numpy, read straight from model.safetensors without building the model or reading the other neurons' rows:
+
+        D_x, D_y (hi - lo, d)   their rows (neuron index head * N + i; the file stores them (h, N, d))
+        E        (d, hi - lo)   its columns (all n columns with E_all)
+        embed (V, d), lm_head (d, V), config (the BDHConfig)
+
+    Each parameter is converted to float64 before its gain multiplies it, so the values equal
+    `BDH.effective_weights()` of the model converted to float64 (what the graph compilers read) bit for bit.
+    """
+    from safetensors import safe_open
+    config = load_config(directory)
+    n, N, h = config.n, config.N, config.n_head
+    hi = n if hi is None else hi
+    if not 0 <= lo <= hi <= n:
+        raise ValueError(f"load_weights: expected 0 <= lo <= hi <= n = {n}, got lo = {lo}, hi = {hi}")
+    w_path = os.path.join(directory, WEIGHTS_FILE)
+    if not os.path.isfile(w_path):
+        raise InputError(f"{directory}: no {WEIGHTS_FILE}")
+    g = config.resolved_gains()
+    eff = lambda t, name: (t.double() * g[name]).numpy()
+    try:
+        with safe_open(w_path, framework="pt", device="cpu") as f:
+            sl = {k: f.get_slice(k) for k in f.keys()}
+            _check_tensors(w_path, _expected_shapes(config), {k: tuple(s.get_shape()) for k, s in sl.items()},
+                           {k: s.get_dtype().startswith(("F", "BF")) for k, s in sl.items()})
+
+            def rows(name):                       # rows lo..hi of the (n, d) view of an (h, N, d) tensor
+                parts = [sl[name][k:k + 1, max(lo - k * N, 0):min(hi - k * N, N)].reshape(-1, config.d)
+                         for k in range(h) if max(lo, k * N) < min(hi, (k + 1) * N)]
+                return torch.cat(parts) if parts else torch.zeros(0, config.d)
+
+            return {"config": config, "lo": lo, "hi": hi, "E_lo": 0 if E_all else lo,
+                    "D_x": eff(rows("D_x"), "D_x"), "D_y": eff(rows("D_y"), "D_y"),
+                    "E": eff(sl["E"][:, :] if E_all else sl["E"][:, lo:hi], "E"),
+                    "embed": eff(sl["embed.weight"][:, :], "embed"), "lm_head": eff(sl["lm_head"][:, :], "lm_head")}
+    except (SafetensorError, OSError) as e:
+        raise InputError(f"{w_path}: not a readable safetensors file ({str(e).splitlines()[0]})") from None

@@ -95,6 +95,24 @@ class BDHState(NamedTuple):
     t_ref: int
 
 
+def retention(config: BDHConfig) -> dict:
+    """U exactly as applied, in neuron space (index head*N + i), float64 numpy, from the config alone.
+
+    u (n,): damping per key neuron, exp(-m_k) for every neuron of head k (ones without ALiBi);
+    theta (n//2,): radians per token of pair (2m, 2m+1) (zeros without RoPE).
+    U = diag(u) R(theta) with R acting on each pair as [[cos, -sin], [sin, cos]] (u is equal within a pair,
+    so the two commute); the attention score between positions tau < t is x_tau^T U^{t-tau} x_t.
+    """
+    C = config
+    u = np.ones(C.n)
+    if C.uses_alibi:
+        u = np.repeat(np.exp(-alibi_slopes(C.n_head, C.alibi_max_bias).numpy()), C.N)
+    theta = np.zeros(C.n // 2)
+    if C.uses_rope:
+        theta = np.tile(2 * math.pi * rope_frequencies(C.N, C.rope_theta).numpy()[::2], C.n_head)
+    return {"u": u, "theta": theta}
+
+
 # ----------------------------------------------------------------------------- the model
 
 class BDH(nn.Module):
@@ -486,21 +504,8 @@ class BDH(nn.Module):
         return out
 
     def retention(self) -> dict:
-        """U exactly as applied, in neuron space (index head*N + i), float64 numpy.
-
-        u (n,): damping per key neuron, exp(-m_k) for every neuron of head k (ones without ALiBi);
-        theta (n//2,): radians per token of pair (2m, 2m+1) (zeros without RoPE).
-        U = diag(u) R(theta) with R acting on each pair as [[cos, -sin], [sin, cos]] (u is equal within a pair,
-        so the two commute); the attention score between positions tau < t is x_tau^T U^{t-tau} x_t.
-        """
-        C = self.config
-        u = np.ones(C.n)
-        if self._slopes is not None:
-            u = np.repeat(np.exp(-self._slopes.numpy()), C.N)
-        theta = np.zeros(C.n // 2)
-        if self._freqs is not None:
-            theta = np.tile(2 * math.pi * self._freqs.numpy()[::2], C.n_head)
-        return {"u": u, "theta": theta}
+        """U exactly as applied, in neuron space (see `retention`)."""
+        return retention(self.config)
 
     def rho(self, state: BDHState) -> list:
         """The paper's rho_{t-1,l} (B,h,d,N) from a state: a_t,h = rho_h x_t,h (Eq. 8, before any LN)."""

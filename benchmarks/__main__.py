@@ -13,7 +13,8 @@ import os
 
 from benchmarks.common import machine
 
-BENCHMARKS = ["train_speed", "decode", "graph_bench", "long_context", "quality", "gpu_throughput", "dist_train"]
+BENCHMARKS = ["train_speed", "decode", "graph_bench", "long_context", "quality", "gpu_throughput", "dist_train",
+              "distributed_bench"]
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md")
 
 

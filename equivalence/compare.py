@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .compile import Compiled, compile_model
+from .compile import Compiled, Weights, compile_model
 from .run import GraphRunner, TensorRunner
 
 RTOL = {np.float64: 1e-9, np.float32: 1e-3}
@@ -185,32 +185,73 @@ def term_scales(W, tr, variant: str) -> dict:
     return out
 
 
+@dataclass
+class Reference:
+    """The tensor side of a comparison without rho (`tensor_reference`): the trace and the term scales of `ids`."""
+    variant: str
+    dtype: type
+    ids: np.ndarray
+    tr: dict
+    terms: dict
+
+
+def tensor_reference(model, idx="hello", dtype=np.float64) -> Reference:
+    """Run the tensor model on `idx` once, for `compare(None, compiled, idx, reference=...)` later: a rank can
+    then free the tensor model before it compiles its block, so its peak memory is the larger of the two
+    sides instead of their sum (the ~100M run of docs/distributed.md)."""
+    dtype = np.dtype(dtype).type
+    ids = as_ids(idx, model.config.vocab_size)
+    tensor = TensorRunner(model, dtype)
+    tr = tensor.trace(ids)
+    W = Weights.of(tensor.model if dtype is np.float64 else TensorRunner(model, np.float64).model)
+    return Reference(model.config.variant, dtype, ids, tr, term_scales(W, tr, model.config.variant))
+
+
 def compare(model, compiled: Compiled | str | None = None, idx="hello", backend: str = "numba",
             dtype=np.float64, rtol: float | None = None, state: bool = True, device=None, comm=None,
-            progress=False) -> CompareReport:
+            progress=False, reference: Reference | None = None) -> CompareReport:
     """Run `model` (torch, any dtype: converted to `dtype`) and its graph (float64) on the same tokens.
 
     compiled: a Compiled, a compile name ("dense", "circuit", "official") or None (the default compile).
     state=False skips rho (saves time on big models). progress=True: a tqdm bar on stderr, one step per token.
     Returns a CompareReport; `report.ok` against `rtol` (default RTOL[dtype]). Sharded (`comm`, or the compiled
     network's): every rank runs its block of the graph, rank 0 alone runs the tensor model and compares, and
-    every rank returns the same report.
+    every rank returns the same report. Only rank 0 needs `model`: the other ranks may pass None with a
+    Compiled (e.g. compiled from the model directory, so that no rank but 0 ever builds the tensor model).
+    `reference` (from `tensor_reference(model, idx, dtype)`, on rank 0) replaces the tensor model there
+    (state=False only: rho needs the recurrent tensor state per token).
     """
+    if reference is not None:
+        if state:
+            raise ValueError("compare: a precomputed reference has no rho; pass state=False")
+        dtype, idx = reference.dtype, reference.ids
     dtype = np.dtype(dtype).type
     if dtype not in RTOL:
         raise ValueError(f"dtype: expected float64 or float32, got {np.dtype(dtype).name}")
     rtol = RTOL[dtype] if rtol is None else float(rtol)
-    ids = as_ids(idx, model.config.vocab_size)
     if not isinstance(compiled, Compiled):
+        if model is None:
+            raise ValueError("compare: a model is needed to compile from (got model=None and no Compiled)")
         compiled = compile_model(TensorRunner(model, np.float64).model, compiled, comm=comm)
-    if compiled.variant != model.config.variant:
-        raise ValueError(f"compiled model is variant {compiled.variant!r}, the tensor model {model.config.variant!r}")
     net_comm = compiled.network.comm
     root = net_comm.rank == 0
-    tensor = TensorRunner(model, dtype) if root else None
-    tr = tensor.trace(ids) if root else None
+    if root and model is None and reference is None:
+        raise ValueError("compare: rank 0 needs the tensor model (got model=None)")
+    ids = as_ids(idx, compiled.weights.V)
+    variant = model.config.variant if model is not None else reference.variant if reference is not None else None
+    if variant is not None and compiled.variant != variant:
+        raise ValueError(f"compiled model is variant {compiled.variant!r}, the tensor model {variant!r}")
     official = compiled.variant == "official"
-    terms = term_scales(compiled.weights, tr, compiled.variant) if root else None
+    tensor = tr = terms = None
+    if root and reference is not None:
+        tr, terms = reference.tr, reference.terms
+    elif root:
+        tensor = TensorRunner(model, dtype)
+        tr = tensor.trace(ids)
+        W = compiled.weights
+        if not W.full:                                         # a sliced compile: the scales need every neuron
+            W = Weights.of(tensor.model if dtype is np.float64 else TensorRunner(model, np.float64).model)
+        terms = term_scales(W, tr, compiled.variant)
     names = ["logits", "x", "y"] + list(compiled.record) + (["rho"] if state else [])
     rep = CompareReport(compiled.name, compiled.variant, backend, np.dtype(dtype).name, rtol, len(ids),
                         {k: QuantityError(k, rtol=rtol) for k in names}, compiled.report)

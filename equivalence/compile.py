@@ -18,15 +18,20 @@ needed only to read them.
 Sharded (docs/distributed.md): every compile takes `comm` (bdh_graph.comm; default MPI.COMM_WORLD under mpiexec,
 else in process) and each rank builds only the blocks it owns (`Network.owned`: its rows of the groups into the
 neurons, its columns of the groups out of them) straight from the weights: no process holds the whole graph.
+Given a model directory in place of a model, each rank reads only its neurons' rows of D_x, D_y and columns of
+E from model.safetensors (`Weights.load`, `bdh_gpu.load_weights`) and never builds the torch model; given a
+model, every rank slices the whole model's weights (`Weights.of`). P = 1 is the same code with one block.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
 
 from bdh_graph import Network, kernels as K
+from bdh_graph.comm import as_comm, block
 
 from .rules import LN_EPS, LN_VARIABLES, clique, layer_norm_rounds, linear
 
@@ -45,7 +50,11 @@ def neg(a):
 
 @dataclass(frozen=True)
 class Weights:
-    """The model's parameters and U in float64 numpy, neuron index = head * N + i (paper names)."""
+    """The model's parameters and U in float64 numpy, neuron index = head * N + i (paper names).
+
+    A Weights may hold only a range of neurons: rows lo .. lo + len(D_x) of D_x and D_y, columns E_lo .. of E
+    (`Weights.load` on one rank's block). Read them by global neuron ranges with `Dx(rows)`, `Dy(rows)`,
+    `Ec(cols)`, which refuse a range the Weights does not hold."""
     variant: str
     n: int
     d: int
@@ -60,18 +69,68 @@ class Weights:
     lm_head: np.ndarray  # (d, V)
     u: np.ndarray | None       # (n,) retention per key neuron, None when U has no damping
     theta: np.ndarray | None   # (n/2,) radians per token per neuron pair, None without RoPE
+    lo: int = 0                # first neuron (row) of D_x, D_y held
+    E_lo: int = 0              # first neuron (column) of E held
 
     @classmethod
     def of(cls, model) -> "Weights":
         """The matrices the model computes with (`model.effective_weights()`: constant gains folded in)."""
         C = model.config
         f = lambda t: t.detach().to("cpu").double().numpy().copy()
-        ret = model.retention()
         w = model.effective_weights()
-        return cls(C.variant, C.n, C.d, C.n_head, C.N, C.n_layer, C.vocab_size,
-                   f(w["E"]), f(w["D_x"]).reshape(C.n, C.d), f(w["D_y"]).reshape(C.n, C.d),
-                   f(w["embed"]), f(w["lm_head"]),
-                   ret["u"] if C.uses_alibi else None, ret["theta"] if C.uses_rope else None)
+        return cls._make(C, f(w["E"]), f(w["D_x"]).reshape(C.n, C.d), f(w["D_y"]).reshape(C.n, C.d),
+                         f(w["embed"]), f(w["lm_head"]))
+
+    @classmethod
+    def load(cls, directory, lo: int = 0, hi: int | None = None, E_all: bool = False) -> "Weights":
+        """Neurons lo..hi-1 of a model directory's weights (all of E's columns with E_all), read from
+        model.safetensors without building the model; equal to `Weights.of` of the model in float64."""
+        from bdh_gpu.io import load_weights
+        w = load_weights(os.fspath(directory), lo, hi, E_all)
+        return cls._make(w["config"], w["E"], w["D_x"], w["D_y"], w["embed"], w["lm_head"], lo, w["E_lo"])
+
+    @classmethod
+    def _make(cls, C, E, D_x, D_y, embed, lm_head, lo=0, E_lo=0):
+        from bdh_gpu.model import retention
+        ret = retention(C)
+        return cls(C.variant, C.n, C.d, C.n_head, C.N, C.n_layer, C.vocab_size, E, D_x, D_y, embed, lm_head,
+                   ret["u"] if C.uses_alibi else None, ret["theta"] if C.uses_rope else None, lo, E_lo)
+
+    @property
+    def full(self) -> bool:
+        """Whether every neuron's rows and columns are held."""
+        return self.lo == 0 and len(self.D_x) == self.n and self.E_lo == 0 and self.E.shape[1] == self.n
+
+    def _local(self, s, lo, size, what):
+        if s.start < lo or s.stop > lo + size:
+            raise ValueError(f"Weights: {what} {s.start}:{s.stop} requested, only {lo}:{lo + size} held")
+        return slice(s.start - lo, s.stop - lo)
+
+    def Dx(self, rows: slice) -> np.ndarray:
+        return self.D_x[self._local(rows, self.lo, len(self.D_x), "D_x rows")]
+
+    def Dy(self, rows: slice) -> np.ndarray:
+        return self.D_y[self._local(rows, self.lo, len(self.D_y), "D_y rows")]
+
+    def Ec(self, cols: slice) -> np.ndarray:
+        return self.E[:, self._local(cols, self.E_lo, self.E.shape[1], "E columns")]
+
+
+def _config(source):
+    """The BDHConfig of a model or of a model directory (config.json only)."""
+    if isinstance(source, (str, os.PathLike)):
+        from bdh_gpu.io import load_config
+        return load_config(os.fspath(source))
+    return source.config
+
+
+def _weights(source, comm, n, E_all=False) -> Weights:
+    """The weights this rank compiles from: only its block of the n neurons (`bdh_graph.comm.block`, as the
+    `neurons` population splits) when `source` is a model directory; the whole model's when it is a model."""
+    if isinstance(source, (str, os.PathLike)):
+        lo, hi = block(n, comm.size, comm.rank)
+        return Weights.load(source, lo, hi, E_all)
+    return Weights.of(source)
 
 
 @dataclass
@@ -107,7 +166,9 @@ class Compiled:
         z = W.embed[ids]
         if self.variant == "paper":
             z = layer_norm(z)
-        x0 = pos(z @ W.D_x.T)                                  # x_0 = y_0 = (D_x z)^+, as model.input_boundary
+        p = self.network.populations["neurons"]                # this rank's neurons (the others' stay 0)
+        x0 = np.zeros((T, W.n))
+        x0[:, p.lo:p.hi] = pos(z @ W.Dx(slice(p.lo, p.hi)).T)  # x_0 = y_0 = (D_x z)^+, as model.input_boundary
         return x0, x0.copy(), [{} for _ in ids]
 
     def rho(self, state, root=0):
@@ -126,7 +187,7 @@ class Compiled:
         g = self.network.groups[self.network.edge_vars[name].group]
         M = g.matrix(state.edges[name]).toarray()
         if self.name == "dense":                               # rows = this rank's value neurons
-            return W.E[:, g.row0:g.row0 + g.n_post] @ M        # rho = E sigma
+            return W.Ec(slice(g.row0, g.row0 + g.n_post)) @ M  # rho = E sigma
         out = np.zeros((W.d, W.n))
         cols = np.arange(g.col0, g.col0 + g.n_pre)
         if self.name == "circuit":
@@ -159,15 +220,16 @@ def _size_report(net, state_groups):
                 layers=net.layers, rounds_per_token=len(net.kernel.rounds))
 
 
-def _check_applies(model, how):
-    v = model.config.variant
+def _check_applies(config, how):
+    v = config.variant
     if v not in APPLIES[how]:
         raise ValueError(f"compile {how!r} does not apply to variant {v!r} (it applies to "
-                         f"{' and '.join(APPLIES[how])}; use {default_compile(model)!r})")
+                         f"{' and '.join(APPLIES[how])}; use {default_compile(config)!r})")
 
 
-def default_compile(model) -> str:
-    C = model.config
+def default_compile(source) -> str:
+    """The default compile of a model, a model directory or a BDHConfig."""
+    C = source if hasattr(source, "variant") and hasattr(source, "n_head") else _config(source)
     if C.variant in APPLIES["official"]:
         return "official"
     return "dense" if C.n <= DENSE_MAX_N else "circuit"
@@ -214,24 +276,26 @@ def compile_dense(model, *, damping="eq6", hebbian_orientation="eq6", comm=None)
     O(n^2) memory. `damping` and `hebbian_orientation` pass to Table 1(b) (reference 2a, 2b): only the
     defaults reproduce Eq. 7 (tests/test_equiv_ambiguities.py).
     """
-    _check_applies(model, "dense")
-    W = Weights.of(model)
+    C = _config(model)
+    _check_applies(C, "dense")
+    comm = as_comm(comm)
+    W = _weights(model, comm, C.n, E_all=True)                               # a neuron row reads all of E
     memo = {}
 
     def blocks(name, rows, cols):                                            # this rank's rows of (n, n) graphs
         if name == "Gs":
             return _ones(rows.stop - rows.start, cols.stop - cols.start)
-        D = W.D_x if name.startswith("Gx") else W.D_y
+        D = W.Dx if name.startswith("Gx") else W.Dy
         if name[:2] not in memo:
             memo.clear()
-            memo[name[:2]] = D[rows] @ W.E[:, cols]                          # row = receiving neuron
+            memo[name[:2]] = D(rows) @ W.Ec(cols)                            # row = receiving neuron
         G = memo[name[:2]]
         return pos(G) if name.endswith("_e") else neg(G)
 
     net = Network.from_blocks(W.n, blocks, u=W.u, theta=W.theta, layers=W.L, damping=damping,
                               hebbian_orientation=hebbian_orientation, comm=comm)
     memo.clear()
-    _output(net, "neurons", lambda cols: W.lm_head.T @ W.E[:, cols], W.V)    # logits = lm_head^T E y_L
+    _output(net, "neurons", lambda cols: W.lm_head.T @ W.Ec(cols), W.V)    # logits = lm_head^T E y_L
     base = net.kernel
     layers = base.layers[:-1] + (base.layers[-1] + (_readout_round("Y"),),)
     net.with_kernel(K.Kernel(layers, name="Table 1(b) + read-out"))
@@ -264,18 +328,20 @@ def compile_circuit(model, comm=None) -> Compiled:
     The write uses H, this layer's copy of E y_{l-1} at the hubs: the layer offset of reference 5 disappears
     because the hubs keep their own variable while the neurons' Y moves on.
     """
-    _check_applies(model, "circuit")
-    W = Weights.of(model)
+    C = _config(model)
+    _check_applies(C, "circuit")
+    net = Network(comm)
+    W = _weights(model, net.comm, C.n)
     n, d = W.n, W.d
-    net = Network(comm).add_population("neurons", n).add_population("hub", 2 * d, variables=("H", "A"))
+    net.add_population("neurons", n).add_population("hub", 2 * d, variables=("H", "A"))
     _, cols = net.owned("neurons", "hub")                                     # this rank's neurons, as sources
     rows, _ = net.owned("hub", "neurons")                                     # ... and as targets
-    Ep = np.vstack([pos(W.E[:, cols]), neg(W.E[:, cols])])                    # E' (2d, n): its columns
-    De, Di = hub_split(W.D_x[rows])                                           # (n, 2d): its rows
-    Gy_e, Gy_i = hub_split(W.D_y[rows])                                       # Gy_e - Gy_i = D_y [I, -I]
-    net.add_group("E'", "neurons", "hub", block=Ep)
-    net.add_group("De", "hub", "neurons", block=De).add_group("Di", "hub", "neurons", block=Di)
-    net.add_group("Gy_e", "hub", "neurons", block=Gy_e).add_group("Gy_i", "hub", "neurons", block=Gy_i)
+    # each dense block lives only until its group holds it (the compile's peak memory is then the graph's own)
+    net.add_group("E'", "neurons", "hub", block=np.vstack([pos(W.Ec(cols)), neg(W.Ec(cols))]))   # E' (2d, n)
+    for D, names in ((W.Dx, ("De", "Di")), (W.Dy, ("Gy_e", "Gy_i"))):       # (n, 2d): its rows
+        for name, M in zip(names, hub_split(D(rows))):                      # Gy_e - Gy_i = D_y [I, -I]
+            net.add_group(name, "hub", "neurons", block=M)
+        del M
     net.add_group("Gs", "neurons", "hub", block=_ones(2 * d, cols.stop - cols.start))
     for l in range(W.L):
         net.add_edge_variable(K.sigma_name(l), "Gs", u=W.u, theta=W.theta)
@@ -337,21 +403,23 @@ def compile_official(model, comm=None) -> Compiled:
     Rounds per token: official 10 L + 3, paper 8 L + 4 (each LN 2 rounds; 4 L + 2 for both when LN was one
     group-wide rule).
     """
-    _check_applies(model, "official")
-    W = Weights.of(model)
+    C = _config(model)
+    _check_applies(C, "official")
+    net = Network(comm)
+    W = _weights(model, net.comm, C.n)
     n, d, h, N = W.n, W.d, W.h, W.N
     official = W.variant == "official"
-    net = Network(comm).add_population("neurons", n)
+    net.add_population("neurons", n)
     net.add_population("res", d, variables=("V", "W", "Ze", "Zi", "Z") + LN_VARIABLES)
     net.add_population("att", h * d, variables=("Q", "A", "N") + LN_VARIABLES)
     net.add_group("ln_res", "res", "res", clique(1, d)).add_group("ln_att", "att", "att", clique(h, d))
     rows, _ = net.owned("res", "neurons")                                     # this rank's neurons as targets
     _, cols = net.owned("neurons", "res")                                     # ... and as sources
-    net.add_group("Dx_e", "res", "neurons", block=pos(W.D_x[rows])).add_group("Dx_i", "res", "neurons", block=neg(W.D_x[rows]))
+    net.add_group("Dx_e", "res", "neurons", block=pos(W.Dx(rows))).add_group("Dx_i", "res", "neurons", block=neg(W.Dx(rows)))
     net.add_group("copy", "res", "att", sp.csc_matrix(np.tile(np.eye(d), (h, 1))))
-    net.add_group("Dy_e", "att", "neurons", block=_head_blocks(pos(W.D_y[rows]), rows.start, N, d, h))
-    net.add_group("Dy_i", "att", "neurons", block=_head_blocks(neg(W.D_y[rows]), rows.start, N, d, h))
-    net.add_group("E_e", "neurons", "res", block=pos(W.E[:, cols])).add_group("E_i", "neurons", "res", block=neg(W.E[:, cols]))
+    net.add_group("Dy_e", "att", "neurons", block=_head_blocks(pos(W.Dy(rows)), rows.start, N, d, h))
+    net.add_group("Dy_i", "att", "neurons", block=_head_blocks(neg(W.Dy(rows)), rows.start, N, d, h))
+    net.add_group("E_e", "neurons", "res", block=pos(W.Ec(cols))).add_group("E_i", "neurons", "res", block=neg(W.Ec(cols)))
     net.add_group("Gs", "neurons", "att", block=_head_blocks(np.ones((cols.stop - cols.start, d)), cols.start, N, d, h).T.tocsc())
     for l in range(W.L):
         net.add_edge_variable(K.sigma_name(l), "Gs", u=W.u, theta=W.theta)
@@ -415,8 +483,8 @@ _COMPILERS = {"dense": compile_dense, "circuit": compile_circuit, "official": co
 
 
 def compile_model(model, how: str | None = None, **kw) -> Compiled:
-    """Compile `model` with `how` in COMPILES (None: `default_compile(model)`); `comm=` shards it (module
-    docstring)."""
+    """Compile `model` (a bdh_gpu.BDH, or a model directory: each rank then reads only its block of the
+    weights) with `how` in COMPILES (None: `default_compile(model)`); `comm=` shards it (module docstring)."""
     how = default_compile(model) if how is None else how
     if how not in _COMPILERS:
         raise ValueError(f"compile: expected one of {', '.join(COMPILES)}, got {how!r}")

@@ -162,3 +162,30 @@ def test_errors_are_relative_to_the_terms_summed(variant):
     assert q.ok, q.max_rel
     q.add(np.array([1e-10]), np.array([1e-10 + 1e-6]), 1, None, terms=1.0)
     assert not q.ok and q.first_bad == (1, None)
+
+
+@pytest.mark.parametrize("variant, how", [("normfree", "circuit"), ("official", "official")])
+def test_compile_from_directory_and_precomputed_reference(variant, how, tmp_path):
+    """A compile from the saved model directory (each rank reads only its slice of the weights,
+    `bdh_gpu.load_weights`) equals the compile of the model itself, and `compare` against a tensor reference
+    computed beforehand (`tensor_reference`, so the model can be freed first) gives the same report as
+    `compare` with the model. Bad slices and wrong-variant references are one-line errors."""
+    import bdh_gpu
+    from equivalence import compile_model, tensor_reference
+    c = Case(variant, "rope+alibi", h=2, N=6, d=4, L=2, ids=(5, 6, 7, 1))
+    model = c.model()
+    bdh_gpu.save(model, str(tmp_path))
+    a, b = compile_model(model, how), compile_model(str(tmp_path), how)
+    for name in ("E", "D_x", "D_y", "embed", "lm_head"):
+        assert np.array_equal(getattr(a.weights, name), getattr(b.weights, name)), name
+    ra = compare(model, a, bytes(c.ids), backend="numpy", state=False)
+    rb = compare(None, b, bytes(c.ids), backend="numpy", state=False, reference=tensor_reference(model, bytes(c.ids)))
+    assert ra.ok and rb.ok
+    assert {k: q.max_rel for k, q in ra.quantities.items()} == {k: q.max_rel for k, q in rb.quantities.items()}
+    with pytest.raises(ValueError, match="no rho"):
+        compare(None, b, bytes(c.ids), reference=tensor_reference(model, bytes(c.ids)))
+    with pytest.raises(ValueError, match="lo <= hi"):
+        bdh_gpu.load_weights(str(tmp_path), 4, 2)
+    with pytest.raises(ValueError, match="only 2:4 held"):
+        equivalence_weights = __import__("equivalence").Weights.load(str(tmp_path), 2, 4)
+        equivalence_weights.Dx(slice(0, 4))

@@ -95,25 +95,68 @@ def test_sharded_compiles_equal_one_process(comm, cases):
     """The dense (Obs. 4), circuit (Claims 3-4) and official (LN, Eq. 8 / released model) compiles of small random
     models, each rank compiling only its block: logits, x, y, rho and the official residual stream equal the
     single process (neuron -> hub groups: the Allreduce of partial sums; hub -> neuron groups: no traffic).
+    Each compile is made twice: from the torch model, and from the saved model directory, where each rank reads
+    only its neurons' rows of D_x, D_y and columns of E (gains folded in) and no rank builds a torch model; the
+    two are equal to rel 1e-12 on every rank (asserted here), and both equal the single process (the harness).
     P = 1 under mpiexec is the in-process path (size 1 means SelfComm), already run as the reference and on one
     rank by the test above, so only P = 2, 3 are launched here (torch's import makes each launch ~10 s)."""
+    import shutil
+    import tempfile
+
     import torch
 
+    import bdh_gpu
     import equivalence as EQ
     from equivalence.strategies import Case
+    from mpi_harness import assert_close
     torch.set_num_threads(1)
     out = {}
     for k, d in enumerate(cases):
         case = Case(**{**d, "ids": tuple(d["ids"])})
         model = case.model()
+        folder = comm.bcast(tempfile.mkdtemp(prefix="bdh-sliced-") if comm.rank == 0 else None)
+        if comm.rank == 0:
+            bdh_gpu.save(model, folder)
+        comm.barrier()
         hows = ("dense", "circuit") if case.variant == "normfree" else ("official",)
         for how in hows:
-            c = EQ.compile_model(model, how, comm=comm)
-            rows = list(EQ.GraphRunner(c, "numba").feed(case.ids, with_state=True))
+            got = {}
+            for src in ("model", "sliced"):
+                if src == "model":
+                    c = EQ.compile_model(model, how, comm=comm)
+                else:
+                    with _no_torch_model():
+                        c = EQ.compile_model(folder, how, comm=comm)
+                    lo, hi = c.network.populations["neurons"].lo, c.network.populations["neurons"].hi
+                    assert (c.weights.lo, len(c.weights.D_x)) == (lo, hi - lo), "the rank read more than its rows"
+                    assert how == "dense" or c.weights.E.shape[1] == hi - lo, "the rank read more than its columns"
+                rows = list(EQ.GraphRunner(c, "numba").feed(case.ids, with_state=True))
+                got[src] = {q: np.stack([r[q] for r in rows]) for q in ("x", "y", "rho")} if comm.rank == 0 else {}
+                got[src]["logits"] = np.stack([r["logits"] for r in rows])     # replicated: every rank has them
+                got[src].update({q: np.stack([r[q] for r in rows]) for q in c.record})
+            assert_close(got["model"], got["sliced"], f"case {k} {how}: rank {comm.rank}: sliced vs whole-model compile")
             if comm.rank == 0:
-                out[f"{k}/{how}"] = {q: np.stack([r[q] for r in rows]) for q in ("logits", "x", "y", "rho")
-                                     + tuple(c.record)}
+                out[f"{k}/{how}"] = got["model"]
+                out[f"{k}/{how}/sliced"] = got["sliced"]
+        comm.barrier()
+        if comm.rank == 0:
+            shutil.rmtree(folder)
     return out
+
+
+class _no_torch_model:
+    """Within: constructing a bdh_gpu.BDH fails (a compile from a model directory must not build one)."""
+
+    def __enter__(self):
+        from bdh_gpu import model as M
+        self.M, self.init = M, M.BDH.__init__
+
+        def refuse(*a, **k):
+            raise AssertionError("a torch model was built during a compile from the model directory")
+        M.BDH.__init__ = refuse
+
+    def __exit__(self, *exc):
+        self.M.BDH.__init__ = self.init
 
 
 # ---- the CLI and faults --------------------------------------------------------------------------------------

@@ -57,11 +57,18 @@ def run(args) -> int:
     if args.device is not None and args.backend != "pyg":
         raise InputError(f"--device: only --backend pyg takes a device, got --backend {args.backend}")
     raw = read_text(args)
-    model = load_model(args.model_dir).eval()
-    if max(raw) >= model.config.vocab_size:
-        raise InputError(f"--text: byte {max(raw)} is outside the model's vocabulary of {model.config.vocab_size}")
-    how = check_compile(model, args.how)
-    compiled = equivalence.compile_model(equivalence.TensorRunner(model).model, how)
+    from types import SimpleNamespace
+
+    from bdh_graph.comm import world_rank
+    if world_rank() == 0:    # the tensor side: rank 0 alone loads the model; the others read only config.json
+        model = spec = load_model(args.model_dir).eval()
+    else:
+        import bdh_gpu
+        model, spec = None, SimpleNamespace(config=bdh_gpu.load_config(args.model_dir))
+    if max(raw) >= spec.config.vocab_size:
+        raise InputError(f"--text: byte {max(raw)} is outside the model's vocabulary of {spec.config.vocab_size}")
+    how = check_compile(spec, args.how)
+    compiled = equivalence.compile_model(args.model_dir, how)   # each rank reads only its slice of the weights
     rep = equivalence.compare(model, compiled, raw, backend=args.backend, rtol=args.tolerance,
                               state=not args.no_state, device=args.device, progress=True)
     if args.json:
