@@ -57,6 +57,8 @@ def add_parser(subparsers):
     p.add_argument("--engine", default="tensor", help=f"one of {', '.join(ENGINES)} (default tensor)")
     p.add_argument("--out", required=True, help="output .npy path")
     p.add_argument("--backend", choices=BACKENDS, help="graph engines only: numba (default) | pyg | numpy")
+    from bdh.commands.train import add_attention_args
+    add_attention_args(p)
     p.set_defaults(func=run)
     return p
 
@@ -78,6 +80,7 @@ def run(args) -> int:
     import torch
 
     import bdh_gpu
+    from bdh.commands.train import attention_chunk
 
     if args.engine not in ENGINES:
         raise ValueError(f"--engine: expected one of {', '.join(ENGINES)}, got {args.engine!r}")
@@ -87,7 +90,11 @@ def run(args) -> int:
         raise ValueError(f"{args.text_file}: empty text, expected at least 1 byte")
     if len(raw) > MAX_TEXT_BYTES:
         raise ValueError(f"{args.text_file}: expected at most {MAX_TEXT_BYTES:,} bytes, got more")
+    chunk = attention_chunk(args)
+    if (args.attention is not None or args.chunk_size is not None) and args.engine != "tensor":
+        raise ValueError(f"--attention/--chunk-size: apply to --engine tensor, got --engine {args.engine}")
     model = bdh_gpu.load(args.model_dir).eval()
+    model.chunk_size = chunk
     ids = torch.tensor(list(raw), dtype=torch.long)
     engine = ENGINES[args.engine]
     if getattr(args, "backend", None) is not None and not getattr(engine, "graph", False):
