@@ -263,17 +263,21 @@ class BDH(nn.Module):
         dev, dt = xr.device, xr.dtype
         alibi = self._slopes is not None
         # token-parallel within the block: scores (R_t x_t).(R_tau x_tau) u^{t-tau}, tau < t
-        scores = (xr @ xr.mT).tril_(-1)                                           # (B,h,T,T), tau < t only
-        if alibi:
-            lag = (pos[:, None] - pos[None, :]).clamp(min=0)
-            scores = scores * self._decay(lag, dev).to(dt)                        # u^{t-tau} per head (h,T,T)
-        # one product for all heads, (B, h*T, T) @ (B, T, d): no per-head copy of the values
-        a = (scores.reshape(B, h * T, T) @ value.to(dt)).view(B, h, T, -1)       # (B,h,T,d)
+        a = None
+        if T > 1:                                               # one token has no earlier token in its block
+            scores = (xr @ xr.mT).tril_(-1)                                       # (B,h,T,T), tau < t only
+            if alibi:
+                lag = (pos[:, None] - pos[None, :]).clamp(min=0)
+                scores = scores * self._decay(lag, dev).to(dt)                    # u^{t-tau} per head (h,T,T)
+            # one product for all heads, (B, h*T, T) @ (B, T, d): no per-head copy of the values
+            a = (scores.reshape(B, h * T, T) @ value.to(dt)).view(B, h, T, -1)   # (B,h,T,d)
         if S is not None:                                       # tokens before the block, from the state
             read = xr @ S.to(dt)                                                  # (B,h,T,d)
             if alibi:
                 read = read * self._decay(pos - t_ref, dev).to(dt)[None, :, :, None]
-            a = a + read
+            a = read if a is None else a + read
+        elif a is None:
+            a = xr.new_zeros(B, h, T, value.shape[-1])
         if not build:
             return a, None
         autocast = torch.is_autocast_enabled(dev.type)
@@ -537,6 +541,21 @@ class BDH(nn.Module):
             return z @ self.lm_head
         Ey = z @ self.E.mT
         return (Ey if self.config.variant == "normfree" else layer_norm(Ey)) @ self.lm_head
+
+
+def decoder_in(model: BDH, dtype: torch.dtype) -> BDH:
+    """Opt-in 16-bit decoding: a copy of `model` (eval mode) with weights, and hence `init_state`'s state, in
+    dtype (torch.float16 or torch.bfloat16); the matmul and LayerNorm kernels accumulate in float32. Halves the
+    bytes a decoding step moves (3nd weights + 2nd state per layer). Not for training. The error against
+    float32 is measured by `python -m benchmarks.decode` (logit_rel_error) and bounded in
+    tests/test_perf_attention_forms.py."""
+    import copy
+
+    if dtype not in (torch.float16, torch.bfloat16):
+        raise ValueError(f"decoder_in: expected torch.float16 or torch.bfloat16, got {dtype}")
+    out = copy.deepcopy(model).eval().to(dtype)
+    out._cache = {}
+    return out
 
 
 def _check_chunk(chunk_size):

@@ -110,3 +110,26 @@ def test_cli_attention_forms_equal(tmp_path, capsys):
         assert main(argv) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and msg in err[0], err
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float16, 1e-2), (torch.bfloat16, 5e-2)])
+def test_decoder_in_16_bit_is_close_and_opt_in(dtype, tol):
+    """Opt-in 16-bit decoding (`decoder_in`): weights and the Eq. 8 state in 16 bits, the float32 model left
+    untouched; recurrent logits over 48 tokens stay within tol x max |logit| of float32 (a bound, measured in
+    benchmarks/decode.py as logit_rel_error), and a 32-bit dtype is a one-line ValueError."""
+    torch.manual_seed(0)
+    model = BDH(BDHConfig(n_head=2, d=32, N=64, n_layer=2, dropout=0.0)).eval()
+    half = M.decoder_in(model, dtype)
+    assert model.D_x.dtype == torch.float32 and half.D_x.dtype == dtype
+    ids = torch.randint(0, 256, (2, 48), generator=torch.Generator().manual_seed(1))
+    s32, s16 = model.init_state(2), half.init_state(2)
+    assert s16.S[0].dtype == dtype
+    err, scale = 0.0, 0.0
+    with torch.no_grad():
+        for t in range(ids.shape[1]):
+            l32, s32 = model.step(ids[:, t], s32, sparse=False)
+            l16, s16 = half.step(ids[:, t], s16, sparse=False)
+            err, scale = max(err, float((l16.float() - l32).abs().max())), max(scale, float(l32.abs().max()))
+    assert err <= tol * scale, (err, scale)
+    with pytest.raises(ValueError, match="decoder_in: expected torch.float16 or torch.bfloat16"):
+        M.decoder_in(model, torch.float64)
