@@ -100,6 +100,17 @@ def write(path: str, sections: dict) -> None:
     os.replace(tmp, path)                                        # atomic: never a half-written file
 
 
+def write_section(r: dict, quick: bool = False, m: dict | None = None) -> str:
+    """Write one benchmark's section into its results file, keeping the others; returns the path. For module
+    CLIs run with non-default sizes (`python -m benchmarks.attention --T 2048 --write`): the section's notes
+    say what was run."""
+    path = RESULTS_QUICK if quick else RESULTS
+    sections = read_sections(path)
+    sections[r["name"]] = section(r, m or machine(), quick)
+    write(path, sections)
+    return path
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help=f"small sizes; writes {os.path.basename(RESULTS_QUICK)}")

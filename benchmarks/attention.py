@@ -124,18 +124,19 @@ def crossover(rows) -> tuple:
     """(smallest T from which the best chunked form beats full at every larger T measured, its best C)."""
     by = {(r["T"], r["form"]): r["speed_vs_released"] for r in rows}
     Ts = sorted({r["T"] for r in rows})
-    best = {T: max((f for f in (f"c{c}" for c in CHUNKS) if (T, f) in by), key=lambda f: by[(T, f)]) for T in Ts}
-    wins = [T for T in Ts if by[(T, best[T])] > by[(T, "full")]]
+    best = {T: max((f for f in (f"c{c}" for c in CHUNKS) if (T, f) in by), key=lambda f: by[(T, f)], default=None)
+            for T in Ts}
+    wins = [T for T in Ts if best[T] and by[(T, best[T])] > by[(T, "full")]]
     start = next((T for T in Ts if all(t in wins for t in Ts if t >= T)), None)
     return start, (int(best[max(Ts)][1:]) if start is not None else None)
 
 
-def run(quick: bool = False, Ts=None, rounds=None, log=lambda s: None) -> dict:
+def run(quick: bool = False, Ts=None, rounds=None, log=lambda s: None, chunks=CHUNKS) -> dict:
     from bdh_gpu import model as M
 
     Ts = Ts or ([256, 1024] if quick else [256, 512, 1024, 2048, 4096])
     rounds = rounds or (1 if quick else 3)
-    forms = ["released", "full"] + [f"c{c}" for c in CHUNKS] + ["auto"]
+    forms = ["released", "full"] + [f"c{c}" for c in chunks] + ["auto"]
     rows = time_forms(Ts, forms, rounds, log)
     mem_Ts = [T for T in Ts if T >= 1024] or Ts[-1:]
     mem = {T: {f: memory(T, f) for f in ("released", "auto")} for T in mem_Ts}
@@ -178,13 +179,19 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--T", type=int, nargs="+")
     ap.add_argument("--rounds", type=int)
+    ap.add_argument("--chunks", type=int, nargs="+", default=list(CHUNKS), help="chunk sizes to time")
+    ap.add_argument("--write", action="store_true", help="write this section of benchmarks/RESULTS.md")
     a = ap.parse_args(argv)
     if a.child:
         print(json.dumps(child_memory(int(a.child[0]), a.child[1])))
         return 0
-    r = run(a.quick, a.T, a.rounds, log=lambda s: print(s, flush=True))
+    r = run(a.quick, a.T, a.rounds, log=lambda s: print(s, flush=True), chunks=tuple(a.chunks))
+    r["notes"].insert(0, "Command: `python -m benchmarks.attention " + " ".join(argv or sys.argv[1:]) + "`.")
     for g in r["goals"]:
         print(json.dumps(g))
+    if a.write:
+        from benchmarks.__main__ import write_section
+        print("wrote", write_section(r, a.quick))
     return 0
 
 
