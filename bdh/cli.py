@@ -3,17 +3,22 @@
 Each subcommand lives in `bdh/commands/<name>.py` with `add_parser(subparsers)` and `run(args) -> int`.
 Bad input raises `UsageError` (or ValueError / OSError from the packages) and becomes one line on
 stderr with exit code 2, never a traceback.
+
+Under `mpiexec -n P` (P > 1; docs/distributed.md) every rank runs the same command on its block of the graph and
+rank 0 alone prints. An error on any rank prints its one line and aborts the whole MPI job with the exit code
+(2 for bad input, 1 otherwise), so no rank is left waiting in a collective.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 COMMANDS = [
     "train", "generate", "logits", "eval", "import_official",  # tensor model (bdh_gpu)
     "verify",  # equivalence
-    "demo", "trace", "analyze", "merge",  # teaching tools
+    "demo", "view", "trace", "analyze", "merge",  # teaching tools
 ]
 
 
@@ -41,18 +46,42 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _mpi_world():
+    """(rank, size, abort) of the MPI job this process is part of; (0, 1, None) outside mpiexec."""
+    from bdh_graph.comm import mpi_world_size
+    if mpi_world_size() <= 1:
+        return 0, 1, None
+    from mpi4py import MPI
+    w = MPI.COMM_WORLD
+    return w.Get_rank(), w.Get_size(), w.Abort
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    rank, size, abort = _mpi_world()
+    if rank > 0:
+        sys.stdout = open(os.devnull, "w")   # rank 0 alone prints
+
+    def fail(line, code):
+        where = f" (rank {rank} of {size})" if size > 1 else ""
+        print(f"bdh {args.command}: error{where}: {line}", file=sys.stderr)
+        if size > 1:            # end every rank now: none may be left waiting in a collective
+            sys.stderr.flush()
+            abort(code)
+        return code
+
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("bdh: interrupted", file=sys.stderr)
         return 130
     except (UsageError, ValueError, OSError, KeyError) as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        print(f"bdh {args.command}: error: {msg}", file=sys.stderr)
-        return 2
+        return fail(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__, 2)
+    except Exception as e:
+        if size == 1:
+            raise
+        return fail(f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}", 1)
 
 
 if __name__ == "__main__":

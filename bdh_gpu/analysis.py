@@ -88,8 +88,11 @@ def sigma_synapses(model: BDH, trace: dict, layer: int, rows, cols, t: int | Non
     """sigma_l[a, b] for a in rows (value neurons), b in cols (key neurons), after token t (default: the last).
 
     sigma_{t,l} = sum_{tau <= t} y_{tau,l-1} x_{tau,l}^T U^{t - tau + 1} (Eq. 6 unrolled; for the LN variants the
-    paper's Eq. 16 state, whose E-projection is rho). `layer` is the paper's l >= 1; y_{l-1} is the previous
-    layer's y (official: layer l-1 >= 1, so l >= 2 there). Returns (len(rows), len(cols)) float64.
+    paper's Eq. 16 state). Only for `normfree` is E sigma the model's attention state rho (Eq. 7); the LN
+    variants write rho with another value (LN(E y) for paper, the residual v for official), so there sigma is
+    the neuron-level Hebbian state the paper analyses, not a factor of rho (tests/test_normfree_learns.py
+    measures both). `layer` is the paper's l >= 1; y_{l-1} is the previous layer's y (official: layer l-1 >= 1,
+    so l >= 2 there). Returns (len(rows), len(cols)) float64.
     """
     names = layer_names(model)
     if layer < 1 or layer not in names or (layer - 1) not in names:

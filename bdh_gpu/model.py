@@ -22,6 +22,7 @@ E (d,n) = decoder^T;  embed (V,d) = embed;  lm_head (d,V) = lm_head.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import NamedTuple
 
@@ -30,7 +31,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import BDHConfig
+from .config import GAIN_NAMES, INIT_STD, BDHConfig
 
 LN_EPS = 1e-5              # as nn.LayerNorm in the released code
 ALIBI_LAZY_LOG = 20.0      # the ALiBi state is rescaled when a stored factor would exceed e^20 (see BDHState)
@@ -134,7 +135,10 @@ class BDH(nn.Module):
         checkpoint; change it any time (`model.chunk_size = 256`)."""
         super().__init__()
         config.validate()
-        self.config = config
+        # the gains become explicit numbers (config.json stores them), so a saved model never depends on a default
+        self.config = config = dataclasses.replace(config, gains=config.resolved_gains())
+        g = config.gains
+        self._g_embed, self._g_x, self._g_y, self._g_E, self._g_lm = (g[k] for k in GAIN_NAMES)
         self.chunk_size = _check_chunk(chunk_size)
         h, N, d, V = config.n_head, config.N, config.d, config.vocab_size
         self.embed = nn.Embedding(V, d)                      # token -> R^d
@@ -143,7 +147,7 @@ class BDH(nn.Module):
         self.E = nn.Parameter(torch.empty(d, h * N))         # decoder:  E y in R^d
         self.lm_head = nn.Parameter(torch.empty(d, V))       # readout
         for p in (self.embed.weight, self.D_x, self.D_y, self.E, self.lm_head):
-            nn.init.normal_(p, mean=0.0, std=0.02)           # as released
+            nn.init.normal_(p, mean=0.0, std=INIT_STD)       # as released; the gains set the effective scale
         # U's constants: plain CPU float64 tensors, not buffers (the checkpoint holds only parameters)
         self._freqs = rope_frequencies(N, config.rope_theta) if config.uses_rope else None   # (N,)
         self._slopes = alibi_slopes(h, config.alibi_max_bias) if config.uses_alibi else None  # (h,)
@@ -187,12 +191,21 @@ class BDH(nn.Module):
         return (z != 0).any(0).nonzero().squeeze(-1)
 
     # --- the three n x d products -----------------------------------------------------------------------------
+    @staticmethod
+    def _scaled(z: torch.Tensor, g: float) -> torch.Tensor:
+        return z if g == 1.0 else z * g
+
+    def _embed(self, idx: torch.Tensor) -> torch.Tensor:
+        """g_embed * embed(idx): (B,T) -> (B,T,d)."""
+        return self._scaled(self.embed(idx.long()), self._g_embed)
+
     def _encode(self, v: torch.Tensor) -> torch.Tensor:
-        """(D_x v)^+ per head: v (B,T,d) -> (B,h,T,N)."""
-        return F.relu(v.unsqueeze(1) @ self.D_x.mT)
+        """(D_x v)^+ per head (D_x with its gain): v (B,T,d) -> (B,h,T,N)."""
+        return F.relu(self._scaled(v, self._g_x).unsqueeze(1) @ self.D_x.mT)
 
     def _gate(self, a: torch.Tensor, x: torch.Tensor, sparse: bool) -> torch.Tensor:
         """y = (D_y a)^+ * x: a (B,h or 1,T,d), x (B,h,T,N) -> (B,h,T,N). Sparse: only rows where x > 0."""
+        a = self._scaled(a, self._g_y)                         # D_y with its gain
         if not sparse:
             return F.relu(a @ self.D_y.mT) * x
         B, h, T, N = x.shape                                   # T == 1
@@ -209,9 +222,9 @@ class BDH(nn.Module):
         B, h, T, N = y.shape
         yf = y.transpose(1, 2).reshape(B, T, h * N)            # neuron index = head * N + i
         if not sparse:
-            return yf @ self.E.mT
+            return self._scaled(yf @ self.E.mT, self._g_E)
         act = self._active(yf[:, 0], pairs=False)
-        return (yf[:, :, act] @ self._E_rows(act)).to(y.dtype)
+        return self._scaled((yf[:, :, act] @ self._E_rows(act)).to(y.dtype), self._g_E)
 
     # --- attention (Eq. 4 token-parallel, Eq. 8 recurrent) ------------------------------------------------------
     def _attend(self, x, value, S, t0, t_ref, t_ref_new, cs, build, sparse, inplace, chunk_size=None):
@@ -351,7 +364,7 @@ class BDH(nn.Module):
                 return T == 1 and state is not None and bool((z != 0).float().mean() <= SPARSE_MAX_DENSITY)
             return bool(sparse) and T == 1 and state is not None
 
-        z = self.embed(idx.long())                                                # (B,T,d)
+        z = self._embed(idx)                                                      # (B,T,d)
         if official:
             v = layer_norm(z)                                                     # residual stream
         else:
@@ -386,7 +399,7 @@ class BDH(nn.Module):
                 if record is not None:
                     record["Ey"].append(Ey); record["v"].append(v)
         out = v if official else norm(self._decode(y, want_sparse(y)))           # (B,T,d)
-        logits = out @ self.lm_head                                               # (B,T,V)
+        logits = self._scaled(out @ self.lm_head, self._g_lm)                    # (B,T,V)
         new_state = BDHState(tuple(S_new), t0 + T, t_ref_new) if build else None
         return logits, new_state
 
@@ -530,7 +543,7 @@ class BDH(nn.Module):
             raise ValueError("input_boundary: defined for the paper and normfree variants, got variant 'official' "
                              "(its input is the residual stream v = LN(embed(idx)))")
         _check_idx(idx, 2, self.config.vocab_size)
-        z = self.embed(idx.long())
+        z = self._embed(idx)
         x0 = self._encode(z if self.config.variant == "normfree" else layer_norm(z)).transpose(1, 2).flatten(2)
         return x0, x0
 
@@ -538,9 +551,16 @@ class BDH(nn.Module):
         """Logits from the last layer: paper: LN(E y_L) @ lm_head; normfree: (E y_L) @ lm_head, y_L (...,n);
         official: v_L @ lm_head, v_L (...,d)."""
         if self.config.variant == "official":
-            return z @ self.lm_head
-        Ey = z @ self.E.mT
-        return (Ey if self.config.variant == "normfree" else layer_norm(Ey)) @ self.lm_head
+            return self._scaled(z @ self.lm_head, self._g_lm)
+        Ey = self._scaled(z @ self.E.mT, self._g_E)
+        return self._scaled((Ey if self.config.variant == "normfree" else layer_norm(Ey)) @ self.lm_head, self._g_lm)
+
+    @torch.no_grad()
+    def effective_weights(self) -> dict:
+        """The matrices the model computes with, gains folded in (detached): what the paper calls E (d,n),
+        D_x and D_y (h,N,d), the embedding (V,d) and lm_head (d,V). Equals the parameters when every gain is 1."""
+        return {"embed": self.embed.weight * self._g_embed, "D_x": self.D_x * self._g_x, "D_y": self.D_y * self._g_y,
+                "E": self.E * self._g_E, "lm_head": self.lm_head * self._g_lm}
 
 
 def decoder_in(model: BDH, dtype: torch.dtype) -> BDH:

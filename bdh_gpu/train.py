@@ -87,6 +87,33 @@ class NonFiniteLossError(ValueError):
     """The loss (or the weights) became inf/nan; training stopped, the last good checkpoint is kept."""
 
 
+class ActivationError(ValueError):
+    """A layer's activations vanished or exploded; training stopped, the last good checkpoint is kept."""
+
+
+ACT_VANISH = 1e-8   # rms of a layer's y below this: the layer is silent, its gradients vanish (Eq. 7 products)
+ACT_EXPLODE = 1e8   # rms above this (or inf/nan): the layer has blown up
+
+
+@torch.no_grad()
+def check_activations(model, idx: torch.Tensor, step: int) -> dict:
+    """rms of x and y per layer on one sequence idx (T,) (dropout off); raise ActivationError naming the first
+    layer whose y vanished or exploded. Returns {"x": [...], "y": [...]} (layer 0 = the input boundary for the
+    paper and normfree variants; official layers start at 1)."""
+    tr = model.trace(idx)
+    first = 1 if model.config.variant == "official" else 0
+    rms = {k: [float(v.double().pow(2).mean().sqrt()) for v in tr[k]] for k in ("x", "y")}
+    for l, r in enumerate(rms["y"], start=first):
+        bad = "exploded" if not math.isfinite(r) or r > ACT_EXPLODE else "vanished" if r < ACT_VANISH else None
+        if bad:
+            hint = (" (a normfree model needs its constant gains: BDHConfig.gains=None, the default)"
+                    if model.config.variant == "normfree" else "")
+            raise ActivationError(f"layer {l} of {model.config.n_layer}: y {bad} (rms {r:.3g}, allowed "
+                                  f"{ACT_VANISH:g} to {ACT_EXPLODE:g}) at step {step}; stopped, the model cannot "
+                                  f"learn like this{hint}")
+    return rms
+
+
 def lr_at(step: int, cfg: TrainConfig) -> float:
     """Learning rate for update `step` (0-based): linear warm-up, then cosine decay to min_lr_ratio * lr."""
     if step < cfg.warmup_steps:
@@ -304,6 +331,8 @@ def train(model, data, cfg: TrainConfig, out_dir: str, resume: bool = False, pro
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, dynamic_ncols=True, leave=False,
                disable=None if progress is None else not progress)  # None: a bar only on a terminal
     t0, tokens, ema = time.perf_counter(), 0, None
+    probe = data.get_batch("val", 1, torch.Generator().manual_seed(cfg.seed))[0][0].to(device)
+    check_activations(model, probe, start)                  # before any work: a dead or blown-up init stops here
     for step in bar:
         lr = lr_at(step, cfg)
         for g in opt.param_groups:
@@ -332,6 +361,7 @@ def train(model, data, cfg: TrainConfig, out_dir: str, resume: bool = False, pro
         if done % cfg.eval_every == 0 or done == cfg.steps:
             val = evaluate(model, data, "val", cfg.batch_size, cfg.eval_batches, device, _autocast(cfg))
             summary["val"] = val
+            check_activations(model, probe, done)
             say(f"step {done}: train loss {ema:.4f}, val loss {val['loss']:.4f} ({val['bits_per_byte']:.3f} bpb), "
                 f"val acc {val['accuracy']:.3f}, {tok_s:,.0f} tok/s")
             record = {"step": done, "train_loss": ema, "lr": lr, "tokens_per_s": tok_s,

@@ -15,6 +15,16 @@ from .network import EdgeVariable, Network, Population, SynapseGroup
 from .reference import eq6
 from .simulator import RunResult, Simulator
 from .state import NetworkState
+from . import export as _export
+from . import simulator as _simulator
+
+# Convenience methods, bound here so that network.py imports neither the simulator nor the exporters (both depend
+# on network.py, not the reverse).
+Network.simulator = _simulator.simulator
+Network.run = _simulator.run
+Network.to_networkx = _export.to_networkx
+Network.to_pyg = _export.to_pyg
+Network.from_pyg = classmethod(_export.network_from_pyg)
 
 __all__ = [
     "Network", "Population", "SynapseGroup", "EdgeVariable", "NetworkState", "Simulator", "RunResult",

@@ -296,33 +296,48 @@ def plot_modularity(path, rows: list, title="Louvain modularity vs beta", paper=
     return path
 
 
-def plot_raster(path, active, labels=None, title="activity raster", ylabel="neuron"):
-    """Raster of a (T, n) activity array (non-zero = active); `labels` names the T columns (tokens)."""
+def _token_ticks(ax, labels, width_in):
+    """Token labels on the x axis of an axes `width_in` inches wide, none overlapping: upright when they fit
+    (a 7-point character is about 0.07 in), else turned 90 degrees and thinned to one per 0.14 in."""
+    T = len(labels)
+    longest = max((len(str(s)) for s in labels), default=1)
+    upright = T * (0.07 * longest + 0.08) <= width_in
+    step = 1 if upright else max(1, -(-T // max(1, int(width_in / 0.14))))
+    ticks = list(range(0, T, step))
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([str(labels[t]) for t in ticks], fontsize=7, rotation=0 if upright else 90)
+
+
+def plot_raster(path, active, labels=None, title="activity raster", ylabel="neuron", clabel="activity |value|"):
+    """Raster of a (T, n) activity array (non-zero = active, colour = its size, with a colour bar);
+    `labels` names the T columns (tokens)."""
     plt = _plt()
     act = np.asarray(active)
     T, n = act.shape
-    fig, ax = plt.subplots(figsize=(min(12, 2 + .35 * T), 3.8))
+    width = min(12, 3 + .3 * T)
+    fig, ax = plt.subplots(figsize=(width, 3.8))
     t, i = np.nonzero(act)
-    ax.scatter(t, i, s=4, c=np.abs(act[t, i]), cmap="viridis", marker="s")
+    sc = ax.scatter(t, i, s=6, c=np.abs(act[t, i]), cmap="viridis", marker="s")
     ax.set_xlim(-.5, T - .5), ax.set_ylim(-.5, n - .5)
-    if labels is not None and T <= 60:
-        ax.set_xticks(range(T)), ax.set_xticklabels(labels, fontsize=7)
+    if labels is not None:
+        _token_ticks(ax, labels, width - 1.5)
+    fig.colorbar(sc, ax=ax, label=clabel, pad=0.01)
     ax.set_xlabel("token"), ax.set_ylabel(ylabel), ax.set_title(title, fontsize=10)
     fig.tight_layout(), fig.savefig(path, dpi=110), plt.close(fig)
     return path
 
 
 def plot_series(path, series: dict, labels=None, title="", xlabel="token", ylabel="value"):
-    """Line plot of {label: (T,) values}; writes a PNG."""
+    """Line plot of {label: (T,) values}, the legend outside the axes (right); writes a PNG."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(5.8, 3.8))
+    fig, ax = plt.subplots(figsize=(8.4, 3.8))
     for k, v in series.items():
         ax.plot(np.arange(len(v)), v, ".-", ms=3, label=str(k))
-    if labels is not None and len(labels) <= 60:
-        ax.set_xticks(range(len(labels))), ax.set_xticklabels(labels, fontsize=7)
+    if labels is not None:
+        _token_ticks(ax, labels, 5.2)
     ax.set_xlabel(xlabel), ax.set_ylabel(ylabel), ax.set_title(title, fontsize=10)
     if series:
-        ax.legend(fontsize=6)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, frameon=False)
     ax.grid(True, alpha=.3)
     fig.tight_layout(), fig.savefig(path, dpi=110), plt.close(fig)
     return path

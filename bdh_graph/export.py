@@ -11,6 +11,12 @@ from .errors import GraphError
 from .network import GROUPS
 
 
+def _one_process(net, what):
+    if net.comm.size > 1:
+        raise GraphError(f"{what}: exports the whole network from one process; this one is sharded over "
+                         f"{net.comm.size} ranks (build it with comm=SelfComm() to export)")
+
+
 def _edge_values(net, sigma):
     """sigma: None, a RunResult, a NetworkState or {edge variable: (nnz,)} -> that dict (or {})."""
     if sigma is None:
@@ -36,6 +42,7 @@ def _node_id(pop, i):
 
 def to_networkx(net, sigma=None):
     import networkx as nx
+    _one_process(net, "to_networkx")
     vals = _edge_values(net, sigma)
     G = nx.MultiDiGraph()
     for p in net.populations.values():
@@ -51,6 +58,7 @@ def to_networkx(net, sigma=None):
 def to_pyg(net, sigma=None):
     import torch
     from torch_geometric.data import HeteroData
+    _one_process(net, "to_pyg")
     vals = _edge_values(net, sigma)
     data = HeteroData()
     for p in net.populations.values():

@@ -34,10 +34,19 @@ variable another one writes); computation rules apply in order. A `Kernel` is a 
 of rounds; the scheduler (`bdh_graph.simulator.Simulator`) runs them round-robin, one token per pass, and reads
 `X`, `Y` after each layer.
 
-New computation rules are data plus a function: `register_rule("groupnorm", fn)` where
+New computation rules are data plus a function: `register_rule("normalize", fn, local=True)` where
 `fn(rule, values, ops) -> {variable: new_array}` gets the rule, a dict of the current arrays of the variables
 the rule names (`rule.src` and `rule.dst`), and `ops` (`ops.xp` is numpy or torch, `ops.relu`, `ops.spike`).
 The same function then runs on every backend.
+
+Locality (what makes the graph the paper's BDH, and what lets it shard): a computation rule reads only its
+own node's variables, so every variable it names lives in one population and the value it writes at node i
+depends only on the values at node i; anything that crosses nodes must travel over edges, in a communication
+sub-round. `register_rule` takes only rules declared `local=True`, and `validate` checks every computation
+rule: one population per rule, and a probe (`check_local`) that perturbs one node's inputs and requires every
+other node's output to stay bit-identical. A rule that reads a whole group (a LayerNorm over d hubs, say) is
+refused; build it from rounds instead (`equivalence.rules.layer_norm_rounds`: a clique of edges carries the
+sum for the mean, a second round the sum of squares for the variance).
 """
 from __future__ import annotations
 
@@ -237,18 +246,64 @@ COMPUTATION_RULES: dict[str, Callable] = {
 EDGE_COMPUTATION = ("damp",)  # implemented by each backend (it touches synapses, with the rotation's pairing)
 
 
-def register_rule(kind, fn):
-    """Register a node-local computation rule `fn(rule, values, ops) -> {var: array}` under `kind`."""
-    if kind in COMMUNICATION or kind in EDGE_COMPUTATION:
+def register_rule(kind, fn, *, local):
+    """Register a computation rule `fn(rule, values, ops) -> {var: array}` under `kind`.
+
+    `local=True` declares that the rule is node-local (the value written at node i depends only on the rule's
+    variables at node i); it is required, and `validate` checks it on every kernel that uses the rule."""
+    if kind in COMMUNICATION or kind in EDGE_COMPUTATION or kind in _BUILTIN:
         raise GraphError(f"register_rule: {kind!r} is a built-in rule kind and cannot be replaced")
+    if local is not True:
+        raise GraphError(f"register_rule: rule {kind!r} must be node-local (local=True): a rule reads only its own "
+                         "node's variables; move what crosses nodes onto edges (a communication rule)")
     COMPUTATION_RULES[kind] = fn
 
 
-def validate(kernel, node_vars, edge_vars, groups):
-    """Check that every rule names known variables, groups and kinds; one-line GraphError otherwise.
+_BUILTIN = tuple(COMPUTATION_RULES)
+_PROBE_NODES = 3  # nodes perturbed, one at a time, by the locality probe
 
-    node_vars: {var: population}; edge_vars: {name: group}; groups: {name: (pre, post)}.
+
+def check_local(rule, size, where=""):
+    """Probe that computation `rule` is node-local on a population of `size` nodes; GraphError if not.
+
+    Runs the rule on seeded random values of its variables, then again with one node's inputs changed (a few
+    nodes, one at a time): the outputs at every other node must be bit-identical. A local rule passes always;
+    a rule that reads any other node (a sum, a mean, a shift over the population) fails the first probe whose
+    node it mixes in, which for a group-wide or population-wide read is the first probe.
     """
+    import numpy as np
+
+    from .backends import numpy_ops
+
+    fn = COMPUTATION_RULES[rule.kind]
+    ops = numpy_ops(None)
+    names = tuple(dict.fromkeys(rule.src + ((rule.dst,) if rule.dst else ())))
+    rng = np.random.default_rng(0)
+    base = {v: rng.uniform(0.5, 2.0, size) for v in names}           # positive, away from every threshold
+    ref = fn(rule, {v: a.copy() for v, a in base.items()}, ops)
+    for k in rng.choice(size, min(size, _PROBE_NODES), replace=False):
+        poked = {v: a.copy() for v, a in base.items()}
+        for a in poked.values():
+            a[k] *= 1.5
+        out = fn(rule, poked, ops)
+        for var, val in out.items():
+            other = np.ones(size, dtype=bool)
+            other[k] = False
+            moved = np.asarray(val)[other] != np.asarray(ref[var])[other]
+            if moved.any():
+                j = int(np.flatnonzero(other)[np.argmax(moved)])
+                raise GraphError(f"{where}rule {rule} is not node-local: changing node {k}'s inputs changed {var} at "
+                                 f"node {j}; a rule reads only its own node (send what crosses nodes over edges)")
+
+
+def validate(kernel, node_vars, edge_vars, groups, sizes=None):
+    """Check that every rule names known variables, groups and kinds, and that every computation rule is
+    node-local (one population, `check_local`); one-line GraphError otherwise.
+
+    node_vars: {var: population}; edge_vars: {name: group}; groups: {name: (pre, post)};
+    sizes: {population: number of nodes} (enables the locality probe of computation rules).
+    """
+    probed = set()
     for k, rnd in enumerate(kernel.rounds):
         where = f"kernel round {k} ({rnd.label or 'unlabelled'})"
 
@@ -295,3 +350,11 @@ def validate(kernel, node_vars, edge_vars, groups):
                                  f"{sorted(COMPUTATION_RULES) + list(EDGE_COMPUTATION)} (add one with register_rule)")
             for var in rule.src + ((rule.dst,) if rule.dst else ()):
                 need(var, "node", rule)
+            pops = {node_vars[v] for v in rule.src + ((rule.dst,) if rule.dst else ())}
+            if len(pops) > 1:
+                raise GraphError(f"{where}: rule {rule} is not node-local: it names variables of populations "
+                                 f"{sorted(pops)}; a computation rule reads only its own node's variables")
+            pop = next(iter(pops), None)
+            if sizes is not None and pop is not None and (rule, pop) not in probed:
+                check_local(rule, sizes[pop], f"{where}: ")
+                probed.add((rule, pop))

@@ -11,6 +11,11 @@
 
 `when` is "token" (after a token's last round), "round" (after each round) or "subround". Bad indices raise
 MonitorIndexError naming the valid range.
+
+Sharded (docs/distributed.md): a monitor records on every rank what that rank holds; indices of a split
+population's variable are positions in this rank's block (`sim.lo` + k is the neuron), EventMonitor's `i`, `j`
+are global. `StateMonitor.gather(root)` and `SpikeMonitor.gather(root)` bring the whole population's record
+(record=True) to rank `root`.
 """
 import numpy as np
 
@@ -53,6 +58,7 @@ class StateMonitor(_Monitor):
     def __init__(self, sim, variables=("X", "Y"), record=True, when="token"):
         super().__init__(sim, when)
         self.variables = (variables,) if isinstance(variables, str) else tuple(variables)
+        self._sim = sim
         net = sim.net
         self._rec, self._data = {}, {}
         for v in self.variables:
@@ -86,6 +92,17 @@ class StateMonitor(_Monitor):
             return np.stack(rows, axis=1) if rows else np.zeros((len(self._rec[name]), 0))
         raise AttributeError(f"StateMonitor records {list(data)}, not {name!r}")
 
+    def gather(self, root=0):
+        """{variable: (size, samples)} over the whole population on rank `root` (None elsewhere); node
+        variables recorded with record=True. At P = 1 the record itself."""
+        out = {}
+        for v in self.variables:
+            if v in self._sim.net.edge_vars or len(self._rec[v]) != self._sim.net.size_of(v):
+                raise GraphError(f"StateMonitor.gather: {v!r} must be a node variable recorded with record=True")
+            split = self._sim.net.populations[self._sim.net.node_variables[v]].split
+            out[v] = self._sim.comm.gather_blocks(getattr(self, v), root) if split else getattr(self, v)
+        return out if self._sim.comm.rank == root else None
+
     token = property(lambda self: np.asarray(self._t_token), doc="token index of each sample")
     round = property(lambda self: np.asarray(self._t_round), doc="rounds completed at each sample")
 
@@ -99,6 +116,7 @@ class SpikeMonitor(_Monitor):
         if variable not in sim.net.node_variables:
             raise GraphError(f"SpikeMonitor: unknown node variable {variable!r}; known: {sorted(sim.net.node_variables)}")
         self.variable = variable
+        self._sim = sim
         self.size = sim.net.size_of(variable)
         self.record = _indices(record, self.size, variable)
         self.count = np.zeros(self.size, dtype=np.int64)
@@ -134,6 +152,12 @@ class SpikeMonitor(_Monitor):
             out[pos[int(i)], col[int(t)]] = True
         return out
 
+    def gather(self, root=0):
+        """Spike counts per neuron of the whole population on rank `root` (None elsewhere)."""
+        net = self._sim.net
+        split = net.populations[net.node_variables[self.variable]].split
+        return self._sim.comm.gather_blocks(self.count, root) if split else self.count
+
     def spike_trains(self):
         i, t = self.i, self.t
         return {int(r): t[i == r] for r in self.record}
@@ -154,20 +178,20 @@ class EventMonitor(_Monitor):
         net = sim.net
         for r in rules:
             if r.kind == "send":
-                key, g, src = r.group, net.groups[r.group], sim.node(r.src[0])
-                edges = _out_edges(g, np.flatnonzero(src))
+                key, g = r.group, net.groups[r.group]
+                edges = _out_edges(g, np.flatnonzero(sim.source(g, r.src[0])))
             elif r.kind == "read":
-                key, g, src = f"{r.src[1]}.read", net.groups[net.edge_vars[r.src[1]].group], sim.node(r.src[0])
-                edges = _out_edges(g, np.flatnonzero(src))
+                key, g = f"{r.src[1]}.read", net.groups[net.edge_vars[r.src[1]].group]
+                edges = _out_edges(g, np.flatnonzero(sim.source(g, r.src[0])))
             else:
                 key, g = f"{r.dst}.write", net.groups[net.edge_vars[r.dst].group]
-                pre, post = sim.node(r.src[0]), sim.node(r.src[1])
+                pre, post = sim.source(g, r.src[0]), sim.node(r.src[1])
                 cand = _out_edges(g, np.flatnonzero(pre))
                 edges = cand[post[g.indices[cand]] != 0]
             self.count[key] = self.count.get(key, 0) + len(edges)
             if self.record:
-                self._i.append(g.source[edges])
-                self._j.append(g.indices[edges])
+                self._i.append(g.source[edges] + g.col0)
+                self._j.append(g.indices[edges] + g.row0)
                 self._round.append(np.full(len(edges), sim.round))
                 self._key += [key] * len(edges)
 

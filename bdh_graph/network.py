@@ -19,9 +19,21 @@ index `b`:
   closed under that pairing (missing partners are added with weight 0) and sigma becomes signed.
 Per edge this is `new[e] = coef_self[e] * sigma[e] + coef_mate[e] * sigma[mate[e]]`; every backend applies
 these same arrays (tests/test_graph_equivalence.py checks them against a dense `(sigma * u) @ R`).
+
+Sharding (docs/distributed.md). A network lives on the ranks of a communicator (bdh_graph.comm; P = 1 is the
+trivial one). A *split* population (default: `neurons`) is cut into contiguous blocks, one per rank, on even
+boundaries (RoPE pairs are never split); other populations (hubs, outputs) are *replicated*. Each rank holds only
+the synapses it owns: a group into a split population lives with its target's rank (rows = the local block,
+columns = every source: `gathered` when the source is split too, so its active values are exchanged first); a
+group from a split population into a replicated one lives with its source's rank (columns = the local block;
+`partial`: each rank sums its part and one Allreduce completes it); a group between replicated populations is
+held by every rank. A SynapseGroup therefore stores the *local* block: `n_pre`, `n_post` are the lengths of the
+source and target vectors it is applied to, `col0`, `row0` their global offsets. Edge variables and their U
+(u, theta, mates) live on the same local edges. At P = 1 the local block is the whole group.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -29,6 +41,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from . import kernels as K
+from .comm import as_comm, block
 from .errors import GraphError
 
 NEURON_VARIABLES = ("X", "Y", "A", "Xe", "Xi", "Ye", "Yi")
@@ -37,9 +50,17 @@ GROUPS = ("Gx_e", "Gx_i", "Gy_e", "Gy_i", "Gs")
 
 @dataclass(frozen=True)
 class Population:
+    """`size` nodes in all; this rank holds [lo, hi) (the whole population when not `split`)."""
     name: str
     size: int
     variables: tuple
+    split: bool = False
+    lo: int = 0
+    hi: int = 0
+
+    @property
+    def local_size(self):
+        return self.hi - self.lo
 
 
 @dataclass(frozen=True)
@@ -53,6 +74,10 @@ class SynapseGroup:
     indptr: np.ndarray   # (n_pre + 1,) int64
     indices: np.ndarray  # (nnz,) int64, target of each edge
     weight: np.ndarray   # (nnz,) float64
+    col0: int = 0         # global index of local source 0 (sharding, module docstring)
+    row0: int = 0         # global index of local target 0
+    gathered: bool = False  # the source is split and indexed globally: its active values are exchanged
+    partial: bool = False   # the source is split, the target replicated: sums are completed by an Allreduce
 
     @property
     def nnz(self):
@@ -125,27 +150,30 @@ def as_group_matrix(name, M, shape):
     return M if sp.issparse(M) else sp.csc_matrix(M)
 
 
-def _group_from_csc(name, pre, post, M):
+def _group_from_csc(name, pre, post, M, **shard):
     M = sp.csc_matrix(M)
     M.sort_indices()
     return SynapseGroup(name, pre, post, M.shape[1], M.shape[0], M.indptr.astype(np.int64),
-                        M.indices.astype(np.int64), M.data.astype(np.float64))
+                        M.indices.astype(np.int64), M.data.astype(np.float64), **shard)
 
 
-def _pair_closure(M):
-    """Add zero-weight edges so that (2m -> a) exists iff (2m+1 -> a) does (needed by a rotation)."""
+def _pair_closure(M, col0=0):
+    """Add zero-weight edges so that (2m -> a) exists iff (2m+1 -> a) does (needed by a rotation); `col0` (even)
+    is the global index of column 0. Vectorised: sort the edge keys once, look every partner up."""
     M = sp.coo_matrix(M)
-    rows, cols = M.row, M.col
-    key = set(zip(rows.tolist(), cols.tolist()))
-    extra = [(a, b ^ 1) for a, b in key if (a, b ^ 1) not in key]
-    if not extra:
+    rows, cols = M.row.astype(np.int64), M.col.astype(np.int64)
+    nr = M.shape[0]
+    keys = np.sort(cols * nr + rows)
+    partner = (((cols + col0) ^ 1) - col0) * nr + rows
+    at = np.minimum(np.searchsorted(keys, partner), max(len(keys) - 1, 0))
+    missing = np.flatnonzero(keys[at] != partner) if len(keys) else np.zeros(0, dtype=np.int64)
+    if not len(missing):
         return sp.csc_matrix(M)
-    r = np.concatenate([rows, [a for a, _ in extra]])
-    c = np.concatenate([cols, [b for _, b in extra]])
-    d = np.concatenate([M.data, np.zeros(len(extra))])
-    out = sp.csc_matrix((d, (r, c)), shape=M.shape)
+    r = np.concatenate([rows, rows[missing]])
+    c = np.concatenate([cols, ((cols[missing] + col0) ^ 1) - col0])
+    d = np.concatenate([M.data, np.zeros(len(missing))])
     # keep the structural zeros: csc_matrix((d, (r, c))) keeps explicit entries
-    return out
+    return sp.csc_matrix((d, (r, c)), shape=M.shape)
 
 
 def _edge_variable(name, group, u=None, theta=None):
@@ -159,7 +187,7 @@ def _edge_variable(name, group, u=None, theta=None):
             raise GraphError(f"u: expected shape ({g.n_pre},) (per key neuron) or {(g.n_post, g.n_pre)} "
                              f"(per synapse), got {u.shape}")
         _check_finite("u", u)
-        if u.min() < 0 or u.max() > 1:
+        if u.size and (u.min() < 0 or u.max() > 1):
             raise GraphError(f"u: retention must lie in [0, 1], got values in [{u.min():g}, {u.max():g}]")
         u_edge = u[src] if u.ndim == 1 else u[dst, src]
     if theta is None:
@@ -200,51 +228,106 @@ class Network:
 
     Build the paper's network with `from_dense`, `from_edges`, `from_scipy` or `from_pyg`; extend it with
     `add_population`, `add_group`, `add_edge_variable` and `with_kernel` (see docs/bdh_graph.md, "Extending").
+    `simulator`, `run`, `from_pyg`, `to_pyg` and `to_networkx` are bound by the package (bdh_graph/__init__.py)
+    from bdh_graph.simulator and bdh_graph.export, which depend on this module and not the reverse.
     """
 
-    def __init__(self):
+    def __init__(self, comm=None):
+        self.comm = as_comm(comm)
         self.populations: dict[str, Population] = {}
         self.groups: dict[str, SynapseGroup] = {}
         self.edge_vars: dict[str, EdgeVariable] = {}
         self.kernel: K.Kernel | None = None
+        self._closed = set()  # groups already closed under rotation pairing
 
     # -- building blocks --
-    def add_population(self, name, size, variables=NEURON_VARIABLES):
+    def add_population(self, name, size, variables=NEURON_VARIABLES, split=None):
+        """Add `size` nodes with `variables`; `split` (default: only for `neurons`) cuts it into one contiguous
+        block per rank (module docstring), else every rank holds all of it."""
         if name in self.populations:
             raise GraphError(f"population {name!r} already exists")
         if "." in name or int(size) < 1:
             raise GraphError(f"population {name!r}: expected a dot-free name and size >= 1, got size {size}")
-        self.populations[name] = Population(name, int(size), tuple(variables))
+        split = (name == "neurons") if split is None else bool(split)
+        lo, hi = block(int(size), self.comm.size, self.comm.rank) if split else (0, int(size))
+        self.populations[name] = Population(name, int(size), tuple(variables), split, lo, hi)
         return self
 
-    def add_group(self, name, pre, post, matrix):
-        """Add a synapse group from population `pre` to `post`; `matrix` (n_post, n_pre), Eq. 6 orientation."""
+    def owned(self, pre, post):
+        """(rows, cols): the global target and source ranges of the block of a pre -> post group on this rank."""
+        P, Q = self.populations[pre], self.populations[post]
+        rows = slice(Q.lo, Q.hi) if Q.split else slice(0, Q.size)
+        cols = slice(P.lo, P.hi) if (P.split and not Q.split) else slice(0, P.size)
+        return rows, cols
+
+    def add_group(self, name, pre, post, matrix=None, *, block=None):
+        """Add a synapse group from population `pre` to `post`; `matrix` (n_post, n_pre) global, Eq. 6
+        orientation (this rank keeps the block it owns), or `block`: only that block, of the shape of
+        `owned(pre, post)` (no process need hold the whole group)."""
         for p in (pre, post):
             if p not in self.populations:
                 raise GraphError(f"group {name}: unknown population {p!r}; known: {sorted(self.populations)}")
-        shape = (self.populations[post].size, self.populations[pre].size)
-        self.groups[name] = _group_from_csc(name, pre, post, as_group_matrix(name, matrix, shape))
+        if (matrix is None) == (block is None):
+            raise GraphError(f"group {name}: give either the whole matrix or this rank's block, not {'both' if block is not None else 'neither'}")
+        P, Q = self.populations[pre], self.populations[post]
+        rows, cols = self.owned(pre, post)
+        if block is None:
+            M = as_group_matrix(name, matrix, (Q.size, P.size))
+            if (rows.stop - rows.start, cols.stop - cols.start) != M.shape:
+                M = M[rows, :][:, cols]
+        else:
+            M = as_group_matrix(f"{name} (block rows {rows.start}:{rows.stop}, columns {cols.start}:{cols.stop})",
+                                block, (rows.stop - rows.start, cols.stop - cols.start))
+        self.groups[name] = _group_from_csc(name, pre, post, M, col0=cols.start, row0=rows.start,
+                                            gathered=P.split and Q.split, partial=P.split and not Q.split)
+        self._closed.discard(name)
         return self
 
     def add_edge_variable(self, name, group, u=None, theta=None):
-        """Declare state `name` on the edges of `group`, with retention `u` and rotation `theta` (U, Eq. 6)."""
+        """Declare state `name` on the edges of `group`, with retention `u` and rotation `theta` (U, Eq. 6);
+        `u`, `theta` are global (per key neuron of the whole population), each rank keeps its slice."""
         if group not in self.groups:
             raise GraphError(f"edge variable {name}: unknown group {group!r}; known: {sorted(self.groups)}")
         g = self.groups[group]
-        if theta is not None and g.n_pre % 2:
-            raise GraphError(f"theta: rotation pairs key neurons (2m, 2m+1), so {g.pre} needs an even size, got {g.n_pre}")
+        n_pre, n_post = self.populations[g.pre].size, self.populations[g.post].size
+        if theta is not None and n_pre % 2:
+            raise GraphError(f"theta: rotation pairs key neurons (2m, 2m+1), so {g.pre} needs an even size, got {n_pre}")
+        cols, rows = slice(g.col0, g.col0 + g.n_pre), slice(g.row0, g.row0 + g.n_post)
+        if u is not None:
+            u = np.asarray(u, dtype=np.float64)
+            if u.shape not in ((n_pre,), (n_post, n_pre)):
+                raise GraphError(f"u: expected shape ({n_pre},) (per key neuron) or {(n_post, n_pre)} "
+                                 f"(per synapse), got {u.shape}")
+            _check_finite("u", u)
+            if u.min() < 0 or u.max() > 1:   # checked globally: a rank's block may be empty
+                raise GraphError(f"u: retention must lie in [0, 1], got values in [{u.min():g}, {u.max():g}]")
+            u = u[cols] if u.ndim == 1 else u[rows, cols]
         if theta is not None:
-            closed = _group_from_csc(group, g.pre, g.post, _pair_closure(g.matrix()))
+            theta = np.asarray(theta, dtype=np.float64)
+            if theta.shape != (n_pre // 2,):
+                raise GraphError(f"theta: expected shape ({n_pre // 2},) (one angle per neuron pair), got {theta.shape}")
+            theta = theta[g.col0 // 2:(g.col0 + g.n_pre) // 2]
+        if theta is not None and group not in self._closed:
+            closed = _group_from_csc(group, g.pre, g.post, _pair_closure(g.matrix(), g.col0), col0=g.col0,
+                                     row0=g.row0, gathered=g.gathered, partial=g.partial)
             if closed.nnz != g.nnz:
                 if any(ev.group == group for ev in self.edge_vars.values()):
                     raise GraphError(f"{group}: cannot add rotation partners after other edge variables exist")
                 self.groups[group] = g = closed
+            self._closed.add(group)
+        same = lambda a, b: (a is None and b is None) or (a is not None and b is not None and a.shape == b.shape
+                                                            and np.array_equal(a, b))
+        for ev in self.edge_vars.values():   # one U for every layer (BDH-GPU shares it): share its arrays
+            if ev.group == group and same(ev.u, u) and same(ev.theta, theta):
+                self.edge_vars[name] = dataclasses.replace(ev, name=name)
+                return self
         self.edge_vars[name] = _edge_variable(name, g, u, theta)
         return self
 
     def with_kernel(self, kernel):
         K.validate(kernel, self.node_variables, {k: v.group for k, v in self.edge_vars.items()},
-                   {k: (g.pre, g.post) for k, g in self.groups.items()})
+                   {k: (g.pre, g.post) for k, g in self.groups.items()},
+                   {k: p.size for k, p in self.populations.items()})
         self.kernel = kernel
         return self
 
@@ -258,7 +341,16 @@ class Network:
         return out
 
     def size_of(self, var):
+        """Length of `var`'s array on this rank (its block of a split population)."""
+        return self.populations[self.node_variables[var]].local_size
+
+    def global_size_of(self, var):
         return self.populations[self.node_variables[var]].size
+
+    def block_of(self, var):
+        """(lo, hi): the global range of `var`'s nodes held by this rank."""
+        p = self.populations[self.node_variables[var]]
+        return p.lo, p.hi
 
     @property
     def n(self):
@@ -274,12 +366,17 @@ class Network:
 
     # -- constructors of the paper's network --
     @classmethod
-    def _paper(cls, n, mats, u, theta, layers, shared_sigma, damping, hebbian_orientation, kernel):
+    def _paper(cls, n, mats, u, theta, layers, shared_sigma, damping, hebbian_orientation, kernel, comm=None,
+               blocks=None):
         if not isinstance(layers, (int, np.integer)) or layers < 1:
             raise GraphError(f"layers: expected an integer >= 1, got {layers!r}")
-        net = cls().add_population("neurons", n)
+        net = cls(comm).add_population("neurons", n)
+        rows, cols = net.owned("neurons", "neurons")
         for name in GROUPS:
-            net.add_group(name, "neurons", "neurons", mats[name])
+            if blocks is None:
+                net.add_group(name, "neurons", "neurons", mats[name])
+            else:
+                net.add_group(name, "neurons", "neurons", block=blocks(name, rows, cols))
         for l in range(1 if shared_sigma else layers):
             net.add_edge_variable(K.sigma_name(l, shared_sigma), "Gs", u=u, theta=theta)
         build = {"1b": K.table_1b, "1a": K.table_1a}
@@ -290,11 +387,12 @@ class Network:
 
     @classmethod
     def from_dense(cls, Gx_e, Gx_i=None, Gy_e=None, Gy_i=None, Gs=None, u=None, theta=None, layers=1, *,
-                   shared_sigma=False, damping="eq6", hebbian_orientation="eq6", kernel="1b"):
+                   shared_sigma=False, damping="eq6", hebbian_orientation="eq6", kernel="1b", comm=None):
         """The paper's network from dense (n, n) non-negative arrays in Eq. 6 orientation (row = receiver).
 
         Missing inhibitory groups are empty; a missing `Gy_e` is empty; a missing `Gs` is all ones (Obs. 4).
-        An entry is an edge iff it is non-zero.
+        An entry is an edge iff it is non-zero. `comm`: the communicator to shard over (bdh_graph.comm; default
+        MPI.COMM_WORLD under mpiexec with more than one rank, else in process).
         """
         Gx_e = np.asarray(Gx_e, dtype=np.float64)
         if Gx_e.ndim != 2 or Gx_e.shape[0] != Gx_e.shape[1]:
@@ -306,7 +404,16 @@ class Network:
         for k, v in mats.items():  # validate dense first so the error names the group
             as_group_matrix(k, v, (n, n))
         return cls._paper(n, {k: sp.csc_matrix(np.asarray(v, dtype=np.float64)) for k, v in mats.items()},
-                          u, theta, layers, shared_sigma, damping, hebbian_orientation, kernel)
+                          u, theta, layers, shared_sigma, damping, hebbian_orientation, kernel, comm)
+
+    @classmethod
+    def from_blocks(cls, n, blocks, u=None, theta=None, layers=1, *, shared_sigma=False, damping="eq6",
+                    hebbian_orientation="eq6", kernel="1b", comm=None):
+        """As `from_dense`, but each rank builds only the block it owns: `blocks(group, rows, cols)` returns the
+        (rows, cols) block (global slices; dense or scipy) of group `group` in GROUPS. No process holds the
+        whole n x n graph."""
+        return cls._paper(n, None, u, theta, layers, shared_sigma, damping, hebbian_orientation, kernel, comm,
+                          blocks)
 
     @classmethod
     def from_scipy(cls, Gx_e, Gx_i=None, Gy_e=None, Gy_i=None, Gs=None, u=None, theta=None, layers=1, **kw):
@@ -319,7 +426,7 @@ class Network:
                     Gy_i=Gy_i if Gy_i is not None else empty,
                     Gs=Gs if Gs is not None else sp.csc_matrix(np.ones((n, n))))
         return cls._paper(n, mats, u, theta, layers, kw.pop("shared_sigma", False), kw.pop("damping", "eq6"),
-                          kw.pop("hebbian_orientation", "eq6"), kw.pop("kernel", "1b"))
+                          kw.pop("hebbian_orientation", "eq6"), kw.pop("kernel", "1b"), kw.pop("comm", None))
 
     @classmethod
     def from_edges(cls, n, edges, u=None, theta=None, layers=1, **kw):
@@ -346,31 +453,6 @@ class Network:
             raise GraphError(f"edges: unknown group(s) {sorted(unknown)}; expected names from {GROUPS}")
         return cls.from_scipy(mats["Gx_e"], mats["Gx_i"], mats["Gy_e"], mats["Gy_i"], mats["Gs"], u=u,
                               theta=theta, layers=layers, **kw)
-
-    @classmethod
-    def from_pyg(cls, data, layers=None, **kw):
-        """From the HeteroData written by `to_pyg` (edge types ('neurons', G, 'neurons') with `edge_weight`)."""
-        from .export import network_from_pyg
-        return network_from_pyg(cls, data, layers, **kw)
-
-    # -- running --
-    def simulator(self, backend="numba", **kw):
-        """A token-by-token Simulator (see bdh_graph.simulator.Simulator for the options)."""
-        from .simulator import Simulator
-        return Simulator(self, backend=backend, **kw)
-
-    def run(self, x0, y0, backend="numba", sigma0=None, **kw):
-        """Run the kernel on boundary inputs x0, y0 of shape (T, n); returns a RunResult (Eq. 6 by default)."""
-        return self.simulator(backend=backend, sigma0=sigma0, **kw).run(x0, y0)
-
-    # -- export --
-    def to_networkx(self, sigma=None):
-        from .export import to_networkx
-        return to_networkx(self, sigma)
-
-    def to_pyg(self, sigma=None):
-        from .export import to_pyg
-        return to_pyg(self, sigma)
 
     def __repr__(self):
         pops = ", ".join(f"{p.name}:{p.size}" for p in self.populations.values())

@@ -9,10 +9,17 @@ Token policies (the paper leaves open how X is reset between tokens and what Y h
 - x_policy="set" (default): X <- x0_t. "add": X <- X + x0_t, X keeps what it held at the end of the previous
   token (x_{t-1,L}) and integrates the new input.
 - y_policy="set" (default): Y <- y0_t. "add": Y <- Y + y0_t (Y carries y_{t-1,L} into layer 1).
+
+Sharded (docs/distributed.md): the network lives on the ranks of `net.comm`; every rank runs this same loop on its
+block. Inputs are global (T, n); node arrays, `feed`'s x, y and a RunResult hold this rank's block; a
+communication sub-round first exchanges the active values of split sources that a `gathered` group reads (one
+Allgatherv), runs the rules, then completes the sums into replicated targets of `partial` groups (one
+Allreduce). At P = 1 both exchanges are the identity. `RunResult.gather()` brings the whole result to rank 0.
 """
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
 
 from . import config
 from .backends import make_backend
@@ -24,8 +31,9 @@ TOKEN_POLICIES = ("set", "add")
 
 
 def sigma0_edges(net, sigma0):
-    """Normalise sigma0 to {edge variable: (nnz,) array}: None (zeros), a dense (L_sigma, n_post, n_pre)
-    array, a per-edge (L_sigma, nnz) array, or a dict of either per edge variable."""
+    """Normalise sigma0 to {edge variable: (nnz,) array of this rank's edges}: None (zeros), a dense global
+    (L_sigma, n_post, n_pre) array, a per-edge (L_sigma, nnz) array (one process only), or a dict of either per
+    edge variable."""
     names = net.sigma_names
     out = {}
     if sigma0 is None:
@@ -44,39 +52,82 @@ def sigma0_edges(net, sigma0):
             out[k] = np.zeros(g.nnz)
             continue
         a = np.asarray(sigma0[k], dtype=np.float64)
-        if a.shape == (g.n_post, g.n_pre):
-            vals = a[g.indices, g.source]
-            off = a.copy()
+        shape = (net.populations[g.post].size, net.populations[g.pre].size)
+        if a.shape == shape:
+            blk = a[g.row0:g.row0 + g.n_post, g.col0:g.col0 + g.n_pre]
+            vals = blk[g.indices, g.source]
+            off = blk.copy()
             off[g.indices, g.source] = 0.0
-            if np.any(off != 0):
+            if np.any(off != 0):   # every rank checks its own block
                 j, i = np.argwhere(off != 0)[0]
-                raise GraphError(f"sigma0[{k}]: non-zero state {off[j, i]:g} on {i}->{j}, which is not an edge of {g.name}")
+                raise GraphError(f"sigma0[{k}]: non-zero state {off[j, i]:g} on {i + g.col0}->{j + g.row0}, "
+                                 f"which is not an edge of {g.name}")
             a = vals
+        elif net.comm.size > 1 and a.ndim == 1:
+            raise GraphError(f"sigma0[{k}]: per-edge state needs one process (edge numbers are global); give "
+                             f"the dense {shape} array on {net.comm.size} ranks")
         elif a.shape != (g.nnz,):
-            raise GraphError(f"sigma0[{k}]: expected shape {(g.n_post, g.n_pre)} (dense) or ({g.nnz},) (per edge), got {a.shape}")
+            raise GraphError(f"sigma0[{k}]: expected shape {shape} (dense) or ({g.nnz},) (per edge), got {a.shape}")
         if not np.all(np.isfinite(a)):
             raise GraphError(f"sigma0[{k}]: expected finite values, got NaN or inf")
         out[k] = a.copy()
     return out
 
 
+def _edge_coords(net, name):
+    """(rows, cols, shape): the global target, source of each local edge of `name`'s group, and the global shape."""
+    g = net.groups[net.edge_vars[name].group]
+    return (g.indices + g.row0, g.source + g.col0, (net.populations[g.post].size, net.populations[g.pre].size))
+
+
 class RunResult:
     """x, y: (T, L+1, n), layer 0 = the boundary inputs; sigma: dense (L_sigma, n, n), sigma[l][a, b] with
-    a = value (y) neuron, b = key (x) neuron; sigma_edges: {name: (nnz,)} on the edges of Gs (any n)."""
+    a = value (y) neuron, b = key (x) neuron; sigma_edges: {name: (nnz,)} on the edges of Gs (any n).
 
-    def __init__(self, net, x, y, sigma_edges, state):
+    Sharded, x, y hold this rank's block of neurons (`lo`, `hi`) and sigma_edges this rank's edges (global
+    coordinates in `coords`); `gather(root)` returns the whole result on `root` (None elsewhere)."""
+
+    def __init__(self, net, x, y, sigma_edges, state, coords=None, block=None):
         self.net, self.x, self.y, self.sigma_edges, self.state = net, x, y, sigma_edges, state
+        self.coords = coords if coords is not None else {k: _edge_coords(net, k) for k in net.sigma_names}
+        self.lo, self.hi = block if block is not None else (net.populations["neurons"].lo, net.populations["neurons"].hi)
 
     def sigma_sparse(self, l=0):
         name = self.net.sigma_names[l]
-        return self.net.groups[self.net.edge_vars[name].group].matrix(self.sigma_edges[name]).tocsr()
+        r, c, shape = self.coords[name]
+        return sp.csr_matrix((self.sigma_edges[name], (r, c)), shape=shape)
 
     @property
     def sigma(self):
-        gs = [self.net.groups[self.net.edge_vars[k].group] for k in self.net.sigma_names]
-        if max(max(g.n_pre, g.n_post) for g in gs) > config.DENSE_SIGMA_MAX_N:
+        shapes = [self.coords[k][2] for k in self.net.sigma_names]
+        if max(max(s) for s in shapes) > config.DENSE_SIGMA_MAX_N:
             raise GraphError(f"sigma: n above {config.DENSE_SIGMA_MAX_N} is too big to densify; use sigma_sparse(l) or sigma_edges")
-        return np.stack([g.dense(self.sigma_edges[k]) for g, k in zip(gs, self.net.sigma_names)])
+        return np.stack([self.sigma_sparse(l).toarray() for l in range(len(shapes))])
+
+    def gather(self, root=0):
+        """The whole run on rank `root` (x, y over all n neurons, sigma_edges in the global edge order, as one
+        process would give); None on the other ranks. At P = 1 the result itself."""
+        comm = self.net.comm
+        if comm.size == 1:
+            return self
+        x = comm.gather_blocks(np.moveaxis(self.x, -1, 0), root)
+        y = comm.gather_blocks(np.moveaxis(self.y, -1, 0), root)
+        edges, coords = {}, {}
+        for k in self.net.sigma_names:
+            g = self.net.groups[self.net.edge_vars[k].group]
+            r, c, shape = self.coords[k]
+            mine = g.gathered or g.partial or comm.rank == root   # a replicated group: root's copy only
+            take = (lambda a: a) if mine else (lambda a: a[:0])
+            parts = comm.gather_blocks(np.stack([take(r), take(c), take(self.sigma_edges[k])], 1), root)
+            if comm.rank == root:
+                order = np.lexsort((parts[:, 0], parts[:, 1]))   # source-major, targets ascending
+                p = parts[order]
+                coords[k] = (p[:, 0].astype(np.int64), p[:, 1].astype(np.int64), shape)
+                edges[k] = p[:, 2].copy()
+        if comm.rank != root:
+            return None
+        n = x.shape[0]
+        return RunResult(self.net, np.moveaxis(x, 0, -1), np.moveaxis(y, 0, -1), edges, None, coords, (0, n))
 
 
 class Simulator:
@@ -93,8 +144,12 @@ class Simulator:
         for name, v in (("x_policy", x_policy), ("y_policy", y_policy)):
             if v not in TOKEN_POLICIES:
                 raise GraphError(f"{name}: expected one of {TOKEN_POLICIES}, got {v!r}")
-        self.net, self.kernel = net, net.kernel
+        if spiking and net.comm.size > 1:
+            raise GraphError(f"spiking: the stochastic mode runs in one process (each rank would draw its own "
+                             f"spikes for the replicated hubs), got {net.comm.size} ranks")
+        self.net, self.kernel, self.comm = net, net.kernel, net.comm
         self.x_policy, self.y_policy = x_policy, y_policy
+        self.lo, self.hi = net.block_of("X")
         self.backend = make_backend(backend, net, spiking=spiking, seed=seed, device=device)
         self._state = self.backend.initial_state(sigma0_edges(net, sigma0))
         self._rounds = self.kernel.rounds
@@ -106,6 +161,49 @@ class Simulator:
         self.round = 0         # rounds completed
         self.monitors = []
         self._x = self._y = None
+        self._remote = {}
+        self._plans = [self._plan(rnd.communication) for rnd in self._rounds]
+
+    # -- the exchange of a communication sub-round (docs/distributed.md) --
+    def _group_of(self, rule):
+        net = self.net
+        if rule.kind == "send":
+            return net.groups[rule.group]
+        return net.groups[net.edge_vars[rule.src[1] if rule.kind == "read" else rule.dst].group]
+
+    def _plan(self, rules):
+        """(split variables to exchange, rules run as they are, rules into replicated targets completed by an
+        Allreduce, their targets)."""
+        gather = sorted({r.src[0] for r in rules if self._group_of(r).gathered})
+        partial = tuple(r for r in rules if r.kind != "hebbian" and self._group_of(r).partial)
+        local = tuple(r for r in rules if r not in partial)
+        return gather, local, partial, sorted({r.dst for r in partial})
+
+    def source(self, group, var):
+        """The values of `var` as `group` reads them: the exchanged full vector for a gathered group."""
+        return self._remote[var] if group.gathered else self.node(var)
+
+    def _communicate(self, k):
+        gather, local, partial, dsts = self._plans[k]
+        be, net = self.backend, self.net
+        self._remote = self.comm.exchange_active(
+            {v: (np.asarray(be.node(self._state, v)), net.block_of(v)[0], net.global_size_of(v)) for v in gather}) \
+            if gather else {}
+        for m in self.monitors:
+            m._before_communication(self, self._rounds[k].communication)
+        state = be.communicate(local, self._state, self._remote) if local else self._state
+        if partial:
+            old = [np.array(be.node(state, v)) for v in dsts]
+            for v, o in zip(dsts, old):
+                state = be.set_node(state, v, np.zeros_like(o))
+            state = be.communicate(partial, state, self._remote)
+            total = self.comm.allreduce_sum(np.concatenate([np.asarray(be.node(state, v)) for v in dsts]))
+            at = 0
+            for v, o in zip(dsts, old):
+                state = be.set_node(state, v, o + total[at:at + len(o)])
+                at += len(o)
+        self._remote = {}
+        return state
 
     # -- inspection --
     @property
@@ -127,8 +225,8 @@ class Simulator:
             raise GraphError(f"ingest: token {self.token} is still running (sub-round {self._sub} of "
                              f"{2 * len(self._rounds)}); finish it with step()")
         n = self.net.n
-        x = as_inputs("x0_t", x0_t, None, n)
-        y = as_inputs("y0_t", y0_t, None, n)
+        x = as_inputs("x0_t", x0_t, None, n)[self.lo:self.hi]
+        y = as_inputs("y0_t", y0_t, None, n)[self.lo:self.hi]
         if self.x_policy == "add":
             x = self.node("X") + x
         if self.y_policy == "add":
@@ -136,7 +234,7 @@ class Simulator:
         self._state = self.backend.set_node(self._state, "X", x)
         self._state = self.backend.set_node(self._state, "Y", y)
         L = len(self.kernel.layers)
-        self._x, self._y = np.zeros((L + 1, n)), np.zeros((L + 1, n))
+        self._x, self._y = np.zeros((L + 1, len(x))), np.zeros((L + 1, len(x)))
         self._x[0], self._y[0] = x, y
         self._loaded = True
 
@@ -147,9 +245,7 @@ class Simulator:
         k, phase = divmod(self._sub, 2)
         rnd = self._rounds[k]
         if phase == 0:
-            for m in self.monitors:
-                m._before_communication(self, rnd.communication)
-            self._state = self.backend.communicate(rnd.communication, self._state)
+            self._state = self._communicate(k)
         else:
             self._state = self.backend.compute(rnd.computation, self._state)
         self._sub += 1
@@ -167,7 +263,8 @@ class Simulator:
         return "communication" if phase == 0 else "computation"
 
     def feed(self, x0_t, y0_t):
-        """Run one token (all rounds); returns x, y of shape (L+1, n), layer 0 = the inputs."""
+        """Run one token (all rounds); returns x, y of shape (L+1, n), layer 0 = the inputs (sharded: this rank's
+        block of the n neurons, `sim.lo:sim.hi`)."""
         self.ingest(x0_t, y0_t)
         while self._loaded:
             self.step()
@@ -181,7 +278,7 @@ class Simulator:
             raise GraphError(f"x0: expected shape (T, n) with n = {self.net.n}, got {x0.shape}")
         x0, y0 = as_inputs("x0", x0, T, self.net.n), as_inputs("y0", y0, T, self.net.n)
         L = len(self.kernel.layers)
-        xs, ys = np.zeros((T, L + 1, self.net.n)), np.zeros((T, L + 1, self.net.n))
+        xs, ys = np.zeros((T, L + 1, self.hi - self.lo)), np.zeros((T, L + 1, self.hi - self.lo))
         for t in range(T):
             xs[t], ys[t] = self.feed(x0[t], y0[t])
         st = self.state
@@ -191,3 +288,14 @@ class Simulator:
         for m in self.monitors:
             if m.when == when:
                 m._record(self)
+
+
+def simulator(net, backend="numba", **kw):
+    """A token-by-token Simulator (see Simulator for the options); bound as `Network.simulator`."""
+    return Simulator(net, backend=backend, **kw)
+
+
+def run(net, x0, y0, backend="numba", sigma0=None, **kw):
+    """Run the kernel on boundary inputs x0, y0 of shape (T, n); returns a RunResult (Eq. 6 by default).
+    Bound as `Network.run`."""
+    return Simulator(net, backend=backend, sigma0=sigma0, **kw).run(x0, y0)

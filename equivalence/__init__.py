@@ -21,7 +21,8 @@ __all__ = [
 ]
 
 
-def graph_logits(model, ids, how=None, backend="numba"):
-    """(T, V) float64 logits of a token sequence computed by the compiled graph of `model`."""
-    c = how if isinstance(how, Compiled) else compile_model(TensorRunner(model).model, how)
+def graph_logits(model, ids, how=None, backend="numba", comm=None):
+    """(T, V) float64 logits of a token sequence computed by the compiled graph of `model` (sharded over `comm`:
+    every rank returns them)."""
+    c = how if isinstance(how, Compiled) else compile_model(TensorRunner(model).model, how, comm=comm)
     return GraphRunner(c, backend).logits(as_ids(ids, model.config.vocab_size))

@@ -6,23 +6,29 @@
             De, Di (hubs -> neurons) with De E' - Di E' = D_x E; state on 2dn synapses neurons -> hubs holding
             the split rho = E sigma = sigma_+ - sigma_-; no n x n matrix anywhere.
   official  the released LayerNorm model (and the `paper` variant, Eq. 8) neuron by neuron: residual hubs (d),
-            per-head attention hubs (h x d), the `groupnorm` rule (equivalence.rules) for LN.
+            per-head attention hubs (h x d), LN as two rounds of local rules over a clique of edges per group
+            (equivalence.rules.layer_norm_rounds): every rule reads only its own node and its edges.
 
 Every compile adds an output population `out` of V = 256 motor nodes: logits = Pe - Pi, with the read-out
 weights split into excitatory and inhibitory groups. Input (the sensory boundary) enters as the Simulator's
 x_{t,0} = y_{t,0} (dense, circuit, official-on-paper) or as the raw embedding row at the residual hubs
 (official), see `Compiled.token_inputs`. The weights are taken from the model in float64 numpy; torch is
 needed only to read them.
+
+Sharded (docs/distributed.md): every compile takes `comm` (bdh_graph.comm; default MPI.COMM_WORLD under mpiexec,
+else in process) and each rank builds only the blocks it owns (`Network.owned`: its rows of the groups into the
+neurons, its columns of the groups out of them) straight from the weights: no process holds the whole graph.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.sparse as sp
 
 from bdh_graph import Network, kernels as K
 
-from .rules import LN_EPS, groupnorm, linear
+from .rules import LN_EPS, LN_VARIABLES, clique, layer_norm_rounds, linear
 
 COMPILES = ("dense", "circuit", "official")
 APPLIES = {"dense": ("normfree",), "circuit": ("normfree",), "official": ("official", "paper")}
@@ -57,12 +63,14 @@ class Weights:
 
     @classmethod
     def of(cls, model) -> "Weights":
+        """The matrices the model computes with (`model.effective_weights()`: constant gains folded in)."""
         C = model.config
         f = lambda t: t.detach().to("cpu").double().numpy().copy()
         ret = model.retention()
+        w = model.effective_weights()
         return cls(C.variant, C.n, C.d, C.n_head, C.N, C.n_layer, C.vocab_size,
-                   f(model.E), f(model.D_x).reshape(C.n, C.d), f(model.D_y).reshape(C.n, C.d),
-                   f(model.embed.weight), f(model.lm_head),
+                   f(w["E"]), f(w["D_x"]).reshape(C.n, C.d), f(w["D_y"]).reshape(C.n, C.d),
+                   f(w["embed"]), f(w["lm_head"]),
                    ret["u"] if C.uses_alibi else None, ret["theta"] if C.uses_rope else None)
 
 
@@ -102,25 +110,35 @@ class Compiled:
         x0 = pos(z @ W.D_x.T)                                  # x_0 = y_0 = (D_x z)^+, as model.input_boundary
         return x0, x0.copy(), [{} for _ in ids]
 
-    def rho(self, state):
-        """rho_l (d, n) of every layer from a NetworkState (per-edge sigma), in the model's convention."""
+    def rho(self, state, root=0):
+        """rho_l (d, n) of every layer from a NetworkState (per-edge sigma), in the model's convention; sharded,
+        every rank's share is summed onto rank `root` (None elsewhere)."""
+        comm = self.network.comm
+        out = [self.rho_partial(state, name) for name in self.network.sigma_names]
+        if comm.size == 1:
+            return out
+        total = [comm.reduce_sum(r, root) for r in out]
+        return total if comm.rank == root else None
+
+    def rho_partial(self, state, name):
+        """This rank's share of rho_l (d, n): zero outside the columns (or, dense, the rows) it owns."""
         W = self.weights
-        out = []
-        for name in self.network.sigma_names:
-            g = self.network.groups[self.network.edge_vars[name].group]
-            M = g.matrix(state.edges[name]).toarray()
-            if self.name == "dense":
-                out.append(W.E @ M)                            # rho = E sigma
-            elif self.name == "circuit":
-                out.append(M[:W.d] - M[W.d:])                  # rho = sigma_+ - sigma_-
-            else:                                              # per-head blocks (k d + a, k N + i)
-                out.append(np.concatenate([M[k * W.d:(k + 1) * W.d, k * W.N:(k + 1) * W.N] for k in range(W.h)], 1))
+        g = self.network.groups[self.network.edge_vars[name].group]
+        M = g.matrix(state.edges[name]).toarray()
+        if self.name == "dense":                               # rows = this rank's value neurons
+            return W.E[:, g.row0:g.row0 + g.n_post] @ M        # rho = E sigma
+        out = np.zeros((W.d, W.n))
+        cols = np.arange(g.col0, g.col0 + g.n_pre)
+        if self.name == "circuit":
+            out[:, cols] = M[:W.d] - M[W.d:]                   # rho = sigma_+ - sigma_-
+        else:                                                  # per-head blocks (k d + a, k N + i)
+            out[:, cols] = M[(cols // W.N)[None, :] * W.d + np.arange(W.d)[:, None], cols - g.col0]
         return out
 
     def summary(self) -> str:
         r = self.report
         pops = ", ".join(f"{k} {v}" for k, v in r["nodes"].items())
-        return (f"{self.name} compile of a {self.variant} model: nodes {r['nodes_total']:,} ({pops}); "
+        return (f"{self.name} compile of {'an' if self.variant[0] in 'aeiou' else 'a'} {self.variant} model: nodes {r['nodes_total']:,} ({pops}); "
                 f"edges {r['edges_total']:,}; synapses {r['synapses']:,} per layer; state {r['state_size']:,} floats; "
                 f"{r['rounds_per_token']} rounds per token")
 
@@ -155,10 +173,30 @@ def default_compile(model) -> str:
     return "dense" if C.n <= DENSE_MAX_N else "circuit"
 
 
-def _output(net, src_pop, W_out):
-    """Add the motor population `out` (V nodes) and the split read-out groups `src_pop -> out` from W_out (V, k)."""
-    net.add_population("out", W_out.shape[0], variables=("Pe", "Pi", "L"))
-    net.add_group("Wo_e", src_pop, "out", pos(W_out)).add_group("Wo_i", src_pop, "out", neg(W_out))
+def _output(net, src_pop, W_out, V):
+    """Add the motor population `out` (V nodes) and the split read-out groups `src_pop -> out` from
+    W_out(cols) = the (V, len(cols)) read-out block of this rank's columns."""
+    net.add_population("out", V, variables=("Pe", "Pi", "L"))
+    rows, cols = net.owned(src_pop, "out")
+    Wo = W_out(cols)
+    net.add_group("Wo_e", src_pop, "out", block=pos(Wo)).add_group("Wo_i", src_pop, "out", block=neg(Wo))
+
+
+def _ones(rows, cols):
+    """An all-ones (rows, cols) CSC matrix, built without a dense array."""
+    return sp.csc_matrix((np.ones(rows * cols), np.tile(np.arange(rows), cols), np.arange(cols + 1) * rows),
+                         shape=(rows, cols))
+
+
+def _head_blocks(values, lo, N, d, h):
+    """Rows lo.. of the per-head block matrix (n, h d): neuron i (head i // N) <- hubs (i // N) d .. + d - 1,
+    `values` (rows, d) on them (CSR, built row by row without the whole matrix)."""
+    r = len(values)
+    head = (np.arange(lo, lo + r) // N)
+    idx = (head[:, None] * d + np.arange(d)[None, :]).reshape(-1)
+    M = sp.csr_matrix((values.reshape(-1), idx, np.arange(r + 1) * d), shape=(r, h * d)).tocsc()
+    M.eliminate_zeros()                                      # an entry is an edge iff it is non-zero
+    return M
 
 
 def _readout_round(src, reset=()):
@@ -170,7 +208,7 @@ def _readout_round(src, reset=()):
 
 # ---- dense: Observation 4 ------------------------------------------------------------------------------------
 
-def compile_dense(model, *, damping="eq6", hebbian_orientation="eq6") -> Compiled:
+def compile_dense(model, *, damping="eq6", hebbian_orientation="eq6", comm=None) -> Compiled:
     """Observation 4 / Eq. 9: BDH-Normfree is BDH with Gx_e - Gx_i = D_x E, Gy_e - Gy_i = D_y E, Gs = 1.
 
     O(n^2) memory. `damping` and `hebbian_orientation` pass to Table 1(b) (reference 2a, 2b): only the
@@ -178,11 +216,22 @@ def compile_dense(model, *, damping="eq6", hebbian_orientation="eq6") -> Compile
     """
     _check_applies(model, "dense")
     W = Weights.of(model)
-    Gx, Gy = W.D_x @ W.E, W.D_y @ W.E                                        # (n, n), row = receiving neuron
-    net = Network.from_dense(Gx_e=pos(Gx), Gx_i=neg(Gx), Gy_e=pos(Gy), Gy_i=neg(Gy), Gs=np.ones((W.n, W.n)),
-                             u=W.u, theta=W.theta, layers=W.L, damping=damping,
-                             hebbian_orientation=hebbian_orientation)
-    _output(net, "neurons", W.lm_head.T @ W.E)                               # logits = lm_head^T E y_L
+    memo = {}
+
+    def blocks(name, rows, cols):                                            # this rank's rows of (n, n) graphs
+        if name == "Gs":
+            return _ones(rows.stop - rows.start, cols.stop - cols.start)
+        D = W.D_x if name.startswith("Gx") else W.D_y
+        if name[:2] not in memo:
+            memo.clear()
+            memo[name[:2]] = D[rows] @ W.E[:, cols]                          # row = receiving neuron
+        G = memo[name[:2]]
+        return pos(G) if name.endswith("_e") else neg(G)
+
+    net = Network.from_blocks(W.n, blocks, u=W.u, theta=W.theta, layers=W.L, damping=damping,
+                              hebbian_orientation=hebbian_orientation, comm=comm)
+    memo.clear()
+    _output(net, "neurons", lambda cols: W.lm_head.T @ W.E[:, cols], W.V)    # logits = lm_head^T E y_L
     base = net.kernel
     layers = base.layers[:-1] + (base.layers[-1] + (_readout_round("Y"),),)
     net.with_kernel(K.Kernel(layers, name="Table 1(b) + read-out"))
@@ -203,7 +252,7 @@ def hub_split(D):
     return np.hstack([pos(D), neg(D)]), np.hstack([neg(D), pos(D)])
 
 
-def compile_circuit(model) -> Compiled:
+def compile_circuit(model, comm=None) -> Compiled:
     """Claim 3's sparse circuit and Claim 4's sparse state, exact for Normfree (Eq. 7), O(nd) everything.
 
     Hubs `hub` (2d nodes) with their own variables: H = E' y_{l-1} (the non-negative split h_+ - h_- = E y_{l-1},
@@ -218,18 +267,20 @@ def compile_circuit(model) -> Compiled:
     _check_applies(model, "circuit")
     W = Weights.of(model)
     n, d = W.n, W.d
-    import scipy.sparse as sp
-    Ep = np.vstack([pos(W.E), neg(W.E)])                                      # E' (2d, n)
-    De, Di = hub_split(W.D_x)                                                 # (n, 2d)
-    Gy_e, Gy_i = hub_split(W.D_y)                                             # Gy_e - Gy_i = D_y [I, -I]
-    net = Network().add_population("neurons", n).add_population("hub", 2 * d, variables=("H", "A"))
-    net.add_group("E'", "neurons", "hub", Ep).add_group("De", "hub", "neurons", De).add_group("Di", "hub", "neurons", Di)
-    net.add_group("Gy_e", "hub", "neurons", Gy_e).add_group("Gy_i", "hub", "neurons", Gy_i)
-    net.add_group("Gs", "neurons", "hub", sp.csc_matrix(np.ones((2 * d, n))))
+    net = Network(comm).add_population("neurons", n).add_population("hub", 2 * d, variables=("H", "A"))
+    _, cols = net.owned("neurons", "hub")                                     # this rank's neurons, as sources
+    rows, _ = net.owned("hub", "neurons")                                     # ... and as targets
+    Ep = np.vstack([pos(W.E[:, cols]), neg(W.E[:, cols])])                    # E' (2d, n): its columns
+    De, Di = hub_split(W.D_x[rows])                                           # (n, 2d): its rows
+    Gy_e, Gy_i = hub_split(W.D_y[rows])                                       # Gy_e - Gy_i = D_y [I, -I]
+    net.add_group("E'", "neurons", "hub", block=Ep)
+    net.add_group("De", "hub", "neurons", block=De).add_group("Di", "hub", "neurons", block=Di)
+    net.add_group("Gy_e", "hub", "neurons", block=Gy_e).add_group("Gy_i", "hub", "neurons", block=Gy_i)
+    net.add_group("Gs", "neurons", "hub", block=_ones(2 * d, cols.stop - cols.start))
     for l in range(W.L):
         net.add_edge_variable(K.sigma_name(l), "Gs", u=W.u, theta=W.theta)
     Wo = np.hstack([W.lm_head.T, -W.lm_head.T])                               # logits = lm^T (h_+ - h_-)
-    _output(net, "hub", Wo)
+    _output(net, "hub", lambda c: Wo[:, c], W.V)
 
     def layer(l):
         s = K.sigma_name(l)
@@ -266,64 +317,65 @@ def compile_circuit(model) -> Compiled:
 
 # ---- official / paper: the LayerNorm models --------------------------------------------------------------------
 
-def _block_diag_heads(W, M):
-    """Per-head block matrix: M (h, N, d) gives (n, h d) with block k = M[k] (neurons of head k <- hubs of head k)."""
-    import scipy.sparse as sp
-    return sp.block_diag([M[k] for k in range(W.h)], format="csc")
-
-
-def compile_official(model) -> Compiled:
+def compile_official(model, comm=None) -> Compiled:
     """The released model (variant `official`) or Eq. 8 (variant `paper`) as a graph with LN at hub populations.
 
-    Populations: neurons (n), `res` (d residual / value hubs: V the stream, W = LN(E y), Ze/Zi = E^± y),
-    `att` (h d: per head k, hubs k d .. k d + d - 1: Q the value to write, A = a_h, N = LN(a_h)), `out` (V).
+    Populations: neurons (n), `res` (d residual / value hubs: V the stream, W = LN(E y), Ze/Zi = E^± y, Z the
+    signed input of an LN), `att` (h d: per head k, hubs k d .. k d + d - 1: Q the value to write, A = a_h,
+    N = LN(a_h)), `out` (V); res and att also carry the LN scratch variables (rules.LN_VARIABLES).
     Groups: Dx_e/Dx_i = D_x^± (res -> neurons), copy (res -> att, identity per head), Gs (neurons of head k ->
     hubs of head k, all ones: n d synapses), Dy_e/Dy_i = D_y^± per head (att -> neurons), E_e/E_i = E^±
-    (neurons -> res). Hub values are signed (a rate code with sign); signed weights are split E/I.
+    (neurons -> res), ln_res / ln_att (the LN cliques inside each group of d hubs, weight 1/d). Hub values are
+    signed (a rate code with sign); signed weights are split E/I. LN[..] is `rules.layer_norm_rounds`, 2 rounds.
 
     official, per layer (res.V = v_{l-1}):
       1. res.V -> Xe/Xi [Dx_e/Dx_i], res.V -> att.Q [copy]; X↓, (Xe - Xi)^+ -> X     x_l = (D_x v)^+ (recomputed)
-      2. X, sigma_l -> att.A; LN_d(att.A) => att.N                                   a_h, LN(a_h)
+      2. X, sigma_l -> att.A;  LN[att.A => att.N]                                    a_h, LN(a_h)
       3. X(i), att.Q(j) -> sigma_l(i,j); att.N -> Ye/Yi; damp; Y↓, (Ye - Yi)^+, X -> Y   y = (D_y LN(a))^+ x
-      4. Y -> res.Ze/Zi [E_e/E_i]; LN_d(Ze - Zi) => res.W; LN_d(V + W) => res.V      v = LN(v + LN(E y))
-    paper: 1'. Y -> res.Ze/Zi, LN_d(Ze - Zi) => res.V (= v* = LN(E y_{l-1})); then 1-3 with X accumulating.
+      4. Y -> res.Ze/Zi [E_e/E_i]; Ze - Zi => Z;  LN[Z => W]; V + W => Z;  LN[Z => V]   v = LN(v + LN(E y))
+    paper: 1'. Y -> res.Ze/Zi; LN[Ze - Zi => V] (= v* = LN(E y_{l-1})); then 1-3 with X accumulating.
+    Rounds per token: official 10 L + 3, paper 9 L + 6 (each LN 2 rounds; 4 L + 2 and 4 L + 3 without them).
     """
     _check_applies(model, "official")
     W = Weights.of(model)
     n, d, h, N = W.n, W.d, W.h, W.N
-    import scipy.sparse as sp
     official = W.variant == "official"
-    net = Network().add_population("neurons", n)
-    net.add_population("res", d, variables=("V", "W", "Ze", "Zi"))
-    net.add_population("att", h * d, variables=("Q", "A", "N"))
-    net.add_group("Dx_e", "res", "neurons", pos(W.D_x)).add_group("Dx_i", "res", "neurons", neg(W.D_x))
+    net = Network(comm).add_population("neurons", n)
+    net.add_population("res", d, variables=("V", "W", "Ze", "Zi", "Z") + LN_VARIABLES)
+    net.add_population("att", h * d, variables=("Q", "A", "N") + LN_VARIABLES)
+    net.add_group("ln_res", "res", "res", clique(1, d)).add_group("ln_att", "att", "att", clique(h, d))
+    rows, _ = net.owned("res", "neurons")                                     # this rank's neurons as targets
+    _, cols = net.owned("neurons", "res")                                     # ... and as sources
+    net.add_group("Dx_e", "res", "neurons", block=pos(W.D_x[rows])).add_group("Dx_i", "res", "neurons", block=neg(W.D_x[rows]))
     net.add_group("copy", "res", "att", sp.csc_matrix(np.tile(np.eye(d), (h, 1))))
-    Dy = W.D_y.reshape(h, N, d)
-    net.add_group("Dy_e", "att", "neurons", _block_diag_heads(W, pos(Dy)))
-    net.add_group("Dy_i", "att", "neurons", _block_diag_heads(W, neg(Dy)))
-    net.add_group("E_e", "neurons", "res", pos(W.E)).add_group("E_i", "neurons", "res", neg(W.E))
-    net.add_group("Gs", "neurons", "att", _block_diag_heads(W, np.ones((h, N, d))).T.tocsc())
+    net.add_group("Dy_e", "att", "neurons", block=_head_blocks(pos(W.D_y[rows]), rows.start, N, d, h))
+    net.add_group("Dy_i", "att", "neurons", block=_head_blocks(neg(W.D_y[rows]), rows.start, N, d, h))
+    net.add_group("E_e", "neurons", "res", block=pos(W.E[:, cols])).add_group("E_i", "neurons", "res", block=neg(W.E[:, cols]))
+    net.add_group("Gs", "neurons", "att", block=_head_blocks(np.ones((cols.stop - cols.start, d)), cols.start, N, d, h).T.tocsc())
     for l in range(W.L):
         net.add_edge_variable(K.sigma_name(l), "Gs", u=W.u, theta=W.theta)
-    _output(net, "res", W.lm_head.T)
+    _output(net, "res", lambda c: W.lm_head.T[:, c], W.V)
 
-    to_res = K.Round(communication=(K.send("Y", "res.Ze", "E_e"), K.send("Y", "res.Zi", "E_i")),
-                     computation=(groupnorm(("res.Ze", "res.Zi"), "res.W" if official else "res.V", d, (1, -1)),)
-                     + ((groupnorm(("res.V", "res.W"), "res.V", d),) if official else ())
-                     + (K.reset("res.Ze"), K.reset("res.Zi")),
-                     label="E y to hubs; LN" if not official else "v = LN(v + LN(E y))")
+    to_res = (K.Round(communication=(K.send("Y", "res.Ze", "E_e"), K.send("Y", "res.Zi", "E_i")),
+                      computation=(linear(("res.Ze", "res.Zi"), "res.Z", (1, -1)), K.reset("res.Ze"), K.reset("res.Zi")),
+                      label="E y to hubs"),)
+    if official:   # v = LN(v + LN(E y))
+        to_res += layer_norm_rounds("res", "Z", "W", "ln_res", "LN(E y)", then=(linear(("res.V", "res.W"), "res.Z", (1, 1)),))
+        to_res += layer_norm_rounds("res", "Z", "V", "ln_res", "v = LN(v + W)")
+    else:          # v* = LN(E y_{l-1})
+        to_res += layer_norm_rounds("res", "Z", "V", "ln_res", "v* = LN(E y)")
 
     def layer(l):
         s = K.sigma_name(l)
-        rounds = () if official else (to_res,)
+        rounds = () if official else to_res
         rounds += (
             K.Round(communication=(K.send("res.V", "Xe", "Dx_e"), K.send("res.V", "Xi", "Dx_i"),
                                    K.send("res.V", "att.Q", "copy")),
                     computation=((K.reset("X"),) if official else ()) + (K.threshold("Xe", "Xi", "X"),
                                                                           K.reset("Xe"), K.reset("Xi")),
                     label="x = (D_x v)^+" if official else "x += (D_x v*)^+"),
-            K.Round(communication=(K.read("X", s, "att.A"),), computation=(groupnorm(("att.A",), "att.N", d),),
-                    label="read a_h; LN per head"),
+            K.Round(communication=(K.read("X", s, "att.A"),), label="read a_h"),
+            *layer_norm_rounds("att", "A", "N", "ln_att", "LN(a_h) per head"),
             K.Round(communication=(K.hebbian("X", "att.Q", s), K.send("att.N", "Ye", "Dy_e"),
                                    K.send("att.N", "Yi", "Dy_i")),
                     computation=(K.damp(s), K.reset("Y"), K.gate("Ye", "Yi", "X", "Y"), K.reset("Ye"),
@@ -331,22 +383,24 @@ def compile_official(model) -> Compiled:
                     label="write; y = (D_y LN a)^+ x"),
         )
         if official:
-            rounds += (to_res,)
+            rounds += to_res
         return rounds
 
     layers = [layer(l) for l in range(W.L)]
     if official:   # sensory input: the raw embedding row at the residual hubs, normalised in the graph
-        layers[0] = (K.Round(computation=(groupnorm(("res.V",), "res.V", d),), label="v_0 = LN(embed)"),) + layers[0]
+        layers[0] = layer_norm_rounds("res", "V", "V", "ln_res", "v_0 = LN(embed)") + layers[0]
         layers[-1] = layers[-1] + (_readout_round("res.V"),)
     else:
-        layers[-1] = layers[-1] + (to_res, _readout_round("res.V"))
+        layers[-1] = layers[-1] + to_res + (_readout_round("res.V"),)
     net.with_kernel(K.Kernel(tuple(layers), name=f"{W.variant} LN circuit"))
     mapping = {"Dx_e, Dx_i": "D_x^+, D_x^- res -> neurons (n x d)", "copy": "identity res -> att of every head",
                "Dy_e, Dy_i": "D_y,h^+, D_y,h^- att(head h) -> neurons(head h)", "E_e, E_i": "E^+, E^- neurons -> res",
                "Gs": "neurons of head k -> att hubs of head k, all ones (n d synapses)",
                "sigma": "sigma_l (h d x n, block diagonal by head): value hub x key neuron",
                "rho": "rho_l,h = block h of sigma_l (it is rho itself: the value lives at the hubs)",
-               "LN": "groupnorm rule over groups of d hubs (eps 1e-5, no affine)", "out": "lm_head^T res -> out"}
+               "ln_res, ln_att": "LN cliques: every hub to every hub of its group of d, weight 1/d",
+               "LN": "2 rounds of local rules: clique mean, clique variance, node-local division (eps 1e-5)",
+               "out": "lm_head^T res -> out"}
     boundary = ("raw embedding row embed(i) set at res.V, LN in the graph" if official
                 else "x_0 = y_0 = (D_x LN(embed(i)))^+ (model.input_boundary)")
     readout = "logits = lm_head^T v_L at the 256 output nodes" if official else "logits = lm_head^T LN(E y_L)"
@@ -360,7 +414,8 @@ _COMPILERS = {"dense": compile_dense, "circuit": compile_circuit, "official": co
 
 
 def compile_model(model, how: str | None = None, **kw) -> Compiled:
-    """Compile `model` with `how` in COMPILES (None: `default_compile(model)`)."""
+    """Compile `model` with `how` in COMPILES (None: `default_compile(model)`); `comm=` shards it (module
+    docstring)."""
     how = default_compile(model) if how is None else how
     if how not in _COMPILERS:
         raise ValueError(f"compile: expected one of {', '.join(COMPILES)}, got {how!r}")

@@ -47,11 +47,18 @@ class GraphRunner:
         self._ends = np.cumsum([len(layer) for layer in k.layers])     # rounds completed at each layer's end
         self._per_token = len(k.rounds)
 
-    def feed(self, ids, with_state=False):
-        """Yield, per token t: dict(x, y (L+1, n), logits (V,), [rho: list of (d, n)], [hub names: (L, size)])."""
+    def feed(self, ids, with_state=False, root=0):
+        """Yield, per token t: dict(x, y (L+1, n), logits (V,), [rho: list of (d, n)], [hub names: (L, size)]).
+
+        Sharded (every rank must iterate): x, y and rho are gathered to rank `root` (None elsewhere); logits and
+        hub values are replicated, so every rank has them."""
         x0, y0, extra = self.compiled.token_inputs(ids)
+        comm = self.compiled.network.comm
         for t in range(len(x0)):
             x, y = self.sim.feed_inputs(x0[t], y0[t], extra[t])
+            if comm.size > 1:
+                x, y = (comm.gather_blocks(a.T, root) for a in (x, y))
+                x, y = (None, None) if x is None else (x.T, y.T)
             out = {"x": x, "y": y, "logits": getattr(self._out, self.compiled.logits_var)[:, -1].copy()}
             if self._hubs is not None:
                 rows = ((self.sim.token - 1) * self._per_token + self._ends) - 1   # sample k: after round k + 1

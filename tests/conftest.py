@@ -32,3 +32,15 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The share of live draws of the equivalence property tests (equivalence.strategies.live)."""
+    from equivalence.strategies import DRAWS
+    names = sorted({name for name, _ in DRAWS})
+    if not names:
+        return
+    terminalreporter.write_line("equivalence property tests, live draws (logits not ~0, activations bounded):")
+    for name in names:
+        drawn, ok = DRAWS[(name, "drawn")], DRAWS[(name, "live")]
+        terminalreporter.write_line(f"  {name:<28} {ok:>4} of {drawn:>4} live ({100 * ok / max(drawn, 1):.0f}%)")

@@ -1,9 +1,10 @@
-"""equivalence's interface: compile reports (sizes of Obs. 4, Claims 3 and 4), refusals, the groupnorm rule,
+"""equivalence's interface: compile reports (sizes of Obs. 4, Claims 3 and 4), refusals, local LayerNorm rounds,
 the comparison report and its input checks."""
 import numpy as np
 import pytest
 import torch
 
+from bdh_graph import kernels as K
 from bdh_graph.backends import numpy_ops
 from equivalence import APPLIES, COMPILES, as_ids, compare, compile_model, default_compile, rules
 from equivalence.strategies import Case
@@ -31,13 +32,18 @@ def test_circuit_sizes_claims_3_and_4():
 
 
 def test_dense_and_official_sizes():
-    """Obs. 4: n^2 synapses per layer (Gs = 1); the official graph: n d synapses per layer (head blocks)."""
+    """Obs. 4: n^2 synapses per layer (Gs = 1); the official graph: n d synapses per layer (head blocks) and
+    only non-zero parameter edges (3nd + hd + 256d, plus the LN cliques)."""
     c = Case("normfree", "none", h=2, N=4, d=3, L=2, ids=(1,))
     r = compile_model(c.model(), "dense").report
     assert r["synapses"] == c.n ** 2 and r["state_size"] == 2 * c.n ** 2
     c = Case("official", "rope", h=2, N=4, d=3, L=2, ids=(1,))
     r = compile_model(c.model(), "official").report
     assert r["synapses"] == c.n * c.d and r["nodes"]["att"] == c.h * c.d and r["nodes"]["res"] == c.d
+    # no explicit zeros: each weight of D_x, D_y, E (n d each) sits on exactly one side of its E/I split,
+    # plus the h d copy edges, the 256 d read-out and the LN cliques (d^2 for res, h d^2 for att)
+    n, d, h = c.n, c.d, c.h
+    assert r["edges_total"] == 3 * n * d + h * d + 256 * d + d * d + h * d * d, r["edges"]
 
 
 @pytest.mark.parametrize("how", COMPILES)
@@ -64,23 +70,47 @@ def test_default_compile():
 
 
 @pytest.mark.parametrize("xp", ["numpy", "torch"])
-def test_groupnorm_rule_is_layernorm(xp):
-    """The kernel extension: LN_g(p - q) => r per group of g hubs equals torch's layer_norm (eps 1e-5, no
-    affine) on numpy and torch arrays alike (so on every backend)."""
+def test_local_rules_normalize_and_linear(xp):
+    """The two registered kernel extensions are node-local and exact on numpy and torch arrays alike (so on
+    every backend): `c / sqrt(s + eps) => r` and the signed sum `p - q => r`."""
     rng = np.random.default_rng(0)
-    p, q = rng.normal(size=12), rng.normal(size=12)
-    rule = rules.groupnorm(("p", "q"), "r", group=4, signs=(1, -1))
+    p, q, s = rng.normal(size=12), rng.normal(size=12), rng.random(12)
     if xp == "numpy":
-        vals, ops = {"p": p, "q": q, "r": np.zeros(12)}, numpy_ops()
+        vals, ops = {"p": p, "q": q, "s": s, "r": np.zeros(12)}, numpy_ops()
     else:
         from bdh_graph.backends import Ops
-        vals = {k: torch.tensor(v) for k, v in (("p", p), ("q", q), ("r", np.zeros(12)))}
+        vals = {k: torch.tensor(v) for k, v in (("p", p), ("q", q), ("s", s), ("r", np.zeros(12)))}
         ops = Ops(torch, None, torch.zeros_like, lambda z: z)
-    out = np.asarray(rules._groupnorm(rule, vals, ops)["r"])
-    ref = torch.nn.functional.layer_norm(torch.tensor(p - q).view(3, 4), (4,), eps=1e-5).view(-1).numpy()
-    np.testing.assert_allclose(out, ref, rtol=1e-13, atol=1e-15)
+    out = np.asarray(rules._normalize(rules.normalize("p", "s", "r"), vals, ops)["r"])
+    np.testing.assert_allclose(out, p / np.sqrt(s + 1e-5), rtol=1e-15, atol=0)
     lin = rules._linear(rules.linear(("p", "q"), "r", (1, -1)), vals, ops)["r"]
     np.testing.assert_allclose(np.asarray(lin), p - q, rtol=0, atol=0)
+    for rule in (rules.normalize("p", "s", "r"), rules.linear(("p", "q"), "r", (1, -1))):
+        K.check_local(rule, 12)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba", "pyg"])
+def test_layer_norm_rounds_equal_layernorm(backend):
+    """LayerNorm from local rules (reference Sec. 5, LN): over a clique of edges inside each group of g hubs, a
+    mean round and a variance round, then the node-local division, equal torch's layer_norm (eps 1e-5, no
+    affine) per group, on every backend; the scratch variables are back to 0 afterwards."""
+    from bdh_graph import Network
+    groups, g, T = 3, 5, 2
+    rng = np.random.default_rng(1)
+    z = rng.normal(size=(T, groups * g)) * rng.uniform(0.1, 10, size=(T, 1)) + rng.normal(size=(T, 1))
+    net = Network().add_population("neurons", 2).add_population("hub", groups * g, variables=("Z", "N") + rules.LN_VARIABLES)
+    net.add_group("ln", "hub", "hub", rules.clique(groups, g))
+    net.add_group("G", "neurons", "neurons", np.zeros((2, 2)))
+    net.with_kernel(K.Kernel((rules.layer_norm_rounds("hub", "Z", "N", "ln"),), name="LN"))
+    assert net.groups["ln"].nnz == groups * g * g
+    from equivalence.run import _Simulator
+    sim = _Simulator(net, backend=backend)
+    ref = torch.nn.functional.layer_norm(torch.tensor(z).view(T, groups, g), (g,), eps=1e-5).view(T, -1).numpy()
+    for t in range(T):
+        sim.feed_inputs(np.zeros(2), np.zeros(2), {"hub.Z": z[t]})
+        np.testing.assert_allclose(sim.node("hub.N"), ref[t], rtol=1e-12, atol=1e-14)
+        for v in rules.LN_VARIABLES:
+            assert not np.any(sim.node(f"hub.{v}")), v
 
 
 def test_report_locates_errors_and_serialises():
@@ -108,3 +138,27 @@ def test_bad_ids(bad, words):
 
 def test_text_and_ids_agree():
     assert list(as_ids("hé")) == list("hé".encode()) == list(as_ids(torch.tensor(list("hé".encode()))))
+
+
+@pytest.mark.parametrize("variant", ["official", "paper", "normfree"])
+def test_errors_are_relative_to_the_terms_summed(variant):
+    """compare's scale is robust to cancellation: the term scale of every logit, x and y slice bounds the slice
+    itself (triangle inequality), and an error at float64 rounding of the terms passes even when the result is
+    ~1e-10 of them (a slice-only scale would call it a 1e-6 error); a real error of 1e-6 of the terms fails."""
+    from equivalence.compare import QuantityError, TensorRunner, term_scales
+    from equivalence.compile import Weights
+    c = Case(variant, "alibi", h=2, N=4, d=3, L=2, ids=(5, 6, 7, 8), scale="unit" if variant != "normfree" else "released")
+    m = c.model()
+    tr = TensorRunner(m).trace(np.array(c.ids))
+    terms = term_scales(Weights.of(m), tr, variant)
+    assert np.all(terms["logits"] >= np.abs(tr["logits"]).max(-1) * (1 - 1e-12))
+    first = 1 if variant == "official" else 0
+    for l, s in terms["y"].items():
+        assert np.all(s >= np.abs(tr["y"][l - first]).max(-1) * (1 - 1e-12)), l
+    for l, s in terms["x"].items():
+        assert np.all(s >= np.abs(tr["x"][l - first]).max(-1) * (1 - 1e-12)), l
+    q = QuantityError("logits", rtol=1e-9)
+    q.add(np.array([1e-10]), np.array([1e-10 + 1e-16]), 0, None, terms=1.0)
+    assert q.ok, q.max_rel
+    q.add(np.array([1e-10]), np.array([1e-10 + 1e-6]), 1, None, terms=1.0)
+    assert not q.ok and q.first_bad == (1, None)

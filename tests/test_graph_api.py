@@ -273,28 +273,57 @@ def test_export_networkx_and_pyg():
 
 def test_user_kernel_with_hub_population_and_registered_rule():
     """A second population (hubs) with its own variables, a group neurons -> hubs, and a registered local rule
-    (a divisive normalisation) run identically on all backends."""
-    def normalise(rule, v, ops):
-        h = v[rule.src[0]]
-        return {rule.dst: h / (ops.xp.sum(ops.xp.abs(h)) + rule.param("eps", 1e-9))}
+    (a divisive normalisation of each hub by its own second variable) run identically on all backends."""
+    def divide(rule, v, ops):
+        h, s = rule.src
+        return {rule.dst: v[h] / (v[s] + rule.param("eps", 1e-9))}
 
-    K.register_rule("l1norm", normalise)
+    K.register_rule("divide", divide, local=True)
     E = rng.random((3, N))
-    net = Network().add_population("neurons", N).add_population("hub", 3, variables=("H", "V"))
+    net = Network().add_population("neurons", N).add_population("hub", 3, variables=("H", "S", "V"))
     net.add_group("E", "neurons", "hub", E).add_group("D", "hub", "neurons", rng.random((N, 3)))
+    net.add_group("E2", "neurons", "hub", 2 * E)
     kern = K.Kernel(((
-        K.Round(communication=(K.send("Y", "hub.H", "E"),),
-                computation=(K.Rule("l1norm", ("hub.H",), "hub.V", params=(("eps", 1e-12),)),)),
-        K.Round(communication=(K.send("hub.V", "X", "D"),), computation=(K.reset("hub.H"), K.reset("hub.V"))),
+        K.Round(communication=(K.send("Y", "hub.H", "E"), K.send("X", "hub.S", "E2")),
+                computation=(K.Rule("divide", ("hub.H", "hub.S"), "hub.V", params=(("eps", 1e-12),)),)),
+        K.Round(communication=(K.send("hub.V", "X", "D"),),
+                computation=(K.reset("hub.H"), K.reset("hub.S"), K.reset("hub.V"))),
     ),), name="hub demo")
     net.with_kernel(kern)
     outs = [net.run(X0, Y0, backend=b).x for b in ("numpy", "numba", "pyg")]
-    h = E @ Y0.T
-    expect = X0 + (net.groups["D"].dense() @ (h / np.abs(h).sum(0))).T
+    expect = X0 + (net.groups["D"].dense() @ ((E @ Y0.T) / (2 * E @ X0.T))).T
     for o in outs:
         np.testing.assert_allclose(o[:, 1], expect, rtol=1e-12)
     with pytest.raises(GraphError):
-        K.register_rule("send", normalise)
+        K.register_rule("send", divide, local=True)
+
+
+def test_locality_is_enforced():
+    """Locality (the paper's local rules, Def. 1): a rule reads only its own node. register_rule needs the
+    declaration; the validator refuses a rule that names two populations and, by its probe, a registered rule
+    that reads other nodes (here an L1 normalisation over the whole population, which sums every hub)."""
+    def l1norm(rule, v, ops):
+        h = v[rule.src[0]]
+        return {rule.dst: h / ops.xp.sum(ops.xp.abs(h))}
+
+    with pytest.raises(GraphError) as e:
+        K.register_rule("l1norm", l1norm, local=False)
+    one_line(e, "l1norm", "local=True")
+    K.register_rule("l1norm_claimed_local", l1norm, local=True)     # a false claim: the probe must catch it
+    net = Network().add_population("neurons", N).add_population("hub", 4, variables=("H", "V"))
+    net.add_group("E", "neurons", "hub", rng.random((4, N)))
+    bad = K.Kernel(((K.Round(communication=(K.send("Y", "hub.H", "E"),),
+                             computation=(K.Rule("l1norm_claimed_local", ("hub.H",), "hub.V"),)),),))
+    with pytest.raises(GraphError) as e:
+        net.with_kernel(bad)
+    one_line(e, "not node-local", "hub.V")
+    two_pops = K.Kernel(((K.Round(computation=(K.product("hub.H", "X", "hub.V"),)),),))
+    with pytest.raises(GraphError) as e:
+        net.with_kernel(two_pops)
+    one_line(e, "not node-local", "hub", "neurons")
+    with pytest.raises(GraphError) as e:
+        K.check_local(K.Rule("l1norm_claimed_local", ("H",), "V"), 5)
+    one_line(e, "not node-local")
 
 
 def test_no_torch_import_without_pyg():

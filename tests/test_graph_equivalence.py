@@ -16,9 +16,17 @@ BACKENDS = ("numpy", "numba", "pyg")
 U_KINDS = ("identity", "diagonal", "per_synapse", "rotation", "rotation_diagonal", "rotation_per_synapse")
 
 
-def close(a, b, what=""):
-    scale = max(1.0, float(np.max(np.abs(b))) if np.size(b) else 1.0)
-    np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10 * scale, err_msg=what)
+def close(a, b, what="", rtol=1e-10):
+    """|a - b| <= rtol * scale per slice (all axes but the last: one token, one layer), scale = max(|a|, |b|)
+    over that slice: relative to the operands' own size, never to a floor set by the largest element elsewhere."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    assert a.shape == b.shape, f"{what}: shapes {a.shape} vs {b.shape}"
+    a2, b2 = a.reshape(-1, a.shape[-1] if a.ndim else 1), b.reshape(-1, b.shape[-1] if b.ndim else 1)
+    scale = np.maximum(np.abs(a2).max(-1, initial=0.0), np.abs(b2).max(-1, initial=0.0))[:, None]
+    err = np.abs(a2 - b2)
+    bad = err > rtol * scale
+    assert not bad.any(), (f"{what}: slice {np.argwhere(bad)[0][0]}: |diff| {err[bad].max():.3e} > {rtol:g} x "
+                           f"slice scale {scale[np.argwhere(bad)[0][0], 0]:.3e}")
 
 
 @st.composite

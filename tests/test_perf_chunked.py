@@ -144,7 +144,8 @@ def test_no_T_by_T_buffer():
 
 def test_bf16_autocast_chunked_keeps_float32_state():
     """The GPU path (bf16 autocast) on the CPU: chunked forward runs, stays near the float32 full form, and the
-    carried Eq. 8 state accumulates in float32."""
+    carried Eq. 8 state accumulates in float32. Bound: 1e-2 of max|ref| (measured 4.2e-3 to 5.6e-3 on seeds 0-2;
+    halving the carried state, a real bug, gives 0.14 to 0.17)."""
     torch.manual_seed(0)
     cfg = BDHConfig(n_head=2, d=16, N=32, n_layer=2, dropout=0.0, U="rope")
     model = BDH(cfg).eval()
@@ -156,7 +157,7 @@ def test_bf16_autocast_chunked_keeps_float32_state():
             _, state = model.prefill(idx, chunk_size=32)
     assert all(S.dtype == torch.float32 for S in state.S)
     err = float((got.float() - ref).abs().max())
-    assert err < 0.05 * max(1.0, float(ref.abs().max())), err
+    assert err < 1e-2 * float(ref.abs().max()), err
 
 
 @pytest.mark.parametrize("bad", [0, -3, 2.5, True, "64"])

@@ -67,7 +67,7 @@ def test_trace_model_dir(tmp_path, capsys):
     d = save_tiny(tmp_path / "m")
     assert main(["trace", d, "--prompt", "ab", "--rounds", "4"]) == 0
     out = capsys.readouterr().out
-    assert "official compile" in out and "most active in y" in out and "LN_8(res.V) => res.V" in out
+    assert "official compile" in out and "most active in y" in out and "res.Lc / sqrt(res.Ls + eps) => res.V" in out
     assert "replay differs" not in out
 
 

@@ -2,7 +2,7 @@
 layer, thresholded neuron graphs D_x E and D_y E per head (degrees, tail exponents, Louvain modularity vs beta
 beside G(n,m) and random low-rank baselines), the sigma graph, and the monosemantic-synapse finder.
 
-The work is `equivalence.report.analyze_model`; see docs/analysis.md.
+The work is `bdh.teach.analyze.analyze_model`; see docs/analysis.md.
 """
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ def run(args) -> int:
     if len(data) < 2:
         raise UsageError(f"the text must have at least 2 bytes, got {len(data)}")
     import bdh_gpu
-    from equivalence.report import _lines, analyze_model
+    from bdh.teach.analyze import _lines, analyze_model
     model = bdh_gpu.load(args.model).float()
     C = model.config
     if args.heads == "all":

@@ -101,6 +101,8 @@ def run(args) -> int:
         raise ValueError(f"--backend: applies to the graph engines only, got --engine {args.engine}")
     kw = {"backend": args.backend} if getattr(args, "backend", None) is not None else {}
     logits = np.ascontiguousarray(engine(model, ids, **kw), dtype=np.float32)
-    save_npy_atomic(args.out, logits)
+    from bdh_graph.comm import world_rank
+    if world_rank() == 0:          # under mpiexec every rank has the logits; rank 0 alone writes them
+        save_npy_atomic(args.out, logits)
     print(f"wrote {args.out}: logits {logits.shape} float32 ({args.engine} engine)")
     return 0

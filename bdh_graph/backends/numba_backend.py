@@ -142,19 +142,21 @@ class NumbaBackend:
     def node(self, state, var):
         return state.nodes[var]
 
-    def communicate(self, rules, state):
+    def communicate(self, rules, state, remote=None):
+        """remote: {variable: full vector} exchanged for the gathered groups (bdh_graph.simulator)."""
         nodes = dict(state.nodes)
+        get = lambda g, v: remote[v] if g.gathered else state.nodes[v]
         for r in rules:
             if r.kind == "send":
                 g = self.net.groups[r.group]
-                src = state.nodes[r.src[0]]
+                src = get(g, r.src[0])
                 out = nodes[r.dst] = nodes[r.dst].copy()
                 _scatter(g.indptr, g.indices, g.weight, src, np.flatnonzero(src), out,
                          self._dummy_f, self._dummy_i, _NO_CLOCK)
             elif r.kind == "read":
                 q, s = r.src
                 g = self.net.groups[self.net.edge_vars[s].group]
-                src = state.nodes[q]
+                src = get(g, q)
                 out = nodes[r.dst] = nodes[r.dst].copy()
                 active = np.flatnonzero(src)
                 _scatter(g.indptr, g.indices, state.edges[s], src, active, out,
@@ -162,7 +164,7 @@ class NumbaBackend:
             else:
                 p, q = r.src
                 g = self.net.groups[self.net.edge_vars[r.dst].group]
-                pre = state.nodes[p]
+                pre = get(g, p)
                 active = np.flatnonzero(pre)
                 work = g.nnz * len(active) // max(1, g.n_pre)
                 _hebbian[work >= config.PARALLEL_MIN_EDGES](

@@ -39,19 +39,21 @@ class NumpyBackend:
     def node(self, state, var):
         return state.nodes[var]
 
-    def communicate(self, rules, state):
+    def communicate(self, rules, state, remote=None):
+        """remote: {variable: full vector} exchanged for the gathered groups (bdh_graph.simulator)."""
         spike = self.ops.spike
         nodes, edges = dict(state.nodes), dict(state.edges)
+        get = lambda g, v: remote[v] if self.net.groups[g].gathered else state.nodes[v]
         for r in rules:  # validated: no rule of this sub-round reads what another writes
             if r.kind == "send":
-                nodes[r.dst] = nodes[r.dst] + self.W[r.group] @ spike(state.nodes[r.src[0]])
+                nodes[r.dst] = nodes[r.dst] + self.W[r.group] @ spike(get(r.group, r.src[0]))
             elif r.kind == "read":
                 q, s = r.src
-                nodes[r.dst] = nodes[r.dst] + spike(state.edges[s]) @ spike(state.nodes[q])
+                nodes[r.dst] = nodes[r.dst] + spike(state.edges[s]) @ spike(get(self.net.edge_vars[s].group, q))
             else:  # hebbian: s(i,j) += Gs(i,j) p(i) q(j), i.e. S[j, i] += W[j, i] q[j] p[i]
                 p, q = r.src
                 g = self.net.edge_vars[r.dst].group
-                edges[r.dst] = edges[r.dst] + self.W[g] * np.outer(spike(state.nodes[q]), spike(state.nodes[p]))
+                edges[r.dst] = edges[r.dst] + self.W[g] * np.outer(spike(state.nodes[q]), spike(get(g, p)))
         return state.replace(nodes=nodes, edges=edges)
 
     def compute(self, rules, state):

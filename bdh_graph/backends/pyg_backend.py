@@ -124,21 +124,23 @@ class PygBackend:
     def node(self, state, var):
         return state.nodes[var].detach().cpu().numpy()
 
-    def communicate(self, rules, state):
+    def communicate(self, rules, state, remote=None):
+        """remote: {variable: full vector} exchanged for the gathered groups (bdh_graph.simulator)."""
         nodes, edges = dict(state.nodes), dict(state.edges)
+        get = lambda g, v: self._t(remote[v]) if self.net.groups[g].gathered else state.nodes[v]  # noqa: E731
         for r in rules:
             if r.kind == "send":
-                nodes[r.dst] = nodes[r.dst] + self.conv(self._static[r.group], state.nodes[r.src[0]])
+                nodes[r.dst] = nodes[r.dst] + self.conv(self._static[r.group], get(r.group, r.src[0]))
             elif r.kind == "read":
                 q, s = r.src
                 g = self.net.edge_vars[s].group
-                nodes[r.dst] = nodes[r.dst] + self.conv(self.adj(g, state.edges[s]), state.nodes[q])
+                nodes[r.dst] = nodes[r.dst] + self.conv(self.adj(g, state.edges[s]), get(g, q))
             else:
                 p, q = r.src
                 g = self.net.edge_vars[r.dst].group
                 full = self.complete[g]
                 self.conv.hebbian(edges[r.dst].view(self.size[g]) if full else edges[r.dst],
-                                  None if full else (self.col[g], self.row[g]), state.nodes[p], state.nodes[q],
+                                  None if full else (self.col[g], self.row[g]), get(g, p), state.nodes[q],
                                   self.weight[g].view(self.size[g]) if full else self.weight[g])
         return state.replace(nodes=nodes, edges=edges)
 

@@ -1,0 +1,184 @@
+"""The sharded simulator equals the single process (docs/distributed.md), NEST's pattern: one network on 1, 2
+and 3 MPI ranks (3 is oversubscribed on 2 cores, and gives uneven blocks), compared to rel 1e-12 in float64.
+
+Each `@distributed` test draws its hypothesis cases here, runs the body in this process (the single-process
+run) and once per P under mpiexec (all cases in one launch), see tests/mpi_harness.py. The claim pinned: the
+partition (split neurons, replicated hubs, owner-computes synapse groups) and the exchange (one Allgatherv of
+active pairs, one Allreduce into replicated targets per communication sub-round) change nothing in Eq. 6
+(Table 1(b)) nor in the compiled models of Eq. 7 / Eq. 8 and the released model.
+"""
+import dataclasses
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+from hypothesis import strategies as st
+
+from mpi_harness import distributed, draw, launch, need_mpi
+
+N_NETWORKS = 12   # hypothesis cases per launch (MPI start-up, not the cases, dominates the time)
+N_MODELS = 6
+
+
+# ---- random Table 1(b) networks ------------------------------------------------------------------------------
+
+U_KINDS = ("none", "diagonal", "synapse", "rotation", "rotation+diagonal")
+
+
+@st.composite
+def network_specs(draw_):
+    U = draw_(st.sampled_from(U_KINDS))
+    n = draw_(st.integers(2, 12))
+    if "rotation" in U and n % 2:
+        n += 1
+    return dict(n=n, L=draw_(st.integers(1, 3)), T=draw_(st.integers(1, 4)), U=U,
+                density=draw_(st.sampled_from((0.2, 0.5, 1.0))), silent=draw_(st.booleans()),
+                kernel=draw_(st.sampled_from(("1b", "1a"))), seed=draw_(st.integers(0, 2**16)))
+
+
+def build_network(spec, comm):
+    """A random non-negative Table 1(b) network, its inputs; `silent`: rank 0's block at P = 2 (which contains
+    its block at P = 3) never fires (no input, no incoming Gx_e), so rank 0 has no active neuron at all."""
+    from bdh_graph import Network
+    from bdh_graph.comm import block
+    rng = np.random.default_rng(spec["seed"])
+    n, T = spec["n"], spec["T"]
+    G = {k: rng.random((n, n)) * (rng.random((n, n)) < spec["density"]) for k in ("Gx_e", "Gx_i", "Gy_e", "Gy_i")}
+    Gs = (rng.random((n, n)) < max(spec["density"], 0.5)).astype(float)
+    x0 = rng.random((T, n)) * (rng.random((T, n)) < 0.7)
+    y0 = rng.random((T, n)) * (rng.random((T, n)) < 0.7)
+    if spec["silent"]:
+        s = slice(0, block(n, 2, 1)[0])
+        G["Gx_e"][s, :] = 0.0
+        x0[:, s] = 0.0
+        y0[:, s] = 0.0
+    u = theta = None
+    if "diagonal" in spec["U"]:
+        u = rng.uniform(0.3, 1.0, n)
+    if spec["U"] == "synapse":
+        u = rng.uniform(0.3, 1.0, (n, n))
+    if "rotation" in spec["U"]:
+        theta = rng.uniform(-np.pi, np.pi, n // 2)
+    net = Network.from_dense(**G, Gs=Gs, u=u, theta=theta, layers=spec["L"], kernel=spec["kernel"], comm=comm)
+    return net, x0, y0
+
+
+@distributed(cases=lambda: draw(network_specs(), N_NETWORKS))
+def test_sharded_table_1b_networks_equal_one_process(comm, cases):
+    """Random Table 1(b) (and 1(a)) networks: neuron -> neuron groups (gathered: the Allgatherv of active pairs),
+    lazy damping per key and per synapse, rotation pairs, uneven blocks, a rank with no active neuron; x, y
+    (every layer) and sigma (every layer) equal the single process on the numba and numpy backends."""
+    out = {}
+    for k, spec in enumerate(cases):
+        for backend in ("numba", "numpy"):
+            net, x0, y0 = build_network(spec, comm)
+            res = net.run(x0, y0, backend=backend).gather()
+            if comm.rank == 0:
+                out[f"{k}/{backend}"] = {"x": res.x, "y": res.y, "sigma": res.sigma}
+    return out
+
+
+# ---- compiled models -----------------------------------------------------------------------------------------
+
+def model_cases():
+    """N_MODELS / 3 drawn cases of each variant (normfree: dense and circuit; official, paper: official); the
+    first draw, the minimal configuration, is skipped (the single-process tests cover it)."""
+    from equivalence.strategies import cases
+    return [{**dataclasses.asdict(c), "L": 2} for v in ("normfree", "official", "paper")      # 2 layers: the
+            for c in draw(cases(variants=(v,), max_n=16, max_layers=2, max_T=4), N_MODELS // 3 + 1)[1:]]  # exchange repeats
+
+
+@distributed(cases=model_cases, ranks=(2, 3))
+def test_sharded_compiles_equal_one_process(comm, cases):
+    """The dense (Obs. 4), circuit (Claims 3-4) and official (LN, Eq. 8 / released model) compiles of small random
+    models, each rank compiling only its block: logits, x, y, rho and the official residual stream equal the
+    single process (neuron -> hub groups: the Allreduce of partial sums; hub -> neuron groups: no traffic).
+    P = 1 under mpiexec is the in-process path (size 1 means SelfComm), already run as the reference and on one
+    rank by the test above, so only P = 2, 3 are launched here (torch's import makes each launch ~10 s)."""
+    import torch
+
+    import equivalence as EQ
+    from equivalence.strategies import Case
+    torch.set_num_threads(1)
+    out = {}
+    for k, d in enumerate(cases):
+        case = Case(**{**d, "ids": tuple(d["ids"])})
+        model = case.model()
+        hows = ("dense", "circuit") if case.variant == "normfree" else ("official",)
+        for how in hows:
+            c = EQ.compile_model(model, how, comm=comm)
+            rows = list(EQ.GraphRunner(c, "numba").feed(case.ids, with_state=True))
+            if comm.rank == 0:
+                out[f"{k}/{how}"] = {q: np.stack([r[q] for r in rows]) for q in ("logits", "x", "y", "rho")
+                                     + tuple(c.record)}
+    return out
+
+
+# ---- the CLI and faults --------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """A tiny official model trained for 3 steps on the recall task (as tests/test_equiv_cli.py)."""
+    from bdh.cli import main
+    out = str(tmp_path_factory.mktemp("mpi") / "tiny")
+    assert main(["train", "--preset", "tiny", "--data", "recall", "--steps", "3", "--batch-size", "2",
+                 "--block-size", "16", "--out", out, "--quiet"]) == 0
+    return out
+
+
+def test_mpiexec_verify_two_ranks(tiny_model, tmp_path):
+    """`mpiexec -n 2 bdh verify DIR` passes on a trained model (graph == tensor model to 1e-9 with the graph
+    sharded over two ranks), and rank 0 alone prints; `bdh logits --engine graph-official` on 2 ranks writes
+    the tensor model's logits."""
+    need_mpi()
+    r = launch(["-m", "bdh", "verify", tiny_model, "--text", "The Dragon Hatchling"], 2, 240)
+    assert r.returncode == 0, r.stdout + r.stderr[-2000:]
+    assert r.stdout.count(": OK") == 1 and r.stdout.count("official compile of") == 2, r.stdout
+    text = tmp_path / "t.txt"
+    text.write_bytes(b"hello, dragon")
+    out = tmp_path / "g.npy"
+    r = launch(["-m", "bdh", "logits", tiny_model, "--text-file", str(text), "--engine", "graph-official",
+                "--out", str(out)], 2, 240)
+    assert r.returncode == 0 and r.stdout.count("wrote") == 1, r.stdout + r.stderr[-2000:]
+    from bdh.cli import main
+    ref = tmp_path / "t.npy"
+    assert main(["logits", tiny_model, "--text-file", str(text), "--out", str(ref)]) == 0
+    a, b = np.load(out), np.load(ref)
+    assert np.abs(a - b).max() <= 1e-5 * np.abs(b).max()
+
+
+FAULT = """
+import os, signal, sys
+import numpy as np
+from bdh_graph import Network
+from bdh_graph.comm import default_comm
+comm = default_comm()
+n = 8
+net = Network.from_dense(np.ones((n, n)), layers=2, comm=comm)
+sim = net.simulator(backend="numpy")
+for t in range(10**6):
+    if t == 3 and comm.rank == 1:
+        if sys.argv[1] == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        raise ValueError("bad input on rank 1 only")
+    sim.feed(np.full(n, 0.1), np.full(n, 0.1))
+"""
+
+
+@pytest.mark.parametrize("fault", ["kill", "raise"])
+def test_fault_on_one_rank_ends_every_rank(fault, tmp_path):
+    """A rank killed (SIGKILL) or raising mid-run while the others wait in a collective: the whole job exits
+    non-zero within seconds (the launcher, or the abort-on-exception hook of MPIComm), never hangs."""
+    need_mpi()
+    script = tmp_path / "fault.py"
+    script.write_text(FAULT)
+    t = time.time()
+    r = launch([str(script), fault], 3, 60)
+    took = time.time() - t
+    assert r.returncode != 0, r.stdout + r.stderr
+    assert took < 45, f"took {took:.1f} s"
+    if fault == "raise":
+        assert "bad input on rank 1 only" in r.stderr
+    print(f"{fault}: exit {r.returncode} after {took:.1f} s")

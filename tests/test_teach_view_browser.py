@@ -1,0 +1,233 @@
+"""`bdh view` in a real browser: Debian's chromium driven by Selenium (chromium-driver), offline.
+
+The tests click and read what the page shows (the step counter, a neuron's synapse list, the predicted bytes)
+and check the numbers against the Python side (the graph simulator's state); each saves a screenshot under
+artifacts/ (git-ignored; the path is printed). Without chromium, chromedriver or selenium they skip with the
+reason, except where BDH_REQUIRE_BROWSER=1 (set by .ci/run), where they fail.
+"""
+import os
+import shutil
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+import bdh_gpu
+from bdh.teach.serve import make_server
+from bdh.teach.view import ViewSession, write_page
+from equivalence import GraphRunner, TensorRunner, compile_model
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ARTIFACTS = os.path.join(ROOT, "artifacts")
+CHROMIUM = os.environ.get("BDH_CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
+CHROMEDRIVER = os.environ.get("BDH_CHROMEDRIVER", shutil.which("chromedriver") or "/usr/bin/chromedriver")
+
+
+def _missing():
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return "selenium is not installed (pip install -e '.[test]')"
+    for name, path in (("chromium", CHROMIUM), ("chromedriver", CHROMEDRIVER)):
+        if not os.path.exists(path):
+            return f"{name} not found at {path} (apt-get install -y chromium chromium-driver)"
+    return None
+
+
+@pytest.fixture(scope="module")
+def browser():
+    why = _missing()
+    if why:
+        if os.environ.get("BDH_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"browser tests required (BDH_REQUIRE_BROWSER=1) but {why}")
+        print(f"\nskipping the browser tests: {why}")
+        pytest.skip(why)
+    os.environ.setdefault("SE_OFFLINE", "true")            # never let Selenium Manager download anything
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,1000",
+              "--disable-extensions", "--no-first-run"):
+        opts.add_argument(a)
+    drv = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)
+    drv.set_page_load_timeout(60)
+    yield drv
+    drv.quit()
+
+
+def screenshot(drv, name):
+    os.makedirs(ARTIFACTS, exist_ok=True)
+    path = os.path.join(ARTIFACTS, name)
+    drv.save_screenshot(path)
+    print(f"\nscreenshot: {path}")
+    return path
+
+
+def model(variant="official", seed=0):
+    torch.manual_seed(seed)
+    m = bdh_gpu.BDH(bdh_gpu.BDHConfig(n_head=2, d=8, N=16, n_layer=2, dropout=0.0, variant=variant))
+    with torch.no_grad():
+        for p in m.parameters():
+            p.normal_(0, 0.3)
+    return m
+
+
+def by_id(drv, i):
+    from selenium.webdriver.common.by import By
+    return drv.find_element(By.ID, i)
+
+
+def css(drv, sel):
+    from selenium.webdriver.common.by import By
+    return drv.find_elements(By.CSS_SELECTOR, sel)
+
+
+def wait(drv, cond, timeout=30):
+    from selenium.webdriver.support.ui import WebDriverWait
+    return WebDriverWait(drv, timeout).until(lambda d: cond(d))
+
+
+def close(a, b):
+    return abs(a - b) <= 2e-6 * max(1.0, abs(b))
+
+
+def test_static_page_steps_and_shows_synapses(browser, tmp_path):
+    """The static page of an official-compile model: the step buttons move the counter one sub-round, one round,
+    one token; the predicted bytes and their logits are GraphRunner's; clicking a neuron lists its synapses with
+    the network's weights and sigma equal to the simulator's edge state after the token shown."""
+    c = compile_model(TensorRunner(model()).model)
+    ids = list(b"hello")
+    s = ViewSession(c, synapses=4)
+    s.load(ids)
+    s.step("all")
+    path = write_page(str(tmp_path / "view.html"), s.data())
+    drv = browser
+    drv.get("file://" + path)
+    counter = by_id(drv, "counter")
+    assert counter.get_attribute("data-frame") == "0" and "token 1/5 'h'" in counter.text
+    R = len(c.kernel.rounds)
+    by_id(drv, "next-sub").click()
+    assert counter.get_attribute("data-frame") == "1" and counter.get_attribute("data-phase") == "communication"
+    assert f"round 1/{R}" in counter.text
+    by_id(drv, "next-round").click()                       # to the end of round 1 (its computation sub-round)
+    assert counter.get_attribute("data-frame") == "2" and counter.get_attribute("data-phase") == "computation"
+    by_id(drv, "next-token").click()
+    by_id(drv, "next-token").click()                       # end of token 2
+    assert counter.get_attribute("data-frame") == str(2 * (1 + 2 * R) - 1)
+    assert f"step {2 * (1 + 2 * R)} of {5 * (1 + 2 * R)}" in counter.text
+    runner = GraphRunner(c, "numba")
+    outs = []
+    for out in runner.feed(ids[:2]):
+        outs.append(out)
+    edges = runner.sim.state.edges
+    top = css(drv, "#pred .top")
+    assert len(top) == 5
+    for el in top:
+        b, logit = int(el.get_attribute("data-byte")), float(el.get_attribute("data-logit"))
+        assert close(logit, outs[1]["logits"][b])
+    assert int(top[0].get_attribute("data-byte")) == int(np.argmax(outs[1]["logits"]))
+    assert by_id(drv, "tokpred-1").text != "·" and by_id(drv, "tokpred-2").text == "·"
+    # a neuron's synapses
+    i = int(s.shown["neurons"][3])
+    by_id(drv, f"cell-neurons-{i}").click()
+    assert by_id(drv, "detail-title").text == f"neuron {i}"
+    lists = css(drv, "#detail ul.syn-list")
+    assert lists
+    checked_w = checked_s = 0
+    for ul in lists:
+        g = c.network.groups[ul.get_attribute("data-group")]
+        for li in ul.find_elements("css selector", "li.syn"):
+            o, v = int(li.get_attribute("data-other")), float(li.get_attribute("data-value"))
+            src, dst = (i, o) if ul.get_attribute("data-dir") == "out" else (o, i)
+            e = int(np.flatnonzero((g.source == src) & (g.indices == dst))[0])
+            var = ul.get_attribute("data-var")
+            if var:
+                assert close(v, edges[var][e]), (var, src, dst)
+                checked_s += 1
+            else:
+                assert close(v, g.weight[e]), (g.name, src, dst)
+                checked_w += 1
+    assert checked_w > 0 and checked_s > 0
+    # the rule panel shows the round's rules, the fired ones with their message counts
+    by_id(drv, "prev-round").click()
+    fired = css(drv, "#rules li.fired")
+    assert css(drv, "#round-label") and all(f.get_attribute("data-count") for f in fired)
+    # filters: layer and threshold
+    from selenium.webdriver.support.ui import Select
+    Select(by_id(drv, "layer")).select_by_value("1")
+    assert "end of layer 1" in by_id(drv, "above").text
+    th = by_id(drv, "threshold")
+    th.clear()
+    th.send_keys("1e9")
+    assert by_id(drv, "above").text.startswith("0 of")
+    th.clear()
+    th.send_keys("0")
+    Select(by_id(drv, "layer")).select_by_value("0")
+    by_id(drv, f"cell-neurons-{i}").click()
+    screenshot(drv, "view_static.png")
+
+
+def test_serve_typed_prompt_matches_python(browser):
+    """--serve with a dense (Table 1(b)) compile of a normfree model: type a prompt, press Run, step by round and
+    by token; the counter, the shown neuron values and the predictions equal a session stepped in Python and
+    GraphRunner's logits; a neuron outside the page opens on demand; a too long prompt shows the server's 4xx
+    message on the page."""
+    c = compile_model(TensorRunner(model("normfree", seed=1)).model, "dense")
+    s = ViewSession(c, neurons=16, max_prompt=12)
+    srv = make_server(s, "127.0.0.1", 0)
+    th = threading.Thread(target=srv.serve_forever, daemon=True)
+    th.start()
+    drv = browser
+    try:
+        drv.get(f"http://127.0.0.1:{srv.server_address[1]}/")
+        prompt = by_id(drv, "prompt")
+        prompt.send_keys("x" * 13)
+        by_id(drv, "run").click()
+        wait(drv, lambda d: "at most 12 bytes" in by_id(d, "error").text)
+        prompt.clear()
+        prompt.send_keys("abcab")
+        by_id(drv, "run").click()
+        counter = by_id(drv, "counter")
+        wait(drv, lambda d: counter.get_attribute("data-frame") == "0")
+        R = len(c.kernel.rounds)
+        for k in (2, 4, 6):                  # each click: the server steps one round (two sub-rounds)
+            by_id(drv, "next-round").click()
+            wait(drv, lambda d: counter.get_attribute("data-frame") == str(k))
+        assert counter.get_attribute("data-round") == "2" and f"round 3/{R}" in counter.text
+        assert counter.get_attribute("data-phase") == "computation"
+        for t in range(1, 5):                # to the end of token 4 (the first three predict little at init)
+            by_id(drv, "next-token").click()
+            wait(drv, lambda d: counter.get_attribute("data-frame") == str(t * (1 + 2 * R) - 1))
+        ref = ViewSession(c, neurons=16)
+        ref.load(list(b"abcab"))
+        for _ in range(4):
+            ref.step("token")
+        i = int(ref.shown["neurons"][0])
+        by_id(drv, f"cell-neurons-{i}").click()
+        rows = {r.get_attribute("data-var"): float(r.get_attribute("data-value"))
+                for r in css(drv, "#detail-values tr")}
+        live = ref.sim.state.nodes
+        for var in ("X", "Y", "A", "Xe", "Xi", "Ye", "Yi"):
+            assert close(rows[var], live[var][i]), var
+        runner = GraphRunner(c, "numba")
+        logits = runner.logits(list(b"abca"))
+        top = css(drv, "#pred .top")
+        assert int(top[0].get_attribute("data-byte")) == int(np.argmax(logits[3])) and logits[3].max() > 0
+        assert close(float(top[0].get_attribute("data-logit")), logits[3].max())
+        hidden = next(k for k in range(c.network.n) if k not in set(ref.shown["neurons"].tolist()))
+        find = by_id(drv, "find")
+        find.send_keys(str(hidden))
+        by_id(drv, "find-go").click()
+        wait(drv, lambda d: by_id(d, "detail-title").text == f"neuron {hidden}")
+        rows = {r.get_attribute("data-var"): float(r.get_attribute("data-value"))
+                for r in css(drv, "#detail-values tr")}
+        assert close(rows["X"], live["X"][hidden])
+        by_id(drv, f"cell-neurons-{i}").click()
+        screenshot(drv, "view_serve.png")
+    finally:
+        srv.shutdown()
+        srv.server_close()
