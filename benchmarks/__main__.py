@@ -35,6 +35,7 @@ BENCHMARKS = [
     "quality",
     "equiv_bench",
     "gpu_throughput",
+    "distributed_bench",  # MPI-sharded graph (tiny preset here; paper-25m: run the module)
 ]
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "RESULTS.md")

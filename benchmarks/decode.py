@@ -86,7 +86,7 @@ def recompute_rows(quick: bool) -> list:
     from bdh_gpu import BDH, get_preset
 
     rows = []
-    plan = {"tiny": (256, True)} if quick else {"tiny": (1024, True), "paper-25m": (1024, False)}
+    plan = {"tiny": (256, True)} if quick else {"tiny": (1024, True), "paper-25m": (256, False)}
     for preset, (n, measure) in plan.items():
         torch.manual_seed(0)
         model = BDH(get_preset(preset)).eval()
@@ -162,8 +162,16 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--tokens", type=int)
     ap.add_argument("--rounds", type=int)
+    ap.add_argument("--write", action="store_true", help="write this section of benchmarks/RESULTS.md")
     a = ap.parse_args()
-    print(json.dumps(run(a.quick, a.tokens, a.rounds), indent=1))
+    r = run(a.quick, a.tokens, a.rounds)
+    print(json.dumps(r, indent=1))
+    if a.write:
+        import sys
+
+        from benchmarks.__main__ import write_section
+        r["notes"].insert(0, "Command: `python -m benchmarks.decode " + " ".join(sys.argv[1:]) + "`.")
+        print("wrote", write_section(r, a.quick))
 
 
 if __name__ == "__main__":
