@@ -132,14 +132,22 @@ def crossover(rows) -> tuple:
 
 
 def run(quick: bool = False, Ts=None, rounds=None, log=lambda s: None, chunks=CHUNKS) -> dict:
-    from bdh_gpu import model as M
-
     Ts = Ts or ([256, 1024] if quick else [256, 512, 1024, 2048, 4096])
     rounds = rounds or (1 if quick else 3)
     forms = ["released", "full"] + [f"c{c}" for c in chunks] + ["auto"]
     rows = time_forms(Ts, forms, rounds, log)
     mem_Ts = [T for T in Ts if T >= 1024] or Ts[-1:]
     mem = {T: {f: memory(T, f) for f in ("released", "auto")} for T in mem_Ts}
+    return summarize(rows, mem, rounds)
+
+
+def summarize(rows, mem, rounds) -> dict:
+    """The section from the timed rows and the memory per (T, form) ({} if not measured)."""
+    from bdh_gpu import model as M
+
+    Ts = sorted({r["T"] for r in rows})
+    forms = list(dict.fromkeys(r["form"] for r in rows))
+    mem_Ts = sorted(mem)
     for r in rows:
         if r["T"] in mem and r["form"] in mem[r["T"]]:
             r["peak_above_model_mb"] = mem[r["T"]][r["form"]]
@@ -150,6 +158,8 @@ def run(quick: bool = False, Ts=None, rounds=None, log=lambda s: None, chunks=CH
              f"Measured crossover in this run: the best chunked form beats full from T = {start} on "
              f"(best C at the largest T: {C}); stored constants: T >= {M.AUTO_CHUNK_MIN_T}, C = {M.AUTO_CHUNK_SIZE}.",
              "fraction_of_matmul = achieved matmul FLOP/s of the form / a 2048^3 float32 matmul in the same round."]
+    if not mem:
+        notes.append("Memory not measured in this run (the run was stopped before its memory children).")
     goals = []
     for T, target in ((2048, 1.5), (4096, 2.0)):
         if (T, "auto") in by:
@@ -181,11 +191,16 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int)
     ap.add_argument("--chunks", type=int, nargs="+", default=list(CHUNKS), help="chunk sizes to time")
     ap.add_argument("--write", action="store_true", help="write this section of benchmarks/RESULTS.md")
+    ap.add_argument("--from-log", metavar="FILE", help="rebuild the section from the rows a stopped run printed")
     a = ap.parse_args(argv)
     if a.child:
         print(json.dumps(child_memory(int(a.child[0]), a.child[1])))
         return 0
-    r = run(a.quick, a.T, a.rounds, log=lambda s: print(s, flush=True), chunks=tuple(a.chunks))
+    if a.from_log:
+        rows = [json.loads(x) for x in open(a.from_log) if x.startswith('{"T"')]
+        r = summarize(rows, {}, a.rounds or 0)
+    else:
+        r = run(a.quick, a.T, a.rounds, log=lambda s: print(s, flush=True), chunks=tuple(a.chunks))
     r["notes"].insert(0, "Command: `python -m benchmarks.attention " + " ".join(argv or sys.argv[1:]) + "`.")
     for g in r["goals"]:
         print(json.dumps(g))

@@ -138,11 +138,12 @@ def measure(ns, fracs, T, L, backends, pyg_only=None, log=print, bandwidth=None)
     return rows
 
 
-def run(quick=False):
+def run(quick=False, ns=None, fracs=None, T=None):
     """Entry for `python -m benchmarks`: rows, the bandwidth limit of numba, and the goals."""
     from benchmarks.common import goal, read_bandwidth
 
-    ns, fracs, T = ([256, 1024], [0.05, 1.0], 4) if quick else ([1024, 2048, 4096], [0.05, 0.25, 1.0], 8)
+    dns, dfracs, dT = ([256, 1024], [0.05, 1.0], 4) if quick else ([1024, 2048, 4096], [0.05, 0.25, 1.0], 8)
+    ns, fracs, T = ns or dns, fracs or dfracs, T or dT
     pyg_only = {(n, f) for n in ns for f in fracs if n <= 1024} | {(ns[-1], 1.0)}
     bw = read_bandwidth(0.25 if quick else 1.0)
     rows = measure(ns, fracs, T, 2, ["numba", "pyg"], pyg_only=pyg_only, log=lambda s: None, bandwidth=bw)
@@ -175,7 +176,18 @@ def main(argv=None):
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--tokens", type=int, default=None)
     p.add_argument("--backends", nargs="*", default=["numba", "pyg"])
+    p.add_argument("--write", action="store_true", help="run the registered entry (goals) at these sizes and "
+                                                         "write its section of benchmarks/RESULTS.md")
     args = p.parse_args(argv)
+    if args.write:
+        import sys
+
+        from benchmarks.__main__ import write_section
+        r = run(args.quick, args.ns, args.fractions, args.tokens)
+        r["notes"].insert(0, "Command: `python -m benchmarks.graph_bench " + " ".join(argv or sys.argv[1:]) + "`.")
+        print(r)
+        print("wrote", write_section(r, args.quick))
+        return 0
     ns = args.ns or ([256, 1024] if args.quick else [512, 1024, 2048, 4096])
     fracs = args.fractions or ([0.05, 1.0] if args.quick else [0.05, 0.25, 1.0])
     T = args.tokens or (4 if args.quick else 8)
