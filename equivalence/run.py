@@ -35,10 +35,12 @@ class _Simulator(Simulator):
 class GraphRunner:
     """Feed token ids through a Compiled network on a backend ("numba", "pyg", "numpy")."""
 
-    def __init__(self, compiled: Compiled, backend: str = "numba", device=None):
+    def __init__(self, compiled: Compiled, backend: str = "numba", device=None, sigma0=None):
+        """sigma0: the synaptic state to start from (as `bdh_graph.Simulator`; e.g. `runner.sim.state.edges` of
+        another run, edited), default zeros."""
         self.compiled = compiled
         kw = {"device": device} if device is not None else {}
-        self.sim = _Simulator(compiled.network, backend=backend, **kw)
+        self.sim = _Simulator(compiled.network, backend=backend, sigma0=sigma0, **kw)
         self._out = StateMonitor(self.sim, variables=(compiled.logits_var,), when="token")
         self._hubs = None
         if compiled.record:

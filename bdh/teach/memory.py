@@ -20,8 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from equivalence import Compiled
-from equivalence.run import _Simulator
+from equivalence import Compiled, GraphRunner
 
 CARRY = 0.8   # keep the fewest synapses that carry this fraction of a pair's read at its question
 
@@ -58,16 +57,14 @@ def _softmax(z):
     return e / e.sum()
 
 
-def _feed(sim, compiled, ids, lo, hi, watch=None, rows=None):
-    """Feed tokens lo..hi-1; returns their logits. watch: [(sigma name, edge)] whose sigma is appended to
-    `rows` after every token."""
-    x0, y0, extra = compiled.token_inputs(ids)
+def _feed(runner, ids, watch, rows):
+    """Feed `ids` through a GraphRunner; returns their logits, and appends to `rows` the sigma of the watched
+    synapses [(sigma name, edge)] after every token."""
     out = []
-    for t in range(lo, hi):
-        sim.feed_inputs(x0[t], y0[t], extra[t])
-        out.append(sim.node(compiled.logits_var).copy())
+    for o in runner.feed(list(ids)):
+        out.append(o["logits"])
         if watch:
-            edges = sim.state.edges
+            edges = runner.sim.state.edges
             rows.append([float(edges[name][e]) for name, e in watch])
     return out
 
@@ -113,19 +110,19 @@ def ablate(compiled: Compiled, ids, memories, split: int, backend: str = "numba"
     yet), run the rest of the prompt, and fill p_before / p_after / others_* of every PairMemory in place.
     Returns the sigma of each pair's strongest layer-1 synapse after every token of the intact run, (T, pairs)."""
     net = compiled.network
-    sim = _Simulator(net, backend=backend)
     first = net.sigma_names[0]
     watch = [(first, int(m.edges[first][0])) if len(m.edges.get(first, ())) else (first, 0) for m in memories]
     rows = []
-    _feed(sim, compiled, ids, 0, split + 1, watch, rows)
-    edges = sim.state.edges
-    intact = _feed(sim, compiled, ids, split + 1, len(ids), watch, rows)
+    runner = GraphRunner(compiled, backend)
+    _feed(runner, ids[:split + 1], watch, rows)                  # the facts and the separator
+    edges = runner.sim.state.edges
+    intact = _feed(runner, ids[split + 1:], watch, rows)         # the questions, synapses intact
     asked = _questions(ids, split, memories)
     for m in memories:
         cut = {k: v.copy() for k, v in edges.items()}
         for name, idx in m.edges.items():
             cut[name][idx] = 0.0
-        broken = _feed(_Simulator(net, backend=backend, sigma0=cut), compiled, ids, split + 1, len(ids))
+        broken = _feed(GraphRunner(compiled, backend, sigma0=cut), ids[split + 1:], watch, [])
         m.p_before = float(_softmax(intact[m.query - split - 1])[m.answer])
         m.p_after = float(_softmax(broken[m.query - split - 1])[m.answer])
         others = [(t, a) for t, a in asked if ids[t] != ids[m.query]]          # questions about other keys
