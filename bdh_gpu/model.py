@@ -38,8 +38,10 @@ ALIBI_LAZY_LOG = 20.0      # the ALiBi state is rescaled when a stored factor wo
 SPARSE_MAX_DENSITY = 0.1   # step() gathers active neurons when at most this fraction fires (crossover ~0.1-0.15 on 2 cores)
 # chunk_size="auto" (the default): the chunked form from AUTO_CHUNK_MIN_T tokens on, in chunks of AUTO_CHUNK_SIZE,
 # the full T x T form below. Both are equal; this only picks the faster. Measured by
-# `python -m benchmarks.attention` (train step, `small` shapes, 2-core CPU; see benchmarks/RESULTS.md "attention").
-AUTO_CHUNK_MIN_T = 512
+# `python -m benchmarks.attention --T 512 1024 2048 4096 --rounds 2 --chunks 256 --write` (train step, `small`
+# shapes, 2-core CPU, 2026-12-01; benchmarks/RESULTS.md "attention"): full was faster at T = 512 and 1024,
+# chunked (C = 256) from T = 2048 on.
+AUTO_CHUNK_MIN_T = 2048
 AUTO_CHUNK_SIZE = 256
 
 
