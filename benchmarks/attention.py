@@ -157,7 +157,9 @@ def summarize(rows, mem, rounds) -> dict:
              f"`auto` = chunked C = {M.AUTO_CHUNK_SIZE} from T >= {M.AUTO_CHUNK_MIN_T} (bdh_gpu/model.py), full below.",
              f"Measured crossover in this run: the best chunked form beats full from T = {start} on "
              f"(best C at the largest T: {C}); stored constants: T >= {M.AUTO_CHUNK_MIN_T}, C = {M.AUTO_CHUNK_SIZE}.",
-             "fraction_of_matmul = achieved matmul FLOP/s of the form / a 2048^3 float32 matmul in the same round."]
+             "fraction_of_matmul = achieved matmul FLOP/s of the form / a 2048^3 float32 matmul in the same round.",
+             "In this run `auto` ran as: " + ", ".join(f"T = {r['T']}: {r['chunk']}" for r in rows if r["form"] == "auto")
+             + " (the `chunk` column; the constants may have changed since, see bdh_gpu/model.py)."]
     if not mem:
         notes.append("Memory not measured in this run (the run was stopped before its memory children).")
     goals = []
