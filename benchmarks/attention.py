@@ -154,7 +154,7 @@ def summarize(rows, mem, rounds) -> dict:
     start, C = crossover(rows)
     by = {(r["T"], r["form"]): r for r in rows}
     notes = [f"Forms interleaved in one process, {rounds} round(s); ratios are medians of per-round ratios. "
-             f"`auto` = chunked C = {M.AUTO_CHUNK_SIZE} from T >= {M.AUTO_CHUNK_MIN_T} (bdh_gpu/model.py), full below.",
+             "`auto` = chunked from AUTO_CHUNK_MIN_T tokens on, full below (bdh_gpu/model.py).",
              f"Measured crossover in this run: the best chunked form beats full from T = {start} on "
              f"(best C at the largest T: {C}); stored constants: T >= {M.AUTO_CHUNK_MIN_T}, C = {M.AUTO_CHUNK_SIZE}.",
              "fraction_of_matmul = achieved matmul FLOP/s of the form / a 2048^3 float32 matmul in the same round.",
