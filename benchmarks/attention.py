@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -102,14 +101,27 @@ def time_forms(Ts, forms, rounds, log=print) -> list:
     return rows
 
 
+def _vm(field: str) -> float:
+    """A /proc/self/status memory field (VmRSS, VmHWM) in MB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise OSError(f"/proc/self/status has no {field}")
+
+
 def child_memory(T: int, form: str) -> dict:
+    """Peak resident memory of one fwd + bwd step above the resident memory before it (MB). The peak is reset
+    after building the model (`echo 5 > /proc/self/clear_refs` resets VmHWM), so a larger peak while building
+    cannot hide the step's."""
     model, rel = make()
     x = torch.randint(0, 256, (1, T))
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    base = _vm("VmRSS")
     out = rel(x) if form == "released" else model(x, chunk_size=form_chunk(form, T))
     F.cross_entropy(out.view(-1, 256), x.view(-1)).backward()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"peak_above_model_mb": (peak - base) / 1024}
+    return {"peak_above_model_mb": _vm("VmHWM") - base}
 
 
 def memory(T: int, form: str) -> float:
@@ -173,7 +185,7 @@ def summarize(rows, mem, rounds) -> dict:
                               by[(T, "auto")]["fraction_of_matmul"], 0.5, unit=""))
     if len(mem_Ts) >= 2:
         a, b = mem_Ts[-2], mem_Ts[-1]
-        growth = mem[b]["auto"] / mem[a]["auto"]
+        growth = mem[b]["auto"] / max(mem[a]["auto"], 1e-9)
         goals.append(goal(f"memory linear in T: peak above model at T = {b} / at T = {a} (auto; linear <= "
                           f"{b / a:g}, quadratic up to {(b / a) ** 2:g})", growth, 1.1 * b / a, higher=False,
                           unit="", note=f"released: {mem[b]['released'] / mem[a]['released']:.2f}"))
@@ -201,6 +213,8 @@ def main(argv=None) -> int:
     if a.from_log:
         rows = [json.loads(x) for x in open(a.from_log) if x.startswith('{"T"')]
         r = summarize(rows, {}, a.rounds or 0)
+        r["notes"].insert(0, "Rows as printed by a run that stopped before writing (its memory step failed); "
+                             "the section was rebuilt from its output with --from-log.")
     else:
         r = run(a.quick, a.T, a.rounds, log=lambda s: print(s, flush=True), chunks=tuple(a.chunks))
     r["notes"].insert(0, "Command: `python -m benchmarks.attention " + " ".join(argv or sys.argv[1:]) + "`.")
