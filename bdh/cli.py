@@ -1,8 +1,9 @@
 """The `bdh` command: a thin layer over the packages.
 
 Each subcommand lives in `bdh/commands/<name>.py` with `add_parser(subparsers)` and `run(args) -> int`.
-Bad input raises `UsageError` (or ValueError / OSError from the packages) and becomes one line on
-stderr with exit code 2, never a traceback.
+Bad input raises `UsageError` (= `bdh.errors.InputError`) or one of the packages' input errors
+(`bdh.errors.input_errors()`) and becomes one line on stderr with exit code 2. Every other exception is a bug and
+keeps its traceback (exit code 1). A closed pipe (`bdh trace --json | head`) ends the command quietly.
 
 Under `mpiexec -n P` (P > 1; docs/distributed.md) every rank runs the same command on its block of the graph and
 rank 0 alone prints. An error on any rank prints its one line and aborts the whole MPI job with the exit code
@@ -15,15 +16,20 @@ import importlib
 import os
 import sys
 
+from bdh import __version__
+from bdh.errors import InputError, input_errors
+
 COMMANDS = [
     "train", "generate", "logits", "eval", "import_official",  # tensor model (bdh_gpu)
-    "verify",  # equivalence
+    "verify", "export_graph",  # equivalence
     "demo", "view", "trace", "analyze", "merge",  # teaching tools
 ]
 
 
-class UsageError(Exception):
-    """Bad input from the user: printed as one line, exit code 2."""
+UsageError = InputError  # the name the commands use
+
+# Commands whose ValueErrors are still their input errors (not yet converted to InputError by their owner).
+LEGACY_VALUE_ERRORS = {"train"}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -32,7 +38,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="bdh", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="bdh", description="The Dragon Hatchling (BDH): the tensor model, the neuron-graph "
+                                             "simulator, the bridge between them, and the tools to look inside.")
+    parser.add_argument("--version", action="version", version=f"bdh {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     for name in COMMANDS:
@@ -49,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _mpi_world():
     """(rank, size, abort) of the MPI job this process is part of; (0, 1, None) outside mpiexec."""
     from bdh_graph.comm import mpi_world_size
+    if "TORCHELASTIC_RUN_ID" in os.environ:  # a torchrun worker (`srun torchrun` sets SLURM_PROCID): not MPI
+        return 0, 1, None
     if mpi_world_size() <= 1:
         return 0, 1, None
     from mpi4py import MPI
@@ -59,6 +69,7 @@ def _mpi_world():
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    expected = input_errors() + ((ValueError,) if args.command in LEGACY_VALUE_ERRORS else ())
     rank, size, abort = _mpi_world()
     if rank > 0:
         sys.stdout = open(os.devnull, "w")   # rank 0 alone prints
@@ -76,11 +87,17 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("bdh: interrupted", file=sys.stderr)
         return 130
-    except (UsageError, ValueError, OSError, KeyError) as e:
+    except BrokenPipeError:                     # the reader went away (| head): stop quietly, as cat does
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except OSError:
+            pass
+        return 141
+    except expected as e:
         return fail(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__, 2)
     except Exception as e:
         if size == 1:
-            raise
+            raise                               # a bug: its traceback, exit code 1
         return fail(f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}", 1)
 
 

@@ -1,6 +1,6 @@
 """BDH-GPU, the tensor model of the Dragon Hatchling (arXiv:2509.26507): see docs/bdh_gpu.md."""
-from .config import PRESETS, BDHConfig, get_preset
+from .config import PRESETS, BDHConfig, InputError, get_preset
 from .io import load, save
 from .model import BDH, BDHState
 
-__all__ = ["BDH", "BDHConfig", "BDHState", "PRESETS", "get_preset", "load", "save"]
+__all__ = ["BDH", "BDHConfig", "InputError", "BDHState", "PRESETS", "get_preset", "load", "save"]

@@ -14,7 +14,7 @@ import math
 import numpy as np
 import torch
 
-from .config import BDHConfig
+from .config import BDHConfig, InputError
 from .model import BDH
 
 
@@ -115,12 +115,12 @@ def sigma_synapses(model: BDH, trace: dict, layer: int, rows, cols, t: int | Non
 
 
 def _check_mergeable(a: BDHConfig, b: BDHConfig):
-    for f in ("d", "N", "n_layer", "vocab_size", "variant", "U", "rope_theta", "alibi_max_bias"):
+    for f in ("d", "N", "n_layer", "vocab_size", "variant", "U", "rope_theta", "alibi_max_bias", "gains"):
         if getattr(a, f) != getattr(b, f):
-            raise ValueError(f"merge: the models differ in {f} ({getattr(a, f)!r} vs {getattr(b, f)!r}); "
+            raise InputError(f"merge: the models differ in {f} ({getattr(a, f)!r} vs {getattr(b, f)!r}); "
                              f"concatenation along n needs equal d, N, n_layer, vocab_size, variant, U")
     if a.uses_alibi:
-        raise ValueError(f"merge: U={a.U!r} damps head k by a rate that depends on k and the head count, so the "
+        raise InputError(f"merge: U={a.U!r} damps head k by a rate that depends on k and the head count, so the "
                          f"merged model's heads would forget at other rates than their parents'; use rope or none")
 
 

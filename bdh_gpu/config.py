@@ -10,6 +10,13 @@ import math
 from dataclasses import dataclass
 
 U_KINDS = ("rope", "alibi", "rope+alibi", "none")
+
+
+class InputError(ValueError):
+    """Bad input to bdh_gpu (a config value, a model directory): one line naming the field or file."""
+
+
+
 VARIANTS = ("official", "paper", "normfree")
 
 
@@ -44,7 +51,7 @@ class BDHConfig:
     def validate(self) -> "BDHConfig":
         """Raise ValueError (one line, naming the field, expected vs got) on the first bad field."""
         def bad(field, expected):
-            raise ValueError(f"BDHConfig.{field}: expected {expected}, got {getattr(self, field)!r}")
+            raise InputError(f"BDHConfig.{field}: expected {expected}, got {getattr(self, field)!r}")
 
         for field in ("n_head", "d", "N", "n_layer", "vocab_size"):
             value = getattr(self, field)
@@ -82,11 +89,11 @@ class BDHConfig:
     def from_dict(cls, data: dict) -> "BDHConfig":
         """Build and validate a config; unknown keys are an error (missing keys take the defaults)."""
         if not isinstance(data, dict):
-            raise ValueError(f"BDHConfig: expected a JSON object, got {type(data).__name__}")
+            raise InputError(f"BDHConfig: expected a JSON object, got {type(data).__name__}")
         known = [f.name for f in dataclasses.fields(cls)]
         unknown = sorted(set(data) - set(known))
         if unknown:
-            raise ValueError(f"BDHConfig: unknown keys {unknown}; valid keys are {known}")
+            raise InputError(f"BDHConfig: unknown keys {unknown}; valid keys are {known}")
         data = dict(data)
         data.setdefault("gains", {})  # configs written before gains existed: every gain 1, as they were trained
         for key in ("dropout", "rope_theta", "alibi_max_bias"):  # JSON may store 0 for 0.0
@@ -140,5 +147,5 @@ PRESETS: dict[str, BDHConfig] = {
 def get_preset(name: str) -> BDHConfig:
     """A fresh copy of a preset (mutating it does not change PRESETS)."""
     if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; valid presets: {', '.join(PRESETS)}")
+        raise InputError(f"unknown preset {name!r}; valid presets: {', '.join(PRESETS)}")
     return dataclasses.replace(PRESETS[name])

@@ -27,6 +27,8 @@ from typing import Iterator, NamedTuple
 
 import torch
 
+from .config import InputError
+
 IGNORE = -100
 TINYSHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 VAL_FRACTION = 0.1
@@ -57,7 +59,7 @@ def tinyshakespeare_path(download: bool = True) -> str:
     local = os.environ.get("BDH_TINYSHAKESPEARE")
     if local:
         if not os.path.isfile(local):
-            raise FileNotFoundError(f"BDH_TINYSHAKESPEARE={local} is not a file")
+            raise InputError(f"BDH_TINYSHAKESPEARE={local} is not a file")
         return local
     path = os.path.join(cache_dir(), "tinyshakespeare.txt")
     if os.path.isfile(path) or not download:
@@ -85,13 +87,13 @@ def tinyshakespeare_path(download: bool = True) -> str:
 def read_bytes(path: str) -> torch.Tensor:
     """The bytes of a file as a uint8 tensor; a missing or empty file is a ValueError/OSError."""
     if not os.path.exists(path):
-        raise FileNotFoundError(f"data file not found: {path}")
+        raise InputError(f"data file not found: {path}")
     if not os.path.isfile(path):
-        raise ValueError(f"data path is not a file: {path}")
+        raise InputError(f"data path is not a file: {path}")
     with open(path, "rb") as f:
         raw = f.read()
     if not raw:
-        raise ValueError(f"data file is empty: {path}")
+        raise InputError(f"data file is empty: {path}")
     return torch.frombuffer(bytearray(raw), dtype=torch.uint8)
 
 
@@ -102,13 +104,13 @@ class TextData:
 
     def __init__(self, data: torch.Tensor, block_size: int, name: str = "text"):
         if block_size < 1:
-            raise ValueError(f"block size must be >= 1 (got {block_size})")
+            raise InputError(f"block size must be >= 1 (got {block_size})")
         self.name, self.block_size = name, block_size
         n_val = int(len(data) * VAL_FRACTION)
         self.splits = {"train": data[: len(data) - n_val], "val": data[len(data) - n_val:]}
         for split, d in self.splits.items():
             if len(d) < block_size + 1:
-                raise ValueError(
+                raise InputError(
                     f"data shorter than one window: {name} has {len(data)} bytes, its {split} split "
                     f"{len(d)}; a window needs block_size + 1 = {block_size + 1} bytes "
                     f"(need at least {math.ceil((block_size + 1) / VAL_FRACTION)} bytes, or a smaller --block-size)")
@@ -144,10 +146,10 @@ class RecallData:
 
     def __init__(self, block_size: int, n_pairs: int = 8, val_seed: int = 0x5EED):
         if not 1 <= n_pairs <= len(RECALL_KEYS):
-            raise ValueError(f"recall pairs must be in 1..{len(RECALL_KEYS)} (got {n_pairs})")
+            raise InputError(f"recall pairs must be in 1..{len(RECALL_KEYS)} (got {n_pairs})")
         need = n_pairs + 3  # pairs, ':', and one query key + answer
         if block_size + 1 < need:
-            raise ValueError(f"data shorter than one window: a recall episode with {n_pairs} pairs and one "
+            raise InputError(f"data shorter than one window: a recall episode with {n_pairs} pairs and one "
                              f"query needs {need} bytes, a window has block_size + 1 = {block_size + 1}")
         self.name, self.block_size, self.n_pairs, self.val_seed = f"recall:{n_pairs}", block_size, n_pairs, val_seed
         self.n_queries = (block_size - n_pairs + 1) // 2  # fills T + 1 bytes; the last may lose its answer
@@ -187,7 +189,7 @@ def make_dataset(spec: str, block_size: int):
     if spec == "recall" or spec.startswith("recall:"):
         k = spec.partition(":")[2]
         if k and not k.isdigit():
-            raise ValueError(f"--data recall:K needs an integer K (got {spec!r})")
+            raise InputError(f"--data recall:K needs an integer K (got {spec!r})")
         return RecallData(block_size, n_pairs=int(k) if k else 8)
     if spec == "tinyshakespeare":
         path = tinyshakespeare_path()

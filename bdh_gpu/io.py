@@ -9,76 +9,101 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .config import BDHConfig
+from .config import BDHConfig, InputError
 from .model import BDH
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+TMP_PREFIX = ".tmp-"  # temporary files of atomic_write: `.tmp-XXXX-<name>`
 
 
-def _atomic_write(path: str, write) -> None:
-    """write(tmp_path) into a temporary file in the same directory, then os.replace onto path."""
+def atomic_write(path: str, write) -> None:
+    """write(tmp_path) into a temporary file in the same directory, fsync it, os.replace it onto `path`, fsync
+    the directory: readers (and a machine that loses power) see the old file or the new one, never half of one.
+    A failure (or KeyboardInterrupt) removes the temporary file; a kill -9 may leave a `.tmp-*` file behind,
+    never a half file under the real name."""
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix="-" + os.path.basename(path), dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix="-" + os.path.basename(path), dir=folder)
     os.close(fd)
     try:
         write(tmp)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)          # mkstemp makes 0600; a model directory is as readable as any file
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+    try:
+        dfd = os.open(folder, os.O_RDONLY)
+    except OSError:  # some filesystems do not open directories; the rename is done either way
+        return
+    try:
+        os.fsync(dfd)
+    except OSError:
+        pass
+    finally:
+        os.close(dfd)
+
+
+def write_model_dir(config_dict: dict, tensors: dict, directory: str, metadata: dict | None = None) -> None:
+    """model.safetensors then config.json, each atomically (`tensors`: name -> CPU tensor)."""
+    os.makedirs(directory, exist_ok=True)
+
+    def write_config(tmp):
+        with open(tmp, "w") as f:
+            json.dump(config_dict, f, indent=2, sort_keys=True)
+            f.write("\n")
+
+    meta = {"format": "pt", **(metadata or {})}
+    atomic_write(os.path.join(directory, WEIGHTS_FILE), lambda tmp: save_file(tensors, tmp, metadata=meta))
+    atomic_write(os.path.join(directory, CONFIG_FILE), write_config)
 
 
 def save(model: BDH, directory: str) -> None:
     """Write config.json and model.safetensors into `directory` (created if missing), each atomically."""
-    os.makedirs(directory, exist_ok=True)
     tensors = {k: t.detach().contiguous().cpu() for k, t in model.state_dict().items()}
-
-    def write_config(tmp):
-        with open(tmp, "w") as f:
-            json.dump(model.config.to_dict(), f, indent=2, sort_keys=True)
-            f.write("\n")
-
-    _atomic_write(os.path.join(directory, WEIGHTS_FILE), lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
-    _atomic_write(os.path.join(directory, CONFIG_FILE), write_config)
+    write_model_dir(model.config.to_dict(), tensors, directory)
 
 
 def load(directory: str, map_location="cpu") -> BDH:
     """Read a model directory written by `save`; every problem is a one-line ValueError naming it."""
     if not os.path.isdir(directory):
-        raise ValueError(f"{directory}: not a directory (expected a model directory with {CONFIG_FILE} and {WEIGHTS_FILE})")
+        raise InputError(f"{directory}: not a directory (expected a model directory with {CONFIG_FILE} and {WEIGHTS_FILE})")
     cfg_path = os.path.join(directory, CONFIG_FILE)
     if not os.path.isfile(cfg_path):
-        raise ValueError(f"{directory}: no {CONFIG_FILE} (not a model directory)")
+        raise InputError(f"{directory}: no {CONFIG_FILE} (not a model directory)")
     try:
         with open(cfg_path) as f:
             data = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{cfg_path}: bad JSON ({str(e).splitlines()[0]})") from None
+        raise InputError(f"{cfg_path}: bad JSON ({str(e).splitlines()[0]})") from None
     try:
         config = BDHConfig.from_dict(data)
     except (ValueError, TypeError) as e:
-        raise ValueError(f"{cfg_path}: {str(e).splitlines()[0]}") from None
+        raise InputError(f"{cfg_path}: {str(e).splitlines()[0]}") from None
     w_path = os.path.join(directory, WEIGHTS_FILE)
     if not os.path.isfile(w_path):
-        raise ValueError(f"{directory}: no {WEIGHTS_FILE}")
+        raise InputError(f"{directory}: no {WEIGHTS_FILE}")
     try:
         tensors = load_file(w_path, device="cpu")
     except (SafetensorError, OSError, ValueError) as e:
-        raise ValueError(f"{w_path}: not a readable safetensors file ({str(e).splitlines()[0]})") from None
+        raise InputError(f"{w_path}: not a readable safetensors file ({str(e).splitlines()[0]})") from None
     model = BDH(config)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     if missing or unexpected:
-        raise ValueError(f"{w_path}: tensor keys do not match the config: missing {missing}, unexpected {unexpected}")
+        raise InputError(f"{w_path}: tensor keys do not match the config: missing {missing}, unexpected {unexpected}")
     for key, ref in expected.items():
         if tuple(tensors[key].shape) != tuple(ref.shape):
-            raise ValueError(f"{w_path}: shape mismatch for {key}: expected {tuple(ref.shape)} "
+            raise InputError(f"{w_path}: shape mismatch for {key}: expected {tuple(ref.shape)} "
                              f"(from {CONFIG_FILE}), got {tuple(tensors[key].shape)}")
         if not tensors[key].is_floating_point():
-            raise ValueError(f"{w_path}: {key} has dtype {tensors[key].dtype}, expected a floating-point tensor")
+            raise InputError(f"{w_path}: {key} has dtype {tensors[key].dtype}, expected a floating-point tensor")
     dtype = tensors["E"].dtype
     model.to(dtype)
     model.load_state_dict(tensors)

@@ -156,6 +156,19 @@ class BDH(nn.Module):
         self._cache = {}
 
     # --- small helpers ------------------------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, path_or_hub_id: str, map_location="cpu", revision: str | None = None,
+                        cache_dir: str | None = None) -> "BDH":
+        """A model from a directory with config.json + model.safetensors, or from a Hugging Face Hub id
+        (`owner/name`, needs huggingface_hub); the contract of PyTorchModelHubMixin (bdh_gpu/hub.py)."""
+        from .hub import from_pretrained
+        return from_pretrained(path_or_hub_id, map_location=map_location, revision=revision, cache_dir=cache_dir)
+
+    def save_pretrained(self, directory: str) -> str:
+        """Write config.json + model.safetensors into `directory` (= bdh_gpu.save); returns the directory."""
+        from .hub import save_pretrained
+        return save_pretrained(self, directory)
+
     def _on(self, name: str, device) -> torch.Tensor:
         """A U constant (float64) on `device`, cached."""
         key = (name, str(device))

@@ -92,3 +92,61 @@ def network_from_pyg(cls, data, layers=None, **kw):
     if "Gs" not in edges:
         edges["Gs"] = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0))
     return cls.from_edges(n, edges, layers=layers, **kw)
+
+
+def graphml_graph(net, sigma=None):
+    """to_networkx with GraphML-friendly names: nodes 'neurons:17', 'res:3' (attribute population, index), one
+    edge per synapse with its group, weight and edge-variable values."""
+    import networkx as nx
+    vals = _edge_values(net, sigma)
+    G = nx.MultiDiGraph()
+    for p in net.populations.values():
+        G.add_nodes_from((f"{p.name}:{i}", {"population": p.name, "index": i}) for i in range(p.size))
+    for g in net.groups.values():
+        on = {k: np.asarray(v) for k, v in vals.items() if net.edge_vars[k].group == g.name}
+        for e, (i, j, w) in enumerate(zip(g.source, g.indices, g.weight)):
+            attrs = {"group": g.name, "weight": float(w), **{k: float(v[e]) for k, v in on.items()}}
+            G.add_edge(f"{g.pre}:{int(i)}", f"{g.post}:{int(j)}", key=g.name, **attrs)
+    return G
+
+
+def save_pyg(net, path, sigma=None, metadata=None):
+    """The network as a PyG HeteroData written without pickle: a safetensors file with, per edge type
+    (pre, group, post), `pre|group|post/edge_index` (2, nnz) int64, `/edge_weight` and one tensor per edge variable,
+    and the node counts in the metadata. Read it back with `load_pyg`."""
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+    vals = _edge_values(net, sigma)
+    tensors = {}
+    for g in net.groups.values():
+        key = f"{g.pre}|{g.name}|{g.post}"
+        tensors[f"{key}/edge_index"] = torch.as_tensor(np.stack([g.source, g.indices]), dtype=torch.long).contiguous()
+        tensors[f"{key}/edge_weight"] = torch.as_tensor(g.weight, dtype=torch.float64).contiguous()
+        for k, v in vals.items():
+            if net.edge_vars[k].group == g.name:
+                tensors[f"{key}/{k}"] = torch.as_tensor(np.asarray(v), dtype=torch.float64).contiguous()
+    meta = {"format": "bdh-pyg-1", "num_nodes": json.dumps({p.name: p.size for p in net.populations.values()})}
+    meta.update({k: str(v) for k, v in (metadata or {}).items()})
+    save_file(tensors, path, metadata=meta)
+    return path
+
+
+def load_pyg(path):
+    """The HeteroData of a file written by `save_pyg` (safetensors: no code runs while loading)."""
+    import json
+
+    from safetensors import safe_open
+    from torch_geometric.data import HeteroData
+    data = HeteroData()
+    with safe_open(path, framework="pt") as f:
+        meta = f.metadata() or {}
+        if meta.get("format") != "bdh-pyg-1":
+            raise GraphError(f"{path}: not a graph written by save_pyg (metadata format {meta.get('format')!r})")
+        for name, size in json.loads(meta["num_nodes"]).items():
+            data[name].num_nodes = int(size)
+        for k in f.keys():
+            et, attr = k.split("/", 1)
+            data[tuple(et.split("|"))][attr] = f.get_tensor(k)
+    return data

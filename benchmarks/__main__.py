@@ -36,6 +36,7 @@ BENCHMARKS = [
     "equiv_bench",
     "gpu_throughput",
     "distributed_bench",  # MPI-sharded graph (tiny preset here; paper-25m: run the module)
+    "dist_train",         # torchrun DDP / FSDP2 on CPU ranks
 ]
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "RESULTS.md")

@@ -21,8 +21,8 @@ __all__ = [
 ]
 
 
-def graph_logits(model, ids, how=None, backend="numba", comm=None):
+def graph_logits(model, ids, how=None, backend="numba", comm=None, device=None, progress=False):
     """(T, V) float64 logits of a token sequence computed by the compiled graph of `model` (sharded over `comm`:
-    every rank returns them)."""
+    every rank returns them); progress=True draws a bar on stderr."""
     c = how if isinstance(how, Compiled) else compile_model(TensorRunner(model).model, how, comm=comm)
-    return GraphRunner(c, backend).logits(as_ids(ids, model.config.vocab_size))
+    return GraphRunner(c, backend, device=device).logits(as_ids(ids, model.config.vocab_size), progress=progress)

@@ -186,13 +186,15 @@ def term_scales(W, tr, variant: str) -> dict:
 
 
 def compare(model, compiled: Compiled | str | None = None, idx="hello", backend: str = "numba",
-            dtype=np.float64, rtol: float | None = None, state: bool = True, device=None, comm=None) -> CompareReport:
+            dtype=np.float64, rtol: float | None = None, state: bool = True, device=None, comm=None,
+            progress=False) -> CompareReport:
     """Run `model` (torch, any dtype: converted to `dtype`) and its graph (float64) on the same tokens.
 
     compiled: a Compiled, a compile name ("dense", "circuit", "official") or None (the default compile).
-    state=False skips rho (saves time on big models). Returns a CompareReport; `report.ok` against `rtol`
-    (default RTOL[dtype]). Sharded (`comm`, or the compiled network's): every rank runs its block of the graph,
-    rank 0 alone runs the tensor model and compares, and every rank returns the same report.
+    state=False skips rho (saves time on big models). progress=True: a tqdm bar on stderr, one step per token.
+    Returns a CompareReport; `report.ok` against `rtol` (default RTOL[dtype]). Sharded (`comm`, or the compiled
+    network's): every rank runs its block of the graph, rank 0 alone runs the tensor model and compares, and
+    every rank returns the same report.
     """
     dtype = np.dtype(dtype).type
     if dtype not in RTOL:
@@ -216,7 +218,7 @@ def compare(model, compiled: Compiled | str | None = None, idx="hello", backend:
     graph = GraphRunner(compiled, backend, device=device)
     states = tensor.states(ids) if state and root else None
     L = compiled.weights.L
-    for t, g in enumerate(graph.feed(ids, with_state=state)):
+    for t, g in enumerate(graph.feed(ids, with_state=state, progress=progress and "graph vs tensor")):
         if not root:
             continue
         Q["logits"].add(tr["logits"][t], g["logits"], t, None, terms["logits"][t])

@@ -49,14 +49,15 @@ class GraphRunner:
         self._ends = np.cumsum([len(layer) for layer in k.layers])     # rounds completed at each layer's end
         self._per_token = len(k.rounds)
 
-    def feed(self, ids, with_state=False, root=0):
+    def feed(self, ids, with_state=False, root=0, progress=False):
         """Yield, per token t: dict(x, y (L+1, n), logits (V,), [rho: list of (d, n)], [hub names: (L, size)]).
 
         Sharded (every rank must iterate): x, y and rho are gathered to rank `root` (None elsewhere); logits and
-        hub values are replicated, so every rank has them."""
+        hub values are replicated, so every rank has them. progress=True (or a label) draws a tqdm bar on
+        stderr, one step per token."""
         x0, y0, extra = self.compiled.token_inputs(ids)
         comm = self.compiled.network.comm
-        for t in range(len(x0)):
+        for t in _progress(range(len(x0)), progress, "graph"):
             x, y = self.sim.feed_inputs(x0[t], y0[t], extra[t])
             if comm.size > 1:
                 x, y = (comm.gather_blocks(a.T, root) for a in (x, y))
@@ -70,9 +71,20 @@ class GraphRunner:
                 out["rho"] = self.compiled.rho(self.sim.state)
             yield out
 
-    def logits(self, ids):
+    def logits(self, ids, progress=False):
         """(T, V) logits of every position, computed by the graph."""
-        return np.stack([o["logits"] for o in self.feed(ids)])
+        return np.stack([o["logits"] for o in self.feed(ids, progress=progress)])
+
+
+def _progress(it, progress, default_label):
+    """`it` wrapped in a tqdm bar on stderr when `progress` (True or a label), else `it` itself."""
+    if not progress:
+        return it
+    import sys
+
+    from tqdm import tqdm
+    return tqdm(it, desc=progress if isinstance(progress, str) else default_label, unit="token", file=sys.stderr,
+                leave=False, dynamic_ncols=True)
 
 
 class TensorRunner:

@@ -70,9 +70,10 @@ def screenshot(drv, name):
 def model(variant="official", seed=0):
     torch.manual_seed(seed)
     m = bdh_gpu.BDH(bdh_gpu.BDHConfig(n_head=2, d=8, N=16, n_layer=2, dropout=0.0, variant=variant))
-    with torch.no_grad():
-        for p in m.parameters():
-            p.normal_(0, 0.3)
+    if variant != "normfree":          # normfree: its own init, whose gains keep Eq. 7's products O(1)
+        with torch.no_grad():
+            for p in m.parameters():
+                p.normal_(0, 0.3)
     return m
 
 

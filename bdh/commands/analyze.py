@@ -14,12 +14,13 @@ MAX_TOKENS = 1024
 
 def add_parser(subparsers):
     p = subparsers.add_parser("analyze", help="sparsity, neuron graphs, modularity, sigma graph, synapse finder",
-                              description=__doc__.splitlines()[0])
-    p.add_argument("model", help="model directory")
+                              description=" ".join(__doc__.split("\n\n")[0].split()).replace("`bdh analyze`: ", "", 1))
+    p.add_argument("model", metavar="MODEL", help="model directory")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--text", help="text to run through the model")
     src.add_argument("--text-file", help="file whose bytes to run through the model")
-    p.add_argument("--max-tokens", type=int, default=MAX_TOKENS, help=f"use at most this many bytes (default {MAX_TOKENS})")
+    p.add_argument("--max-tokens", type=int, default=MAX_TOKENS,
+                   help=f"use at most this many bytes (default {MAX_TOKENS})")
     p.add_argument("--out", help="directory for figures, analysis.json and report.html")
     p.add_argument("--json", action="store_true", help="print the numbers as JSON")
     p.add_argument("--betas", help="comma-separated thresholds (default: the quantiles giving edge densities "
@@ -55,15 +56,15 @@ def run(args) -> int:
     if (args.concept is None) != (args.contrast is None):
         raise UsageError("--concept and --contrast go together: give both files or neither")
     if args.text_file is not None:
-        with open(args.text_file, "rb") as f:
-            data = f.read(args.max_tokens)
+        from bdh.errors import read_input
+        data = read_input(args.text_file, "--text-file", args.max_tokens)[:args.max_tokens]
     else:
         data = args.text.encode("utf-8")[:args.max_tokens]
     if len(data) < 2:
         raise UsageError(f"the text must have at least 2 bytes, got {len(data)}")
-    import bdh_gpu
+    from bdh.errors import load_model
     from bdh.teach.analyze import _lines, analyze_model
-    model = bdh_gpu.load(args.model).float()
+    model = load_model(args.model, "MODEL").float()
     C = model.config
     if args.heads == "all":
         heads = list(range(C.n_head))
@@ -73,15 +74,15 @@ def run(args) -> int:
         if bad:
             raise UsageError(f"--heads: expected indices in [0, {C.n_head - 1}] or 'all', got {bad[0]}")
     betas = _floats(args.betas, "--betas") if args.betas else None
-    concept = _lines(args.concept) if args.concept else None
-    contrast = _lines(args.contrast) if args.contrast else None
+    concept = _lines(args.concept, "--concept") if args.concept else None
+    contrast = _lines(args.contrast, "--contrast") if args.contrast else None
     log = (lambda s: None) if args.json else print
     if not args.json:
         print(f"bdh analyze: {args.model}: {C.variant}/{C.U}, h={C.n_head} N={C.N} n={C.n} d={C.d} L={C.n_layer}; "
               f"{len(data)} bytes of text")
     res = analyze_model(model, list(data), args.out, betas=betas, heads=heads, seeds=args.seeds,
                         sigma_layer=args.sigma_layer, concept=concept, contrast=contrast,
-                        candidates=args.candidates, log=log)
+                        candidates=args.candidates, log=log, progress=True)
     if args.json:
         print(json.dumps({k: v for k, v in res.items() if k != "figures"}, indent=1, default=float))
     elif args.out:

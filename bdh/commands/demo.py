@@ -102,7 +102,7 @@ def _part(k, part, args, pairs, out, rel):
     labels = [byte_label(b) for b in ids]
     print(f"{k}.3 step the prompt through the graph ({args.backend} backend), one token = "
           f"{len(compiled.kernel.rounds)} rounds: {' '.join(labels)}")
-    walk = graph_walk(model, ids, compiled, backend=args.backend)
+    walk = graph_walk(model, ids, compiled, backend=args.backend, progress=True)
     times["graph walk"] = walk.seconds
     import torch
     with torch.no_grad():
@@ -129,7 +129,7 @@ def _part(k, part, args, pairs, out, rel):
 
     print(f"{k}.4 verify graph == tensor (float64)")
     t0 = time.perf_counter()
-    rep = compare(model, compiled, ids, backend=args.backend)
+    rep = compare(model, compiled, ids, backend=args.backend, progress=True)
     times["verify"] = time.perf_counter() - t0
     for line in str(rep).splitlines():
         print("   " + line)

@@ -10,15 +10,17 @@ from bdh.commands.train import add_attention_args
 
 def add_parser(subparsers):
     p = subparsers.add_parser("eval", help="held-out loss and bits per byte",
-                              description="Evaluate a model on the validation split of a dataset (the last 10%% "
-                                          "of a file; fixed episodes for recall).")
+                              description="Evaluate a model on the validation split of a dataset (the last 10% "
+                                          "of a file; fixed episodes for recall): mean loss in nats per byte, bits "
+                                          "per byte and next-byte accuracy.")
     p.add_argument("model_dir", metavar="DIR", help="model directory")
     p.add_argument("--data", required=True, help="file path | tinyshakespeare | recall[:K]")
-    p.add_argument("--split", default="val", choices=("val", "train"))
+    p.add_argument("--split", default="val", choices=("val", "train"),
+                   help="val (default: the held-out last 10%%) or train (the first 90%%)")
     p.add_argument("--block-size", type=int, help="bytes per window (default: the training run's, else 256)")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=16, help="windows per batch (default 16)")
     p.add_argument("--max-batches", type=int, default=50, help="at most this many batches (default 50)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu (default) | cuda | cuda:N | auto")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     add_attention_args(p)
     p.set_defaults(func=run)
@@ -26,17 +28,17 @@ def add_parser(subparsers):
 
 
 def run(args) -> int:
-    import bdh_gpu
     from bdh_gpu.data import make_dataset
     from bdh_gpu.train import TRAIN_STATE_JSON, evaluate
 
-    from bdh.commands.train import attention_chunk, resolve_device
+    from bdh.errors import InputError, load_model, resolve_device
+    from bdh.commands.train import attention_chunk
 
     if args.batch_size < 1 or args.max_batches < 1:
-        raise ValueError(f"--batch-size and --max-batches must be >= 1 (got {args.batch_size}, {args.max_batches})")
+        raise InputError(f"--batch-size and --max-batches must be >= 1 (got {args.batch_size}, {args.max_batches})")
     device = resolve_device(args.device)
     chunk = attention_chunk(args)
-    model = bdh_gpu.load(args.model_dir, map_location=device)
+    model = load_model(args.model_dir, map_location=device)
     model.chunk_size = chunk
     block = args.block_size
     if block is None:

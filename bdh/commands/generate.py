@@ -5,6 +5,8 @@ import json
 import sys
 import time
 
+from bdh.errors import InputError as UsageError
+
 MAX_PROMPT_BYTES = 1_000_000
 
 
@@ -25,16 +27,21 @@ def add_parser(subparsers):
     return p
 
 
+def _flag(args) -> str:
+    return "--prompt" if args.prompt is not None else f"--prompt-file {args.prompt_file}"
+
+
 def read_prompt(args) -> bytes:
     if args.prompt is not None:
         prompt = args.prompt.encode("utf-8")
     else:
-        with open(args.prompt_file, "rb") as f:
-            prompt = f.read(MAX_PROMPT_BYTES + 1)
+        from bdh.errors import read_input
+        prompt = read_input(args.prompt_file, "--prompt-file", MAX_PROMPT_BYTES)
     if not prompt:
-        raise ValueError("the prompt is empty: expected at least 1 byte")
+        raise UsageError(f"{_flag(args)}: the prompt is empty, expected at least 1 byte")
     if len(prompt) > MAX_PROMPT_BYTES:
-        raise ValueError(f"the prompt is longer than allowed: expected at most {MAX_PROMPT_BYTES:,} bytes, "
+        raise UsageError(f"{_flag(args)}: the prompt is longer than allowed: expected at most {MAX_PROMPT_BYTES:,} "
+                         "bytes, "
                          f"got {'more' if args.prompt is None else f'{len(prompt):,}'}")
     return prompt
 
@@ -42,17 +49,15 @@ def read_prompt(args) -> bytes:
 def run(args) -> int:
     import torch
 
-    import bdh_gpu
-
-    from bdh.commands.train import resolve_device
+    from bdh.errors import load_model, resolve_device
 
     if args.tokens < 0:
-        raise ValueError(f"--tokens: expected a count >= 0, got {args.tokens}")
+        raise UsageError(f"--tokens: expected a count >= 0, got {args.tokens}")
     if args.top_k is not None and not 1 <= args.top_k <= 256:
-        raise ValueError(f"--top-k: expected 1..256, got {args.top_k}")
+        raise UsageError(f"--top-k: expected 1..256, got {args.top_k}")
     prompt = read_prompt(args)
     device = resolve_device(args.device)
-    model = bdh_gpu.load(args.model_dir, map_location=device).eval()
+    model = load_model(args.model_dir, map_location=device).eval()
     idx = torch.tensor(list(prompt), dtype=torch.long, device=device)[None]
     gen = torch.Generator(device=device).manual_seed(args.seed)
     t0 = time.perf_counter()

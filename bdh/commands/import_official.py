@@ -6,7 +6,8 @@ def add_parser(subparsers):
     p = subparsers.add_parser("import-official", help="import a state_dict saved from the released bdh.py",
                               description="Read STATE_DICT.pt (torch.load with weights_only=True), infer the "
                                           "config from the shapes, and write a model directory.")
-    p.add_argument("state_dict", metavar="STATE_DICT.pt")
+    p.add_argument("state_dict", metavar="STATE_DICT.pt",
+                   help="a torch state_dict of the released BDH class (read with weights_only=True)")
     p.add_argument("--out", required=True, help="model directory to write")
     p.add_argument("--n-layer", type=int, default=6, help="layers (not recorded in a state_dict; released: 6)")
     p.set_defaults(func=run)
@@ -18,7 +19,8 @@ def run(args) -> int:
     from bdh_gpu.official import import_official, read_official_state_dict
 
     if args.n_layer < 1:
-        raise ValueError(f"--n-layer: expected >= 1, got {args.n_layer}")
+        from bdh.errors import InputError
+        raise InputError(f"--n-layer: expected >= 1, got {args.n_layer}")
     sd = read_official_state_dict(args.state_dict)
     model = import_official(sd, n_layer=args.n_layer)
     bdh_gpu.save(model, args.out)

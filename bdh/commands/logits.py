@@ -37,10 +37,11 @@ BACKENDS = ("numba", "pyg", "numpy")
 
 
 def _graph_engine(how):
-    def engine(model, ids, backend="numba"):
-        """The compiled neuron graph (equivalence, compile `how`), float64, token by token."""
+    def engine(model, ids, backend="numba", device=None):
+        """The compiled neuron graph (equivalence, compile `how`), float64, token by token (a progress bar on
+        stderr)."""
         import equivalence
-        return equivalence.graph_logits(model, ids.cpu().numpy(), how, backend)
+        return equivalence.graph_logits(model, ids.cpu().numpy(), how, backend, device=device, progress=True)
     engine.graph = True
     return engine
 
@@ -59,6 +60,7 @@ def add_parser(subparsers):
     p.add_argument("--backend", choices=BACKENDS, help="graph engines only: numba (default) | pyg | numpy")
     from bdh.commands.train import add_attention_args
     add_attention_args(p)
+    p.add_argument("--device", help="graph engines with --backend pyg: torch device, e.g. cuda (default cpu)")
     p.set_defaults(func=run)
     return p
 
@@ -79,27 +81,39 @@ def save_npy_atomic(path: str, array: np.ndarray) -> None:
 def run(args) -> int:
     import torch
 
-    import bdh_gpu
+    from bdh.errors import InputError, check_compile, load_model, read_input
     from bdh.commands.train import attention_chunk
 
     if args.engine not in ENGINES:
-        raise ValueError(f"--engine: expected one of {', '.join(ENGINES)}, got {args.engine!r}")
-    with open(args.text_file, "rb") as f:
-        raw = f.read(MAX_TEXT_BYTES + 1)
+        raise InputError(f"--engine: expected one of {', '.join(ENGINES)}, got {args.engine!r}")
+    raw = read_input(args.text_file, "--text-file", MAX_TEXT_BYTES)
     if not raw:
-        raise ValueError(f"{args.text_file}: empty text, expected at least 1 byte")
+        raise InputError(f"--text-file {args.text_file}: empty text, expected at least 1 byte")
     if len(raw) > MAX_TEXT_BYTES:
-        raise ValueError(f"{args.text_file}: expected at most {MAX_TEXT_BYTES:,} bytes, got more")
+        raise InputError(f"--text-file {args.text_file}: expected at most {MAX_TEXT_BYTES:,} bytes, got more")
     chunk = attention_chunk(args)
     if (args.attention is not None or args.chunk_size is not None) and args.engine != "tensor":
-        raise ValueError(f"--attention/--chunk-size: apply to --engine tensor, got --engine {args.engine}")
-    model = bdh_gpu.load(args.model_dir).eval()
-    model.chunk_size = chunk
-    ids = torch.tensor(list(raw), dtype=torch.long)
+        raise InputError(f"--attention/--chunk-size: apply to --engine tensor, got --engine {args.engine}")
     engine = ENGINES[args.engine]
-    if getattr(args, "backend", None) is not None and not getattr(engine, "graph", False):
-        raise ValueError(f"--backend: applies to the graph engines only, got --engine {args.engine}")
+    graph = getattr(engine, "graph", False)
+    if getattr(args, "backend", None) is not None and not graph:
+        raise InputError(f"--backend: applies to the graph engines only, got --engine {args.engine}")
     kw = {"backend": args.backend} if getattr(args, "backend", None) is not None else {}
+    if getattr(args, "device", None) is not None:
+        if args.backend != "pyg":
+            raise InputError(f"--device: applies to --backend pyg only, got --backend {args.backend}")
+        kw["device"] = args.device
+    d = os.path.dirname(os.path.abspath(args.out))
+    if not os.path.isdir(d):
+        raise InputError(f"--out {args.out}: the directory {d} does not exist")
+    model = load_model(args.model_dir).eval()
+    model.chunk_size = chunk
+    if graph:
+        check_compile(model, args.engine[len("graph-"):], flag="--engine", value="graph-{}")
+    ids = torch.tensor(list(raw), dtype=torch.long)
+    if int(ids.max()) >= model.config.vocab_size:
+        raise InputError(f"--text-file {args.text_file}: byte {int(ids.max())} is outside the model's vocabulary "
+                         f"of {model.config.vocab_size}")
     logits = np.ascontiguousarray(engine(model, ids, **kw), dtype=np.float32)
     from bdh_graph.comm import world_rank
     if world_rank() == 0:          # under mpiexec every rank has the logits; rank 0 alone writes them

@@ -28,7 +28,8 @@ def add_parser(subparsers):
     p.add_argument("--hubs", type=int, default=4, help="nodes shown per hub population (default 4)")
     p.add_argument("--max-flows", type=int, default=12, help="messages shown per rule (default 12)")
     p.add_argument("--compile", dest="how", help="dense | circuit | official (default: the variant's default)")
-    p.add_argument("--backend", default="numpy", help="simulator backend (default numpy)")
+    p.add_argument("--backend", default="numpy", help="simulator backend: numpy (default) | numba | pyg")
+    p.add_argument("--device", help="with --backend pyg: torch device, e.g. cuda (default cpu)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=run)
     return p
@@ -72,6 +73,9 @@ def run(args) -> int:
         raise UsageError(f"--hubs >= 0 and --max-flows >= 1 expected, got {args.hubs} and {args.max_flows}")
     if args.backend not in ("numpy", "numba", "pyg"):
         raise UsageError(f"--backend: expected numpy, numba or pyg, got {args.backend!r}")
+    if args.device is not None and args.backend != "pyg":
+        raise UsageError(f"--device: only --backend pyg takes a device, got --backend {args.backend}")
+    dev = {"device": args.device} if args.device is not None else {}
     from bdh_graph.analysis import format_trace, trace_rounds
 
     notes = []
@@ -79,7 +83,7 @@ def run(args) -> int:
         if args.model is not None:
             raise UsageError(f"give either a model directory or --example, not both (got {args.model!r})")
         net, tokens = example_network()
-        sim = net.simulator(backend=args.backend)
+        sim = net.simulator(backend=args.backend, **dev)
         header = ("worked example of docs/bdh_graph.md: 3 neurons, L = 1, Gx_e 0→1 (1), Gx_i 2→1 (.5), "
                   "Gy_e 0→1 (2), 2→0 (1), Gy_i 2→1 (1), Gs all ones, u = (1, .5, 1)")
         top = None
@@ -88,18 +92,18 @@ def run(args) -> int:
             raise UsageError("expected a model directory (or --example for the worked 3-neuron example)")
         if args.prompt is None or args.prompt == "":
             raise UsageError("--prompt: expected a non-empty text to trace")
-        import bdh_gpu
+        from bdh.errors import check_compile, load_model
         from equivalence import compile_model
         from equivalence.run import TensorRunner, _Simulator
-        model = bdh_gpu.load(args.model)
+        model = load_model(args.model)
         ids = list(args.prompt.encode("utf-8"))
         if max(ids) >= model.config.vocab_size:
             raise UsageError(f"--prompt: byte {max(ids)} is outside the model's vocabulary of "
                              f"{model.config.vocab_size}")
         tm = TensorRunner(model).model
-        compiled = compile_model(tm, args.how)
+        compiled = compile_model(tm, check_compile(model, args.how))
         net = compiled.network
-        sim = _Simulator(net, backend=args.backend)
+        sim = _Simulator(net, backend=args.backend, **dev)
         x0, y0, extra = compiled.token_inputs(ids)
         tokens = [(repr(chr(b)) if 32 <= b < 127 else f"0x{b:02x}", x0[t], y0[t], extra[t])
                   for t, b in enumerate(ids)]

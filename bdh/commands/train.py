@@ -1,7 +1,13 @@
 """`bdh train`: train a BDH-GPU model on bytes (a file, tiny Shakespeare, or the built-in recall task)."""
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import shlex
+import sys
+
+from bdh.cli import UsageError
 
 SHAPE_FIELDS = ("n_head", "d", "N", "n_layer", "vocab_size")
 
@@ -28,7 +34,16 @@ def add_parser(subparsers):
     p.add_argument("--ckpt-every", type=int, help="steps between checkpoints (default 500)")
     p.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | auto (default)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (useful on CUDA)")
+    p.add_argument("--grad-clip", type=float, help="max global gradient norm, 0 disables (default 1.0)")
+    p.add_argument("--dtype", choices=("float32", "float64"), help="parameter dtype of a new model (default float32)")
     p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out exactly")
+    p.add_argument("--force", action="store_true",
+                   help="replace what --out holds (a model, a run: its model, checkpoint and metrics files)")
+    p.add_argument("--fsdp", action="store_true",
+                   help="under torchrun: shard parameters, gradients and optimizer state (FSDP2) instead of DDP")
+    p.add_argument("--dist-timeout", type=float, default=300.0,
+                   help="under torchrun: seconds a collective may wait for the other ranks (default 300)")
+    p.add_argument("--json", action="store_true", help="print the final summary as one JSON line")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_attention_args(p)
     p.set_defaults(func=run)
@@ -87,7 +102,113 @@ def data_spec(spec: str) -> str:
     return os.path.abspath(spec)
 
 
+RUN_FILES = ("config.json", "model.safetensors", "train_state.safetensors", "train_state.json", "metrics.jsonl")
+
+
+def check_out_dir(out: str, resume: bool, force: bool) -> None:
+    """No lost work: a fresh run needs a new or empty --out; --resume needs a checkpoint there; --force alone
+    replaces (it deletes the run files listed in RUN_FILES, and leaves any other file)."""
+    from bdh_gpu.io import TMP_PREFIX
+    from bdh_gpu.train import TRAIN_STATE, has_checkpoint, read_train_state
+
+    if resume and force:
+        raise UsageError("--resume continues the run in --out and --force replaces it: pass one of them")
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UsageError(f"--out {out} is a file, not a directory")
+    if resume:
+        if not os.path.exists(out):
+            raise UsageError(f"--resume: {out} does not exist, so there is no training checkpoint to continue; "
+                             f"start a new run there without --resume")
+        if not has_checkpoint(out):
+            raise UsageError(f"--resume: {out} holds no {TRAIN_STATE}, so there is no training checkpoint to "
+                             f"continue; start a new run with another --out, or replace {out} with --force")
+        return
+    entries = sorted(os.listdir(out)) if os.path.isdir(out) else []
+    if not entries:
+        return
+    if force:
+        for f in entries:
+            if f in RUN_FILES or f.startswith(TMP_PREFIX):
+                with contextlib.suppress(FileNotFoundError):  # under torchrun every rank may delete
+                    os.remove(os.path.join(out, f))
+        return
+    if has_checkpoint(out):
+        try:
+            what = f"already holds a training checkpoint (step {read_train_state(out)[1]['step']})"
+        except ValueError:
+            what = "already holds a training checkpoint (unreadable)"
+    elif os.path.isfile(os.path.join(out, "model.safetensors")):
+        what = "already holds a model (not a bdh train run)"
+    else:
+        shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+        what = f"is not empty ({len(entries)} entries: {shown}) and is not a bdh train run"
+    raise UsageError(f"--out {out} {what}: continue a run with --resume, or replace it with --force")
+
+
+def resume_command(out: str, world: int, fsdp: bool) -> str:
+    """The command line that resumes this run (torchrun with the same number of ranks when distributed)."""
+    tail = f"train --out {shlex.quote(out)} --resume"
+    if world > 1:
+        return (f"torchrun --nproc-per-node {world} -m bdh {tail}{' --fsdp' if fsdp else ''} "
+                f"(the same number of ranks)")
+    return f"bdh {tail}"
+
+
 def run(args) -> int:
+    from bdh_gpu import parallel
+
+    env = parallel.Ranks.env()
+    try:
+        check_out_dir(args.out, args.resume, args.force)
+    except UsageError:
+        if env is not None and env["rank"] != 0:
+            return 2  # the same verdict on every rank: rank 0 says it, once
+        raise
+    device = resolve_device(args.device)
+    try:
+        ranks, device = parallel.setup(args.fsdp, device, args.dist_timeout)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    try:
+        return _run(args, ranks, device)
+    except Exception as e:
+        if not ranks.distributed:
+            raise  # a single process: bdh's usual error handling (bdh.cli)
+        # under torchrun every rank says what ended it in one line (its own error, or a peer that died), exits
+        # non-zero, and torchrun stops the others: never a hang. Bad input (the same on every rank): exit 2.
+        code = 2 if isinstance(e, (UsageError, ValueError)) else 1
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if _is_peer_loss(e, msg):
+            msg = f"lost contact with another rank, which failed or was killed ({_short(msg)}); {_last(args.out)}"
+        print(f"bdh train: rank {ranks.rank}/{ranks.world}: error: {msg}", file=sys.stderr, flush=True)
+        return code
+    finally:
+        parallel.teardown()
+
+
+def _is_peer_loss(e: Exception, msg: str) -> bool:
+    import torch.distributed as dist
+    return isinstance(e, getattr(dist, "DistError", ())) or any(w in msg for w in ("gloo", "NCCL", "Connection"))
+
+
+def _short(msg: str) -> str:
+    """A gloo/NCCL error without its source location and advice: '[.../pair.cc:553] Connection closed by peer
+    [127.0.0.1]:10163. This is typically...' -> 'Connection closed by peer [127.0.0.1]:10163'."""
+    if msg.startswith("[") and "] " in msg:
+        msg = msg.split("] ", 1)[1]
+    return msg.split(". ", 1)[0].rstrip(".")
+
+
+def _last(out: str) -> str:
+    from bdh_gpu.train import has_checkpoint, read_train_state
+    try:
+        return (f"the last checkpoint, {out} (step {read_train_state(out)[1]['step']}), is intact"
+                if has_checkpoint(out) else "no checkpoint was written")
+    except ValueError:
+        return f"the checkpoint in {out} is unreadable"
+
+
+def _run(args, ranks, device) -> int:
     import torch
 
     import bdh_gpu
@@ -95,7 +216,7 @@ def run(args) -> int:
     from bdh_gpu.data import make_dataset
     from bdh_gpu.train import TrainConfig, read_train_state, train
 
-    device = resolve_device(args.device)
+    say = print if ranks.main else (lambda *a, **k: None)
     chunk = attention_chunk(args)
     if args.resume:
         model = bdh_gpu.load(args.out)
@@ -112,6 +233,8 @@ def run(args) -> int:
             if getattr(args, f) is not None and getattr(args, f) != getattr(config, f):
                 raise ValueError(f"--resume: --{f} {getattr(args, f)} differs from the checkpoint's "
                                  f"{f}={getattr(config, f)!r}")
+        if args.dtype is not None and getattr(torch, args.dtype) != model.E.dtype:
+            raise ValueError(f"--resume: --dtype {args.dtype} differs from the checkpoint's {model.E.dtype}")
     else:
         config = get_preset(args.preset or "tiny")
         for f in ("variant", "U", "dropout"):
@@ -129,7 +252,7 @@ def run(args) -> int:
     explicit = {"data": None if args.data is None else data_spec(args.data), "steps": args.steps,
                 "batch_size": args.batch_size, "block_size": args.block_size, "lr": args.lr,
                 "warmup_steps": args.warmup, "seed": args.seed, "eval_every": args.eval_every,
-                "ckpt_every": args.ckpt_every}
+                "ckpt_every": args.ckpt_every, "grad_clip": args.grad_clip}
     for k, v in explicit.items():
         if v is not None:
             setattr(cfg, k, v)
@@ -139,14 +262,29 @@ def run(args) -> int:
     if model is None:
         torch.manual_seed(cfg.seed)
         model = bdh_gpu.BDH(config)
+        if args.dtype is not None:
+            model.to(getattr(torch, args.dtype))
     model.chunk_size = chunk
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"bdh train: {config.variant}/{config.U}, h={config.n_head} d={config.d} N={config.N} "
-          f"L={config.n_layer} ({n_params:,} parameters) on {data.name}, {cfg.steps} steps of "
-          f"{cfg.batch_size}x{cfg.block_size} bytes, device {device}, attention {attention_name(chunk)}",
-          flush=True)
+    on = f"device {device}" if not ranks.distributed else \
+        f"{ranks.world} ranks ({ranks.mode.upper()}, {cfg.batch_size // ranks.world} windows each), {device} per rank"
+    say(f"bdh train: {config.variant}/{config.U}, h={config.n_head} d={config.d} N={config.N} "
+        f"L={config.n_layer} ({n_params:,} parameters) on {data.name}, {cfg.steps} steps of "
+        f"{cfg.batch_size}x{cfg.block_size} bytes, {on}, attention {attention_name(chunk)}", flush=True)
     summary = train(model, data, cfg, args.out, resume=args.resume, progress=False if args.quiet else None,
                     log=print)
+    if summary["interrupted"]:
+        if ranks.main:
+            print(f"bdh train: stopped by {summary['interrupted']} after step {summary['step']}; checkpoint in "
+                  f"{args.out}; resume with: {resume_command(args.out, ranks.world, args.fsdp)}",
+                  file=sys.stderr, flush=True)
+        import signal
+        return 128 + int(getattr(signal, summary["interrupted"], signal.SIGTERM))
+    if not ranks.main:
+        return 0
+    if args.json:
+        print(json.dumps(summary))
+        return 0
     val = summary["val"]
     tail = ""
     if val is not None:
@@ -154,6 +292,9 @@ def run(args) -> int:
                 f"accuracy {val['accuracy']:.3f}")
         if getattr(data, "chance", None):
             tail += f" (chance {data.chance:.3f})"
+    if ranks.distributed:
+        tail += "; peak memory per rank " + ", ".join(f"{b / 2**20:,.0f}" for b in summary["peak_rss_bytes_per_rank"])
+        tail += " MiB"
     print(f"done: step {summary['step']} in {summary['seconds']:.1f} s "
           f"({summary.get('tokens_per_s', 0):,.0f} tokens/s){tail}; model in {args.out}")
     return 0

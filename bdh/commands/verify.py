@@ -23,6 +23,7 @@ def add_parser(subparsers):
                    help="construction (default: official for official/paper models, dense for normfree, "
                         "circuit when n > 4096)")
     p.add_argument("--backend", default="numba", choices=("numba", "pyg", "numpy"), help="graph engine (default numba)")
+    p.add_argument("--device", help="with --backend pyg: torch device, e.g. cuda or cuda:1 (default cpu)")
     p.add_argument("--tolerance", type=float, help="relative tolerance per token and layer (default 1e-9)")
     p.add_argument("--no-state", action="store_true", help="skip the state (rho) comparison")
     p.add_argument("--json", action="store_true", help="print one JSON object with each quantity's max error")
@@ -31,15 +32,16 @@ def add_parser(subparsers):
 
 
 def read_text(args) -> bytes:
+    from bdh.errors import InputError, read_input
     if args.text_file is not None:
-        with open(args.text_file, "rb") as f:
-            raw = f.read(MAX_TEXT_BYTES + 1)
+        raw = read_input(args.text_file, "--text-file", MAX_TEXT_BYTES)
     else:
         raw = (DEFAULT_TEXT if args.text is None else args.text).encode("utf-8")
+    where = f"--text-file {args.text_file}" if args.text_file else "--text"
     if not raw:
-        raise ValueError(f"{args.text_file or '--text'}: empty text, expected at least 1 byte")
+        raise InputError(f"{where}: empty text, expected at least 1 byte")
     if len(raw) > MAX_TEXT_BYTES:
-        raise ValueError(f"{args.text_file or '--text'}: expected at most {MAX_TEXT_BYTES} bytes, got more "
+        raise InputError(f"{where}: expected at most {MAX_TEXT_BYTES} bytes, got more "
                          "(the graph runs token by token; verify on a short text)")
     return raw
 
@@ -47,17 +49,21 @@ def read_text(args) -> bytes:
 def run(args) -> int:
     import math
 
-    import bdh_gpu
     import equivalence
+    from bdh.errors import InputError, check_compile, load_model
 
     if args.tolerance is not None and not (math.isfinite(args.tolerance) and args.tolerance > 0):
-        raise ValueError(f"--tolerance: expected a finite number > 0, got {args.tolerance}")
+        raise InputError(f"--tolerance: expected a finite number > 0, got {args.tolerance}")
+    if args.device is not None and args.backend != "pyg":
+        raise InputError(f"--device: only --backend pyg takes a device, got --backend {args.backend}")
     raw = read_text(args)
-    model = bdh_gpu.load(args.model_dir).eval()
-    how = args.how or equivalence.default_compile(model)
-    compiled = equivalence.compile_model(equivalence.TensorRunner(model).model, how)  # ValueError if inapplicable
+    model = load_model(args.model_dir).eval()
+    if max(raw) >= model.config.vocab_size:
+        raise InputError(f"--text: byte {max(raw)} is outside the model's vocabulary of {model.config.vocab_size}")
+    how = check_compile(model, args.how)
+    compiled = equivalence.compile_model(equivalence.TensorRunner(model).model, how)
     rep = equivalence.compare(model, compiled, raw, backend=args.backend, rtol=args.tolerance,
-                              state=not args.no_state)
+                              state=not args.no_state, device=args.device, progress=True)
     if args.json:
         print(json.dumps(rep.to_dict(), default=str))
     else:

@@ -52,13 +52,13 @@ def run(args) -> int:
         d = os.path.dirname(os.path.abspath(args.out))
         if not os.path.isdir(d):
             raise UsageError(f"--out {args.out}: the directory {d} does not exist")
-    import bdh_gpu
     from equivalence import TensorRunner, compile_model
 
+    from bdh.errors import check_compile, load_model
     from bdh.teach.view import ViewSession, write_page
 
-    model = bdh_gpu.load(args.model_dir)
-    compiled = compile_model(TensorRunner(model).model, args.how)
+    model = load_model(args.model_dir)
+    compiled = compile_model(TensorRunner(model).model, check_compile(model, args.how))
     session = ViewSession(compiled, backend=args.backend, neurons=args.neurons, synapses=args.synapses,
                           max_prompt=args.max_prompt, title=f"{os.path.basename(os.path.abspath(args.model_dir))}: "
                                                             f"{compiled.summary().split(':')[0]}",

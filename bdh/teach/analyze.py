@@ -23,11 +23,11 @@ PAPER = {  # reference section 6
 }
 
 
-def _lines(path: str) -> list[bytes]:
-    with open(path, "rb") as f:
-        out = [ln.strip() for ln in f.read().splitlines() if ln.strip()]
+def _lines(path: str, flag: str = "file") -> list[bytes]:
+    from bdh.errors import InputError, read_input
+    out = [ln.strip() for ln in read_input(path, flag).splitlines() if ln.strip()]
     if len(out) < 2:
-        raise ValueError(f"{path}: expected at least 2 non-empty lines (one sentence per line), got {len(out)}")
+        raise InputError(f"{flag} {path}: expected at least 2 non-empty lines (one sentence per line), got {len(out)}")
     return out
 
 
@@ -38,26 +38,31 @@ def _sigma_layer(model, layer):
     if layer is None:
         return ok[len(ok) // 2] if ok else None
     if layer not in ok:
-        raise ValueError(f"--sigma-layer: expected one of {ok} for the {model.config.variant} variant, got {layer}")
+        from bdh.errors import InputError
+        raise InputError(f"--sigma-layer: expected one of {ok} for the {model.config.variant} variant, got {layer}")
     return layer
 
 
 def analyze_model(model, ids, out_dir: str | None = None, *, betas=None,
                   density=(0.001, 0.002, 0.005, 0.01, 0.02), heads=(0,), seeds: int = 5, sigma_layer=None,
                   sigma_neurons: int = 2048, concept=None, contrast=None, candidates: int = 48,
-                  log=print) -> dict:
+                  log=print, progress: bool = False) -> dict:
     """Reference section 6 on `model` over the token ids `ids`: sparsity per layer; G_x = D_x E and G_y = D_y E
     per head thresholded at beta (degrees, tail exponents, Louvain modularity vs beta beside G(n,m) and random
     low-rank); the sigma graph (positive part, thresholded) after the text; optionally the monosemantic-synapse
     finder over concept vs contrast sentences (lists of byte strings). Writes figures + report.html + analysis.json
-    into out_dir when given. Returns the numbers."""
+    into out_dir when given; progress=True draws a bar on stderr, one step per measurement. Returns the numbers."""
     import torch
 
     from bdh_gpu.analysis import layer_names, neuron_graph, sigma_synapses, sparsity, top_active, weight_scales
     from bdh_graph import analysis as GA
 
+    from .progress import bar as progress_bar
+
     C = model.config
     model = model.eval()
+    pbar = progress_bar(2 + 2 * len(heads) + (concept is not None) + bool(out_dir), "analyze", progress)
+    pbar.set_postfix_str("sparsity")
     figs, res = [], dict(config=C.to_dict(), tokens=len(ids), paper=PAPER)
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)
@@ -71,7 +76,8 @@ def analyze_model(model, ids, out_dir: str | None = None, *, betas=None,
         f"   (paper: y {PAPER['sparsity_y']})")
     names = layer_names(model)
     if out_dir:
-        figs.append(GA.plot_bars(os.path.join(out_dir, "sparsity_per_layer.png"), {"x > 0": sp_["x"], "y > 0": sp_["y"]},
+        figs.append(GA.plot_bars(os.path.join(out_dir, "sparsity_per_layer.png"),
+                                 {"x > 0": sp_["x"], "y > 0": sp_["y"]},
                                  [str(l) for l in names], title=f"active fraction per layer ({len(ids)} tokens)",
                                  ylabel="fraction of neurons"))
         Y = tr["y"][:, :min(len(ids), 96)].permute(1, 0, 2).reshape(min(len(ids), 96), -1).double().numpy()
@@ -81,6 +87,7 @@ def analyze_model(model, ids, out_dir: str | None = None, *, betas=None,
                                    title="y > 0 of the 96 most active (layer, neuron), first tokens",
                                    ylabel="(layer, neuron), index order", clabel="y (activity)"))
 
+    pbar.update(), pbar.set_postfix_str("weight graphs")
     # weight graphs
     res["graphs"] = []
     for h in heads:
@@ -109,6 +116,7 @@ def analyze_model(model, ids, out_dir: str | None = None, *, betas=None,
                     title=f"G_{which} = D_{which} E, head {h}, beta = {mid:.3g} ({A.nnz} edges)"))
             res["graphs"].append(entry)
             log(_graph_line(entry))
+            pbar.update(), pbar.set_postfix_str(f"G_{which} head {h}")
 
     # the sigma graph after the text
     l = _sigma_layer(model, sigma_layer)
@@ -147,6 +155,7 @@ def analyze_model(model, ids, out_dir: str | None = None, *, betas=None,
                                        [byte_label(b) for b in list(ids)[:T]],
                                        title=f"sigma_{l}(i->j) over the text (most changing)", ylabel="sigma"))
 
+    pbar.update(), pbar.set_postfix_str("synapse finder")
     # monosemantic synapses
     if concept is not None and contrast is not None and l is not None:
         res["synapses"] = find_synapses(model, concept, contrast, l, candidates)
@@ -154,13 +163,17 @@ def analyze_model(model, ids, out_dir: str | None = None, *, betas=None,
         log(f"monosemantic-synapse search, sigma_{l}, {len(concept)} concept vs {len(contrast)} contrast sentences, "
             f"{res['synapses']['candidates']} candidate synapses: best " + "; ".join(
                 f"{s['synapse']} U = {s['U']:.0f} of {s['U_max']} (p = {s['p']:.2g})" for s in best))
+        pbar.update()
     res["seconds"] = time.perf_counter() - t0
     if out_dir:
+        pbar.set_postfix_str("report")
         with open(os.path.join(out_dir, "analysis.json"), "w") as f:
             json.dump(res, f, indent=1, default=float)
         blocks = _report_blocks(res, figs)
         res["report"] = write_html(os.path.join(out_dir, "report.html"), "bdh analyze", blocks)
         res["figures"] = figs
+        pbar.update()
+    pbar.close()
     return res
 
 
@@ -215,7 +228,8 @@ def _report_blocks(res, figs) -> list:
     """The analyze report in words: each measurement beside the paper's value, the notation, captioned figures."""
     C, sp_ = res["config"], res["sparsity"]
     blocks = [
-        ("p", f"The measurements of the paper's Sec. 5-6 on one model (n = {C['N'] * C['n_head']} neurons, d = {C['d']}, "
+        ("p", f"The measurements of the paper's Sec. 5-6 on one model (n = {C['N'] * C['n_head']} neurons, "
+              f"d = {C['d']}, "
               f"L = {C['n_layer']} layers, {C['n_head']} heads, variant {C['variant']}) over a text of "
               f"{res['tokens']} bytes: how sparse the activity is, what graph the learned weights form, what graph "
               "the synaptic state forms after the text, and (with --concept/--contrast) which single synapse "
@@ -241,7 +255,8 @@ def _report_blocks(res, figs) -> list:
             blocks.append(("table", ((f"{e['graph']} head {e['head']}: threshold beta", "edges", "modularity",
                                       "G(n,m)", "random low-rank (same beta)", "random low-rank (same edges)"),
                                      [(f"{r['beta']:.4g}", r["edges"], _f(r["modularity"]), _f(r.get("G(n,m)")),
-                                       _f(r.get("low-rank")), _f(r.get("low-rank (same m)"))) for r in e["modularity"]])))
+                                       _f(r.get("low-rank")), _f(r.get("low-rank (same m)")))
+                                      for r in e["modularity"]])))
     if "sigma" in res:
         sg = res["sigma"]
         blocks += [("h2", f"The state graph: sigma_{sg['layer']} after the text"),

@@ -163,7 +163,7 @@ def synapse_name(compiled: Compiled, sigma: str, e: int) -> tuple[str, str]:
 
 
 def graph_walk(model, ids, compiled: Compiled | None = None, backend: str = "numba", top: int = 5,
-               track: int = 6) -> GraphWalk:
+               track: int = 6, progress: bool = False) -> GraphWalk:
     """Feed `ids` through the compiled graph of `model` one token at a time; per token the prediction (argmax of
     the output nodes' logits), X and Y per layer, and the synapses whose sigma changed most."""
     t0 = time.perf_counter()
@@ -173,7 +173,7 @@ def graph_walk(model, ids, compiled: Compiled | None = None, backend: str = "num
     names = compiled.network.sigma_names
     prev = {k: v.copy() for k, v in runner.sim.state.edges.items() if k in names}
     logits, xs, ys, deltas, history = [], [], [], [], []
-    for out in runner.feed(list(ids)):
+    for out in runner.feed(list(ids), progress=progress and "graph walk"):
         logits.append(out["logits"]), xs.append(out["x"]), ys.append(out["y"])
         now = {k: v.copy() for k, v in runner.sim.state.edges.items() if k in names}
         rows = []

@@ -92,7 +92,7 @@ CAPTIONS = {
         "compile keeps &sigma; on synapses from neurons to per-head attention hubs; a dense compile from neuron to "
         "neuron; <code>hub[k]</code> is one of the 2d hubs of the circuit compile).",
     "sparsity_per_layer.png":
-        "<b>How many neurons are active, per layer</b>, over the prompt in the graph run: the fraction with "
+        "<b>How many neurons are active, per layer</b>, over the text: the fraction with "
         "<i>x</i> &gt; 0 (excited by the layer's input through D<sub>x</sub>) and with <i>y</i> &gt; 0 (also "
         "passed the attention gate: <i>y</i> = (D<sub>y</sub> &middot; attention)<sup>+</sup> &odot; <i>x</i>). "
         "<i>Paper (Sec. 6.1):</i> <i>y</i> about 5% (n = 65536, L = 4, layer 2); 4.0-7.5% while memorising.",

@@ -6,8 +6,9 @@ an interactive page (`bdh view`): a self-contained HTML file, or a local server 
     s.step("all")                             # pass B: the real simulator, one frame per sub-round
     write_page("view.html", s.data())         # data embedded as JSON, hand-written JS (view.js), nothing fetched
 
-Both passes run `equivalence.GraphRunner`'s simulator on the compiled network; the numbers in a frame are the
-simulator's node variables after that sub-round (rounded to 7 significant digits), never recomputed here.
+Both passes run `equivalence.GraphRunner`'s simulator (its public `runner.sim`) on the compiled network; the
+numbers in a frame are the simulator's node variables after that sub-round (rounded to 7 significant digits),
+never recomputed here.
 
 A frame: {t: token, k: round (-1 = the token's input), ph: 0 communication / 1 computation / -1 input,
 ch: {variable: [[position in shown[population]], [value]] (positions not listed are 0)},
@@ -28,7 +29,6 @@ import time
 import numpy as np
 
 from equivalence import Compiled, GraphRunner
-from equivalence.run import _Simulator
 from bdh_graph import EventMonitor, StateMonitor
 
 from .demo import byte_label
@@ -38,6 +38,15 @@ NEURONS = 256             # neurons shown (the most active first)
 HUB_CAP = 1024            # nodes shown of every other population
 SYNAPSES = 8              # strongest edges per group and largest |sigma| per edge variable, per node
 HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _top(v, k):
+    """Indices of the k largest entries of v, largest first (ties by index); O(len(v)) for long v."""
+    v = np.asarray(v)
+    if len(v) > 4 * k:
+        cand = np.argpartition(-v, k)[:k]
+        return cand[np.lexsort((cand, -v[cand]))]
+    return np.argsort(-v, kind="stable")[:k]
 
 
 class ViewError(ValueError):
@@ -77,7 +86,6 @@ class ViewSession:
         self.K, self.hub_cap, self.M, self.max_prompt = int(neurons), int(hub_cap), int(synapses), int(max_prompt)
         self.title, self.label = title, label
         self.net = compiled.network
-        self._dev = {"device": device} if device is not None else {}
         self._csr = {}
         self.ids = None
         self._meta = self._build_meta()
@@ -125,7 +133,8 @@ class ViewSession:
             raise ViewError(f"prompt: expected at most {self.max_prompt} bytes, got {len(ids)} "
                             "(the graph runs token by token; raise the limit with --max-prompt)")
         if min(ids) < 0 or max(ids) >= V:
-            raise ViewError(f"prompt: byte values must lie in [0, {V - 1}], got {max(ids) if max(ids) >= V else min(ids)}")
+            bad = max(ids) if max(ids) >= V else min(ids)
+            raise ViewError(f"prompt: byte values must lie in [0, {V - 1}], got {bad}")
         self.ids = ids
         t0 = time.perf_counter()
         # pass A: the same simulator, token by token, to choose what to show
@@ -150,7 +159,8 @@ class ViewSession:
         self._tracked_pos = {ev: {} for ev in self.net.edge_vars}
         self.synapses = {p: [self._node_synapses(p, int(i), final) for i in v] for p, v in self.shown.items()}
         # pass B: a fresh simulator, stepped sub-round by sub-round
-        self.sim = _Simulator(self.net, backend=self.backend, **self._dev)
+        self.sim = GraphRunner(self.compiled, self.backend, device=self.device).sim   # stepped by hand below
+        self._in_token = False
         self.events = EventMonitor(self.sim)
         self.sigmon = {}                  # one monitor per synapse group: one state read per token
         for gname in dict.fromkeys(ev.group for ev in self.net.edge_vars.values()):
@@ -191,13 +201,13 @@ class ViewSession:
                 if not evs:
                     keep = g.weight[e] != 0                       # structural zeros are not synapses
                     e, other = e[keep], other[keep]
-                    top = np.argsort(-g.weight[e], kind="stable")[:self.M]
+                    top = _top(g.weight[e], self.M)
                     out.append(dict(group=g.name, dir=direction, sign=_sign(g.name), pop=opop, total=int(len(e)),
                                     edges=[[int(other[t]), _r(g.weight[e[t]])] for t in top]))
                     continue
                 for ev in evs:
                     vals = np.abs(np.asarray(sigma[ev.name])[e])
-                    top = [t for t in np.argsort(-vals, kind="stable")[:self.M] if vals[t] > 0]
+                    top = [t for t in _top(vals, self.M) if vals[t] > 0]
                     edges = []
                     for t in top:
                         eid = int(e[t])
@@ -213,7 +223,7 @@ class ViewSession:
     # ---- stepping ----------------------------------------------------------------------------------------------
     @property
     def done(self) -> bool:
-        return self.ids is not None and self._token >= len(self.ids) and not self.sim._loaded
+        return self.ids is not None and self._token >= len(self.ids) and not self._in_token
 
     def _snap(self, var):
         pop = self.net.node_variables[var]
@@ -234,10 +244,10 @@ class ViewSession:
 
     def _step_one(self) -> dict:
         sim, k = self.sim, self.compiled.kernel
-        if not sim._loaded:                                     # the next token's input
+        if not self._in_token:                                  # the next token's input
             t = self._token
             sim.ingest(self._x0[t], self._y0[t], self._extra[t])
-            self._sub = 0
+            self._sub, self._in_token = 0, True
             return self._record(dict(t=t, k=-1, ph=-1), ["X", "Y"] + list(self._extra[t]))
         r, ph = divmod(self._sub, 2)
         rnd = k.rounds[r]
@@ -252,7 +262,8 @@ class ViewSession:
             frame["ev"] = {j: int(self.events.count.get(m["key"], 0) - counts.get(m["key"], 0))
                            for j, m in enumerate(self._meta["rounds"][r]["comm"])}
         frame["nch"] = {v: int((np.asarray(sim.node(v)) != before[v]).sum()) for v in written}
-        if not sim._loaded:                                     # the token is complete
+        if self._sub == 2 * len(k.rounds):                      # the token is complete
+            self._in_token = False
             L = np.asarray(sim.node(self.compiled.logits_var))
             top = np.argsort(-L, kind="stable")[:5]
             frame["end"] = dict(pred=int(top[0]), top=[[int(b), _r(L[b])] for b in top],
@@ -294,8 +305,10 @@ class ViewSession:
         out = []
         n = self.net.n
         if len(self.shown["neurons"]) < n:
+            more = ("type an index to add one" if getattr(self, "serving", False)
+                    else "run bdh view --serve to open any other on demand")
             out.append(f"Showing the {len(self.shown['neurons'])} most active of n = {n:,} neurons (most often "
-                       f"y > 0 over the prompt); {'type an index to add one' if getattr(self, 'serving', False) else 'run bdh view --serve to open any other on demand'}.")
+                       f"y > 0 over the prompt); {more}.")
         for p in self.net.populations.values():
             if p.name != "neurons" and p.size > self.hub_cap:
                 out.append(f"Population {p.name}: showing the first {self.hub_cap} of {p.size} nodes.")
@@ -328,10 +341,9 @@ class ViewSession:
             self.tracked, self._tracked_pos = saved
         series = {ev: [[] for _ in e] for ev, e in want.items()}
         if want and self._token:
-            sim = _Simulator(self.net, backend=self.backend, **self._dev)
-            for t in range(self._token):
-                sim.feed_inputs(self._x0[t], self._y0[t], self._extra[t])
-                edges = sim.state.edges
+            replay = GraphRunner(self.compiled, self.backend, device=self.device)
+            for _ in replay.feed(self.ids[:self._token]):
+                edges = replay.sim.state.edges
                 for ev, e in want.items():
                     for k, eid in enumerate(e):
                         series[ev][k].append(_r(edges[ev][eid]))

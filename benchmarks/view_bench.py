@@ -1,0 +1,98 @@
+"""`bdh view` at paper-25m size (n = 32768, d = 256, h = 4, L = 6; untrained weights, seed 0): compile, the two
+passes of the ViewSession, the page's size, and how the page behaves in headless chromium (the first render, a
+sub-round step, a token step, a neuron click, as seen through Selenium, so including its round trips).
+
+    python -m benchmarks.view_bench                  # official compile, the 10 bytes "The Dragon"
+    python -m benchmarks.view_bench --tokens 4 --out /tmp/v25.html
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import tempfile
+import time
+
+TEXT = b"The Dragon Hatchling hatches."
+
+
+def browser_times(path: str) -> dict:
+    """Seconds for the page's first render, 20 sub-round steps, a token step and a neuron click (chromium)."""
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    driver = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+    if not (os.path.exists(chromium) and os.path.exists(driver)):
+        return {"browser": "chromium or chromedriver not found"}
+    os.environ.setdefault("SE_OFFLINE", "true")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1000", "--disable-dev-shm-usage"):
+        opts.add_argument(a)
+    d = webdriver.Chrome(service=Service(executable_path=driver), options=opts)
+    try:
+        out = {}
+        t = time.perf_counter()
+        d.get("file://" + os.path.abspath(path))
+        out["first_render_s"] = round(time.perf_counter() - t, 2)
+        out["cells"] = len(d.find_elements(By.CSS_SELECTOR, ".cell"))
+        t = time.perf_counter()
+        for _ in range(20):
+            d.find_element(By.ID, "next-sub").click()
+        out["sub_round_step_s"] = round((time.perf_counter() - t) / 20, 3)
+        t = time.perf_counter()
+        d.find_element(By.ID, "next-token").click()
+        out["token_step_s"] = round(time.perf_counter() - t, 3)
+        cell = d.find_elements(By.CSS_SELECTOR, "#grid-cell-neurons .cell")[5]
+        t = time.perf_counter()
+        cell.click()
+        out["neuron_click_s"] = round(time.perf_counter() - t, 3)
+        out["synapses_listed"] = len(d.find_elements(By.CSS_SELECTOR, "li.syn"))
+        return out
+    finally:
+        d.quit()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tokens", type=int, default=10)
+    ap.add_argument("--compile", default="official", choices=("official", "circuit"))
+    ap.add_argument("--out", help="keep the page here (default: a temporary file)")
+    a = ap.parse_args()
+    import torch
+
+    import equivalence
+    from bdh.teach.view import ViewSession, write_page
+    from bdh_gpu import BDH, get_preset
+
+    cfg = get_preset("paper-25m")
+    cfg.dropout = 0.0
+    if a.compile == "circuit":
+        cfg.variant = "normfree"
+    torch.manual_seed(0)
+    model = BDH(cfg).eval()
+    r = dict(compile=a.compile, n=cfg.n, tokens=a.tokens, load_avg_start=round(os.getloadavg()[0], 1))
+    t = time.perf_counter()
+    c = equivalence.compile_model(equivalence.TensorRunner(model).model, a.compile)
+    r["compile_s"] = round(time.perf_counter() - t, 1)
+    s = ViewSession(c)
+    t = time.perf_counter()
+    s.load(list(TEXT[:a.tokens]))
+    r["pass_a_s"] = round(time.perf_counter() - t, 1)
+    t = time.perf_counter()
+    r["frames"] = len(s.step("all"))
+    r["pass_b_s"] = round(time.perf_counter() - t, 1)
+    path = a.out or os.path.join(tempfile.mkdtemp(), "view25m.html")
+    write_page(path, s.data())
+    r["page_mb"] = round(os.path.getsize(path) / 1e6, 1)
+    r["peak_rss_gib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 1)
+    r.update(browser_times(path))
+    r["load_avg_end"] = round(os.getloadavg()[0], 1)
+    print(json.dumps(r))
+
+
+if __name__ == "__main__":
+    main()
