@@ -61,13 +61,14 @@ def add_attention_args(p) -> None:
 
 def attention_chunk(args):
     """The model's chunk_size for --attention / --chunk-size: "auto", None (full) or a positive int."""
+    from bdh.errors import InputError
     from bdh_gpu.model import AUTO_CHUNK_SIZE
 
     form, C = getattr(args, "attention", None), getattr(args, "chunk_size", None)
     if C is not None and C < 1:
-        raise ValueError(f"--chunk-size: expected a positive number of tokens, got {C}")
+        raise InputError(f"--chunk-size: expected a positive number of tokens, got {C}")
     if C is not None and form in ("auto", "full"):
-        raise ValueError(f"--chunk-size: applies to --attention chunked, got --attention {form}")
+        raise InputError(f"--chunk-size: applies to --attention chunked, got --attention {form}")
     if form == "full":
         return None
     if form == "chunked" or C is not None:
