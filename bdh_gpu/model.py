@@ -36,6 +36,13 @@ from .config import GAIN_NAMES, INIT_STD, BDHConfig
 LN_EPS = 1e-5              # as nn.LayerNorm in the released code
 ALIBI_LAZY_LOG = 20.0      # the ALiBi state is rescaled when a stored factor would exceed e^20 (see BDHState)
 SPARSE_MAX_DENSITY = 0.1   # step() gathers active neurons when at most this fraction fires (crossover ~0.1-0.15 on 2 cores)
+# chunk_size="auto" (the default): the chunked form from AUTO_CHUNK_MIN_T tokens on, in chunks of AUTO_CHUNK_SIZE,
+# the full T x T form below. Both are equal; this only picks the faster. Measured by
+# `python -m benchmarks.attention --T 512 1024 2048 4096 --rounds 2 --chunks 256 --write` (train step, `small`
+# shapes, 2-core CPU, 2026-12-01; benchmarks/RESULTS.md "attention"): full was faster at T = 512 and 1024,
+# chunked (C = 256) from T = 2048 on.
+AUTO_CHUNK_MIN_T = 2048
+AUTO_CHUNK_SIZE = 256
 
 
 # ----------------------------------------------------------------------------- primitives
@@ -67,11 +74,36 @@ def rope_cos_sin(positions: torch.Tensor, freqs: torch.Tensor) -> tuple[torch.Te
 
 
 def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """R_t x: pair (x_2m, x_2m+1) -> (x_2m cos - x_2m+1 sin, x_2m+1 cos + x_2m sin).  x (..., T, N), cos (T, N/2)."""
-    pairs = x.unflatten(-1, (-1, 2))                                   # (..., T, N/2, 2)
-    x0, x1 = pairs[..., 0], pairs[..., 1]
-    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
-    return torch.stack((x0 * cos - x1 * sin, x1 * cos + x0 * sin), dim=-1).flatten(-2)
+    """R_t x: pair (x_2m, x_2m+1) -> (x_2m cos - x_2m+1 sin, x_2m+1 cos + x_2m sin).  x (..., T, N), cos (T, N/2).
+
+    Fused: float32/float64 as one complex product (x_2m + i x_2m+1) e^{i phase} (its gradient, by autograd, is
+    the rotation by -phase, R^T g); other dtypes (bf16/fp16 under autocast) as R x = x * c + swap(x) * s with
+    c = (cos, cos), s = (-sin, sin) per pair and the same R^T backward (`_Rotate`). No per-pair slices."""
+    if x.dtype in (torch.float32, torch.float64):
+        phase = torch.complex(cos.to(x.dtype), sin.to(x.dtype))                # (T, N/2)
+        return torch.view_as_real(torch.view_as_complex(x.unflatten(-1, (-1, 2)).contiguous()) * phase).flatten(-2)
+    c = cos.to(x.dtype).repeat_interleave(2, -1)                             # (T, N)
+    s = torch.stack((-sin, sin), dim=-1).flatten(-2).to(x.dtype)             # (T, N)
+    return _Rotate.apply(x, c, s)
+
+
+def _rotate_fwd(x, c, s):
+    swapped = x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)                  # (x_2m+1, x_2m)
+    return torch.addcmul(x * c, swapped, s)
+
+
+class _Rotate(torch.autograd.Function):
+    """y = R x (c, s as in `rotate`); dL/dx = R^T dL/dy = rotation with s -> -s. c, s are constants."""
+
+    @staticmethod
+    def forward(ctx, x, c, s):
+        ctx.save_for_backward(c, s)
+        return _rotate_fwd(x, c, s)
+
+    @staticmethod
+    def backward(ctx, g):
+        c, s = ctx.saved_tensors
+        return _Rotate.apply(g, c, -s), None, None
 
 
 def alibi_slopes(n_head: int, max_bias: float) -> torch.Tensor:
@@ -116,10 +148,11 @@ def retention(config: BDHConfig) -> dict:
 # ----------------------------------------------------------------------------- the model
 
 class BDH(nn.Module):
-    def __init__(self, config: BDHConfig, *, chunk_size: int | None = None):
+    def __init__(self, config: BDHConfig, *, chunk_size: int | str | None = "auto"):
         """chunk_size: default attention form of forward/prefill: None = full (one T x T score matrix per head),
-        C = block-parallel in chunks of C tokens (memory linear in T). An execution choice, equal results, so it
-        is not part of the config or the checkpoint; change it any time (`model.chunk_size = 256`)."""
+        C = block-parallel in chunks of C tokens (memory linear in T), "auto" (default) = the faster of the two
+        by T (`resolve_chunk`). An execution choice, equal results, so it is not part of the config or the
+        checkpoint; change it any time (`model.chunk_size = 256`)."""
         super().__init__()
         config.validate()
         # the gains become explicit numbers (config.json stores them), so a saved model never depends on a default
@@ -276,19 +309,21 @@ class BDH(nn.Module):
         dev, dt = xr.device, xr.dtype
         alibi = self._slopes is not None
         # token-parallel within the block: scores (R_t x_t).(R_tau x_tau) u^{t-tau}, tau < t
-        scores = xr @ xr.mT                                                       # (B,h,T,T)
-        causal = torch.ones(T, T, dtype=torch.bool, device=dev).tril(-1)
-        if alibi:
-            lag = (pos[:, None] - pos[None, :]).clamp(min=0)
-            mask = (self._decay(lag, dev) * causal).to(dt)                        # (h,T,T)
-        else:
-            mask = causal.to(dt)
-        a = (scores * mask) @ value.unsqueeze(1).to(dt)                           # (B,h,T,d)
+        a = None
+        if T > 1:                                               # one token has no earlier token in its block
+            scores = (xr @ xr.mT).tril_(-1)                                       # (B,h,T,T), tau < t only
+            if alibi:
+                lag = (pos[:, None] - pos[None, :]).clamp(min=0)
+                scores = scores * self._decay(lag, dev).to(dt)                    # u^{t-tau} per head (h,T,T)
+            # one product for all heads, (B, h*T, T) @ (B, T, d): no per-head copy of the values
+            a = (scores.reshape(B, h * T, T) @ value.to(dt)).view(B, h, T, -1)   # (B,h,T,d)
         if S is not None:                                       # tokens before the block, from the state
             read = xr @ S.to(dt)                                                  # (B,h,T,d)
             if alibi:
                 read = read * self._decay(pos - t_ref, dev).to(dt)[None, :, :, None]
-            a = a + read
+            a = read if a is None else a + read
+        elif a is None:
+            a = xr.new_zeros(B, h, T, value.shape[-1])
         if not build:
             return a, None
         autocast = torch.is_autocast_enabled(dev.type)
@@ -324,11 +359,12 @@ class BDH(nn.Module):
             S_c = self._rescale(S, t0 - t_ref, inplace=False)                    # the true state at t0
         owned = False                                           # may the loop update S_c in place?
         outs = []
-        for c0 in range(0, T, C):
+        # split, not slices: a slice's backward fills a zero (B,h,T,N) gradient per chunk (quadratic in T)
+        for xr_c, v_c, c0 in zip(xr.split(C, dim=2), value.split(C, dim=1), range(0, T, C)):
             c1 = min(T, c0 + C)
             pos = torch.arange(t0 + c0, t0 + c1, device=dev)
             last = c1 == T
-            a_c, S_next = self._attend_block(xr[:, :, c0:c1], value[:, c0:c1], S_c, pos, t0 + c0, t0 + c1,
+            a_c, S_next = self._attend_block(xr_c, v_c, S_c, pos, t0 + c0, t0 + c1,
                                              build or not last, owned and not torch.is_grad_enabled())
             outs.append(a_c)
             if S_next is not None:
@@ -401,13 +437,14 @@ class BDH(nn.Module):
         return logits, new_state
 
     # --- public API ---------------------------------------------------------------------------------------------
-    def forward(self, idx: torch.Tensor, *, chunk_size: int | None = -1) -> torch.Tensor:
+    def forward(self, idx: torch.Tensor, *, chunk_size: int | str | None = -1) -> torch.Tensor:
         """Token-parallel form (training): idx (B,T) int -> logits (B,T,V). Dropout on y in training mode.
 
-        chunk_size: None = full T x T form, C = chunked form (equal); default: `self.chunk_size`."""
+        chunk_size: None = full T x T form, C = chunked form, "auto" = the faster by T (all equal);
+        default: `self.chunk_size`."""
         _check_idx(idx, 2, self.config.vocab_size)
         p = self.config.dropout if self.training else 0.0
-        C = self.chunk_size if chunk_size == -1 else _check_chunk(chunk_size)
+        C = resolve_chunk(self.chunk_size if chunk_size == -1 else _check_chunk(chunk_size), idx.shape[1])
         return self._run(idx, None, build=False, dropout=p, chunk_size=C)[0]
 
     def init_state(self, batch_size: int, device=None, dtype=None) -> BDHState:
@@ -432,7 +469,7 @@ class BDH(nn.Module):
         return logits[:, 0], new
 
     def prefill(self, idx: torch.Tensor, state: BDHState | None = None, *,
-                chunk_size: int | None = -1) -> tuple[torch.Tensor, BDHState]:
+                chunk_size: int | str | None = -1) -> tuple[torch.Tensor, BDHState]:
         """Token-parallel form that continues `state` (fresh if None) and returns its successor: equals forward.
 
         Differentiable (the entry of truncated BPTT, `bdh_gpu.tbptt`); chunk_size as in `forward`."""
@@ -442,7 +479,7 @@ class BDH(nn.Module):
         if idx.shape[1] == 0:
             return self.lm_head.new_zeros(idx.shape[0], 0, self.config.vocab_size), state
         p = self.config.dropout if self.training else 0.0
-        C = self.chunk_size if chunk_size == -1 else _check_chunk(chunk_size)
+        C = resolve_chunk(self.chunk_size if chunk_size == -1 else _check_chunk(chunk_size), idx.shape[1])
         return self._run(idx, state, build=True, dropout=p, chunk_size=C)
 
     @torch.no_grad()
@@ -546,12 +583,35 @@ class BDH(nn.Module):
                 "E": self.E * self._g_E, "lm_head": self.lm_head * self._g_lm}
 
 
+def decoder_in(model: BDH, dtype: torch.dtype) -> BDH:
+    """Opt-in 16-bit decoding: a copy of `model` (eval mode) with weights, and hence `init_state`'s state, in
+    dtype (torch.float16 or torch.bfloat16); the matmul and LayerNorm kernels accumulate in float32. Halves the
+    bytes a decoding step moves (3nd weights + 2nd state per layer). Not for training. The error against
+    float32 is measured by `python -m benchmarks.decode` (logit_rel_error) and bounded in
+    tests/test_perf_attention_forms.py."""
+    import copy
+
+    if dtype not in (torch.float16, torch.bfloat16):
+        raise ValueError(f"decoder_in: expected torch.float16 or torch.bfloat16, got {dtype}")
+    out = copy.deepcopy(model).eval().to(dtype)
+    out._cache = {}
+    return out
+
+
 def _check_chunk(chunk_size):
-    """None (full form) or a positive int (chunked form); anything else is a one-line ValueError."""
-    if chunk_size is None:
-        return None
+    """None (full form), a positive int (chunked form) or "auto"; anything else is a one-line ValueError."""
+    if chunk_size is None or chunk_size == "auto":
+        return chunk_size
     if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
-        raise ValueError(f"chunk_size: expected None (full form) or a positive int, got {chunk_size!r}")
+        raise ValueError(f"chunk_size: expected None (full form), a positive int or 'auto', got {chunk_size!r}")
+    return chunk_size
+
+
+def resolve_chunk(chunk_size, T: int):
+    """The form a call over T tokens runs: None (full) or a chunk size. "auto": chunks of AUTO_CHUNK_SIZE from
+    T >= AUTO_CHUNK_MIN_T (the measured crossover, `python -m benchmarks.attention`), full below."""
+    if chunk_size == "auto":
+        return AUTO_CHUNK_SIZE if T >= AUTO_CHUNK_MIN_T else None
     return chunk_size
 
 

@@ -1,22 +1,66 @@
-"""Decode speed: the recurrent form (state per layer and head, O(1) per token) against recomputing the whole
-prefix for every new token (what the released `generate` does). Random weights, greedy decoding, a 16-byte
-prompt. `python -m benchmarks.decode [--quick]`.
+"""Decode at the limit: the recurrent form (Eq. 8, state per layer and head, O(1) per token) against the
+machine's read bandwidth measured in the same run, 16-bit decoding, batched decoding, and recompute-the-prefix.
 
-Recompute times that would take too long (paper-25m) are FITTED: single forwards are timed at several prefix
-lengths, a quadratic a + bT + cT^2 is fitted by least squares, and the sum over the prefixes is reported with
-`fitted: true`. The fit is checked on `tiny`, where the full recompute is also measured.
+    python -m benchmarks.decode [--quick] [--tokens 64] [--rounds 3]
+
+- Dense decode, paper-25m, random weights, `step(sparse=False, inplace=True)`, teacher-forced random bytes.
+  Bytes one token must move: per layer the three n x d matrices (D_x, D_y, E: 3nd) once and the state read and
+  written (2nd), plus one embedding row and lm_head (d x V): `bytes_per_token`. The limit is read bandwidth /
+  bytes_per_token tokens/s; bandwidth = a torch sum over 1 GiB, timed between the decode rounds of the same
+  process (every fraction is the median over rounds of that round's ratio).
+- 16-bit: `bdh_gpu.model.decoder_in(model, dtype)` (opt-in): weights and state in fp16 or bf16, every product
+  accumulated in float32 by the matmul kernels, logits compared with float32 on the same tokens
+  (`logit_rel_error` = max |logits16 - logits32| / max |logits32| over all decoded tokens).
+- Batched: B = 8 streams at once, tokens/s = 8 x steps/s.
+- Recompute: the released decoding, the whole prefix for every token. Measured on `tiny`; on paper-25m it is
+  FITTED (a quadratic in T through single forwards at 64-512 bytes, summed over the prefixes) and says so.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
+import time
 
 import numpy as np
 import torch
 
-from benchmarks.common import timed
+from benchmarks.common import goal, read_bandwidth, timed
 
 PROMPT = 16
+
+
+def bytes_per_token(cfg, itemsize: int, batch: int = 1) -> int:
+    n, d, L, V = cfg.n, cfg.d, cfg.n_layer, cfg.vocab_size
+    weights = L * 3 * n * d + d * V + d
+    state = L * 2 * n * d * batch
+    return (weights + state) * itemsize
+
+
+def decode_rounds(models: dict, tokens: int, rounds: int, batch: dict, gib: float) -> dict:
+    """Interleave: per round, the read bandwidth, then `tokens` dense steps of every model. -> per-model lists."""
+    ids = torch.randint(0, 256, (max(batch.values()), tokens + 1), generator=torch.Generator().manual_seed(3))
+    out = {k: {"s": [], "bw": []} for k in models}
+    logits = {}
+    for r in range(rounds + 1):                                    # round 0: warm-up, not counted
+        bw = read_bandwidth(gib, repeats=2)
+        for k, m in models.items():
+            B = batch[k]
+            state = m.init_state(B)
+            rows = []
+            with torch.no_grad():
+                t0 = time.perf_counter()
+                for t in range(tokens):
+                    lg, state = m.step(ids[:B, t], state, sparse=False, inplace=True)
+                    if r == 0:
+                        rows.append(lg.float())
+                dt = time.perf_counter() - t0
+            if r == 0:
+                logits[k] = torch.stack(rows)
+            else:
+                out[k]["s"].append(dt)
+                out[k]["bw"].append(bw)
+    return out, logits
 
 
 def recompute_generate(model, idx, n):
@@ -28,50 +72,106 @@ def recompute_generate(model, idx, n):
     return idx
 
 
-def fit_forward_time(model, idx0, lengths):
-    """Time one forward at each prefix length; least-squares quadratic in T."""
+def fit_forward_time(model, lengths):
     ts = []
     with torch.no_grad():
-        model(idx0[:, :8])
+        model(torch.zeros(1, 8, dtype=torch.long))
         for T in lengths:
             x = torch.randint(256, (1, T), generator=torch.Generator().manual_seed(T))
             ts.append(min(timed(model, x)[1] for _ in range(2)))
-    coef = np.polyfit(np.array(lengths, float), np.array(ts), 2)
-    return coef, dict(zip(lengths, ts))
+    return np.polyfit(np.array(lengths, float), np.array(ts), 2)
 
 
-def run(quick: bool = False) -> dict:
+def recompute_rows(quick: bool) -> list:
     from bdh_gpu import BDH, get_preset
 
     rows = []
-    plan = {"tiny": ([256] if quick else [256, 1024], True), "paper-25m": ([64] if quick else [256, 1024], False)}
-    for preset, (news, measure_recompute) in plan.items():
+    plan = {"tiny": (256, True)} if quick else {"tiny": (1024, True), "paper-25m": (256, False)}
+    for preset, (n, measure) in plan.items():
         torch.manual_seed(0)
         model = BDH(get_preset(preset)).eval()
         idx = torch.randint(256, (1, PROMPT), generator=torch.Generator().manual_seed(1))
-        fit_lengths = [32, 64, 128, 256] if quick else [64, 128, 256, 384, 512]
-        coef, samples = fit_forward_time(model, idx, fit_lengths)
-        for n in news:
-            _, t_rec = timed(model.generate, idx, n, temperature=0)
-            row = {"preset": preset, "new_tokens": n, "recurrent_s": t_rec, "recurrent_tokens_per_s": n / t_rec}
-            prefixes = np.arange(PROMPT, PROMPT + n, dtype=float)
-            fitted = float(np.polyval(coef, prefixes).sum())
-            if measure_recompute:
-                _, t_full = timed(recompute_generate, model, idx, n)
-                row.update(recompute_s=t_full, recompute_fitted_s=fitted, fitted=False)
-            else:
-                row.update(recompute_s=fitted, fitted=True)
-            row["speedup"] = row["recompute_s"] / t_rec
-            rows.append(row)
-        rows[-1]["fit_samples_s"] = {str(k): round(v, 4) for k, v in samples.items()}
-    return {"name": "decode", "title": "Decode: recurrent form vs recompute-the-prefix (released generate)",
-            "rows": rows}
+        coef = fit_forward_time(model, [32, 64, 128, 256] if quick else [64, 128, 256, 384, 512])
+        _, t_rec = timed(model.generate, idx, n, temperature=0)
+        fitted = float(np.polyval(coef, np.arange(PROMPT, PROMPT + n, dtype=float)).sum())
+        row = {"preset": preset, "new_tokens": n, "recurrent_s": t_rec, "recurrent_tokens_per_s": n / t_rec}
+        if measure:
+            _, t_full = timed(recompute_generate, model, idx, n)
+            row.update(recompute_s=t_full, recompute_fitted_s=fitted, recompute="measured")
+        else:
+            row.update(recompute_s=fitted, recompute="FITTED")
+        row["speedup"] = row["recompute_s"] / t_rec
+        rows.append(row)
+    return rows
+
+
+def run(quick: bool = False, tokens: int | None = None, rounds: int | None = None) -> dict:
+    from bdh_gpu import BDH, get_preset
+    from bdh_gpu.model import decoder_in
+
+    preset = "small" if quick else "paper-25m"
+    tokens = tokens or (16 if quick else 64)
+    rounds = rounds or (1 if quick else 3)
+    gib = 0.25 if quick else 1.0
+    torch.manual_seed(0)
+    cfg = get_preset(preset)
+    cfg.dropout = 0.0
+    m32 = BDH(cfg).eval()
+    models = {"float32": m32, "float16": decoder_in(m32, torch.float16), "bfloat16": decoder_in(m32, torch.bfloat16),
+              "float32 B=8": m32}
+    batch = {"float32": 1, "float16": 1, "bfloat16": 1, "float32 B=8": 8}
+    res, logits = decode_rounds(models, tokens, rounds, batch, gib)
+    rows = []
+    ref = logits["float32"]
+    for k in models:
+        B = batch[k]
+        item = 2 if k in ("float16", "bfloat16") else 4
+        bpt = bytes_per_token(cfg, item, B)
+        s, bw = res[k]["s"], res[k]["bw"]
+        row = {"preset": preset, "decode": k, "batch": B, "tokens": tokens,
+               "tokens_per_s": statistics.median(B * tokens / x for x in s),
+               "bytes_per_step_MB": bpt / 1e6, "read_GB_s": statistics.median(bw) / 1e9,
+               "fraction_of_bandwidth": statistics.median(tokens * bpt / x / b for x, b in zip(s, bw)),
+               "speed_vs_float32": statistics.median(a / x for a, x in zip(res["float32"]["s"], s)) * B}
+        if k in ("float16", "bfloat16"):
+            row["logit_rel_error"] = float((logits[k] - ref).abs().max() / ref.abs().max())
+        rows.append(row)
+    rec = recompute_rows(quick)
+    by = {r["decode"]: r for r in rows}
+    best16 = max(("float16", "bfloat16"), key=lambda k: by[k]["speed_vs_float32"])
+    goals = [goal(f"{preset} float32 dense decode / read bandwidth (bytes: 3nd weights + 2nd state per layer)",
+                  by["float32"]["fraction_of_bandwidth"], 0.9, unit=""),
+             goal(f"{preset} 16-bit decode ({best16}, opt-in) vs float32, tokens/s",
+                  by[best16]["speed_vs_float32"], 1.6,
+                  note=f"logit error vs float32 {by[best16]['logit_rel_error']:.2g} (relative to max |logit|)")]
+    last = rec[-1]
+    goals.append(goal(f"{last['preset']} recurrent vs recompute at {last['new_tokens']} tokens "
+                      f"({last['recompute']} recompute)", last["speedup"], 50.0))
+    notes = [f"Dense decode: {tokens} teacher-forced tokens per round, {rounds} rounds after a warm-up round; "
+             "read bandwidth timed in each round (torch sum over "
+             f"{gib:g} GiB); fraction_of_bandwidth = tokens/s x bytes_per_step / that round's bandwidth.",
+             "16-bit: weights and state stored in 16 bits, float32 accumulation in the kernels; "
+             "logit_rel_error over the same tokens against float32.",
+             "Recompute: paper-25m is FITTED (quadratic through single forwards), tiny is measured."]
+    return {"name": "decode", "title": "Decode at the limit: recurrent form vs read bandwidth, 16-bit, batched, "
+                                       "recompute", "notes": notes, "rows": rows + rec, "goals": goals}
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
-    print(json.dumps(run(ap.parse_args().quick), indent=1))
+    ap.add_argument("--tokens", type=int)
+    ap.add_argument("--rounds", type=int)
+    ap.add_argument("--write", action="store_true", help="write this section of benchmarks/RESULTS.md")
+    a = ap.parse_args()
+    r = run(a.quick, a.tokens, a.rounds)
+    print(json.dumps(r, indent=1))
+    if a.write:
+        import sys
+
+        from benchmarks.__main__ import write_section
+        r["notes"].insert(0, "Command: `python -m benchmarks.decode " + " ".join(sys.argv[1:]) + "`.")
+        print("wrote", write_section(r, a.quick))
 
 
 if __name__ == "__main__":

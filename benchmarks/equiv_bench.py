@@ -21,19 +21,19 @@ def rss_gib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
-def one(how: str, tokens: int, backend: str) -> dict:
+def one(how: str, tokens: int, backend: str, preset: str = "paper-25m") -> dict:
     import torch
 
     import equivalence
     from bdh_gpu import BDH, get_preset
 
-    cfg = get_preset("paper-25m")
+    cfg = get_preset(preset)
     cfg.dropout = 0.0
     if how in ("dense", "circuit"):
         cfg.variant = "normfree"
     torch.manual_seed(0)
     model = BDH(cfg).eval()
-    out = dict(compile=how, variant=cfg.variant, U=cfg.U, n=cfg.n, d=cfg.d, layers=cfg.n_layer, tokens=tokens,
+    out = dict(preset=preset, compile=how, variant=cfg.variant, U=cfg.U, n=cfg.n, d=cfg.d, layers=cfg.n_layer, tokens=tokens,
                backend=backend, rss_model_gib=round(rss_gib(), 2))
     t = time.perf_counter()
     compiled = equivalence.compile_model(equivalence.TensorRunner(model).model, how)
@@ -49,23 +49,50 @@ def one(how: str, tokens: int, backend: str) -> dict:
     return out
 
 
+def measure(tokens: int, backend: str, preset: str) -> list:
+    """Both compiles, one child process each (so each peak RSS is its own)."""
+    rows = []
+    for how in ("circuit", "official"):
+        r = subprocess.run([sys.executable, "-m", "benchmarks.equiv_bench", "--compile", how, "--tokens",
+                            str(tokens), "--backend", backend, "--preset", preset], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError(f"equiv_bench {how}: {(r.stderr.strip().splitlines() or ['?'])[-1]}")
+        rows.append(json.loads(r.stdout.strip().splitlines()[-1]))
+    return rows
+
+
+def run(quick: bool = False) -> dict:
+    """Entry of `python -m benchmarks`: paper-25m, 8 bytes (quick: the tiny preset). Needs ~9 GiB at paper size."""
+    from benchmarks.common import goal
+
+    preset, tokens = ("tiny", 8) if quick else ("paper-25m", 8)
+    rows = []
+    for r in measure(tokens, "numba", preset):
+        g = r["graph"]
+        rows.append({"preset": preset, "compile": r["compile"], "variant": r["variant"], "tokens": r["tokens"],
+                     "nodes": g["nodes_total"], "edges": g["edges_total"], "synapses": g["synapses"],
+                     "state_floats": g["state_size"], "compile_s": r["compile_s"], "verify_s": r["verify_s"],
+                     "verify_s_per_token": r["verify_s"] / r["tokens"], "peak_rss_gib": r["peak_rss_gib"],
+                     "ok": r["ok"], "max_rel_error": max(r["max_rel"].values())})
+    goals = [goal(f"{r['compile']} graph equals the tensor model (max relative error, float64)",
+                  r["max_rel_error"], 1e-9, unit="", higher=False) for r in rows]
+    notes = [f"{preset} shapes, untrained weights (seed 0), verified on the first {tokens} bytes of {TEXT!r} with "
+             "the numba backend, tensor model in float64; one child process per compile (peak RSS its own)."]
+    return {"name": "equiv_bench", "title": f"Graph/tensor equivalence at {preset}: compile and verify",
+            "notes": notes, "rows": rows, "goals": goals}
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--compile", dest="how", choices=("circuit", "official"))
     p.add_argument("--tokens", type=int, default=8)
     p.add_argument("--backend", default="numba", choices=("numba", "pyg", "numpy"))
+    p.add_argument("--preset", default="paper-25m")
     a = p.parse_args(argv)
     if a.how:
-        print(json.dumps(one(a.how, a.tokens, a.backend)), flush=True)
+        print(json.dumps(one(a.how, a.tokens, a.backend, a.preset)), flush=True)
         return 0
-    rows = []
-    for how in ("circuit", "official"):
-        r = subprocess.run([sys.executable, "-m", "benchmarks.equiv_bench", "--compile", how, "--tokens",
-                            str(a.tokens), "--backend", a.backend], capture_output=True, text=True)
-        if r.returncode != 0:
-            print(r.stderr, file=sys.stderr)
-            return r.returncode
-        rows.append(json.loads(r.stdout.strip().splitlines()[-1]))
+    rows = measure(a.tokens, a.backend, a.preset)
     print("| compile | variant | tokens | backend | compile s | verify s | peak RSS GiB | ok | max rel error |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:

@@ -8,8 +8,12 @@ E/I: every message is sent and counted, and the net input cancels exactly, so X 
 stays the input's), Gy_e, Gy_i independent random graphs with fan-out 32. Each token activates a fresh random
 fraction f of the neurons in x0 and y0. Dense baselines evaluate Eq. 6 with n x n matrices (NumPy: the
 reference bdh_graph.reference.eq6; torch: the same three lines in torch), float64, CPU.
-Times exclude numba compilation (one warm-up token first). Synaptic events are counted once with an
-EventMonitor (untimed): one event per message sent along an edge (bdh_graph.monitors).
+Times exclude numba compilation (one warm-up token first, untimed). Synaptic events are counted with an
+EventMonitor in a separate, untimed run over the same tokens, over exactly the timed tokens 1..T-1: one event per
+message sent along an edge (bdh_graph.monitors). The activity columns are over the same tokens.
+The memory limit of numba: one event touches an int64 index, a float64 weight and the target's float64
+accumulator (BYTES_PER_EVENT = 24), so the read bandwidth measured in the same run allows bandwidth / 24
+events/s; `fraction_of_bandwidth` is the measured events/s over that.
 """
 import argparse
 import time
@@ -21,6 +25,7 @@ from bdh_graph import EventMonitor, Network
 from bdh_graph.reference import eq6
 
 FANOUT = 32
+BYTES_PER_EVENT = 24   # int64 index + float64 weight + float64 target accumulator
 
 
 def build(n, layers, seed=0):
@@ -62,13 +67,17 @@ def time_backend(net, backend, x0, y0):
 
 
 def count_events(net, x0, y0):
+    """Synaptic events per token and the active fractions of x and y, over the timed tokens 1..T-1 (token 0 is
+    the untimed warm-up of `time_backend`, fed here too so that the state is the same)."""
     sim = net.simulator(backend="numba")
     ev = EventMonitor(sim)
     act = []
-    for t in range(len(x0)):
+    sim.feed(x0[0], y0[0])
+    before = ev.total
+    for t in range(1, len(x0)):
         xs, ys = sim.feed(x0[t], y0[t])
         act.append((np.mean(xs[1:] != 0), np.mean(ys[1:] != 0)))
-    return ev.total / len(x0), np.mean(act, axis=0)
+    return (ev.total - before) / (len(x0) - 1), np.mean(act, axis=0)
 
 
 def dense_numpy_tps(mats, u, layers, x0, y0):
@@ -96,20 +105,23 @@ def dense_torch_tps(mats, u, layers, x0, y0):
     return len(x0) / (time.perf_counter() - t0)
 
 
-def measure(ns, fracs, T, L, backends, pyg_max_n=None, log=print):
-    """Rows of {n, f, backend, tokens_per_s, Mevents_per_s, events_per_token, active_x, active_y}."""
+def measure(ns, fracs, T, L, backends, pyg_only=None, log=print, bandwidth=None):
+    """Rows of {n, f, backend, tokens_per_s, Mevents_per_s, events_per_token, active_x, active_y}.
+    pyg_only: the (n, f) pairs where pyg runs (None: all). bandwidth (bytes/s): add numba's fraction of it."""
     rows = []
     for n in ns:
         mats, u, net = build(n, L)
         for f in fracs:
             x0, y0 = inputs(n, T, f)
-            ev, (ax, ay) = count_events(net, x0[:2], y0[:2])
+            ev, (ax, ay) = count_events(net, x0, y0)
             for b in backends:
-                if b == "pyg" and pyg_max_n is not None and n > pyg_max_n:
+                if b == "pyg" and pyg_only is not None and (n, f) not in pyg_only:
                     continue
                 tps = time_backend(net, b, x0, y0)
                 rows.append(dict(n=n, f=f, backend=b, tokens_per_s=tps, Mevents_per_s=tps * ev / 1e6,
                                  events_per_token=ev, active_x=float(ax), active_y=float(ay)))
+                if b == "numba" and bandwidth:
+                    rows[-1]["fraction_of_bandwidth"] = tps * ev * BYTES_PER_EVENT / bandwidth
                 log(f"{n:>6} {f:>5.2f} {ax:>6.3f} {ay:>6.3f} {b:>12} {tps:>10.2f} {tps * ev / 1e6:>10.1f} {ev:>13.0f}")
         for name, fn in (("dense-numpy", dense_numpy_tps), ("dense-torch", dense_torch_tps)):
             x0, y0 = inputs(n, max(2, T // 2), 1.0)  # dense cost does not depend on activity
@@ -126,11 +138,34 @@ def measure(ns, fracs, T, L, backends, pyg_max_n=None, log=print):
     return rows
 
 
-def run(quick=False):
-    """Entry for `python -m benchmarks`."""
-    ns, fracs, T = ([256, 1024], [0.05, 1.0], 4) if quick else ([1024, 2048, 4096], [0.05, 0.25, 1.0], 8)
-    rows = measure(ns, fracs, T, 2, ["numba", "pyg"], pyg_max_n=1024, log=lambda s: None)
-    return dict(name="graph_bench", title="bdh_graph: tokens/s and synaptic events/s vs n and activity", rows=rows)
+def run(quick=False, ns=None, fracs=None, T=None):
+    """Entry for `python -m benchmarks`: rows, the bandwidth limit of numba, and the goals."""
+    from benchmarks.common import goal, read_bandwidth
+
+    dns, dfracs, dT = ([256, 1024], [0.05, 1.0], 4) if quick else ([1024, 2048, 4096], [0.05, 0.25, 1.0], 8)
+    ns, fracs, T = ns or dns, fracs or dfracs, T or dT
+    pyg_only = {(n, f) for n in ns for f in fracs if n <= 1024} | {(ns[-1], 1.0)}
+    bw = read_bandwidth(0.25 if quick else 1.0)
+    rows = measure(ns, fracs, T, 2, ["numba", "pyg"], pyg_only=pyg_only, log=lambda s: None, bandwidth=bw)
+    by = {(r["n"], r["f"], r["backend"]): r for r in rows}
+    big, lo, hi = ns[-1], min(fracs), max(fracs)
+    tps = lambda n, f, b: by[(n, f, b)]["tokens_per_s"]                                   # noqa: E731
+    goals = [goal(f"numba at f = {lo} vs f = {hi}, n = {n}: tokens/s ratio", tps(n, lo, "numba") / tps(n, hi, "numba"),
+                  10.0) for n in ns]
+    goals.append(goal(f"numba (f = {lo}) vs dense NumPy Eq. 6 at n = {big}", tps(big, lo, "numba")
+                      / tps(big, "any", "dense-numpy"), 1.0))
+    goals.append(goal(f"pyg within 3x of numba at n = {big}, f = {hi} (pyg / numba tokens/s)",
+                      tps(big, hi, "pyg") / tps(big, hi, "numba"), 1 / 3, unit=""))
+    for f in (lo, hi):
+        goals.append(goal(f"numba synaptic events/s at n = {big}, f = {f} / what the read bandwidth allows "
+                          f"({BYTES_PER_EVENT} B per event)", by[(big, f, "numba")]["fraction_of_bandwidth"], 0.3,
+                          unit=""))
+    notes = [f"L = 2, Gs complete (n^2 synapses), u = 0.99, Gx/Gy fan-out {FANOUT}, {T} tokens (the first untimed), "
+             f"float64, CPU. Events and activity counted over the timed tokens.",
+             f"Read bandwidth in this run (torch sum over {0.25 if quick else 1.0:g} GiB): {bw / 1e9:.1f} GB/s, so "
+             f"numba's limit is {bw / BYTES_PER_EVENT / 1e6:,.0f} M events/s ({BYTES_PER_EVENT} B per event)."]
+    return dict(name="graph_bench", title="bdh_graph: tokens/s and synaptic events/s vs n and activity",
+                notes=notes, rows=rows, goals=goals)
 
 
 def main(argv=None):
@@ -141,7 +176,18 @@ def main(argv=None):
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--tokens", type=int, default=None)
     p.add_argument("--backends", nargs="*", default=["numba", "pyg"])
+    p.add_argument("--write", action="store_true", help="run the registered entry (goals) at these sizes and "
+                                                         "write its section of benchmarks/RESULTS.md")
     args = p.parse_args(argv)
+    if args.write:
+        import sys
+
+        from benchmarks.__main__ import write_section
+        r = run(args.quick, args.ns, args.fractions, args.tokens)
+        r["notes"].insert(0, "Command: `python -m benchmarks.graph_bench " + " ".join(argv or sys.argv[1:]) + "`.")
+        print(r)
+        print("wrote", write_section(r, args.quick))
+        return 0
     ns = args.ns or ([256, 1024] if args.quick else [512, 1024, 2048, 4096])
     fracs = args.fractions or ([0.05, 1.0] if args.quick else [0.05, 0.25, 1.0])
     T = args.tokens or (4 if args.quick else 8)

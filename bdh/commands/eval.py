@@ -5,6 +5,9 @@ import json
 import os
 
 
+from bdh.commands.train import add_attention_args
+
+
 def add_parser(subparsers):
     p = subparsers.add_parser("eval", help="held-out loss and bits per byte",
                               description="Evaluate a model on the validation split of a dataset (the last 10% "
@@ -19,6 +22,7 @@ def add_parser(subparsers):
     p.add_argument("--max-batches", type=int, default=50, help="at most this many batches (default 50)")
     p.add_argument("--device", default="cpu", help="cpu (default) | cuda | cuda:N | auto")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_attention_args(p)
     p.set_defaults(func=run)
     return p
 
@@ -28,11 +32,14 @@ def run(args) -> int:
     from bdh_gpu.train import TRAIN_STATE_JSON, evaluate
 
     from bdh.errors import InputError, load_model, resolve_device
+    from bdh.commands.train import attention_chunk
 
     if args.batch_size < 1 or args.max_batches < 1:
         raise InputError(f"--batch-size and --max-batches must be >= 1 (got {args.batch_size}, {args.max_batches})")
     device = resolve_device(args.device)
+    chunk = attention_chunk(args)
     model = load_model(args.model_dir, map_location=device)
+    model.chunk_size = chunk
     block = args.block_size
     if block is None:
         block = 256

@@ -58,6 +58,8 @@ def add_parser(subparsers):
     p.add_argument("--engine", default="tensor", help=f"one of {', '.join(ENGINES)} (default tensor)")
     p.add_argument("--out", required=True, help="output .npy path")
     p.add_argument("--backend", choices=BACKENDS, help="graph engines only: numba (default) | pyg | numpy")
+    from bdh.commands.train import add_attention_args
+    add_attention_args(p)
     p.add_argument("--device", help="graph engines with --backend pyg: torch device, e.g. cuda (default cpu)")
     p.set_defaults(func=run)
     return p
@@ -80,6 +82,7 @@ def run(args) -> int:
     import torch
 
     from bdh.errors import InputError, check_compile, load_model, read_input
+    from bdh.commands.train import attention_chunk
 
     if args.engine not in ENGINES:
         raise InputError(f"--engine: expected one of {', '.join(ENGINES)}, got {args.engine!r}")
@@ -88,6 +91,9 @@ def run(args) -> int:
         raise InputError(f"--text-file {args.text_file}: empty text, expected at least 1 byte")
     if len(raw) > MAX_TEXT_BYTES:
         raise InputError(f"--text-file {args.text_file}: expected at most {MAX_TEXT_BYTES:,} bytes, got more")
+    chunk = attention_chunk(args)
+    if (args.attention is not None or args.chunk_size is not None) and args.engine != "tensor":
+        raise InputError(f"--attention/--chunk-size: apply to --engine tensor, got --engine {args.engine}")
     engine = ENGINES[args.engine]
     graph = getattr(engine, "graph", False)
     if getattr(args, "backend", None) is not None and not graph:
@@ -101,6 +107,7 @@ def run(args) -> int:
     if not os.path.isdir(d):
         raise InputError(f"--out {args.out}: the directory {d} does not exist")
     model = load_model(args.model_dir).eval()
+    model.chunk_size = chunk
     if graph:
         check_compile(model, args.engine[len("graph-"):], flag="--engine", value="graph-{}")
     ids = torch.tensor(list(raw), dtype=torch.long)

@@ -45,8 +45,43 @@ def add_parser(subparsers):
                    help="under torchrun: seconds a collective may wait for the other ranks (default 300)")
     p.add_argument("--json", action="store_true", help="print the final summary as one JSON line")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_attention_args(p)
     p.set_defaults(func=run)
     return p
+
+
+def add_attention_args(p) -> None:
+    """--attention and --chunk-size (train, eval, logits): which equal form of Eq. 4 the forward uses."""
+    p.add_argument("--attention", choices=("auto", "full", "chunked"),
+                   help="auto (default): chunked from the measured crossover length on, full below | full: one "
+                        "T x T score matrix per head | chunked: blocks of --chunk-size tokens, memory linear in T")
+    p.add_argument("--chunk-size", type=int, help="tokens per block of the chunked form (implies --attention "
+                                                   "chunked; default bdh_gpu.model.AUTO_CHUNK_SIZE)")
+
+
+def attention_chunk(args):
+    """The model's chunk_size for --attention / --chunk-size: "auto", None (full) or a positive int."""
+    from bdh.errors import InputError
+    from bdh_gpu.model import AUTO_CHUNK_SIZE
+
+    form, C = getattr(args, "attention", None), getattr(args, "chunk_size", None)
+    if C is not None and C < 1:
+        raise InputError(f"--chunk-size: expected a positive number of tokens, got {C}")
+    if C is not None and form in ("auto", "full"):
+        raise InputError(f"--chunk-size: applies to --attention chunked, got --attention {form}")
+    if form == "full":
+        return None
+    if form == "chunked" or C is not None:
+        return C or AUTO_CHUNK_SIZE
+    return "auto"
+
+
+def attention_name(chunk) -> str:
+    from bdh_gpu.model import AUTO_CHUNK_MIN_T, AUTO_CHUNK_SIZE
+
+    if chunk == "auto":
+        return f"auto (chunks of {AUTO_CHUNK_SIZE} from T >= {AUTO_CHUNK_MIN_T}, full below)"
+    return "full" if chunk is None else f"chunked (C = {chunk})"
 
 
 def resolve_device(device: str) -> str:
@@ -183,6 +218,7 @@ def _run(args, ranks, device) -> int:
     from bdh_gpu.train import TrainConfig, read_train_state, train
 
     say = print if ranks.main else (lambda *a, **k: None)
+    chunk = attention_chunk(args)
     if args.resume:
         model = bdh_gpu.load(args.out)
         config = model.config
@@ -229,12 +265,13 @@ def _run(args, ranks, device) -> int:
         model = bdh_gpu.BDH(config)
         if args.dtype is not None:
             model.to(getattr(torch, args.dtype))
+    model.chunk_size = chunk
     n_params = sum(p.numel() for p in model.parameters())
     on = f"device {device}" if not ranks.distributed else \
         f"{ranks.world} ranks ({ranks.mode.upper()}, {cfg.batch_size // ranks.world} windows each), {device} per rank"
     say(f"bdh train: {config.variant}/{config.U}, h={config.n_head} d={config.d} N={config.N} "
         f"L={config.n_layer} ({n_params:,} parameters) on {data.name}, {cfg.steps} steps of "
-        f"{cfg.batch_size}x{cfg.block_size} bytes, {on}", flush=True)
+        f"{cfg.batch_size}x{cfg.block_size} bytes, {on}, attention {attention_name(chunk)}", flush=True)
     summary = train(model, data, cfg, args.out, resume=args.resume, progress=False if args.quiet else None,
                     log=print)
     if summary["interrupted"]:

@@ -1,9 +1,22 @@
 """The torch / torch_geometric backend: PyG's message -> aggregate -> update, and edge_update for Hebbian writes.
 
-`edge_index[0]` is the source i, `edge_index[1]` the target j (flow "source_to_target"); PyG's `_j` suffix
-lifts a node array to the source of each edge and `_i` to the target. Runs on CUDA when available (or on the
-`device` given), in float64. Imported only when backend="pyg" is asked for.
+Vectorised per rule: every communication rule is ONE sparse operation over its whole synapse group, so the
+Python work per call is constant (it never grows with the number of edges):
+- send / read (`out[j] += sum_i w(i,j) q[i]`): PyG's fused `message_and_aggregate` over a sparse adjacency
+  `adj_t` (rows = targets j, columns = sources i; torch CSR), i.e. one sparse matrix-vector product whose
+  values are the group's weights (send) or the edge state sigma (read);
+- write (Hebbian, `sigma(i,j) += Gs(i,j) p[i] q[j]`): `edge_update` over all edges at once, one fused
+  multiply-add with p lifted to the sources (`p_j`) and q to the targets (`q_i`);
+- a complete group (every pair an edge, e.g. Gs in the Obs. 4 shape) is a dense (n_post, n_pre) matrix in
+  this order, so its products are dense: `w @ q` and `w += Gs * outer(q, p)`;
+- damp: one elementwise pass (diagonal U) or one gather + one fused multiply-add (rotation U).
+To make the fused product a plain CSR product, this backend keeps every group's edges in TARGET-major order
+(sorted by target, then source); `perm` maps that order to the network's source-major edge numbering, and
+`initial_state` / `to_numpy_state` translate (nothing outside the backend sees the internal order).
+Runs on CUDA when available (or on the `device` given), float64. Imported only when backend="pyg" is asked for.
 """
+import warnings
+
 import numpy as np
 import torch
 from torch_geometric.nn import MessagePassing
@@ -12,24 +25,40 @@ from .. import kernels as K
 from ..state import NetworkState
 from . import Ops
 
+warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+
 
 class Synapses(MessagePassing):
-    """`out[j] = sum_i w(i,j) q[i]` (message `w * q_j`, aggregate "sum"); `edge_update`: `w(i,j) p[i] q[j]`."""
+    """`out[j] = sum_i w(i,j) q[i]` (message `w * q_j`, aggregate "sum", fused into one sparse product over
+    `adj_t`, whose values are w); `edge_update`: `Gs(i,j) p[i] q[j]` on the edges of the pattern."""
 
     def __init__(self):
         super().__init__(aggr="sum", flow="source_to_target", node_dim=0)
 
-    def forward(self, edge_index, q, w, size):
-        return self.propagate(edge_index, q=q, w=w, size=size)
+    def forward(self, adj_t, q):
+        if adj_t.layout == torch.strided:                # a complete group: the fused step on a dense matrix
+            return self.message_and_aggregate(adj_t, q)
+        return self.propagate(adj_t, q=q)
 
-    def message(self, q_j, w):
+    def message(self, q_j, w):                           # the unfused form, kept for reference (edge lists)
         return w * q_j
 
-    def hebbian(self, edge_index, p, q, w, size):
-        return self.edge_updater(edge_index, p=p, q=q, w=w, size=size)
+    def message_and_aggregate(self, adj_t, q):
+        if adj_t.layout == torch.strided:                # a complete group: a dense matrix
+            return adj_t @ q
+        return torch.sparse.mm(adj_t, q[:, None])[:, 0]
 
-    def edge_update(self, p_j, q_i, w):
-        return w * p_j * q_i
+    def hebbian(self, sigma, edges, p, q, gs):
+        """sigma += edge_update(...) in place: edges = (source index, target index) per edge, or None for a
+        complete group (sigma and gs then (n_post, n_pre) views)."""
+        if edges is None:
+            return sigma.addcmul_(gs, torch.outer(q, p))
+        return sigma.addcmul_(*self.edge_update(p[edges[0]], q[edges[1]], gs))
+
+    def edge_update(self, p_j, q_i, gs):
+        """The Hebbian increment of each edge (i -> j): Gs(i,j) p[i] q[j], as the two factors of one fused
+        multiply-add (`sigma.addcmul_(Gs p_j, q_i)`)."""
+        return gs * p_j, q_i
 
 
 class PygBackend:
@@ -38,25 +67,56 @@ class PygBackend:
     def __init__(self, net, device=None):
         self.net = net
         self.device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
-        t = lambda a, dt=torch.float64: torch.as_tensor(np.asarray(a), dtype=dt, device=self.device)
-        self.edge_index = {k: torch.stack([t(g.source, torch.long), t(g.indices, torch.long)])
-                           for k, g in net.groups.items()}
-        self.weight = {k: t(g.weight) for k, g in net.groups.items()}
-        self.size = {k: (g.n_pre, g.n_post) for k, g in net.groups.items()}
-        self.U = {k: (t(ev.coef_self), t(ev.coef_mate), t(ev.mate, torch.long)) for k, ev in net.edge_vars.items()}
+        t = lambda a, dt=torch.float64: torch.as_tensor(np.asarray(a), dtype=dt, device=self.device)  # noqa: E731
+        self.perm, self.crow, self.col, self.row, self.weight, self.size, self.complete = ({} for _ in range(7))
+        for k, g in net.groups.items():
+            perm = np.lexsort((g.source, g.indices))              # target-major: by target, then source
+            crow = np.zeros(g.n_post + 1, dtype=np.int64)
+            np.cumsum(np.bincount(g.indices, minlength=g.n_post), out=crow[1:])
+            idx = torch.int32 if g.nnz < 2 ** 31 - 1 else torch.long   # int32: the sparse kernels' native index
+            self.perm[k] = perm
+            self.crow[k], self.col[k] = t(crow, idx), t(g.source[perm], idx)
+            self.row[k] = t(g.indices[perm], torch.long)
+            self.weight[k] = t(g.weight[perm])
+            self.size[k] = (g.n_post, g.n_pre)
+            self.complete[k] = g.nnz == g.n_post * g.n_pre
+        self.U = {}
+        for k, ev in net.edge_vars.items():
+            perm = self.perm[ev.group]
+            if ev.kind == "rotation":
+                inv = np.empty_like(perm)
+                inv[perm] = np.arange(len(perm))
+                self.U[k] = (t(ev.coef_self[perm]), t(ev.coef_mate[perm]), t(inv[ev.mate[perm]], torch.long))
+            else:
+                self.U[k] = (t(ev.coef_self[perm]), None, None)
+        self._static = {k: self.adj(k, self.weight[k]) for k in net.groups}
         self.conv = Synapses()
         self.ops = Ops(torch, lambda v: torch.clamp(v, min=0.0), torch.zeros_like, lambda q: q)
         self._t = t
 
+    def adj(self, group, values):
+        """The group as an (n_post, n_pre) matrix with the given per-edge values (target-major order): a sparse
+        CSR, or a dense view for a complete group."""
+        if self.complete[group]:
+            return values.view(self.size[group])
+        return torch.sparse_csr_tensor(self.crow[group], self.col[group], values, size=self.size[group],
+                                       check_invariants=False)
+
     def initial_state(self, sigma0):
         nodes = {v: torch.zeros(self.net.size_of(v), dtype=torch.float64, device=self.device)
                  for v in self.net.node_variables}
-        edges = {k: self._t(sigma0[k]).clone() for k in self.net.edge_vars}
+        edges = {k: self._t(np.asarray(sigma0[k])[self.perm[ev.group]]).clone()
+                 for k, ev in self.net.edge_vars.items()}
         return NetworkState(nodes, edges)
 
     def to_numpy_state(self, state):
+        edges = {}
+        for k, ev in self.net.edge_vars.items():
+            out = np.empty(len(self.perm[ev.group]))
+            out[self.perm[ev.group]] = state.edges[k].detach().cpu().numpy()   # back to source-major numbering
+            edges[k] = out
         return state._replace(nodes={k: v.detach().cpu().numpy().copy() for k, v in state.nodes.items()},
-                              edges={k: v.detach().cpu().numpy().copy() for k, v in state.edges.items()})
+                              edges=edges)
 
     def set_node(self, state, var, values):
         return state.replace(nodes={**state.nodes, var: self._t(values).clone()})
@@ -67,22 +127,21 @@ class PygBackend:
     def communicate(self, rules, state, remote=None):
         """remote: {variable: full vector} exchanged for the gathered groups (bdh_graph.simulator)."""
         nodes, edges = dict(state.nodes), dict(state.edges)
-        get = lambda g, v: self._t(remote[v]) if self.net.groups[g].gathered else state.nodes[v]
+        get = lambda g, v: self._t(remote[v]) if self.net.groups[g].gathered else state.nodes[v]  # noqa: E731
         for r in rules:
             if r.kind == "send":
-                g = r.group
-                nodes[r.dst] = nodes[r.dst] + self.conv(self.edge_index[g], get(g, r.src[0]), self.weight[g],
-                                                        self.size[g])
+                nodes[r.dst] = nodes[r.dst] + self.conv(self._static[r.group], get(r.group, r.src[0]))
             elif r.kind == "read":
                 q, s = r.src
                 g = self.net.edge_vars[s].group
-                nodes[r.dst] = nodes[r.dst] + self.conv(self.edge_index[g], get(g, q), state.edges[s],
-                                                        self.size[g])
+                nodes[r.dst] = nodes[r.dst] + self.conv(self.adj(g, state.edges[s]), get(g, q))
             else:
                 p, q = r.src
                 g = self.net.edge_vars[r.dst].group
-                edges[r.dst].add_(self.conv.hebbian(self.edge_index[g], get(g, p), state.nodes[q],
-                                                    self.weight[g], self.size[g]))
+                full = self.complete[g]
+                self.conv.hebbian(edges[r.dst].view(self.size[g]) if full else edges[r.dst],
+                                  None if full else (self.col[g], self.row[g]), get(g, p), state.nodes[q],
+                                  self.weight[g].view(self.size[g]) if full else self.weight[g])
         return state.replace(nodes=nodes, edges=edges)
 
     def compute(self, rules, state):
@@ -95,7 +154,7 @@ class PygBackend:
                     edges[r.dst].mul_(cs)
                 elif ev.kind == "rotation":
                     s = edges[r.dst]
-                    s.copy_(cs * s + cm * s[mate])
+                    edges[r.dst] = torch.addcmul(cs * s, cm, s[mate])
             else:
                 names = r.src + ((r.dst,) if r.dst else ())
                 nodes.update(K.COMPUTATION_RULES[r.kind](r, {v: nodes[v] for v in names}, self.ops))
