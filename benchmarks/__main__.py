@@ -35,7 +35,7 @@ BENCHMARKS = [
     "quality",
     "equiv_bench",
     "gpu_throughput",
-    "distributed_bench",  # MPI-sharded graph (tiny preset here; paper-25m: run the module)
+    "distributed_bench",  # MPI-sharded graph: paper-25m on 1, 2, 4 ranks (--quick: tiny on 1, 2)
     "dist_train",         # torchrun DDP / FSDP2 on CPU ranks
 ]
 HERE = os.path.dirname(os.path.abspath(__file__))
