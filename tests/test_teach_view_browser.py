@@ -88,8 +88,21 @@ def css(drv, sel):
 
 
 def wait(drv, cond, timeout=30):
+    """Wait for cond(driver); an element re-rendered meanwhile (stale) is looked up again on the next poll."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
-    return WebDriverWait(drv, timeout).until(lambda d: cond(d))
+    return WebDriverWait(drv, timeout, ignored_exceptions=(StaleElementReferenceException,)).until(
+        lambda d: cond(d))
+
+
+def rows_of(drv, title):
+    """{variable: value} of the detail panel once it shows `title` (read again if re-rendered meanwhile)."""
+    def read(d):
+        if by_id(d, "detail-title").text != title:
+            return False
+        return {r.get_attribute("data-var"): float(r.get_attribute("data-value"))
+                for r in css(d, "#detail-values tr")}
+    return wait(drv, read)
 
 
 def close(a, b):
@@ -192,25 +205,25 @@ def test_serve_typed_prompt_matches_python(browser):
         prompt.clear()
         prompt.send_keys("abcab")
         by_id(drv, "run").click()
-        counter = by_id(drv, "counter")
-        wait(drv, lambda d: counter.get_attribute("data-frame") == "0")
+        frame = lambda d: by_id(d, "counter").get_attribute("data-frame")
+        wait(drv, lambda d: frame(d) == "0")
         R = len(c.kernel.rounds)
         for k in (2, 4, 6):                  # each click: the server steps one round (two sub-rounds)
             by_id(drv, "next-round").click()
-            wait(drv, lambda d: counter.get_attribute("data-frame") == str(k))
+            wait(drv, lambda d: frame(d) == str(k))
+        counter = by_id(drv, "counter")
         assert counter.get_attribute("data-round") == "2" and f"round 3/{R}" in counter.text
         assert counter.get_attribute("data-phase") == "computation"
         for t in range(1, 5):                # to the end of token 4 (the first three predict little at init)
             by_id(drv, "next-token").click()
-            wait(drv, lambda d: counter.get_attribute("data-frame") == str(t * (1 + 2 * R) - 1))
+            wait(drv, lambda d: frame(d) == str(t * (1 + 2 * R) - 1))
         ref = ViewSession(c, neurons=16)
         ref.load(list(b"abcab"))
         for _ in range(4):
             ref.step("token")
         i = int(ref.shown["neurons"][0])
         by_id(drv, f"cell-neurons-{i}").click()
-        rows = {r.get_attribute("data-var"): float(r.get_attribute("data-value"))
-                for r in css(drv, "#detail-values tr")}
+        rows = rows_of(drv, f"neuron {i}")
         live = ref.sim.state.nodes
         for var in ("X", "Y", "A", "Xe", "Xi", "Ye", "Yi"):
             assert close(rows[var], live[var][i]), var
@@ -223,9 +236,7 @@ def test_serve_typed_prompt_matches_python(browser):
         find = by_id(drv, "find")
         find.send_keys(str(hidden))
         by_id(drv, "find-go").click()
-        wait(drv, lambda d: by_id(d, "detail-title").text == f"neuron {hidden}")
-        rows = {r.get_attribute("data-var"): float(r.get_attribute("data-value"))
-                for r in css(drv, "#detail-values tr")}
+        rows = rows_of(drv, f"neuron {hidden}")
         assert close(rows["X"], live["X"][hidden])
         by_id(drv, f"cell-neurons-{i}").click()
         screenshot(drv, "view_serve.png")
