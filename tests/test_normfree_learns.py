@@ -4,9 +4,11 @@
 - With gains 1 (the released init) Eq. 7 vanishes, and training stops at once with a one-line message naming the
   layer, never silently.
 - The gains are a reparametrisation: saved and loaded explicitly; configs written before them load with gain 1.
-- Pinned on the demo's seed: the demo's Normfree model (tiny, U = alibi, 400 steps) reaches >= 0.95 held-out
-  recall accuracy; as the Table 1(b) graph with neuron -> neuron synapses it equals the tensor model; zeroing the
-  few synapses that hold one fact breaks that recall and leaves the other answers.
+- Pinned on the demo's seed: the demo's Normfree model (tiny, U = alibi, 400 steps), trained here, reaches >= 0.95
+  held-out recall accuracy; the model `bdh demo` trained on that seed (committed in tests/data/demo_normfree, so the
+  numbers do not depend on the machine's float summation order), as the Table 1(b) graph with neuron -> neuron
+  synapses, equals the tensor model, and zeroing the few synapses that hold one fact breaks that recall and
+  leaves the other answers.
 """
 import json
 import os
@@ -99,7 +101,10 @@ def test_normfree_learns_recall(demo_normfree):
     assert info["val_accuracy"] >= 0.95, info
 
 
-def test_trained_normfree_graph_holds_each_fact(demo_normfree):
+DEMO_MODEL = os.path.join(os.path.dirname(__file__), "data", "demo_normfree")
+
+
+def test_trained_normfree_graph_holds_each_fact():
     """Obs. 4 on the trained model: its Table 1(b) graph (neuron -> neuron synapses) equals Eq. 7 in float64 on a
     live prompt (logits of order 1); Sec. 6.3: per fact, fewer than 1% of the synapses carry 80% of its recall,
     zeroing them breaks that recall (p(answer) < 0.5) in at least 5 of 8 facts with a mean drop of at least 0.5,
@@ -107,7 +112,8 @@ def test_trained_normfree_graph_holds_each_fact(demo_normfree):
     from bdh.teach.demo import graph_walk, prompt_facts, recall_prompt
     from bdh.teach.memory import ablate, memory_synapses
     from equivalence import compare, compile_model
-    model, _ = demo_normfree
+    model = bdh_gpu.load(DEMO_MODEL).double().eval()
+    assert model.config.variant == "normfree" and model.config.U == "alibi"
     compiled = compile_model(model)
     assert compiled.name == "dense" and compiled.kernel.name.startswith("Table 1(b)")
     ids, _ = recall_prompt(8, seed=7)
@@ -122,9 +128,8 @@ def test_trained_normfree_graph_holds_each_fact(demo_normfree):
     assert len(mems) == 8
     assert all(0 < m.n_synapses < 0.01 * total for m in mems), [m.n_synapses for m in mems]
     assert all(m.p_before > 0.9 for m in mems), [m.p_before for m in mems]
-    # measured on this seed (bdh demo, 2 threads): 6 of 8 broken, p(answer) 1.0 -> 0.0 / 0.30 / 0.59 / 0.999; one
-    # thread sums in another order, so the bounds leave one fact of slack
-    assert sum(m.broken for m in mems) >= 5, [(m.label, m.p_before, m.p_after) for m in mems]
+    # measured on this model (bdh demo): 6 of 8 broken, p(answer) 1.0 -> 0.0 (5 facts) / 0.30 / 0.59 / 0.999
+    assert sum(m.broken for m in mems) >= 6, [(m.label, m.p_before, m.p_after) for m in mems]
     assert np.mean([m.p_before - m.p_after for m in mems]) >= 0.5, [(m.p_before, m.p_after) for m in mems]
     assert sum(m.others_kept and m.others_after == m.others for m in mems) >= 7, \
         [(m.label, m.others_before, m.others_after, m.others) for m in mems]
