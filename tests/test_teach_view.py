@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import bdh_gpu
+from small_models import small_model
 from bdh.cli import main
 from bdh.teach.serve import make_server
 from bdh.teach.view import ViewError, ViewSession, page
@@ -19,14 +20,7 @@ from equivalence import GraphRunner, TensorRunner, compile_model
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def tiny(variant="official", seed=0):
-    torch.manual_seed(seed)
-    m = bdh_gpu.BDH(bdh_gpu.BDHConfig(n_head=2, d=8, N=16, n_layer=2, dropout=0.0, variant=variant))
-    if variant != "normfree":          # normfree: its own init, whose gains keep Eq. 7's products O(1)
-        with torch.no_grad():
-            for p in m.parameters():
-                p.normal_(0, 0.3)
-    return m
+tiny = small_model
 
 
 def close(a, b):

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import bdh_gpu
+from small_models import small_model
 from bdh.teach.serve import make_server
 from bdh.teach.view import ViewSession, write_page
 from equivalence import GraphRunner, TensorRunner, compile_model
@@ -67,14 +68,7 @@ def screenshot(drv, name):
     return path
 
 
-def model(variant="official", seed=0):
-    torch.manual_seed(seed)
-    m = bdh_gpu.BDH(bdh_gpu.BDHConfig(n_head=2, d=8, N=16, n_layer=2, dropout=0.0, variant=variant))
-    if variant != "normfree":          # normfree: its own init, whose gains keep Eq. 7's products O(1)
-        with torch.no_grad():
-            for p in m.parameters():
-                p.normal_(0, 0.3)
-    return m
+model = small_model
 
 
 def by_id(drv, i):
