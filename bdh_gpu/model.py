@@ -233,14 +233,29 @@ class BDH(nn.Module):
         return self._scaled(self.embed(idx.long()), self._g_embed)
 
     def _encode(self, v: torch.Tensor) -> torch.Tensor:
-        """(D_x v)^+ per head (D_x with its gain): v (B,T,d) -> (B,h,T,N)."""
-        return F.relu(self._scaled(v, self._g_x).unsqueeze(1) @ self.D_x.mT)
+        """(D_x v)^+ per head (D_x with its gain): v (B,T,d) -> (B,h,T,N).
+
+        One (B T, d) x (d, h N) product: `v.unsqueeze(1) @ D_x.mT` would broadcast D_x over the batch, and
+        torch.matmul materialises that broadcast (a copy of D_x per sequence, every layer, every step)."""
+        B, T, d = v.shape
+        h, N, _ = self.D_x.shape
+        z = F.linear(self._scaled(v, self._g_x).reshape(B * T, d), self.D_x.reshape(h * N, d))   # (B T, h N)
+        return F.relu(z).view(B, T, h, N).transpose(1, 2)
+
+    def _gate_product(self, a: torch.Tensor) -> torch.Tensor:
+        """D_y a per head: a (B,h or 1,T,d) -> (B,h,T,N), D_y never copied (as in `_encode`): one product over
+        all heads when a is shared by the heads, else one batched product with the heads as the batch."""
+        B, k, T, d = a.shape
+        h, N, _ = self.D_y.shape
+        if k == 1:
+            return F.linear(a.reshape(B * T, d), self.D_y.reshape(h * N, d)).view(B, T, h, N).transpose(1, 2)
+        return (a.transpose(0, 1).reshape(h, B * T, d) @ self.D_y.mT).view(h, B, T, N).transpose(0, 1)
 
     def _gate(self, a: torch.Tensor, x: torch.Tensor, sparse: bool) -> torch.Tensor:
         """y = (D_y a)^+ * x: a (B,h or 1,T,d), x (B,h,T,N) -> (B,h,T,N). Sparse: only rows where x > 0."""
         a = self._scaled(a, self._g_y)                         # D_y with its gain
         if not sparse:
-            return F.relu(a @ self.D_y.mT) * x
+            return F.relu(self._gate_product(a)) * x
         B, h, T, N = x.shape                                   # T == 1
         xf = x.reshape(B, h * N)
         act = self._active(xf, pairs=False)                    # (k,)

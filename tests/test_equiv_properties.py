@@ -17,6 +17,29 @@ from equivalence.strategies import cases, live
 BACKENDS = ("numpy", "numba", "pyg")
 
 
+def well_conditioned(case, name):
+    """assume: the tensor model in float32 equals itself in float64 within RTOL[float32] / 4 per slice (one layer,
+    one token) of x, y and v, i.e. the problem is well conditioned in float32. Counted like `live`."""
+    import torch
+    from hypothesis import assume
+
+    from equivalence.strategies import DRAWS
+    m = case.model()
+    ids = torch.tensor(case.ids)
+    t64, t32 = m.trace(ids), m.float().trace(ids)
+    err = 0.0
+    for k in ("x", "y", "v"):
+        if k not in t64:                                   # v: official only
+            continue
+        a, b = t64[k], t32[k].double()
+        scale = a.abs().amax(dim=tuple(range(2, a.dim())), keepdim=True).clamp_min(1e-300)
+        err = max(err, float(((a - b).abs() / scale).max()))
+    DRAWS[(name, "drawn")] += 1
+    ok = err < RTOL[np.float32] / 4
+    DRAWS[(name, "live")] += int(ok)
+    assume(ok)
+
+
 def check(case, how, backend, dtype=np.float64):
     note(repr(case))
     note(f"magnitudes: {live(case, f'{how}/{backend}/{np.dtype(dtype).name}')}")
@@ -56,6 +79,11 @@ def test_official_compile_equals_layernorm_models(backend, case):
 @given(case=cases(variants=("official", "paper"), max_T=4))
 def test_official_compile_float32_tolerance(case):
     """Eq. 8 / released model with the tensor side in float32 (the graph stays float64): within the documented
-    float32 tolerance (RTOL[float32]), and the error is really float32-sized (the check would see a float64 bug)."""
+    float32 tolerance (RTOL[float32]), and the error is really float32-sized (the check would see a float64 bug).
+
+    Draws where float32 itself cannot reach that tolerance are assumed away (and counted in the printed share):
+    a LayerNorm over d = 2 of two nearly equal numbers amplifies float32 rounding ~1e3-fold, so the tensor model
+    in float32 differs from itself in float64 by more than RTOL; the graph cannot be blamed for that."""
+    well_conditioned(case, "official/numba/float32 conditioned")
     rep = check(case, "official", "numba", dtype=np.float32)
     assert rep.quantities["logits"].max_abs < 1e-3
