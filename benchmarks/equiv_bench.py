@@ -14,6 +14,8 @@ import sys
 import time
 
 TEXT = b"The Dragon Hatchling hatches."
+RUN_TOKENS = 8
+RUN_TEXT = b"First Citizen: Before we proceed any further, hear me speak."
 
 
 def rss_gib():
@@ -21,7 +23,7 @@ def rss_gib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
-def one(how: str, tokens: int, backend: str, preset: str = "paper-25m") -> dict:
+def one(how: str, tokens: int, backend: str, preset: str = "paper-25m", run_tokens: int = RUN_TOKENS) -> dict:
     import torch
 
     import equivalence
@@ -46,7 +48,49 @@ def one(how: str, tokens: int, backend: str, preset: str = "paper-25m") -> dict:
     out["peak_rss_gib"] = round(rss_gib(), 2)
     out["ok"] = rep.ok
     out["max_rel"] = {k: float(f"{q.max_rel:.2e}") for k, q in rep.quantities.items()}
+    out.update(run_split(compiled, backend, RUN_TEXT[:run_tokens + 1]))
     return out
+
+
+def run_split(compiled, backend: str, text: bytes) -> dict:
+    """Bare graph run (no tensor side, no monitors beyond the logits): tokens/s over text[1:] (text[0] is the
+    untimed warm-up), and where the time goes: communication vs computation sub-rounds (the scheduler's two
+    phases) and seconds per token by rule kind (send, read, hebbian, damp, the node rules)."""
+    from collections import defaultdict
+
+    import numpy as np
+
+    import equivalence
+    runner = equivalence.GraphRunner(compiled, backend)
+    sim, be = runner.sim, runner.sim.backend
+    phase, kind = defaultdict(float), defaultdict(float)
+    step, communicate, compute = sim.step, be.communicate, be.compute
+
+    def timed_step():
+        t = time.perf_counter()
+        which = step()
+        phase[which] += time.perf_counter() - t
+        return which
+
+    def by_rule(fn):
+        def run_rules(rules, state, *rest):
+            for r in rules:
+                t = time.perf_counter()
+                state = fn((r,), state, *rest)
+                kind[r.kind] += time.perf_counter() - t
+            return state
+        return run_rules
+
+    sim.step, be.communicate, be.compute = timed_step, by_rule(communicate), by_rule(compute)
+    gen = runner.feed(np.frombuffer(text, dtype=np.uint8).astype(np.int64))
+    next(gen)                                                # warm-up token: numba compiles here
+    phase.clear(), kind.clear()
+    t = time.perf_counter()
+    n = sum(1 for _ in gen)
+    wall = time.perf_counter() - t
+    return {"run_tokens": n, "run_s_per_token": wall / n, "run_tokens_per_s": n / wall,
+            "communication_s_per_token": phase["communication"] / n, "computation_s_per_token": phase["computation"] / n,
+            "rule_s_per_token": {k: round(v / n, 4) for k, v in sorted(kind.items(), key=lambda kv: -kv[1])}}
 
 
 def measure(tokens: int, backend: str, preset: str) -> list:
@@ -73,11 +117,21 @@ def run(quick: bool = False) -> dict:
                      "nodes": g["nodes_total"], "edges": g["edges_total"], "synapses": g["synapses"],
                      "state_floats": g["state_size"], "compile_s": r["compile_s"], "verify_s": r["verify_s"],
                      "verify_s_per_token": r["verify_s"] / r["tokens"], "peak_rss_gib": r["peak_rss_gib"],
-                     "ok": r["ok"], "max_rel_error": max(r["max_rel"].values())})
+                     "ok": r["ok"], "max_rel_error": max(r["max_rel"].values()),
+                     "run_tokens_per_s": r["run_tokens_per_s"],
+                     "communication_s_per_token": r["communication_s_per_token"],
+                     "computation_s_per_token": r["computation_s_per_token"],
+                     "rule_s_per_token": r["rule_s_per_token"]})
     goals = [goal(f"{r['compile']} graph equals the tensor model (max relative error, float64)",
                   r["max_rel_error"], 1e-9, unit="", higher=False) for r in rows]
+    goals += [goal(f"{preset} {r['compile']} graph, numba, one process: tokens/s of a bare run",
+                   r["run_tokens_per_s"], 1.0, unit="") for r in rows]
     notes = [f"{preset} shapes, untrained weights (seed 0), verified on the first {tokens} bytes of {TEXT!r} with "
-             "the numba backend, tensor model in float64; one child process per compile (peak RSS its own)."]
+             "the numba backend, tensor model in float64; one child process per compile (peak RSS its own).",
+             f"Bare run: the same compiled graph, {RUN_TOKENS} more bytes of {RUN_TEXT[:RUN_TOKENS + 1]!r} after "
+             "one untimed warm-up byte, no tensor side; communication / computation = seconds per token in the "
+             "scheduler's two sub-round phases; rule_s_per_token = seconds per token by rule kind (send: a fixed "
+             "synapse group, read/hebbian: the synaptic state sigma, damp: U on sigma)."]
     return {"name": "equiv_bench", "title": f"Graph/tensor equivalence at {preset}: compile and verify",
             "notes": notes, "rows": rows, "goals": goals}
 
