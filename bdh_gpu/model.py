@@ -292,7 +292,7 @@ class BDH(nn.Module):
             act = self._active(x.reshape(B, h * N), pairs=cs is not None)       # (k,)
             head = act // N
             Sf = S.reshape(B, h * N, -1)
-            rows = Sf[:, act]                                                     # (B,k,d)
+            rows = Sf.index_select(1, act)                                        # (B,k,d)
             xa = xf[:, act]                                                       # (B,k)
             if alibi:
                 xa_read = xa * self._decay(pos - t_ref, dev)[head, 0].to(dt)
@@ -307,7 +307,11 @@ class BDH(nn.Module):
                 Sf = self._rescale(S, t_ref_new - t_ref, inplace).view(B, h * N, -1)
             w = self._decay(t_ref_new - pos, dev)[head, 0].to(dt) if alibi else 1.0
             delta = (xa * w).unsqueeze(-1) * value[:, 0].unsqueeze(1)             # (B,k,d)
-            Sf = Sf.index_add_(1, act, delta) if inplace else Sf.index_add(1, act, delta)
+            if inplace:                                         # per stream along dim 0: torch's fast path
+                for b in range(B):
+                    Sf[b].index_add_(0, act, delta[b])
+            else:
+                Sf = Sf.index_add(1, act, delta)
             return a, Sf.view(B, h, N, -1)
 
         if chunk_size and T > chunk_size:

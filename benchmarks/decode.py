@@ -12,8 +12,10 @@ machine's read bandwidth measured in the same run, 16-bit decoding, batched deco
   accumulated in float32 by the matmul kernels, logits compared with float32 on the same tokens
   (`logit_rel_error` = max |logits16 - logits32| / max |logits32| over all decoded tokens).
 - Batched: B = 8 streams at once, tokens/s = 8 x steps/s.
-- Recompute: the released decoding, the whole prefix for every token. Measured on `tiny`; on paper-25m it is
-  FITTED (a quadratic in T through single forwards at 64-512 bytes, summed over the prefixes) and says so.
+- Sparse: `step(sparse=True)` on a model trained briefly in the same run, at its measured activity, against the
+  bytes that step must move at that activity (`sparse_rows`).
+- Recompute: the released decoding, the whole prefix for every token, measured (tiny at 1024 tokens, paper-25m
+  at 256); a quadratic fit through single forwards is reported beside it (recompute_fitted_s).
 """
 from __future__ import annotations
 
@@ -86,7 +88,7 @@ def recompute_rows(quick: bool) -> list:
     from bdh_gpu import BDH, get_preset
 
     rows = []
-    plan = {"tiny": (256, True)} if quick else {"tiny": (1024, True), "paper-25m": (256, False)}
+    plan = {"tiny": (256, True)} if quick else {"tiny": (1024, True), "paper-25m": (256, True)}
     for preset, (n, measure) in plan.items():
         torch.manual_seed(0)
         model = BDH(get_preset(preset)).eval()
@@ -103,6 +105,77 @@ def recompute_rows(quick: bool) -> list:
         row["speedup"] = row["recompute_s"] / t_rec
         rows.append(row)
     return rows
+
+
+def train_briefly(preset: str, steps: int, seed: int = 0):
+    """A `preset` official model trained `steps` AdamW updates on tiny Shakespeare (8 x 128 bytes per step):
+    trained enough that its activity is its own, not the random init's ~50% of x. -> (model, text bytes)."""
+    from bdh_gpu import BDH, get_preset
+    from bdh_gpu.data import TextData, read_bytes
+    from bdh_gpu.train import TrainConfig, loss_fn, lr_at, make_optimizer
+
+    from benchmarks.quality import SHARED_TINYSHAKESPEARE
+    raw = read_bytes(SHARED_TINYSHAKESPEARE)
+    torch.manual_seed(seed)
+    cfg = get_preset(preset)
+    cfg.dropout = 0.0
+    model = BDH(cfg)
+    data = TextData(raw, block_size=128)
+    tc = TrainConfig(steps=steps, batch_size=8, block_size=128, warmup_steps=min(10, steps))
+    opt, gen = make_optimizer(model, tc), torch.Generator().manual_seed(seed + 1)
+    for step in range(steps):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, tc)
+        x, y = data.get_batch("train", 8, gen)
+        loss_fn(model(x), y).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return model.eval(), raw[-4096:]
+
+
+def sparse_rows(quick: bool, rounds: int, gib: float) -> tuple[list, dict]:
+    """Dense vs sparse decode of a briefly trained model at its measured activity, each against the bytes that
+    step must move. Sparse (`step(sparse=True)`), per layer: D_x whole (x = (D_x v)^+ needs every row: n d),
+    the active rows of D_y (f_x n d), of the state (read once and written once: 2 f_x n d) and the active
+    columns of E (f_y n d), plus lm_head (d V); f_x, f_y measured on the decoded tokens (x > 0, y > 0)."""
+    preset, steps, tokens = ("tiny", 20, 32) if quick else ("small", 150, 128)
+    model, text = train_briefly(preset, steps)
+    cfg = model.config
+    ids = torch.tensor(list(text[:tokens + 8]))
+    with torch.no_grad():
+        tr = model.trace(ids[None, 8:tokens + 8])
+    fx = [float((tr["x"][l] > 0).float().mean()) for l in range(cfg.n_layer)]
+    fy = [float((tr["y"][l] > 0).float().mean()) for l in range(cfg.n_layer)]
+    n, d, V = cfg.n, cfg.d, cfg.vocab_size
+    need = {False: 4 * (cfg.n_layer * 5 * n * d + d * V),
+            True: 4 * (sum(n * d + 3 * a * n * d + b * n * d for a, b in zip(fx, fy)) + d * V)}
+    times = {False: [], True: []}
+    bws = []
+    for r in range(rounds + 1):                                    # round 0: warm-up
+        bw = read_bandwidth(gib, repeats=2)
+        for sparse in (False, True):
+            state = model.init_state(1)
+            with torch.no_grad():
+                for t in range(8):
+                    _, state = model.step(ids[t:t + 1], state, sparse=sparse, inplace=True)
+                t0 = time.perf_counter()
+                for t in range(8, tokens + 8):
+                    _, state = model.step(ids[t:t + 1], state, sparse=sparse, inplace=True)
+                dt = time.perf_counter() - t0
+            if r:
+                times[sparse].append(dt)
+        if r:
+            bws.append(bw)
+    rows = []
+    for sparse in (False, True):
+        s = times[sparse]
+        rows.append({"preset": f"{preset} trained {steps} steps", "decode": "float32 sparse" if sparse else
+                     "float32 dense", "batch": 1, "tokens": tokens, "active_x": statistics.mean(fx),
+                     "active_y": statistics.mean(fy), "tokens_per_s": statistics.median(tokens / x for x in s),
+                     "bytes_per_step_MB": need[sparse] / 1e6, "read_GB_s": statistics.median(bws) / 1e9,
+                     "fraction_of_bandwidth": statistics.median(tokens * need[sparse] / x / b for x, b in zip(s, bws)),
+                     "speed_vs_float32": statistics.median(a / x for a, x in zip(times[False], s))})
+    return rows, {"preset": preset, "steps": steps}
 
 
 def run(quick: bool = False, tokens: int | None = None, rounds: int | None = None) -> dict:
@@ -136,6 +209,8 @@ def run(quick: bool = False, tokens: int | None = None, rounds: int | None = Non
         if k in ("float16", "bfloat16"):
             row["logit_rel_error"] = float((logits[k] - ref).abs().max() / ref.abs().max())
         rows.append(row)
+    sparse, trained = sparse_rows(quick, rounds, gib)
+    rows += sparse
     rec = recompute_rows(quick)
     by = {r["decode"]: r for r in rows}
     best16 = max(("float16", "bfloat16"), key=lambda k: by[k]["speed_vs_float32"])
@@ -144,6 +219,11 @@ def run(quick: bool = False, tokens: int | None = None, rounds: int | None = Non
              goal(f"{preset} 16-bit decode ({best16}, opt-in) vs float32, tokens/s",
                   by[best16]["speed_vs_float32"], 1.6,
                   note=f"logit error vs float32 {by[best16]['logit_rel_error']:.2g} (relative to max |logit|)")]
+    sp_row = sparse[-1]
+    goals.append(goal(f"{sp_row['preset']}: sparse decode at its measured activity (x {sp_row['active_x']:.2f}, "
+                      f"y {sp_row['active_y']:.2f}) / read bandwidth for the bytes that step moves",
+                      sp_row["fraction_of_bandwidth"], 0.8, unit="",
+                      note=f"sparse {sp_row['speed_vs_float32']:.2f}x dense on the same model"))
     last = rec[-1]
     goals.append(goal(f"{last['preset']} recurrent vs recompute at {last['new_tokens']} tokens "
                       f"({last['recompute']} recompute)", last["speedup"], 50.0))
@@ -152,7 +232,12 @@ def run(quick: bool = False, tokens: int | None = None, rounds: int | None = Non
              f"{gib:g} GiB); fraction_of_bandwidth = tokens/s x bytes_per_step / that round's bandwidth.",
              "16-bit: weights and state stored in 16 bits, float32 accumulation in the kernels; "
              "logit_rel_error over the same tokens against float32.",
-             "Recompute: paper-25m is FITTED (quadratic through single forwards), tiny is measured."]
+             "Sparse: a model trained briefly in this run (row preset), teacher-forced on the last bytes of tiny "
+             "Shakespeare; active_x, active_y = share of x > 0, y > 0 on those tokens; bytes per step = the bytes "
+             "the sparse step must move at that activity (per layer D_x whole, the active rows of D_y and of the "
+             "state read and written once, the active columns of E; see sparse_rows).",
+             "Recompute: measured (the whole prefix per token); recompute_fitted_s is the quadratic fit through "
+             "single forwards, for comparison."]
     return {"name": "decode", "title": "Decode at the limit: recurrent form vs read bandwidth, 16-bit, batched, "
                                        "recompute", "notes": notes, "rows": rows + rec, "goals": goals}
 

@@ -22,8 +22,30 @@ def run(quick: bool = False) -> dict:
     for gib in ([0.25] if quick else [1.0]):
         rows.append({"reference": f"read bandwidth: torch sum over {gib:g} GiB float32",
                      "value": read_bandwidth(gib) / 1e9, "unit": "GB/s"})
+    rows += gemv_rows(quick)
     return {"name": "limits", "title": "The machine's limits (references for the ratios)",
-            "notes": [f"torch threads: {torch.get_num_threads()}; best of 3 calls each."], "rows": rows}
+            "notes": [f"torch threads: {torch.get_num_threads()}; best of 3 calls each.",
+                      "GEMV rows: bytes of the matrix read per second by torch's matrix-vector product "
+                      "(F.linear of one row, the decode step's shape: n x d = 32768 x 256) in each dtype: "
+                      "the rate at which this torch build's kernels can stream 16-bit weights, which bounds "
+                      "what a 16-bit decode can gain over float32."], "rows": rows}
+
+
+def gemv_rows(quick: bool) -> list:
+    """Matrix bytes / s of F.linear(v (1, d), W (n, d)) per dtype, best of 3 (of 10 calls each)."""
+    from benchmarks.common import best_of
+    n, d = (8192, 256) if quick else (32768, 256)
+    rows = []
+    for dt in (torch.float32, torch.bfloat16, torch.float16):
+        W, v = torch.randn(n, d).to(dt), torch.randn(1, d).to(dt)
+
+        def ten():
+            for _ in range(10):
+                torch.nn.functional.linear(v, W)
+        ten()
+        rows.append({"reference": f"GEMV read rate, {str(dt).split('.')[-1]} {n}x{d}",
+                     "value": 10 * W.numel() * W.element_size() / best_of(ten) / 1e9, "unit": "GB/s"})
+    return rows
 
 
 if __name__ == "__main__":
