@@ -6,11 +6,15 @@ sub-round only advances a clock; the synapses of a key neuron b catch up (`sigma
 one power per key; per synapse for a per-synapse u) the next time a
 read or a write touches it, so it too costs nothing for silent neurons. A rotation is applied eagerly to all
 synapses (O(|Gs|) per layer and token).
+A complete group (every source to every target in order: Gs in the Obs. 4 shape) has two fast paths with the
+same bits: the read runs parallel over blocks of targets with the per-key catch-up fused into its one pass,
+and the Hebbian write visits only (active pre) x (active post) synapses.
 
 Kernels are private and see plain arrays; the Python class validates nothing (the Simulator and Network
 do). No allocation inside prange; fastmath off (bdh_graph.config); the Hebbian write is owner-computes: each
 thread owns the synapses of its source (key) neurons, so there are no races.
 """
+import numba
 import numpy as np
 from numba import njit, prange
 
@@ -54,6 +58,70 @@ def _hebbian_py(indptr, indices, gs, sigma, pre, post, active_pre, u_edge, last,
 
 
 @njit(**_jit)
+def _scatter_columns(indptr, indices, w, src, active, out, u_pre, last_col, clock):
+    """`_scatter` over a per-key lazily damped state, the catch-up fused into the same pass: for each active key
+    b, sigma[:, b] *= u[b] ** (clock - last[b]) and out += sigma[:, b] * src[b] while the synapse is in cache
+    (the same multiplications as `_catch_up_columns` then `_scatter`, so the same bits, one pass over sigma)."""
+    for k in range(active.shape[0]):
+        b = active[k]
+        sb = src[b]
+        steps = clock - last_col[b]
+        if steps > 0:
+            f = u_pre[b] if steps == 1 else u_pre[b] ** steps
+            for e in range(indptr[b], indptr[b + 1]):
+                w[e] *= f
+                out[indices[e]] += w[e] * sb
+            last_col[b] = clock
+        else:
+            for e in range(indptr[b], indptr[b + 1]):
+                out[indices[e]] += w[e] * sb
+
+
+def _read_complete_py(indptr, w, src, active, out, u_pre, last_col, clock, nblk):
+    """`_scatter_columns` on a complete group (edge of (b, j) = indptr[b] + j), parallel over nblk blocks of
+    targets: each thread owns out[j0:j1] and those synapses of every active key, so there are no races, and
+    each out[j] sums the keys in the same order as the serial scatter (the same bits). clock < 0: no damping."""
+    n_post = out.shape[0]
+    for blk in prange(nblk):
+        j0 = blk * n_post // nblk
+        j1 = (blk + 1) * n_post // nblk
+        for k in range(active.shape[0]):
+            b = active[k]
+            sb = src[b]
+            base = indptr[b]
+            steps = clock - last_col[b] if clock >= 0 else 0
+            if steps > 0:
+                f = u_pre[b] if steps == 1 else u_pre[b] ** steps
+                for j in range(j0, j1):
+                    w[base + j] *= f
+                    out[j] += w[base + j] * sb
+            else:
+                for j in range(j0, j1):
+                    out[j] += w[base + j] * sb
+    if clock >= 0:
+        for k in range(active.shape[0]):
+            last_col[active[k]] = clock
+
+
+def _hebbian_complete_py(indptr, gs, sigma, pre, post, active_pre, active_post, u_edge, last, clock):
+    """`_hebbian` on a complete group whose out-edges of every source run over targets 0..n_post-1 in order
+    (edge of (i, j) = indptr[i] + j): visits only the synapses with both ends active, f_pre f_post |Gs| instead
+    of f_pre |Gs| (the same updates, so the same bits)."""
+    for k in prange(active_pre.shape[0]):
+        b = active_pre[k]
+        pb = pre[b]
+        base = indptr[b]
+        for m in range(active_post.shape[0]):
+            j = active_post[m]
+            e = base + j
+            if clock >= 0 and last[e] != clock:
+                s = clock - last[e]
+                sigma[e] *= u_edge[e] if s == 1 else u_edge[e] ** s
+                last[e] = clock
+            sigma[e] += gs[e] * pb * post[j]
+
+
+@njit(**_jit)
 def _catch_up_columns(indptr, sigma, u_pre, last_col, clock, active):
     """Per-key damping (sigma[:, b] *= u[b] per step), lazily: bring the synapses of each active key b up to
     date with one power per key, then one multiply per synapse."""
@@ -90,6 +158,17 @@ def _rotate_py(sigma, pair_first, mate, coef_self, coef_mate):
 # (prange is range there). The switch is config.PARALLEL_MIN_EDGES synapses touched; both give identical bits.
 _hebbian = (njit(**_jit)(_hebbian_py), njit(parallel=True, **_jit)(_hebbian_py))
 _rotate = (njit(**_jit)(_rotate_py), njit(parallel=True, **_jit)(_rotate_py))
+_hebbian_complete = (njit(**_jit)(_hebbian_complete_py), njit(parallel=True, **_jit)(_hebbian_complete_py))
+_read_complete = (njit(**_jit)(_read_complete_py), njit(parallel=True, **_jit)(_read_complete_py))
+
+
+def is_complete(g) -> bool:
+    """Every source's out-edges are exactly the targets 0..n_post-1 in order (a complete, sorted group)."""
+    if g.nnz != g.n_pre * g.n_post or g.nnz == 0:
+        return False
+    return bool(np.array_equal(np.diff(g.indptr), np.full(g.n_pre, g.n_post))
+                and np.array_equal(g.indices.reshape(g.n_pre, g.n_post),
+                                   np.broadcast_to(np.arange(g.n_post), (g.n_pre, g.n_post))))
 
 
 class NumbaBackend:
@@ -103,6 +182,7 @@ class NumbaBackend:
                      for k, ev in net.edge_vars.items()}
         self._dummy_f = np.zeros(1)
         self._dummy_i = np.zeros(1, dtype=np.int64)
+        self.complete = {k: is_complete(net.groups[ev.group]) for k, ev in net.edge_vars.items()}
 
     def initial_state(self, sigma0):
         nodes = {v: np.zeros(self.net.size_of(v)) for v in self.net.node_variables}
@@ -159,13 +239,31 @@ class NumbaBackend:
                 src = get(g, q)
                 out = nodes[r.dst] = nodes[r.dst].copy()
                 active = np.flatnonzero(src)
-                _scatter(g.indptr, g.indices, state.edges[s], src, active, out,
-                         *self._lazy_args(s, state.edges[s], active))
+                if self.complete[s] and self.lazy[s] != "edge":  # complete Gs: parallel over targets
+                    par = len(active) * g.n_post >= config.PARALLEL_MIN_EDGES
+                    u_pre, last, clock = ((self.net.edge_vars[s].u, self.last[s], self.clock[s])
+                                          if self.lazy[s] == "column" else (self._dummy_f, self._dummy_i, _NO_CLOCK))
+                    _read_complete[par](g.indptr, state.edges[s], src, active, out, u_pre, last, clock,
+                                        numba.get_num_threads() if par else 1)
+                elif self.lazy[s] == "column":                    # catch-up fused into the read
+                    _scatter_columns(g.indptr, g.indices, state.edges[s], src, active, out,
+                                     self.net.edge_vars[s].u, self.last[s], self.clock[s])
+                else:
+                    _scatter(g.indptr, g.indices, state.edges[s], src, active, out,
+                             *self._lazy_args(s, state.edges[s], active))
             else:
                 p, q = r.src
                 g = self.net.groups[self.net.edge_vars[r.dst].group]
                 pre = get(g, p)
                 active = np.flatnonzero(pre)
+                if self.complete[r.dst]:
+                    post = state.nodes[q]
+                    active_post = np.flatnonzero(post)
+                    work = len(active) * len(active_post)
+                    _hebbian_complete[work >= config.PARALLEL_MIN_EDGES](
+                        g.indptr, g.weight, state.edges[r.dst], pre, post, active, active_post,
+                        *self._lazy_args(r.dst, state.edges[r.dst], active))
+                    continue
                 work = g.nnz * len(active) // max(1, g.n_pre)
                 _hebbian[work >= config.PARALLEL_MIN_EDGES](
                     g.indptr, g.indices, g.weight, state.edges[r.dst], pre, state.nodes[q], active,
