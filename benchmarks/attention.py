@@ -101,6 +101,36 @@ def time_forms(Ts, forms, rounds, log=print) -> list:
     return rows
 
 
+MATMUL_OPS = ("aten::bmm", "aten::mm", "aten::baddbmm", "aten::addmm", "aten::baddbmm_")
+
+
+def profile_split(T: int, form: str = "auto") -> dict:
+    """Where one train step of `form` at T spends its time (torch.profiler, one step after a warm-up): the share
+    in the matmul kernels, and the FLOP/s inside them as a fraction of a 2048^3 float32 matmul timed just before.
+    Says whether the FLOP fraction is lost in the products themselves or in the elementwise passes around them."""
+    from torch.profiler import profile
+
+    model, _ = make()
+    x = torch.randint(0, 256, (1, T), generator=torch.Generator().manual_seed(T))
+    ch = form_chunk(form, T)
+
+    def step():
+        F.cross_entropy(model(x, chunk_size=ch).view(-1, 256), x.view(-1)).backward()
+        for p in model.parameters():
+            p.grad = None
+    step()
+    ref = matmul_flops(2048, repeats=2)
+    t0 = time.perf_counter()
+    with profile() as prof:
+        step()
+    wall = time.perf_counter() - t0
+    mm = sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in MATMUL_OPS) / 1e6
+    total = sum(e.self_cpu_time_total for e in prof.key_averages()) / 1e6
+    fl = 3 * matmul_flops_forward(model.config, T, ch)
+    return {"T": T, "form": form, "chunk": ch or "full", "profiled_step_s": wall, "matmul_share_of_step": mm / total,
+            "in_matmul_fraction_of_reference": fl / mm / ref}
+
+
 def _vm(field: str) -> float:
     """A /proc/self/status memory field (VmRSS, VmHWM) in MB."""
     with open("/proc/self/status") as f:
@@ -150,7 +180,14 @@ def run(quick: bool = False, Ts=None, rounds=None, log=lambda s: None, chunks=CH
     rows = time_forms(Ts, forms, rounds, log)
     mem_Ts = [T for T in Ts if T >= 1024] or Ts[-1:]
     mem = {T: {f: memory(T, f) for f in ("released", "auto")} for T in mem_Ts}
-    return summarize(rows, mem, rounds)
+    out = summarize(rows, mem, rounds)
+    for T in [T for T in Ts if T >= 2048] or Ts[-1:]:
+        sp = profile_split(T)
+        out["notes"].append(f"Profile of one auto step at T = {T} (chunk {sp['chunk']}): {sp['matmul_share_of_step']:.0%} "
+                            f"of the time in matmul kernels, which run at {sp['in_matmul_fraction_of_reference']:.2f} of "
+                            "the 2048^3 reference; the rest is elementwise passes (relu, the gate product, RoPE, "
+                            "LayerNorm, their backwards, concatenation) that the FLOP count leaves out.")
+    return out
 
 
 def summarize(rows, mem, rounds) -> dict:
