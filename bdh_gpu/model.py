@@ -38,12 +38,13 @@ ALIBI_LAZY_LOG = 20.0      # the ALiBi state is rescaled when a stored factor wo
 SPARSE_MAX_DENSITY = 0.1   # step() gathers active neurons when at most this fraction fires (crossover ~0.1-0.15 on 2 cores)
 # chunk_size="auto" (the default): the chunked form from AUTO_CHUNK_MIN_T tokens on, in chunks of AUTO_CHUNK_SIZE,
 # the full T x T form below. Both are equal; this only picks the faster. Measured on the idle 2-core CPU
-# (2026-12-01 10:10-10:30 UTC, train step of the `small` shapes, batch 1): `python -m benchmarks --only attention`
-# (chunks 128, 256, 512 at T = 256 ... 4096) and `python -m benchmarks.attention --T 512 1024 --rounds 3 --chunks
-# 128 256`: at T = 512 full, C = 128 and C = 256 within 4% of each other; from T = 1024 on chunked wins (C = 128:
-# 1.66x the released math at 1024 against 1.10x for full), C = 128 within 4% of the best chunk at 2048 and 4096.
+# (2026-12-01, train step of the `small` shapes, batch 1; `python -m benchmarks --only attention`, chunks 128, 256,
+# 512 at T = 256 ... 4096, twice, and `python -m benchmarks.attention --T 512 1024 --rounds 3 --chunks 128 256`):
+# at T = 512 full and chunked are within 4% of each other; from T = 1024 on chunked wins (1.5-1.7x the released
+# math at 1024 against 1.1-1.2x for full). C = 128 and C = 256 are within noise of each other in speed from 1024
+# to 4096; C = 256 keeps the larger products (0.53 of a 2048^3 matmul's FLOP/s at T = 2048 against 0.47).
 AUTO_CHUNK_MIN_T = 1024
-AUTO_CHUNK_SIZE = 128
+AUTO_CHUNK_SIZE = 256
 
 
 # ----------------------------------------------------------------------------- primitives

@@ -143,9 +143,9 @@ def sparse_rows(quick: bool, rounds: int, gib: float) -> tuple[list, dict]:
     cfg = model.config
     ids = torch.tensor(list(text[:tokens + 8]))
     with torch.no_grad():
-        tr = model.trace(ids[None, 8:tokens + 8])
-    fx = [float((tr["x"][l] > 0).float().mean()) for l in range(cfg.n_layer)]
-    fy = [float((tr["y"][l] > 0).float().mean()) for l in range(cfg.n_layer)]
+        tr = model.trace(ids)                                      # x, y: (L, T, n); the timed tokens are 8:
+    fx = [float((tr["x"][l][8:] > 0).float().mean()) for l in range(cfg.n_layer)]
+    fy = [float((tr["y"][l][8:] > 0).float().mean()) for l in range(cfg.n_layer)]
     n, d, V = cfg.n, cfg.d, cfg.vocab_size
     need = {False: 4 * (cfg.n_layer * 5 * n * d + d * V),
             True: 4 * (sum(n * d + 3 * a * n * d + b * n * d for a, b in zip(fx, fy)) + d * V)}

@@ -1,13 +1,14 @@
 """Long contexts on the CPU: training the `small` BDH-GPU preset at T up to 4096, full vs chunked attention.
 
-    python -m benchmarks.long_context [--quick] [--T 512 1024 2048 4096] [--chunk 256] [--steps 3]
+    python -m benchmarks.long_context [--quick] [--T 512 1024 2048 4096] [--chunk C] [--steps 3]
                                       [--mem-gb 8] [--time-limit 300] [--json FILE]
 
 Each (form, T) runs in its own child process (batch 1, `small` preset, dropout as the preset, AdamW): `steps`
 training steps (forward + backward + update), the first one untimed (warm-up). The child's address space is
 capped at --mem-gb GiB (RLIMIT_AS: an allocation beyond it fails, reported as out of memory) and its wall time at
 --time-limit seconds (reported as out of time). Reported: training tokens/s over the timed steps and the
-child's peak resident memory (ru_maxrss) minus its resident memory after building the model.
+child's peak resident memory during the steps (VmHWM, reset after building the model) minus its resident
+memory after building the model.
 `full` builds one (T x T) score matrix per head and layer (Eq. 4); `chunked` runs blocks of --chunk tokens with
 the state carried across them (bdh_gpu/model.py `_attend_chunked`), memory linear in T.
 """
@@ -22,6 +23,8 @@ import subprocess
 import sys
 import time
 
+from bdh_gpu.model import AUTO_CHUNK_SIZE
+
 
 def child(T: int, chunk: int | None, steps: int) -> dict:
     import torch
@@ -34,7 +37,10 @@ def child(T: int, chunk: int | None, steps: int) -> dict:
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     x = torch.randint(0, 256, (1, T))
     y = torch.randint(0, 256, (1, T))
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    from benchmarks.attention import _vm
+    with open("/proc/self/clear_refs", "w") as f:       # reset the high-water mark: building cannot hide the steps
+        f.write("5")
+    base = _vm("VmRSS")
     times = []
     for _ in range(steps):
         t0 = time.perf_counter()
@@ -44,9 +50,9 @@ def child(T: int, chunk: int | None, steps: int) -> dict:
         opt.zero_grad(set_to_none=True)
         times.append(time.perf_counter() - t0)
     timed = times[1:] or times
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = _vm("VmHWM")
     return {"tokens_per_s": T * len(timed) / sum(timed), "step_s": sum(timed) / len(timed),
-            "peak_rss_mb": peak / 1024, "peak_above_model_mb": (peak - base) / 1024, "loss": float(loss)}
+            "peak_rss_mb": peak, "peak_above_model_mb": peak - base, "loss": float(loss)}
 
 
 def run_one(T: int, chunk: int | None, steps: int, mem_gb: float, time_limit: float) -> dict:
@@ -76,7 +82,7 @@ def run(quick: bool = False) -> dict:
     Ts, steps = ([256, 1024], 2) if quick else ([512, 1024, 2048, 4096], 3)
     rows = []
     for T in Ts:
-        for form, chunk in (("full", None), ("chunked", 256)):
+        for form, chunk in (("full", None), ("chunked", AUTO_CHUNK_SIZE)):
             r = run_one(T, chunk, steps, 8.0, 300.0)
             rows.append({"preset": "small", "batch": 1, "T": T, "form": form, "chunk": chunk or "",
                          "tokens_per_s": r.get("tokens_per_s", ""), "peak_rss_mb": r.get("peak_rss_mb", ""),
@@ -90,7 +96,7 @@ def main(argv=None) -> int:
     ap.add_argument("--child", nargs=3, type=int, help=argparse.SUPPRESS)
     ap.add_argument("--quick", action="store_true", help="T = 256, 1024 and 2 steps")
     ap.add_argument("--T", type=int, nargs="+", default=[512, 1024, 2048, 4096])
-    ap.add_argument("--chunk", type=int, default=256)
+    ap.add_argument("--chunk", type=int, default=AUTO_CHUNK_SIZE)
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--mem-gb", type=float, default=8.0)
     ap.add_argument("--time-limit", type=float, default=300.0)

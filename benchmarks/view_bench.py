@@ -56,42 +56,61 @@ def browser_times(path: str) -> dict:
         d.quit()
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--tokens", type=int, default=10)
-    ap.add_argument("--compile", default="official", choices=("official", "circuit"))
-    ap.add_argument("--out", help="keep the page here (default: a temporary file)")
-    a = ap.parse_args()
+def measure(tokens: int = 10, how: str = "official", out: str | None = None, preset: str = "paper-25m") -> dict:
+    """Compile `preset` (untrained, seed 0), run the two ViewSession passes over `tokens` bytes of TEXT, write
+    the page, time it in chromium. -> one flat row."""
     import torch
 
     import equivalence
     from bdh.teach.view import ViewSession, write_page
     from bdh_gpu import BDH, get_preset
 
-    cfg = get_preset("paper-25m")
+    cfg = get_preset(preset)
     cfg.dropout = 0.0
-    if a.compile == "circuit":
+    if how == "circuit":
         cfg.variant = "normfree"
     torch.manual_seed(0)
     model = BDH(cfg).eval()
-    r = dict(compile=a.compile, n=cfg.n, tokens=a.tokens, load_avg_start=round(os.getloadavg()[0], 1))
+    r = dict(preset=preset, compile=how, n=cfg.n, tokens=tokens, load_avg_start=round(os.getloadavg()[0], 1))
     t = time.perf_counter()
-    c = equivalence.compile_model(equivalence.TensorRunner(model).model, a.compile)
+    c = equivalence.compile_model(equivalence.TensorRunner(model).model, how)
     r["compile_s"] = round(time.perf_counter() - t, 1)
     s = ViewSession(c)
     t = time.perf_counter()
-    s.load(list(TEXT[:a.tokens]))
+    s.load(list(TEXT[:tokens]))
     r["pass_a_s"] = round(time.perf_counter() - t, 1)
     t = time.perf_counter()
     r["frames"] = len(s.step("all"))
     r["pass_b_s"] = round(time.perf_counter() - t, 1)
-    path = a.out or os.path.join(tempfile.mkdtemp(), "view25m.html")
+    path = out or os.path.join(tempfile.mkdtemp(), "view.html")
     write_page(path, s.data())
     r["page_mb"] = round(os.path.getsize(path) / 1e6, 1)
     r["peak_rss_gib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 1)
     r.update(browser_times(path))
     r["load_avg_end"] = round(os.getloadavg()[0], 1)
-    print(json.dumps(r))
+    return r
+
+
+def run(quick: bool = False) -> dict:
+    """Entry of `python -m benchmarks`: paper-25m, official, 10 bytes (quick: `small`, 4 bytes)."""
+    preset, tokens = ("small", 4) if quick else ("paper-25m", 10)
+    r = measure(tokens, "official", None, preset)
+    notes = [f"{preset} shapes, untrained weights (seed 0), the official compile, the first {tokens} bytes of "
+             f"{TEXT!r}, numba backend, default caps (256 most active neurons, 1024 nodes of every other population, "
+             "8 synapses per group). pass A = the run that picks what the page shows, pass B = the frames. Browser: "
+             "Debian chromium headless through Selenium, so the times include the WebDriver round trip; "
+             "sub_round_step_s is the mean of 20 clicks."]
+    return {"name": "view_bench", "title": f"`bdh view` at {preset}: page size and responsiveness", "notes": notes,
+            "rows": [r]}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tokens", type=int, default=10)
+    ap.add_argument("--compile", default="official", choices=("official", "circuit"))
+    ap.add_argument("--out", help="keep the page here (default: a temporary file)")
+    a = ap.parse_args()
+    print(json.dumps(measure(a.tokens, a.compile, a.out)))
 
 
 if __name__ == "__main__":

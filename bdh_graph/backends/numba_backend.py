@@ -77,11 +77,10 @@ def _scatter_columns(indptr, indices, w, src, active, out, u_pre, last_col, cloc
                 out[indices[e]] += w[e] * sb
 
 
-def _read_complete_py(indptr, w, src, active, out, u_pre, last_col, clock, nblk):
+def _read_complete_py(indptr, w, src, active, out, n_post, u_pre, last_col, clock, nblk):
     """`_scatter_columns` on a complete group (edge of (b, j) = indptr[b] + j), parallel over nblk blocks of
     targets: each thread owns out[j0:j1] and those synapses of every active key, so there are no races, and
     each out[j] sums the keys in the same order as the serial scatter (the same bits). clock < 0: no damping."""
-    n_post = out.shape[0]
     for blk in prange(nblk):
         j0 = blk * n_post // nblk
         j1 = (blk + 1) * n_post // nblk
@@ -243,7 +242,7 @@ class NumbaBackend:
                     par = len(active) * g.n_post >= config.PARALLEL_MIN_EDGES
                     u_pre, last, clock = ((self.net.edge_vars[s].u, self.last[s], self.clock[s])
                                           if self.lazy[s] == "column" else (self._dummy_f, self._dummy_i, _NO_CLOCK))
-                    _read_complete[par](g.indptr, state.edges[s], src, active, out, u_pre, last, clock,
+                    _read_complete[par](g.indptr, state.edges[s], src, active, out, g.n_post, u_pre, last, clock,
                                         numba.get_num_threads() if par else 1)
                 elif self.lazy[s] == "column":                    # catch-up fused into the read
                     _scatter_columns(g.indptr, g.indices, state.edges[s], src, active, out,
