@@ -206,7 +206,16 @@ def local_state_bytes(model: torch.nn.Module, opt: torch.optim.Optimizer) -> int
 
 
 def peak_rss_bytes() -> int:
-    """This process's peak resident memory (Linux ru_maxrss is in KiB)."""
+    """This process's peak resident memory: VmHWM of /proc/self/status (per address space, so it starts afresh
+    at exec), else ru_maxrss (KiB on Linux), which Linux carries over from the parent across fork and exec: a
+    `bdh train` started by a large process would report the parent's peak."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     import resource
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 

@@ -38,8 +38,10 @@ def _train(kind: str, preset: str, steps: int, out: str) -> dict:
         cmd = [sys.executable, "-m", "bdh", *args]
     t0 = time.perf_counter()
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=3600)
-    if r.returncode != 0:
-        raise RuntimeError(f"{kind} {preset}: exit {r.returncode}: {r.stderr[-800:]}")
+    if r.returncode != 0:                       # the ranks' own messages, not only torchrun's summary
+        own = [ln for ln in r.stderr.splitlines() if any(k in ln for k in ("Error", "error:", "terminate", "Abort",
+                                                                            "abort", "Fatal", "bdh train:"))]
+        raise RuntimeError(f"{kind} {preset}: exit {r.returncode}: {' | '.join(own[-12:])[-1500:]}")
     summary = json.loads([line for line in r.stdout.splitlines() if line.startswith("{")][-1])
     summary["wall_s"] = time.perf_counter() - t0
     return summary

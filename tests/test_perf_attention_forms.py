@@ -19,6 +19,28 @@ def rotate_by_pairs(x, cos, sin):
 
 
 @settings(max_examples=30, deadline=None)
+@given(B=st.integers(1, 4), T=st.integers(1, 6), h=st.integers(1, 3), N=st.integers(1, 5), d=st.integers(1, 5),
+       per_head=st.booleans(), seed=st.integers(0, 2 ** 16))
+def test_weight_products_equal_the_broadcast_form(B, T, h, N, d, per_head, seed):
+    """x = (D_x v)^+ and D_y a (Eq. 8's encoders) as `_encode` / `_gate_product` compute them (one product over
+    the batch, the weights never copied per sequence) equal the broadcast form `v.unsqueeze(1) @ D_x.mT` /
+    `a @ D_y.mT`, for a shared and a per-head a, values and the gradients of v, a, D_x, D_y, float64."""
+    torch.manual_seed(seed)
+    m = BDH(BDHConfig(n_head=h, N=2 * N, d=d, n_layer=1, dropout=0.0)).double()
+    g = torch.Generator().manual_seed(seed)
+    v = torch.randn(B, T, d, dtype=torch.float64, generator=g, requires_grad=True)
+    a = torch.randn(B, h if per_head else 1, T, d, dtype=torch.float64, generator=g, requires_grad=True)
+    wx = torch.randn(B, h, T, 2 * N, dtype=torch.float64, generator=g)
+    got = (m._encode(v) * wx).sum() + (m._gate_product(a) * wx).sum()
+    ref = (torch.relu(m._g_x * v.unsqueeze(1) @ m.D_x.mT) * wx).sum() + ((a @ m.D_y.mT) * wx).sum()
+    assert torch.allclose(got, ref, rtol=1e-13, atol=0)
+    ggot = torch.autograd.grad(got, (v, a, m.D_x, m.D_y))
+    gref = torch.autograd.grad(ref, (v, a, m.D_x, m.D_y))
+    for name, x, y in zip(("v", "a", "D_x", "D_y"), ggot, gref):
+        assert torch.allclose(x, y, rtol=1e-12, atol=1e-13 * float(y.abs().max())), name
+
+
+@settings(max_examples=30, deadline=None)
 @given(T=st.integers(1, 9), half=st.integers(1, 6), lead=st.integers(1, 3), seed=st.integers(0, 2 ** 16),
        theta=st.sampled_from([1.5, 10.0, 2.0 ** 16]))
 def test_fused_rotations_equal_pairwise(T, half, lead, seed, theta):

@@ -66,3 +66,18 @@ def test_decode_sparse_bytes_follow_the_measured_activity(monkeypatch):
     assert sparse["bytes_per_step_MB"] * 1e6 == pytest.approx(expected, rel=0.3)
     assert 4 * (L * n * d + d * V) < sparse["bytes_per_step_MB"] * 1e6 < dense["bytes_per_step_MB"] * 1e6
     assert sparse["tokens_per_s"] > 0 and dense["speed_vs_float32"] == 1.0
+
+
+def test_peak_rss_of_a_child_is_its_own():
+    """bdh_gpu.parallel.peak_rss_bytes (the 'peak memory per rank' of `bdh train` and the dist_train benchmark)
+    is the process's own peak: Linux carries ru_maxrss over from the parent across fork and exec, so a child of
+    a 1 GiB process must not report 1 GiB."""
+    import subprocess
+    import sys
+
+    import bdh_gpu.parallel as P
+    ballast = np.ones(2 ** 27)                                        # 1 GiB resident in this process
+    out = subprocess.run([sys.executable, "-c", "from bdh_gpu.parallel import peak_rss_bytes; print(peak_rss_bytes())"],
+                         capture_output=True, text=True, check=True).stdout
+    assert int(out) < 0.5 * ballast.nbytes, int(out) / 2 ** 20
+    assert P.peak_rss_bytes() >= ballast.nbytes                       # and this process's own peak includes it
