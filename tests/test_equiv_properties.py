@@ -84,6 +84,6 @@ def test_official_compile_float32_tolerance(case):
     Draws where float32 itself cannot reach that tolerance are assumed away (and counted in the printed share):
     a LayerNorm over d = 2 of two nearly equal numbers amplifies float32 rounding ~1e3-fold, so the tensor model
     in float32 differs from itself in float64 by more than RTOL; the graph cannot be blamed for that."""
-    well_conditioned(case, "official/numba/float32 conditioned")
+    well_conditioned(case, "official/float32 conditioned")
     rep = check(case, "official", "numba", dtype=np.float32)
     assert rep.quantities["logits"].max_abs < 1e-3
