@@ -14,6 +14,7 @@ import bdh_gpu
 from bdh import __version__
 from bdh.cli import build_parser, main
 from equivalence import GraphRunner, TensorRunner, compile_model
+from cli_errors import one_line_error as one_line
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -27,14 +28,6 @@ def tiny(path=None, variant="official"):
     if path is not None:
         bdh_gpu.save(m, str(path))
     return m
-
-
-def one_line(capsys, argv, *matches):
-    assert main(argv) == 2, argv
-    err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "Traceback" not in err, err
-    for m in matches:
-        assert m in err, (m, err)
 
 
 def test_input_errors_name_the_flag_or_file(tmp_path, capsys):

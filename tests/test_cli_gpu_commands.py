@@ -14,6 +14,7 @@ import torch
 import bdh_gpu
 from bdh.cli import main
 from bdh_gpu import BDH, BDHConfig
+from cli_errors import one_line_error as _err
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHAKESPEARE = os.path.join(REPO, "..", "shared", "data", "tinyshakespeare.txt")
@@ -23,14 +24,6 @@ QUICK = ["--steps", "4", "--batch-size", "4", "--block-size", "24", "--eval-ever
 
 def _bdh(*args):
     return subprocess.run([sys.executable, "-m", "bdh", *args], capture_output=True, text=True, cwd=REPO)
-
-
-def _err(capsys, argv):
-    """Run in-process, expect exit 2 and exactly one stderr line; return it."""
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1, err
-    return err[0]
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ import torch
 import bdh_gpu
 from bdh.cli import main
 from bdh_graph import table_1b
+from cli_errors import one_line_error
 
 
 def save_tiny(path, seed=0, **kw):
@@ -21,12 +22,6 @@ def save_tiny(path, seed=0, **kw):
             p.normal_(0, 0.3)
     bdh_gpu.save(m, str(path))
     return str(path)
-
-
-def one_line_error(capsys, argv, match):
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "Traceback" not in err and match in err, err
 
 
 def test_trace_example_prints_rules_and_hand_numbers(capsys):

@@ -26,6 +26,7 @@ from safetensors.torch import load_file
 import bdh_gpu
 from bdh.cli import main
 from bdh_gpu.train import TRAIN_STATE, read_train_state
+from cli_errors import one_line_error as _one_line_error
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
@@ -107,13 +108,6 @@ def test_ddp_two_ranks_equal_one_process_on_the_combined_batch(ddp, tmp_path, ca
     assert [json.loads(x)["step"] for x in open(os.path.join(d, "metrics.jsonl"))] == [3, 6]
     line = _one_line_error(capsys, ["train", "--out", d, "--resume", "--steps", "8"])
     assert "trained on 2 rank(s), this run has 1" in line
-
-
-def _one_line_error(capsys, argv):
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1, err
-    return err[0]
 
 
 def test_fsdp_equals_ddp_survives_a_dead_rank_and_loads_in_one_process(ddp, tmp_path, capsys):

@@ -26,6 +26,7 @@ from safetensors.torch import load_file
 import bdh_gpu
 from bdh.cli import main
 from bdh_gpu.train import TRAIN_STATE, read_train_state
+from cli_errors import one_line_error as _one_line
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -178,13 +179,6 @@ def test_kill_9_at_a_seeded_random_moment_leaves_a_loadable_checkpoint(straight,
     bdh_gpu.load(str(d))
     assert main(["train", "--out", str(d), "--resume", "--quiet", "--ckpt-every", "1"]) == 0
     _assert_same(_state(str(d)), _state(straight))
-
-
-def _one_line(capsys, argv):
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1, err
-    return err[0]
 
 
 def test_non_empty_out_is_refused_and_force_alone_replaces(straight, tmp_path, capsys):
