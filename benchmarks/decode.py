@@ -108,11 +108,14 @@ def recompute_rows(quick: bool) -> list:
 
 
 def train_briefly(preset: str, steps: int, seed: int = 0):
-    """A `preset` official model trained `steps` AdamW updates on tiny Shakespeare (8 x 128 bytes per step):
-    trained enough that its activity is its own, not the random init's ~50% of x. -> (model, text bytes)."""
+    """A `preset` official model trained `steps` updates on tiny Shakespeare (8 x 128 bytes per step) by
+    `bdh_gpu.train.train`, the loop of `bdh train` (checkpoints into a temporary directory): trained enough that
+    its activity is its own, not the random init's ~50% of x. -> (model, text bytes)."""
+    import tempfile
+
     from bdh_gpu import BDH, get_preset
     from bdh_gpu.data import TextData, read_bytes
-    from bdh_gpu.train import TrainConfig, loss_fn, lr_at, make_optimizer
+    from bdh_gpu.train import TrainConfig, train
 
     from benchmarks.quality import SHARED_TINYSHAKESPEARE
     raw = read_bytes(SHARED_TINYSHAKESPEARE)
@@ -120,16 +123,10 @@ def train_briefly(preset: str, steps: int, seed: int = 0):
     cfg = get_preset(preset)
     cfg.dropout = 0.0
     model = BDH(cfg)
-    data = TextData(raw, block_size=128)
-    tc = TrainConfig(steps=steps, batch_size=8, block_size=128, warmup_steps=min(10, steps))
-    opt, gen = make_optimizer(model, tc), torch.Generator().manual_seed(seed + 1)
-    for step in range(steps):
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, tc)
-        x, y = data.get_batch("train", 8, gen)
-        loss_fn(model(x), y).backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+    tc = TrainConfig(data="tinyshakespeare", steps=steps, batch_size=8, block_size=128, warmup_steps=min(10, steps),
+                     eval_every=steps, eval_batches=1, ckpt_every=steps, seed=seed + 1)
+    with tempfile.TemporaryDirectory(prefix="bdh-decode-bench-") as out:
+        train(model, TextData(raw, block_size=128), tc, out, progress=False, log=lambda s: None)
     return model.eval(), raw[-4096:]
 
 
