@@ -9,9 +9,11 @@ Under `mpiexec -n P` (P > 1; docs/distributed.md) every rank runs the same comma
 rank 0 alone prints. An error on any rank prints its one line and aborts the whole MPI job with the exit code
 (2 for bad input, 1 otherwise), so no rank is left waiting in a collective.
 """
+
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
@@ -20,9 +22,18 @@ from bdh import __version__
 from bdh.errors import InputError, input_errors
 
 COMMANDS = [
-    "train", "generate", "logits", "eval", "import_official",  # tensor model (bdh_gpu)
-    "verify", "export_graph",  # equivalence
-    "demo", "view", "trace", "analyze", "merge",  # teaching tools
+    "train",
+    "generate",
+    "logits",
+    "eval",
+    "import_official",  # tensor model (bdh_gpu)
+    "verify",
+    "export_graph",  # equivalence
+    "demo",
+    "view",
+    "trace",
+    "analyze",
+    "merge",  # teaching tools
 ]
 
 
@@ -38,8 +49,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="bdh", description="The Dragon Hatchling (BDH): the tensor model, the neuron-graph "
-                                             "simulator, the bridge between them, and the tools to look inside.")
+    parser = _Parser(
+        prog="bdh",
+        description="The Dragon Hatchling (BDH): the tensor model, the neuron-graph "
+        "simulator, the bridge between them, and the tools to look inside.",
+    )
     parser.add_argument("--version", action="version", version=f"bdh {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
@@ -57,11 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
 def _mpi_world():
     """(rank, size, abort) of the MPI job this process is part of; (0, 1, None) outside mpiexec."""
     from bdh_graph.comm import mpi_world_size
+
     if "TORCHELASTIC_RUN_ID" in os.environ:  # a torchrun worker (`srun torchrun` sets SLURM_PROCID): not MPI
         return 0, 1, None
     if mpi_world_size() <= 1:
         return 0, 1, None
     from mpi4py import MPI
+
     w = MPI.COMM_WORLD
     return w.Get_rank(), w.Get_size(), w.Abort
 
@@ -72,12 +88,12 @@ def main(argv=None) -> int:
     expected = input_errors() + ((ValueError,) if args.command in LEGACY_VALUE_ERRORS else ())
     rank, size, abort = _mpi_world()
     if rank > 0:
-        sys.stdout = open(os.devnull, "w")   # rank 0 alone prints
+        sys.stdout = open(os.devnull, "w")  # rank 0 alone prints
 
     def fail(line, code):
         where = f" (rank {rank} of {size})" if size > 1 else ""
         print(f"bdh {args.command}: error{where}: {line}", file=sys.stderr)
-        if size > 1:            # end every rank now: none may be left waiting in a collective
+        if size > 1:  # end every rank now: none may be left waiting in a collective
             sys.stderr.flush()
             abort(code)
         return code
@@ -87,17 +103,15 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("bdh: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:                     # the reader went away (| head): stop quietly, as cat does
-        try:
+    except BrokenPipeError:  # the reader went away (| head): stop quietly, as cat does
+        with contextlib.suppress(OSError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        except OSError:
-            pass
         return 141
     except expected as e:
         return fail(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__, 2)
     except Exception as e:
         if size == 1:
-            raise                               # a bug: its traceback, exit code 1
+            raise  # a bug: its traceback, exit code 1
         return fail(f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}", 1)
 
 

@@ -6,6 +6,7 @@ directory. The packages raise their own subclasses of ValueError for bad input t
 arguments); `INPUT_ERRORS` lists them all, and the CLI turns exactly these into one line on stderr and exit code
 2. Any other exception is a bug: the CLI lets it through (a traceback, exit code 1).
 """
+
 from __future__ import annotations
 
 
@@ -15,10 +16,10 @@ class InputError(Exception):
 
 def input_errors() -> tuple:
     """The exception classes that mean "bad input" (imported lazily: the packages are heavy)."""
+    from bdh.teach.view import ViewError
     from bdh_gpu import InputError as ModelInputError
     from bdh_graph import GraphError
 
-    from bdh.teach.view import ViewError
     return InputError, ModelInputError, GraphError, ViewError
 
 
@@ -35,6 +36,7 @@ def read_input(path: str, flag: str, limit: int | None = None) -> bytes:
 def load_model(path: str, flag: str = "DIR", **kw):
     """bdh_gpu.load with the problem named after the argument: 'DIR runs/x: no config.json (...)'."""
     import bdh_gpu
+
     try:
         return bdh_gpu.load(path, **kw)
     except bdh_gpu.InputError as e:
@@ -46,6 +48,7 @@ def check_compile(model, how, flag="--compile", value=None):
     """The compile `how` (None: the variant's default) if it applies to the model's variant, else an InputError
     naming the flag and the value that would work."""
     from equivalence import APPLIES, COMPILES, default_compile
+
     if how is None:
         return default_compile(model)
     if how not in COMPILES:
@@ -54,14 +57,17 @@ def check_compile(model, how, flag="--compile", value=None):
     if v not in APPLIES[how]:
         good = default_compile(model)
         shown = (value or "{}").format
-        raise InputError(f"{flag} {shown(how)}: does not apply to a {v} model (it applies to "
-                         f"{' and '.join(APPLIES[how])}); use {flag} {shown(good)}")
+        raise InputError(
+            f"{flag} {shown(how)}: does not apply to a {v} model (it applies to "
+            f"{' and '.join(APPLIES[how])}); use {flag} {shown(good)}"
+        )
     return how
 
 
 def resolve_device(spec: str):
     """`bdh.commands.train.resolve_device` with its ValueError (an unknown or unavailable --device) as InputError."""
     from bdh.commands.train import resolve_device as resolve
+
     try:
         return resolve(spec)
     except ValueError as e:

@@ -1,7 +1,18 @@
 """BDH-GPU, the tensor model of the Dragon Hatchling (arXiv:2509.26507): see docs/bdh_gpu.md."""
+
 from .config import PRESETS, BDHConfig, InputError, get_preset
 from .io import load, load_config, load_weights, save
 from .model import BDH, BDHState
 
-__all__ = ["BDH", "BDHConfig", "InputError", "BDHState", "PRESETS", "get_preset", "load", "load_config",
-           "load_weights", "save"]
+__all__ = [
+    "BDH",
+    "BDHConfig",
+    "InputError",
+    "BDHState",
+    "PRESETS",
+    "get_preset",
+    "load",
+    "load_config",
+    "load_weights",
+    "save",
+]

@@ -3,6 +3,7 @@
 Symbols follow the paper (arXiv:2509.26507, Sec. 3): `h` heads split the `n = h*N` neurons, `d` is the
 low-rank dimension, `L` layers share one set of weights, the vocabulary is the 256 byte values.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -16,24 +17,23 @@ class InputError(ValueError):
     """Bad input to bdh_gpu (a config value, a model directory): one line naming the field or file."""
 
 
-
 VARIANTS = ("official", "paper", "normfree")
 
 
 @dataclass
 class BDHConfig:
-    n_head: int = 4            # h: heads; each owns N neurons and a separate, parameter-free LN of its attention
-    d: int = 256               # d: low-rank (embedding) dimension, `n_embd` in the released code
-    N: int = 8192              # neurons per head (released: mlp_internal_dim_multiplier * d // n_head)
-    n_layer: int = 6           # L: layers, all sharing the same D_x, D_y, E
-    vocab_size: int = 256      # bytes
-    dropout: float = 0.1       # on y, training mode only (as released)
-    U: str = "rope"            # positional operator: "rope" | "alibi" | "rope+alibi" | "none"
+    n_head: int = 4  # h: heads; each owns N neurons and a separate, parameter-free LN of its attention
+    d: int = 256  # d: low-rank (embedding) dimension, `n_embd` in the released code
+    N: int = 8192  # neurons per head (released: mlp_internal_dim_multiplier * d // n_head)
+    n_layer: int = 6  # L: layers, all sharing the same D_x, D_y, E
+    vocab_size: int = 256  # bytes
+    dropout: float = 0.1  # on y, training mode only (as released)
+    U: str = "rope"  # positional operator: "rope" | "alibi" | "rope+alibi" | "none"
     variant: str = "official"  # "official" (released bdh.py) | "paper" (Eq. 8) | "normfree" (Eq. 7)
-    rope_theta: float = 2.0 ** 16  # RoPE base: pair m of every head turns by theta^(-2m/N) radians per token
-    alibi_max_bias: float = 8.0    # ALiBi: head k (0-based) damps by u_k = exp(-2^(-alibi_max_bias*(k+1)/h)) per token
-    gains: dict | None = None      # constant multipliers of the parameters (see `default_gains`); None = the variant's
-                                   # default, fixed (made explicit) when a model is built; {} = all 1 (as released)
+    rope_theta: float = 2.0**16  # RoPE base: pair m of every head turns by theta^(-2m/N) radians per token
+    alibi_max_bias: float = 8.0  # ALiBi: head k (0-based) damps by u_k = exp(-2^(-alibi_max_bias*(k+1)/h)) per token
+    gains: dict | None = None  # constant multipliers of the parameters (see `default_gains`); None = the variant's
+    # default, fixed (made explicit) when a model is built; {} = all 1 (as released)
 
     @property
     def n(self) -> int:
@@ -48,8 +48,9 @@ class BDHConfig:
     def uses_alibi(self) -> bool:
         return self.U in ("alibi", "rope+alibi")
 
-    def validate(self) -> "BDHConfig":
+    def validate(self) -> BDHConfig:
         """Raise ValueError (one line, naming the field, expected vs got) on the first bad field."""
+
         def bad(field, expected):
             raise InputError(f"BDHConfig.{field}: expected {expected}, got {getattr(self, field)!r}")
 
@@ -71,10 +72,12 @@ class BDHConfig:
             bad("rope_theta", "a finite float > 1")
         if not _is_real(self.alibi_max_bias) or not math.isfinite(self.alibi_max_bias) or self.alibi_max_bias <= 0:
             bad("alibi_max_bias", "a finite float > 0")
-        if self.gains is not None:
-            if not isinstance(self.gains, dict) or not set(self.gains) <= set(GAIN_NAMES) or not all(
-                    _is_real(g) and math.isfinite(g) and g > 0 for g in self.gains.values()):
-                bad("gains", f"None or a dict of finite floats > 0 with keys among {', '.join(GAIN_NAMES)}")
+        if self.gains is not None and (
+            not isinstance(self.gains, dict)
+            or not set(self.gains) <= set(GAIN_NAMES)
+            or not all(_is_real(g) and math.isfinite(g) and g > 0 for g in self.gains.values())
+        ):
+            bad("gains", f"None or a dict of finite floats > 0 with keys among {', '.join(GAIN_NAMES)}")
         return self
 
     def resolved_gains(self) -> dict:
@@ -86,7 +89,7 @@ class BDHConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "BDHConfig":
+    def from_dict(cls, data: dict) -> BDHConfig:
         """Build and validate a config; unknown keys are an error (missing keys take the defaults)."""
         if not isinstance(data, dict):
             raise InputError(f"BDHConfig: expected a JSON object, got {type(data).__name__}")
@@ -106,7 +109,7 @@ GAIN_NAMES = ("embed", "D_x", "D_y", "E", "lm_head")
 INIT_STD = 0.02  # every parameter starts as normal(0, 0.02), as released; the gains set the effective scale
 
 
-def default_gains(config: "BDHConfig") -> dict:
+def default_gains(config: BDHConfig) -> dict:
     """Constant gains g_p of the `normfree` variant (Eq. 7); {} (all 1) for `official` and `paper`.
 
     The model computes with g_p * p for every parameter p, and the graph compiles fold g_p into the edge weights
@@ -127,8 +130,13 @@ def default_gains(config: "BDHConfig") -> dict:
         return {}
     n, d = config.n, config.d
     s = 1.0 / INIT_STD
-    return {"embed": s, "D_x": s / math.sqrt(d), "D_y": s * 0.63 / (math.sqrt(d) * n ** 0.75),
-            "E": s / (8 * math.sqrt(n)), "lm_head": s / math.sqrt(d)}
+    return {
+        "embed": s,
+        "D_x": s / math.sqrt(d),
+        "D_y": s * 0.63 / (math.sqrt(d) * n**0.75),
+        "E": s / (8 * math.sqrt(n)),
+        "lm_head": s / math.sqrt(d),
+    }
 
 
 def _is_real(x) -> bool:

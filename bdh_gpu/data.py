@@ -16,6 +16,7 @@ int64; a target of `IGNORE` (-100) is not scored. Two kinds:
 
 `make_dataset(spec, block_size)` turns a `--data` argument into one of these.
 """
+
 from __future__ import annotations
 
 import math
@@ -23,7 +24,8 @@ import os
 import tempfile
 import urllib.error
 import urllib.request
-from typing import Iterator, NamedTuple
+from collections.abc import Iterator
+from typing import NamedTuple
 
 import torch
 
@@ -69,9 +71,10 @@ def tinyshakespeare_path(download: bool = True) -> str:
         with urllib.request.urlopen(TINYSHAKESPEARE_URL, timeout=30) as r:
             payload = r.read()
     except (urllib.error.URLError, OSError) as e:
-        raise OSError(f"could not download tiny Shakespeare from {TINYSHAKESPEARE_URL} ({e}); offline? "
-                      f"pass the path of a local copy as --data, or set BDH_TINYSHAKESPEARE=/path/to/input.txt"
-                      ) from None
+        raise OSError(
+            f"could not download tiny Shakespeare from {TINYSHAKESPEARE_URL} ({e}); offline? "
+            f"pass the path of a local copy as --data, or set BDH_TINYSHAKESPEARE=/path/to/input.txt"
+        ) from None
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tinyshakespeare-", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -107,13 +110,14 @@ class TextData:
             raise InputError(f"block size must be >= 1 (got {block_size})")
         self.name, self.block_size = name, block_size
         n_val = int(len(data) * VAL_FRACTION)
-        self.splits = {"train": data[: len(data) - n_val], "val": data[len(data) - n_val:]}
+        self.splits = {"train": data[: len(data) - n_val], "val": data[len(data) - n_val :]}
         for split, d in self.splits.items():
             if len(d) < block_size + 1:
                 raise InputError(
                     f"data shorter than one window: {name} has {len(data)} bytes, its {split} split "
                     f"{len(d)}; a window needs block_size + 1 = {block_size + 1} bytes "
-                    f"(need at least {math.ceil((block_size + 1) / VAL_FRACTION)} bytes, or a smaller --block-size)")
+                    f"(need at least {math.ceil((block_size + 1) / VAL_FRACTION)} bytes, or a smaller --block-size)"
+                )
 
     def get_batch(self, split: str, batch_size: int, generator: torch.Generator) -> Batch:
         """`batch_size` random windows of the split, drawn with `generator`."""
@@ -126,7 +130,7 @@ class TextData:
         d, T = self.splits[split], self.block_size
         starts = torch.arange(0, len(d) - T, T)[: batch_size * max_batches]
         for k in range(0, len(starts), batch_size):
-            yield self._windows(d, starts[k:k + batch_size])
+            yield self._windows(d, starts[k : k + batch_size])
 
     def _windows(self, d: torch.Tensor, ix: torch.Tensor) -> Batch:
         T = self.block_size
@@ -149,8 +153,10 @@ class RecallData:
             raise InputError(f"recall pairs must be in 1..{len(RECALL_KEYS)} (got {n_pairs})")
         need = n_pairs + 3  # pairs, ':', and one query key + answer
         if block_size + 1 < need:
-            raise InputError(f"data shorter than one window: a recall episode with {n_pairs} pairs and one "
-                             f"query needs {need} bytes, a window has block_size + 1 = {block_size + 1}")
+            raise InputError(
+                f"data shorter than one window: a recall episode with {n_pairs} pairs and one "
+                f"query needs {need} bytes, a window has block_size + 1 = {block_size + 1}"
+            )
         self.name, self.block_size, self.n_pairs, self.val_seed = f"recall:{n_pairs}", block_size, n_pairs, val_seed
         self.n_queries = (block_size - n_pairs + 1) // 2  # fills T + 1 bytes; the last may lose its answer
 
@@ -168,7 +174,7 @@ class RecallData:
         sep = torch.full((batch_size, 1), RECALL_SEP)
         seq = torch.cat([pairs, sep, queries], dim=1)[:, : T + 1]  # (B, T+1)
         scored = torch.zeros_like(seq, dtype=torch.bool)
-        scored[:, K + 2::2] = True  # answers sit at K+1 + 2q + 1
+        scored[:, K + 2 :: 2] = True  # answers sit at K+1 + 2q + 1
         x, y = seq[:, :-1], seq[:, 1:].clone()
         y[~scored[:, 1:]] = IGNORE
         return Batch(x.long(), y.long())

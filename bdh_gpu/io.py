@@ -1,4 +1,5 @@
 """Model directories: `config.json` + `model.safetensors` (no pickle). Written atomically, loaded with checks."""
+
 from __future__ import annotations
 
 import json
@@ -29,7 +30,7 @@ def atomic_write(path: str, write) -> None:
         write(tmp)
         mask = os.umask(0)
         os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)          # mkstemp makes 0600; a model directory is as readable as any file
+        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600; a model directory is as readable as any file
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -72,7 +73,9 @@ def save(model: BDH, directory: str) -> None:
 def load_config(directory: str) -> BDHConfig:
     """The BDHConfig of a model directory (config.json only); every problem is a one-line InputError naming it."""
     if not os.path.isdir(directory):
-        raise InputError(f"{directory}: not a directory (expected a model directory with {CONFIG_FILE} and {WEIGHTS_FILE})")
+        raise InputError(
+            f"{directory}: not a directory (expected a model directory with {CONFIG_FILE} and {WEIGHTS_FILE})"
+        )
     cfg_path = os.path.join(directory, CONFIG_FILE)
     if not os.path.isfile(cfg_path):
         raise InputError(f"{directory}: no {CONFIG_FILE} (not a model directory)")
@@ -99,8 +102,10 @@ def _check_tensors(w_path, expected: dict, shapes: dict, dtypes: dict) -> None:
         raise InputError(f"{w_path}: tensor keys do not match the config: missing {missing}, unexpected {unexpected}")
     for key, ref in expected.items():
         if tuple(shapes[key]) != tuple(ref):
-            raise InputError(f"{w_path}: shape mismatch for {key}: expected {tuple(ref)} "
-                             f"(from {CONFIG_FILE}), got {tuple(shapes[key])}")
+            raise InputError(
+                f"{w_path}: shape mismatch for {key}: expected {tuple(ref)} "
+                f"(from {CONFIG_FILE}), got {tuple(shapes[key])}"
+            )
         if not dtypes[key]:
             raise InputError(f"{w_path}: {key} has a non-floating-point dtype, expected a floating-point tensor")
 
@@ -123,8 +128,10 @@ def load(directory: str, map_location="cpu") -> BDH:
         raise InputError(f"{w_path}: tensor keys do not match the config: missing {missing}, unexpected {unexpected}")
     for key, ref in expected.items():
         if tuple(tensors[key].shape) != tuple(ref.shape):
-            raise InputError(f"{w_path}: shape mismatch for {key}: expected {tuple(ref.shape)} "
-                             f"(from {CONFIG_FILE}), got {tuple(tensors[key].shape)}")
+            raise InputError(
+                f"{w_path}: shape mismatch for {key}: expected {tuple(ref.shape)} "
+                f"(from {CONFIG_FILE}), got {tuple(tensors[key].shape)}"
+            )
         if not tensors[key].is_floating_point():
             raise InputError(f"{w_path}: {key} has dtype {tensors[key].dtype}, expected a floating-point tensor")
     dtype = tensors["E"].dtype
@@ -145,6 +152,7 @@ def load_weights(directory: str, lo: int = 0, hi: int | None = None, E_all: bool
     `BDH.effective_weights()` of the model converted to float64 (what the graph compilers read) bit for bit.
     """
     from safetensors import safe_open
+
     config = load_config(directory)
     n, N, h = config.n, config.N, config.n_head
     hi = n if hi is None else hi
@@ -157,18 +165,32 @@ def load_weights(directory: str, lo: int = 0, hi: int | None = None, E_all: bool
     eff = lambda t, name: (t.double() * g[name]).numpy()
     try:
         with safe_open(w_path, framework="pt", device="cpu") as f:
-            sl = {k: f.get_slice(k) for k in f.keys()}
-            _check_tensors(w_path, _expected_shapes(config), {k: tuple(s.get_shape()) for k, s in sl.items()},
-                           {k: s.get_dtype().startswith(("F", "BF")) for k, s in sl.items()})
+            sl = {k: f.get_slice(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
+            _check_tensors(
+                w_path,
+                _expected_shapes(config),
+                {k: tuple(s.get_shape()) for k, s in sl.items()},
+                {k: s.get_dtype().startswith(("F", "BF")) for k, s in sl.items()},
+            )
 
-            def rows(name):                       # rows lo..hi of the (n, d) view of an (h, N, d) tensor
-                parts = [sl[name][k:k + 1, max(lo - k * N, 0):min(hi - k * N, N)].reshape(-1, config.d)
-                         for k in range(h) if max(lo, k * N) < min(hi, (k + 1) * N)]
+            def rows(name):  # rows lo..hi of the (n, d) view of an (h, N, d) tensor
+                parts = [
+                    sl[name][k : k + 1, max(lo - k * N, 0) : min(hi - k * N, N)].reshape(-1, config.d)
+                    for k in range(h)
+                    if max(lo, k * N) < min(hi, (k + 1) * N)
+                ]
                 return torch.cat(parts) if parts else torch.zeros(0, config.d)
 
-            return {"config": config, "lo": lo, "hi": hi, "E_lo": 0 if E_all else lo,
-                    "D_x": eff(rows("D_x"), "D_x"), "D_y": eff(rows("D_y"), "D_y"),
-                    "E": eff(sl["E"][:, :] if E_all else sl["E"][:, lo:hi], "E"),
-                    "embed": eff(sl["embed.weight"][:, :], "embed"), "lm_head": eff(sl["lm_head"][:, :], "lm_head")}
+            return {
+                "config": config,
+                "lo": lo,
+                "hi": hi,
+                "E_lo": 0 if E_all else lo,
+                "D_x": eff(rows("D_x"), "D_x"),
+                "D_y": eff(rows("D_y"), "D_y"),
+                "E": eff(sl["E"][:, :] if E_all else sl["E"][:, lo:hi], "E"),
+                "embed": eff(sl["embed.weight"][:, :], "embed"),
+                "lm_head": eff(sl["lm_head"][:, :], "lm_head"),
+            }
     except (SafetensorError, OSError) as e:
         raise InputError(f"{w_path}: not a readable safetensors file ({str(e).splitlines()[0]})") from None

@@ -20,6 +20,7 @@ Shapes: B batch, T tokens, h heads, N neurons per head, n = h*N, d low-rank dime
 Parameters (paper name -> released name):  D_x (h,N,d) = encoder^T per head;  D_y (h,N,d) = encoder_v^T;
 E (d,n) = decoder^T;  embed (V,d) = embed;  lm_head (d,V) = lm_head.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -33,9 +34,11 @@ import torch.nn.functional as F
 
 from .config import GAIN_NAMES, INIT_STD, BDHConfig
 
-LN_EPS = 1e-5              # as nn.LayerNorm in the released code
-ALIBI_LAZY_LOG = 20.0      # the ALiBi state is rescaled when a stored factor would exceed e^20 (see BDHState)
-SPARSE_MAX_DENSITY = 0.1   # step() gathers active neurons when at most this fraction fires (crossover ~0.1-0.15 on 2 cores)
+LN_EPS = 1e-5  # as nn.LayerNorm in the released code
+ALIBI_LAZY_LOG = 20.0  # the ALiBi state is rescaled when a stored factor would exceed e^20 (see BDHState)
+SPARSE_MAX_DENSITY = (
+    0.1  # step() gathers active neurons when at most this fraction fires (crossover ~0.1-0.15 on 2 cores)
+)
 # chunk_size="auto" (the default): the chunked form from AUTO_CHUNK_MIN_T tokens on, in chunks of AUTO_CHUNK_SIZE,
 # the full T x T form below. Both are equal; this only picks the faster. Measured on the idle 2-core CPU
 # (2026-12-01, train step of the `small` shapes, batch 1; `python -m benchmarks --only attention`, chunks 128, 256,
@@ -48,6 +51,7 @@ AUTO_CHUNK_SIZE = 256
 
 
 # ----------------------------------------------------------------------------- primitives
+
 
 def layer_norm(z: torch.Tensor) -> torch.Tensor:
     """LN(z) = (z - mean z) / std z over the last axis, no affine parameters, eps 1e-5 (reference Sec. 1)."""
@@ -82,15 +86,15 @@ def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tenso
     the rotation by -phase, R^T g); other dtypes (bf16/fp16 under autocast) as R x = x * c + swap(x) * s with
     c = (cos, cos), s = (-sin, sin) per pair and the same R^T backward (`_Rotate`). No per-pair slices."""
     if x.dtype in (torch.float32, torch.float64):
-        phase = torch.complex(cos.to(x.dtype), sin.to(x.dtype))                # (T, N/2)
+        phase = torch.complex(cos.to(x.dtype), sin.to(x.dtype))  # (T, N/2)
         return torch.view_as_real(torch.view_as_complex(x.unflatten(-1, (-1, 2)).contiguous()) * phase).flatten(-2)
-    c = cos.to(x.dtype).repeat_interleave(2, -1)                             # (T, N)
-    s = torch.stack((-sin, sin), dim=-1).flatten(-2).to(x.dtype)             # (T, N)
+    c = cos.to(x.dtype).repeat_interleave(2, -1)  # (T, N)
+    s = torch.stack((-sin, sin), dim=-1).flatten(-2).to(x.dtype)  # (T, N)
     return _Rotate.apply(x, c, s)
 
 
 def _rotate_fwd(x, c, s):
-    swapped = x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)                  # (x_2m+1, x_2m)
+    swapped = x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)  # (x_2m+1, x_2m)
     return torch.addcmul(x * c, swapped, s)
 
 
@@ -124,6 +128,7 @@ class BDHState(NamedTuple):
     Eq. 8 in absolute phase, so that a silent neuron's row is never touched. The paper's rho_{t-1,l} is
     exp(-m (t - t_ref)) S^T R_t (see `BDH.rho`). t_ref is the ALiBi reference position (0 without ALiBi).
     """
+
     S: tuple
     t: int
     t_ref: int
@@ -149,6 +154,7 @@ def retention(config: BDHConfig) -> dict:
 
 # ----------------------------------------------------------------------------- the model
 
+
 class BDH(nn.Module):
     def __init__(self, config: BDHConfig, *, chunk_size: int | str | None = "auto"):
         """chunk_size: default attention form of forward/prefill: None = full (one T x T score matrix per head),
@@ -163,30 +169,33 @@ class BDH(nn.Module):
         self._g_embed, self._g_x, self._g_y, self._g_E, self._g_lm = (g[k] for k in GAIN_NAMES)
         self.chunk_size = _check_chunk(chunk_size)
         h, N, d, V = config.n_head, config.N, config.d, config.vocab_size
-        self.embed = nn.Embedding(V, d)                      # token -> R^d
-        self.D_x = nn.Parameter(torch.empty(h, N, d))        # encoder:  x = (D_x v)^+   (n x d, split by head)
-        self.D_y = nn.Parameter(torch.empty(h, N, d))        # encoder:  y = (D_y a)^+ * x
-        self.E = nn.Parameter(torch.empty(d, h * N))         # decoder:  E y in R^d
-        self.lm_head = nn.Parameter(torch.empty(d, V))       # readout
+        self.embed = nn.Embedding(V, d)  # token -> R^d
+        self.D_x = nn.Parameter(torch.empty(h, N, d))  # encoder:  x = (D_x v)^+   (n x d, split by head)
+        self.D_y = nn.Parameter(torch.empty(h, N, d))  # encoder:  y = (D_y a)^+ * x
+        self.E = nn.Parameter(torch.empty(d, h * N))  # decoder:  E y in R^d
+        self.lm_head = nn.Parameter(torch.empty(d, V))  # readout
         for p in (self.embed.weight, self.D_x, self.D_y, self.E, self.lm_head):
-            nn.init.normal_(p, mean=0.0, std=INIT_STD)       # as released; the gains set the effective scale
+            nn.init.normal_(p, mean=0.0, std=INIT_STD)  # as released; the gains set the effective scale
         # U's constants: plain CPU float64 tensors, not buffers (the checkpoint holds only parameters)
-        self._freqs = rope_frequencies(N, config.rope_theta) if config.uses_rope else None   # (N,)
+        self._freqs = rope_frequencies(N, config.rope_theta) if config.uses_rope else None  # (N,)
         self._slopes = alibi_slopes(h, config.alibi_max_bias) if config.uses_alibi else None  # (h,)
         self._cache = {}
 
     # --- small helpers ------------------------------------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, path_or_hub_id: str, map_location="cpu", revision: str | None = None,
-                        cache_dir: str | None = None) -> "BDH":
+    def from_pretrained(
+        cls, path_or_hub_id: str, map_location="cpu", revision: str | None = None, cache_dir: str | None = None
+    ) -> BDH:
         """A model from a directory with config.json + model.safetensors, or from a Hugging Face Hub id
         (`owner/name`, needs huggingface_hub); the contract of PyTorchModelHubMixin (bdh_gpu/hub.py)."""
         from .hub import from_pretrained
+
         return from_pretrained(path_or_hub_id, map_location=map_location, revision=revision, cache_dir=cache_dir)
 
     def save_pretrained(self, directory: str) -> str:
         """Write config.json + model.safetensors into `directory` (= bdh_gpu.save); returns the directory."""
         from .hub import save_pretrained
+
         return save_pretrained(self, directory)
 
     def _on(self, name: str, device) -> torch.Tensor:
@@ -220,7 +229,7 @@ class BDH(nn.Module):
     def _active(z: torch.Tensor, pairs: bool) -> torch.Tensor:
         """Indices of the neurons where any batch row of z (B, n) is non-zero (whole pairs when rotating)."""
         if pairs:
-            live = (z != 0).unflatten(-1, (-1, 2)).any(-1).any(0)               # (n/2,)
+            live = (z != 0).unflatten(-1, (-1, 2)).any(-1).any(0)  # (n/2,)
             p = live.nonzero().squeeze(-1)
             return torch.stack((2 * p, 2 * p + 1), dim=-1).flatten()
         return (z != 0).any(0).nonzero().squeeze(-1)
@@ -241,7 +250,7 @@ class BDH(nn.Module):
         torch.matmul materialises that broadcast (a copy of D_x per sequence, every layer, every step)."""
         B, T, d = v.shape
         h, N, _ = self.D_x.shape
-        z = F.linear(self._scaled(v, self._g_x).reshape(B * T, d), self.D_x.reshape(h * N, d))   # (B T, h N)
+        z = F.linear(self._scaled(v, self._g_x).reshape(B * T, d), self.D_x.reshape(h * N, d))  # (B T, h N)
         return F.relu(z).view(B, T, h, N).transpose(1, 2)
 
     def _gate_product(self, a: torch.Tensor) -> torch.Tensor:
@@ -255,14 +264,14 @@ class BDH(nn.Module):
 
     def _gate(self, a: torch.Tensor, x: torch.Tensor, sparse: bool) -> torch.Tensor:
         """y = (D_y a)^+ * x: a (B,h or 1,T,d), x (B,h,T,N) -> (B,h,T,N). Sparse: only rows where x > 0."""
-        a = self._scaled(a, self._g_y)                         # D_y with its gain
+        a = self._scaled(a, self._g_y)  # D_y with its gain
         if not sparse:
             return F.relu(self._gate_product(a)) * x
-        B, h, T, N = x.shape                                   # T == 1
+        B, h, T, N = x.shape  # T == 1
         xf = x.reshape(B, h * N)
-        act = self._active(xf, pairs=False)                    # (k,)
-        a_rows = a[:, (act // N) if a.shape[1] > 1 else torch.zeros_like(act), 0, :]   # (B,k,d)
-        ys = F.relu((a_rows * self.D_y.view(h * N, -1)[act]).sum(-1))                  # (B,k)
+        act = self._active(xf, pairs=False)  # (k,)
+        a_rows = a[:, (act // N) if a.shape[1] > 1 else torch.zeros_like(act), 0, :]  # (B,k,d)
+        ys = F.relu((a_rows * self.D_y.view(h * N, -1)[act]).sum(-1))  # (B,k)
         y = torch.zeros_like(xf)
         y[:, act] = ys * xf[:, act]
         return y.view(B, h, T, N)
@@ -270,7 +279,7 @@ class BDH(nn.Module):
     def _decode(self, y: torch.Tensor, sparse: bool) -> torch.Tensor:
         """E y: y (B,h,T,N) -> (B,T,d). Sparse: only columns of E where y > 0."""
         B, h, T, N = y.shape
-        yf = y.transpose(1, 2).reshape(B, T, h * N)            # neuron index = head * N + i
+        yf = y.transpose(1, 2).reshape(B, T, h * N)  # neuron index = head * N + i
         if not sparse:
             return self._scaled(yf @ self.E.mT, self._g_E)
         act = self._active(yf[:, 0], pairs=False)
@@ -286,37 +295,37 @@ class BDH(nn.Module):
         """
         B, h, T, N = x.shape
         dev, dt = x.device, x.dtype
-        xr = rotate(x, *cs) if cs is not None else x                              # R_t x_t  (B,h,T,N)
+        xr = rotate(x, *cs) if cs is not None else x  # R_t x_t  (B,h,T,N)
         pos = torch.arange(t0, t0 + T, device=dev)
         alibi = self._slopes is not None
-        if sparse:                                              # T == 1, S given: touch only active rows of S
+        if sparse:  # T == 1, S given: touch only active rows of S
             xf = xr.reshape(B, h * N)
-            act = self._active(x.reshape(B, h * N), pairs=cs is not None)       # (k,)
+            act = self._active(x.reshape(B, h * N), pairs=cs is not None)  # (k,)
             head = act // N
             Sf = S.reshape(B, h * N, -1)
-            rows = Sf.index_select(1, act)                                        # (B,k,d)
-            xa = xf[:, act]                                                       # (B,k)
+            rows = Sf.index_select(1, act)  # (B,k,d)
+            xa = xf[:, act]  # (B,k)
             if alibi:
                 xa_read = xa * self._decay(pos - t_ref, dev)[head, 0].to(dt)
             else:
                 xa_read = xa
             a = torch.zeros(B, h, S.shape[-1], dtype=dt, device=dev)
             a.index_add_(1, head, rows * xa_read.unsqueeze(-1))
-            a = a.unsqueeze(2)                                                    # (B,h,1,d)
+            a = a.unsqueeze(2)  # (B,h,1,d)
             if not build:
                 return a, None
-            if t_ref_new != t_ref:                              # ALiBi rebase: the only dense touch, rare
+            if t_ref_new != t_ref:  # ALiBi rebase: the only dense touch, rare
                 Sf = self._rescale(S, t_ref_new - t_ref, inplace).view(B, h * N, -1)
             w = self._decay(t_ref_new - pos, dev)[head, 0].to(dt) if alibi else 1.0
-            delta = (xa * w).unsqueeze(-1) * value[:, 0].unsqueeze(1)             # (B,k,d)
-            if inplace:                                         # per stream along dim 0: torch's fast path
+            delta = (xa * w).unsqueeze(-1) * value[:, 0].unsqueeze(1)  # (B,k,d)
+            if inplace:  # per stream along dim 0: torch's fast path
                 for b in range(B):
                     Sf[b].index_add_(0, act, delta[b])
             else:
                 Sf = Sf.index_add(1, act, delta)
             return a, Sf.view(B, h, N, -1)
 
-        if chunk_size and T > chunk_size:
+        if chunk_size and chunk_size < T:
             return self._attend_chunked(xr, value, S, t0, t_ref, t_ref_new, build, inplace, chunk_size)
         return self._attend_block(xr, value, S, pos, t_ref, t_ref_new, build, inplace)
 
@@ -331,15 +340,15 @@ class BDH(nn.Module):
         alibi = self._slopes is not None
         # token-parallel within the block: scores (R_t x_t).(R_tau x_tau) u^{t-tau}, tau < t
         a = None
-        if T > 1:                                               # one token has no earlier token in its block
-            scores = (xr @ xr.mT).tril_(-1)                                       # (B,h,T,T), tau < t only
+        if T > 1:  # one token has no earlier token in its block
+            scores = (xr @ xr.mT).tril_(-1)  # (B,h,T,T), tau < t only
             if alibi:
                 lag = (pos[:, None] - pos[None, :]).clamp(min=0)
-                scores = scores * self._decay(lag, dev).to(dt)                    # u^{t-tau} per head (h,T,T)
+                scores = scores * self._decay(lag, dev).to(dt)  # u^{t-tau} per head (h,T,T)
             # one product for all heads, (B, h*T, T) @ (B, T, d): no per-head copy of the values
-            a = (scores.reshape(B, h * T, T) @ value.to(dt)).view(B, h, T, -1)   # (B,h,T,d)
-        if S is not None:                                       # tokens before the block, from the state
-            read = xr @ S.to(dt)                                                  # (B,h,T,d)
+            a = (scores.reshape(B, h * T, T) @ value.to(dt)).view(B, h, T, -1)  # (B,h,T,d)
+        if S is not None:  # tokens before the block, from the state
+            read = xr @ S.to(dt)  # (B,h,T,d)
             if alibi:
                 read = read * self._decay(pos - t_ref, dev).to(dt)[None, :, :, None]
             a = read if a is None else a + read
@@ -348,9 +357,9 @@ class BDH(nn.Module):
         if not build:
             return a, None
         autocast = torch.is_autocast_enabled(dev.type)
-        if S is None:                                           # under autocast the state accumulates in float32
+        if S is None:  # under autocast the state accumulates in float32
             S = torch.zeros(B, h, N, value.shape[-1], dtype=torch.float32 if autocast else dt, device=dev)
-        vals = value.unsqueeze(1).expand(B, h, T, -1)                             # (B,h,T,d)
+        vals = value.unsqueeze(1).expand(B, h, T, -1)  # (B,h,T,d)
         if alibi:
             if t_ref_new != t_ref:
                 S = self._rescale(S, t_ref_new - t_ref, inplace)
@@ -358,7 +367,7 @@ class BDH(nn.Module):
         # S += (R_tau x_tau) value_tau^T summed over the block, without an (N x d) temporary
         S3, x3, v3 = S.reshape(B * h, N, -1), xr.mT.reshape(B * h, N, T), vals.reshape(B * h, T, -1)
         if autocast and S3.dtype != torch.get_autocast_dtype(dev.type):
-            S3 = S3 + torch.bmm(x3, v3).to(S3.dtype)            # autocast: low-precision product, state kept in S's dtype
+            S3 = S3 + torch.bmm(x3, v3).to(S3.dtype)  # autocast: low-precision product, state kept in S's dtype
         else:
             S3 = S3.baddbmm_(x3, v3) if inplace else torch.baddbmm(S3, x3, v3)
         return a, S3.view(B, h, N, -1)
@@ -377,23 +386,24 @@ class BDH(nn.Module):
         dev = xr.device
         S_c = S
         if S is not None and self._slopes is not None and t0 != t_ref:
-            S_c = self._rescale(S, t0 - t_ref, inplace=False)                    # the true state at t0
-        owned = False                                           # may the loop update S_c in place?
+            S_c = self._rescale(S, t0 - t_ref, inplace=False)  # the true state at t0
+        owned = False  # may the loop update S_c in place?
         outs = []
         # split, not slices: a slice's backward fills a zero (B,h,T,N) gradient per chunk (quadratic in T)
         for xr_c, v_c, c0 in zip(xr.split(C, dim=2), value.split(C, dim=1), range(0, T, C)):
             c1 = min(T, c0 + C)
             pos = torch.arange(t0 + c0, t0 + c1, device=dev)
             last = c1 == T
-            a_c, S_next = self._attend_block(xr_c, v_c, S_c, pos, t0 + c0, t0 + c1,
-                                             build or not last, owned and not torch.is_grad_enabled())
+            a_c, S_next = self._attend_block(
+                xr_c, v_c, S_c, pos, t0 + c0, t0 + c1, build or not last, owned and not torch.is_grad_enabled()
+            )
             outs.append(a_c)
             if S_next is not None:
                 S_c, owned = S_next, True
-        a = torch.cat(outs, dim=2)                                                # (B,h,T,d)
+        a = torch.cat(outs, dim=2)  # (B,h,T,d)
         if not build:
             return a, None
-        if self._slopes is not None and t_ref_new != t0 + T:                      # back to the caller's reference
+        if self._slopes is not None and t_ref_new != t0 + T:  # back to the caller's reference
             S_c = self._rescale(S_c, t_ref_new - (t0 + T), inplace=False)
         return a, S_c
 
@@ -406,54 +416,58 @@ class BDH(nn.Module):
         norm = (lambda z: z) if normfree else layer_norm
         t0 = state.t if state is not None else 0
         t_ref = state.t_ref if state is not None else 0
-        t_ref_new = t_ref                                         # lazy ALiBi scale, rebased when it would overflow
+        t_ref_new = t_ref  # lazy ALiBi scale, rebased when it would overflow
         if self._slopes is not None and build and float(self._slopes.max()) * (t0 + T - t_ref) > ALIBI_LAZY_LOG:
             t_ref_new = t0 + T
         cs = None
         if self._freqs is not None:
             cs = rope_cos_sin(torch.arange(t0, t0 + T, device=idx.device), self._on("_freqs", idx.device))
 
-        def want_sparse(z):                                        # only for one token, when few neurons fire
+        def want_sparse(z):  # only for one token, when few neurons fire
             if sparse is None:
                 return T == 1 and state is not None and bool((z != 0).float().mean() <= SPARSE_MAX_DENSITY)
             return bool(sparse) and T == 1 and state is not None
 
-        z = self._embed(idx)                                                      # (B,T,d)
+        z = self._embed(idx)  # (B,T,d)
         if official:
-            v = layer_norm(z)                                                     # residual stream
+            v = layer_norm(z)  # residual stream
         else:
-            x = self._encode(norm(z))                                             # x_0 (B,h,T,N)
-            y = x                                                                 # y_0
+            x = self._encode(norm(z))  # x_0 (B,h,T,N)
+            y = x  # y_0
             if record is not None:
-                record["x"].append(x); record["y"].append(y)
+                record["x"].append(x)
+                record["y"].append(y)
         if record is not None and official:
             record["v"].append(v)
         S_new = []
         for l in range(C.n_layer):
             if official:
-                value = v                                                         # (B,T,d)
-                x = self._encode(v)                                               # recomputed (B,h,T,N)
+                value = v  # (B,T,d)
+                x = self._encode(v)  # recomputed (B,h,T,N)
             else:
-                value = norm(self._decode(y, want_sparse(y)))                    # v* = LN(E y_{l-1})
-                x = x + self._encode(value)                                       # x accumulates
+                value = norm(self._decode(y, want_sparse(y)))  # v* = LN(E y_{l-1})
+                x = x + self._encode(value)  # x accumulates
             S_l = state.S[l] if state is not None else None
-            a, S_l = self._attend(x, value, S_l, t0, t_ref, t_ref_new, cs, build, want_sparse(x), inplace,
-                                  chunk_size)
-            a_hat = a.sum(1, keepdim=True) if normfree else layer_norm(a)         # (B,h or 1,T,d)
-            y = self._gate(a_hat, x, want_sparse(x))                             # (B,h,T,N)
+            a, S_l = self._attend(x, value, S_l, t0, t_ref, t_ref_new, cs, build, want_sparse(x), inplace, chunk_size)
+            a_hat = a.sum(1, keepdim=True) if normfree else layer_norm(a)  # (B,h or 1,T,d)
+            y = self._gate(a_hat, x, want_sparse(x))  # (B,h,T,N)
             if dropout > 0:
                 y = F.dropout(y, dropout, training=True)
             S_new.append(S_l)
             if record is not None:
-                record["value"].append(value); record["a"].append(a); record["a_hat"].append(a_hat)
-                record["x"].append(x); record["y"].append(y)
+                record["value"].append(value)
+                record["a"].append(a)
+                record["a_hat"].append(a_hat)
+                record["x"].append(x)
+                record["y"].append(y)
             if official:
-                Ey = self._decode(y, want_sparse(y))                              # (B,T,d)
+                Ey = self._decode(y, want_sparse(y))  # (B,T,d)
                 v = layer_norm(v + layer_norm(Ey))
                 if record is not None:
-                    record["Ey"].append(Ey); record["v"].append(v)
-        out = v if official else norm(self._decode(y, want_sparse(y)))           # (B,T,d)
-        logits = self._scaled(out @ self.lm_head, self._g_lm)                    # (B,T,V)
+                    record["Ey"].append(Ey)
+                    record["v"].append(v)
+        out = v if official else norm(self._decode(y, want_sparse(y)))  # (B,T,d)
+        logits = self._scaled(out @ self.lm_head, self._g_lm)  # (B,T,V)
         new_state = BDHState(tuple(S_new), t0 + T, t_ref_new) if build else None
         return logits, new_state
 
@@ -476,8 +490,9 @@ class BDH(nn.Module):
         S = tuple(torch.zeros(batch_size, C.n_head, C.N, C.d, device=device, dtype=dtype) for _ in range(C.n_layer))
         return BDHState(S, 0, 0)
 
-    def step(self, idx_t: torch.Tensor, state: BDHState, *, sparse: bool | None = None,
-             inplace: bool = False) -> tuple[torch.Tensor, BDHState]:
+    def step(
+        self, idx_t: torch.Tensor, state: BDHState, *, sparse: bool | None = None, inplace: bool = False
+    ) -> tuple[torch.Tensor, BDHState]:
         """Recurrent form (Eq. 8): one token per row, idx_t (B,) -> logits (B,V), new state. Cost independent of t.
 
         Reads the state before writing it. sparse=None gathers only the active neurons (x > 0, y > 0; whole
@@ -489,8 +504,9 @@ class BDH(nn.Module):
         logits, new = self._run(idx_t[:, None], state, build=True, sparse=sparse, inplace=inplace, dropout=p)
         return logits[:, 0], new
 
-    def prefill(self, idx: torch.Tensor, state: BDHState | None = None, *,
-                chunk_size: int | str | None = -1) -> tuple[torch.Tensor, BDHState]:
+    def prefill(
+        self, idx: torch.Tensor, state: BDHState | None = None, *, chunk_size: int | str | None = -1
+    ) -> tuple[torch.Tensor, BDHState]:
         """Token-parallel form that continues `state` (fresh if None) and returns its successor: equals forward.
 
         Differentiable (the entry of truncated BPTT, `bdh_gpu.tbptt`); chunk_size as in `forward`."""
@@ -504,8 +520,14 @@ class BDH(nn.Module):
         return self._run(idx, state, build=True, dropout=p, chunk_size=C)
 
     @torch.no_grad()
-    def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
-                 top_k: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    def generate(
+        self,
+        idx: torch.Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         """Sample max_new_tokens after the prompt idx (B,T>=1) with the recurrent form -> (B, T+new).
 
         temperature 0 is greedy (argmax); top_k keeps the k most likely bytes.
@@ -555,7 +577,7 @@ class BDH(nn.Module):
         out = {}
         for k, vals in record.items():
             t = torch.stack([z[0] for z in vals])
-            if k in ("x", "y"):                                    # (L',h,T,N) -> (L',T,n)
+            if k in ("x", "y"):  # (L',h,T,N) -> (L',T,n)
                 t = t.transpose(1, 2).flatten(2)
             out[k] = t
         out["logits"] = logits[0]
@@ -572,7 +594,7 @@ class BDH(nn.Module):
             Sc = S
             if self._slopes is not None:
                 Sc = self._rescale(S, state.t - state.t_ref, inplace=False)
-            if self._freqs is not None:                     # rho^T = R_t^T S: rotate rows by -phase_t
+            if self._freqs is not None:  # rho^T = R_t^T S: rotate rows by -phase_t
                 c, s = rope_cos_sin(torch.tensor([state.t], device=S.device), self._on("_freqs", S.device))
                 Sc = rotate(Sc.transpose(-1, -2), c, -s).transpose(-1, -2)
             out.append(Sc.transpose(-1, -2))
@@ -581,8 +603,10 @@ class BDH(nn.Module):
     def input_boundary(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """paper/normfree: idx (B,T) -> (x_0, y_0), each (B,T,n): x_0 = (D_x z)^+, y_0 = x_0, z = LN(embed) or embed."""
         if self.config.variant == "official":
-            raise ValueError("input_boundary: defined for the paper and normfree variants, got variant 'official' "
-                             "(its input is the residual stream v = LN(embed(idx)))")
+            raise ValueError(
+                "input_boundary: defined for the paper and normfree variants, got variant 'official' "
+                "(its input is the residual stream v = LN(embed(idx)))"
+            )
         _check_idx(idx, 2, self.config.vocab_size)
         z = self._embed(idx)
         x0 = self._encode(z if self.config.variant == "normfree" else layer_norm(z)).transpose(1, 2).flatten(2)
@@ -600,8 +624,13 @@ class BDH(nn.Module):
     def effective_weights(self) -> dict:
         """The matrices the model computes with, gains folded in (detached): what the paper calls E (d,n),
         D_x and D_y (h,N,d), the embedding (V,d) and lm_head (d,V). Equals the parameters when every gain is 1."""
-        return {"embed": self.embed.weight * self._g_embed, "D_x": self.D_x * self._g_x, "D_y": self.D_y * self._g_y,
-                "E": self.E * self._g_E, "lm_head": self.lm_head * self._g_lm}
+        return {
+            "embed": self.embed.weight * self._g_embed,
+            "D_x": self.D_x * self._g_x,
+            "D_y": self.D_y * self._g_y,
+            "E": self.E * self._g_E,
+            "lm_head": self.lm_head * self._g_lm,
+        }
 
 
 def decoder_in(model: BDH, dtype: torch.dtype) -> BDH:

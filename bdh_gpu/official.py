@@ -9,6 +9,7 @@ Name mapping (released -> ours; see docs/bdh_gpu.md):
   attn.freqs (1,1,1,N)  -> checked against our RoPE frequencies (theta 2^16), not stored
 A `torch.compile`d model saves every key with the prefix `_orig_mod.`; it is stripped.
 """
+
 from __future__ import annotations
 
 import os
@@ -21,8 +22,8 @@ from .config import BDHConfig, InputError
 from .model import BDH, rope_frequencies
 
 RELEASED_KEYS = ("encoder", "encoder_v", "decoder", "embed.weight", "lm_head")
-OPTIONAL_KEYS = ("attn.freqs",)          # a persistent buffer in the released class (torch >= 2.5 nn.Buffer)
-RELEASED_THETA = 2.0 ** 16
+OPTIONAL_KEYS = ("attn.freqs",)  # a persistent buffer in the released class (torch >= 2.5 nn.Buffer)
+RELEASED_THETA = 2.0**16
 RELEASED_DROPOUT = 0.1
 
 
@@ -43,18 +44,22 @@ def check_official_state_dict(sd, source: str = "state_dict") -> dict:
     if not isinstance(sd, Mapping):
         raise InputError(f"{source}: expected a state_dict (a dict of tensors), got {type(sd).__name__}")
     if sd and all(isinstance(k, str) and k.startswith("_orig_mod.") for k in sd):
-        sd = {k[len("_orig_mod."):]: v for k, v in sd.items()}
+        sd = {k[len("_orig_mod.") :]: v for k, v in sd.items()}
     keys = set(sd)
     missing = sorted(set(RELEASED_KEYS) - keys)
     unexpected = sorted(str(k) for k in keys - set(RELEASED_KEYS) - set(OPTIONAL_KEYS))
     if missing or unexpected:
-        raise InputError(f"{source}: not a state_dict of the released BDH class: missing keys {missing}, "
-                         f"unexpected keys {unexpected}")
+        raise InputError(
+            f"{source}: not a state_dict of the released BDH class: missing keys {missing}, "
+            f"unexpected keys {unexpected}"
+        )
     for k in keys:
         if not isinstance(sd[k], torch.Tensor) or not sd[k].is_floating_point():
-            raise InputError(f"{source}: {k} should be a floating-point tensor, got {type(sd[k]).__name__}"
-                             f"{'' if not isinstance(sd[k], torch.Tensor) else ' of ' + str(sd[k].dtype)}")
-    config_from_official(sd, source=source)   # shape checks
+            raise InputError(
+                f"{source}: {k} should be a floating-point tensor, got {type(sd[k]).__name__}"
+                f"{'' if not isinstance(sd[k], torch.Tensor) else ' of ' + str(sd[k].dtype)}"
+            )
+    config_from_official(sd, source=source)  # shape checks
     return dict(sd)
 
 
@@ -69,8 +74,9 @@ def config_from_official(sd: Mapping, n_layer: int = 6, source: str = "state_dic
     expect = {"encoder_v": (h, d, N), "decoder": (h * N, d), "embed.weight": (V, d), "lm_head": (d, V)}
     for k, shape in expect.items():
         if tuple(sd[k].shape) != shape:
-            raise InputError(f"{source}: {k}: expected shape {shape} (from encoder {tuple(enc.shape)}), "
-                             f"got {tuple(sd[k].shape)}")
+            raise InputError(
+                f"{source}: {k}: expected shape {shape} (from encoder {tuple(enc.shape)}), got {tuple(sd[k].shape)}"
+            )
     if "attn.freqs" in sd:
         f = sd["attn.freqs"]
         if tuple(f.shape) != (1, 1, 1, N):
@@ -78,8 +84,17 @@ def config_from_official(sd: Mapping, n_layer: int = 6, source: str = "state_dic
         ref = rope_frequencies(N, RELEASED_THETA)
         if not torch.allclose(f.reshape(-1).double(), ref, rtol=1e-6, atol=0):
             raise InputError(f"{source}: attn.freqs differ from the released RoPE frequencies (theta 2^16)")
-    config = BDHConfig(n_head=int(h), d=int(d), N=int(N), n_layer=n_layer, vocab_size=int(V),
-                       dropout=RELEASED_DROPOUT, U="rope", variant="official", rope_theta=RELEASED_THETA)
+    config = BDHConfig(
+        n_head=int(h),
+        d=int(d),
+        N=int(N),
+        n_layer=n_layer,
+        vocab_size=int(V),
+        dropout=RELEASED_DROPOUT,
+        U="rope",
+        variant="official",
+        rope_theta=RELEASED_THETA,
+    )
     return config.validate()
 
 

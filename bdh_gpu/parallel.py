@@ -16,6 +16,7 @@ process group (gloo on CPU, NCCL on CUDA, each rank on its LOCAL_RANK device). T
 Collectives are torch.distributed's own (all_reduce, all_gather, barrier; FSDP2 uses all_gather_single and
 reduce_scatter_single, both implemented by gloo in torch 2.13); nothing here reduces by hand.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -51,12 +52,16 @@ class Ranks:
         if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
             return None
         try:
-            return {"rank": int(os.environ["RANK"]), "world": int(os.environ["WORLD_SIZE"]),
-                    "local_rank": int(os.environ.get("LOCAL_RANK", os.environ["RANK"]))}
+            return {
+                "rank": int(os.environ["RANK"]),
+                "world": int(os.environ["WORLD_SIZE"]),
+                "local_rank": int(os.environ.get("LOCAL_RANK", os.environ["RANK"])),
+            }
         except ValueError:
-            raise ValueError(f"RANK={os.environ.get('RANK')!r}, WORLD_SIZE={os.environ.get('WORLD_SIZE')!r}, "
-                             f"LOCAL_RANK={os.environ.get('LOCAL_RANK')!r}: expected integers (as torchrun sets them)"
-                             ) from None
+            raise ValueError(
+                f"RANK={os.environ.get('RANK')!r}, WORLD_SIZE={os.environ.get('WORLD_SIZE')!r}, "
+                f"LOCAL_RANK={os.environ.get('LOCAL_RANK')!r}: expected integers (as torchrun sets them)"
+            ) from None
 
 
 def current() -> Ranks:
@@ -92,8 +97,11 @@ def setup(fsdp: bool, device: str, timeout_s: float = 300.0) -> tuple[Ranks, str
         torch.cuda.set_device(torch.device(device))
     backend = "nccl" if device.startswith("cuda") else "gloo"
     if not dist.is_initialized():
-        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s),
-                                **({"device_id": torch.device(device)} if backend == "nccl" else {}))
+        dist.init_process_group(
+            backend,
+            timeout=datetime.timedelta(seconds=timeout_s),
+            **({"device_id": torch.device(device)} if backend == "nccl" else {}),
+        )
     _CURRENT = Ranks(env["rank"], env["world"], env["local_rank"], mode)
     return _CURRENT, device
 
@@ -109,9 +117,11 @@ def wrap(model: torch.nn.Module, ranks: Ranks, device: str) -> torch.nn.Module:
     """The module the loop calls: the model itself, DDP(model), or the model after fully_shard (in place)."""
     if ranks.mode == "ddp":
         from torch.nn.parallel import DistributedDataParallel as DDP
+
         return DDP(model, device_ids=[torch.device(device).index] if device.startswith("cuda") else None)
     if ranks.mode == "fsdp":
         from torch.distributed.fsdp import fully_shard
+
         return fully_shard(model)
     return model
 
@@ -126,7 +136,7 @@ def local_slice(batch, ranks: Ranks):
     if ranks.world == 1:
         return batch
     b = batch[0].shape[0] // ranks.world
-    return tuple(t[ranks.rank * b:(ranks.rank + 1) * b] for t in batch)
+    return tuple(t[ranks.rank * b : (ranks.rank + 1) * b] for t in batch)
 
 
 def all_sum(values: list[float], device: str) -> list[float]:
@@ -145,6 +155,7 @@ def barrier() -> None:
 
 def _full(t: torch.Tensor) -> torch.Tensor:
     from torch.distributed.tensor import DTensor
+
     if isinstance(t, DTensor):
         t = t.full_tensor()  # all-gather: every rank calls it, in the same order
     return t.detach().cpu().contiguous()
@@ -158,8 +169,9 @@ def full_model_state(model: torch.nn.Module) -> dict:
 def full_optimizer_state(opt: torch.optim.Optimizer) -> dict:
     """opt.state_dict() with every sharded moment gathered into a full CPU tensor; collective under FSDP."""
     sd = opt.state_dict()
-    state = {pid: {k: (_full(v) if torch.is_tensor(v) else v) for k, v in st.items()}
-             for pid, st in sd["state"].items()}
+    state = {
+        pid: {k: (_full(v) if torch.is_tensor(v) else v) for k, v in st.items()} for pid, st in sd["state"].items()
+    }
     return {"state": state, "param_groups": sd["param_groups"]}
 
 
@@ -167,6 +179,7 @@ def shard_optimizer_state(sd: dict, opt: torch.optim.Optimizer) -> dict:
     """Full optimizer state -> the layout of `opt`'s parameters: each moment cut like its parameter's DTensor
     (every rank holds the full tensor, so this needs no communication); plain parameters take it as is."""
     from torch.distributed.tensor import DTensor, distribute_tensor
+
     params = [p for g in opt.param_groups for p in g["params"]]
     state = {}
     for pid, st in sd["state"].items():
@@ -199,6 +212,7 @@ def local_state_bytes(model: torch.nn.Module, opt: torch.optim.Optimizer) -> int
     def nbytes(t):
         t = t.to_local() if isinstance(t, DTensor) else t
         return t.numel() * t.element_size()
+
     total = 2 * sum(nbytes(p) for p in model.parameters())
     for st in opt.state.values():
         total += sum(nbytes(v) for v in st.values() if torch.is_tensor(v) and v.dim() > 0)
@@ -217,6 +231,7 @@ def peak_rss_bytes() -> int:
     except OSError:
         pass
     import resource
+
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
@@ -232,6 +247,7 @@ def gathered(model: torch.nn.Module):
     """The full parameters inside the block on every rank: FSDP2's unshard() / reshard() (collective; every rank
     enters), for code that reads the weights outside forward (`BDH.trace`); a no-op for DDP and one process."""
     from torch.distributed.fsdp import FSDPModule
+
     if not isinstance(model, FSDPModule):
         yield model
         return

@@ -12,6 +12,7 @@ segment boundary.
 Built on the public functions of `bdh_gpu.train` (AdamW groups, lr schedule, loss); no checkpoints here
 (the plain loop `bdh_gpu.train.train` owns those).
 """
+
 from __future__ import annotations
 
 import math
@@ -19,7 +20,6 @@ import time
 from typing import NamedTuple
 
 import torch
-
 import torch.nn.functional as F
 
 from .data import IGNORE
@@ -36,9 +36,9 @@ def loss_fn(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 class Segment(NamedTuple):
-    x: torch.Tensor       # (B, T) int64 input bytes
-    y: torch.Tensor       # (B, T) int64 next bytes
-    reset: bool           # True: the streams restarted, the carried state must be dropped
+    x: torch.Tensor  # (B, T) int64 input bytes
+    y: torch.Tensor  # (B, T) int64 next bytes
+    reset: bool  # True: the streams restarted, the carried state must be dropped
 
 
 class StreamBatches:
@@ -53,17 +53,19 @@ class StreamBatches:
         if batch_size < 1 or segment < 1:
             raise ValueError(f"StreamBatches: expected batch_size >= 1 and segment >= 1, got {batch_size}, {segment}")
         L = len(data) // batch_size
-        if L < segment + 1:
-            raise ValueError(f"StreamBatches: {len(data)} bytes give streams of {L} bytes; a segment needs "
-                             f"segment + 1 = {segment + 1} (fewer streams or a shorter segment)")
+        if segment + 1 > L:
+            raise ValueError(
+                f"StreamBatches: {len(data)} bytes give streams of {L} bytes; a segment needs "
+                f"segment + 1 = {segment + 1} (fewer streams or a shorter segment)"
+            )
         self.streams = data[: L * batch_size].view(batch_size, L).long()
         self.segment, self.k = segment, 0
-        self.per_pass = (L - 1) // segment                          # segments per stream before a restart
+        self.per_pass = (L - 1) // segment  # segments per stream before a restart
 
     def next(self) -> Segment:
         reset = self.k == 0
         T, s = self.segment, self.k * self.segment
-        w = self.streams[:, s: s + T + 1]
+        w = self.streams[:, s : s + T + 1]
         self.k = (self.k + 1) % self.per_pass
         return Segment(w[:, :-1], w[:, 1:], reset)
 
@@ -73,15 +75,15 @@ def detach_state(state: BDHState) -> BDHState:
     return BDHState(tuple(S.detach() for S in state.S), state.t, state.t_ref)
 
 
-def segment_loss(model: BDH, x: torch.Tensor, y: torch.Tensor, state: BDHState | None,
-                 chunk_size: int | None = -1) -> tuple[torch.Tensor, torch.Tensor, BDHState]:
+def segment_loss(
+    model: BDH, x: torch.Tensor, y: torch.Tensor, state: BDHState | None, chunk_size: int | None = -1
+) -> tuple[torch.Tensor, torch.Tensor, BDHState]:
     """Loss over one segment that continues `state` (None: a fresh stream) -> (loss, logits, detached next state)."""
     logits, new_state = model.prefill(x, state, chunk_size=chunk_size)
     return loss_fn(logits, y), logits, detach_state(new_state)
 
 
-def train_tbptt(model: BDH, streams: StreamBatches, cfg: TrainConfig, *, chunk_size: int | None = -1,
-                log=None) -> dict:
+def train_tbptt(model: BDH, streams: StreamBatches, cfg: TrainConfig, *, chunk_size: int | None = -1, log=None) -> dict:
     """`cfg.steps` AdamW updates, one segment of every stream each, the state carried across updates.
 
     Uses cfg.lr, warmup_steps, min_lr_ratio, weight_decay, grad_clip, device (batch and segment come from
@@ -119,8 +121,9 @@ def train_tbptt(model: BDH, streams: StreamBatches, cfg: TrainConfig, *, chunk_s
 
 
 @torch.no_grad()
-def evaluate_stream(model: BDH, data: torch.Tensor, batch_size: int, segment: int, max_segments: int,
-                    chunk_size: int | None = -1) -> dict:
+def evaluate_stream(
+    model: BDH, data: torch.Tensor, batch_size: int, segment: int, max_segments: int, chunk_size: int | None = -1
+) -> dict:
     """Loss (nats/byte) and bits per byte over `max_segments` consecutive segments of `batch_size` streams of
     `data`, with the state carried: every byte sees the whole stream before it, not just its window."""
     was = model.training

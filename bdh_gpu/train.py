@@ -24,6 +24,7 @@ signal (more than `REPEAT_S` after the first) raises KeyboardInterrupt at once, 
 A non-finite loss (or non-finite weights before a checkpoint) stops training with `NonFiniteLossError`,
 leaving the last good checkpoint as it was.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -71,12 +72,27 @@ class TrainConfig:
     autocast: bool = True  # bf16 autocast, CUDA only
 
     # what a resume must keep equal to continue exactly (steps, eval/ckpt cadence and device may change)
-    RESUME_FIXED = ("data", "batch_size", "block_size", "lr", "min_lr_ratio", "warmup_steps",
-                    "weight_decay", "grad_clip", "seed")
+    RESUME_FIXED = (
+        "data",
+        "batch_size",
+        "block_size",
+        "lr",
+        "min_lr_ratio",
+        "warmup_steps",
+        "weight_decay",
+        "grad_clip",
+        "seed",
+    )
 
     def validate(self) -> None:
-        positive = {"steps": self.steps, "batch_size": self.batch_size, "block_size": self.block_size,
-                    "eval_every": self.eval_every, "eval_batches": self.eval_batches, "ckpt_every": self.ckpt_every}
+        positive = {
+            "steps": self.steps,
+            "batch_size": self.batch_size,
+            "block_size": self.block_size,
+            "eval_every": self.eval_every,
+            "eval_batches": self.eval_batches,
+            "ckpt_every": self.ckpt_every,
+        }
         for k, v in positive.items():
             if v < 1:
                 raise ValueError(f"{k} must be >= 1 (got {v})")
@@ -91,7 +107,7 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
+    def from_dict(cls, d: dict) -> TrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 
@@ -104,8 +120,8 @@ class ActivationError(ValueError):
     """A layer's activations vanished or exploded; training stopped, the last good checkpoint is kept."""
 
 
-ACT_VANISH = 1e-8   # rms of a layer's y below this: the layer is silent, its gradients vanish (Eq. 7 products)
-ACT_EXPLODE = 1e8   # rms above this (or inf/nan): the layer has blown up
+ACT_VANISH = 1e-8  # rms of a layer's y below this: the layer is silent, its gradients vanish (Eq. 7 products)
+ACT_EXPLODE = 1e8  # rms above this (or inf/nan): the layer has blown up
 
 
 @torch.no_grad()
@@ -119,11 +135,16 @@ def check_activations(model, idx: torch.Tensor, step: int) -> dict:
     for l, r in enumerate(rms["y"], start=first):
         bad = "exploded" if not math.isfinite(r) or r > ACT_EXPLODE else "vanished" if r < ACT_VANISH else None
         if bad:
-            hint = (" (a normfree model needs its constant gains: BDHConfig.gains=None, the default)"
-                    if model.config.variant == "normfree" else "")
-            raise ActivationError(f"layer {l} of {model.config.n_layer}: y {bad} (rms {r:.3g}, allowed "
-                                  f"{ACT_VANISH:g} to {ACT_EXPLODE:g}) at step {step}; stopped, the model cannot "
-                                  f"learn like this{hint}")
+            hint = (
+                " (a normfree model needs its constant gains: BDHConfig.gains=None, the default)"
+                if model.config.variant == "normfree"
+                else ""
+            )
+            raise ActivationError(
+                f"layer {l} of {model.config.n_layer}: y {bad} (rms {r:.3g}, allowed "
+                f"{ACT_VANISH:g} to {ACT_EXPLODE:g}) at step {step}; stopped, the model cannot "
+                f"learn like this{hint}"
+            )
     return rms
 
 
@@ -140,8 +161,10 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     """AdamW; matrices (dim >= 2) are decayed, vectors and scalars are not (nanoGPT's split)."""
     params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
-              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
     kw = {"fused": True} if cfg.device.startswith("cuda") else {}
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), **kw)
 
@@ -158,8 +181,9 @@ def loss_fn(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 def loss_sum(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Summed cross-entropy over the scored targets: a rank's share of the global batch's loss."""
-    return F.cross_entropy(_wide(logits).reshape(-1, logits.size(-1)), y.reshape(-1), ignore_index=IGNORE,
-                           reduction="sum")
+    return F.cross_entropy(
+        _wide(logits).reshape(-1, logits.size(-1)), y.reshape(-1), ignore_index=IGNORE, reduction="sum"
+    )
 
 
 def _autocast(cfg: TrainConfig):
@@ -169,8 +193,9 @@ def _autocast(cfg: TrainConfig):
 
 
 @torch.no_grad()
-def evaluate(model, data, split: str = "val", batch_size: int = 32, max_batches: int = 8,
-             device: str = "cpu", autocast=None) -> dict:
+def evaluate(
+    model, data, split: str = "val", batch_size: int = 32, max_batches: int = 8, device: str = "cpu", autocast=None
+) -> dict:
     """Loss (nats/byte), bits per byte and next-byte accuracy over the scored bytes of fixed eval batches."""
     was_training = model.training
     model.eval()
@@ -192,11 +217,16 @@ def evaluate(model, data, split: str = "val", batch_size: int = 32, max_batches:
     if total_n == 0:
         raise ValueError(f"no scored bytes in the {split} split")
     loss = total_loss / total_n
-    return {"loss": loss, "bits_per_byte": loss / math.log(2), "accuracy": total_correct / total_n,
-            "scored_bytes": total_n}
+    return {
+        "loss": loss,
+        "bits_per_byte": loss / math.log(2),
+        "accuracy": total_correct / total_n,
+        "scored_bytes": total_n,
+    }
 
 
 # ---------------------------------------------------------------------------------------------- checkpoints
+
 
 def _optimizer_to_flat(opt) -> tuple[dict, dict]:
     """AdamW state_dict (or the optimizer) -> (tensors, json): per-parameter tensors under `optim.<i>.<key>`."""
@@ -287,8 +317,9 @@ def _pause_mid_write(tmp: str, step: int) -> None:
         f.write(payload)
 
 
-def save_checkpoint(out_dir: str, model, opt, gen: torch.Generator, step: int, cfg: TrainConfig,
-                    extra: dict | None = None) -> None:
+def save_checkpoint(
+    out_dir: str, model, opt, gen: torch.Generator, step: int, cfg: TrainConfig, extra: dict | None = None
+) -> None:
     """Write the model directory, then the single-file training state (the commit), each atomically.
 
     Under torchrun every rank calls it (the full state is gathered from the shards) and rank 0 alone writes;
@@ -299,21 +330,30 @@ def save_checkpoint(out_dir: str, model, opt, gen: torch.Generator, step: int, c
     rng = _rng_tensors(gen, cfg.device)
     for name, p in model_sd.items():
         if p.is_floating_point() and not torch.isfinite(p).all():
-            raise NonFiniteLossError(f"non-finite weights ({name}) at step {step}; stopped, "
-                                     f"the checkpoint in {out_dir} is kept as it was")
+            raise NonFiniteLossError(
+                f"non-finite weights ({name}) at step {step}; stopped, the checkpoint in {out_dir} is kept as it was"
+            )
     if ranks.main:
         write_model_dir(parallel.unwrap(model).config.to_dict(), model_sd, out_dir, {"step": str(step)})
         tensors = {f"model.{k}": v for k, v in model_sd.items()}
         opt_tensors, opt_meta = _optimizer_to_flat(opt_sd)
         tensors.update(opt_tensors)
         tensors.update(rng)
-        meta = {"format": "bdh-train-state-1", "step": step, "train_config": cfg.to_dict(), "optimizer": opt_meta,
-                "world_size": ranks.world, "parallel": ranks.mode, **(extra or {})}
+        meta = {
+            "format": "bdh-train-state-1",
+            "step": step,
+            "train_config": cfg.to_dict(),
+            "optimizer": opt_meta,
+            "world_size": ranks.world,
+            "parallel": ranks.mode,
+            **(extra or {}),
+        }
         text = json.dumps(meta, indent=1, sort_keys=True)
 
         def write_state(tmp):
             save_file(tensors, tmp, metadata={"train_state": text})
             _pause_mid_write(tmp, step)
+
         atomic_write(os.path.join(out_dir, TRAIN_STATE), write_state)
         atomic_write(os.path.join(out_dir, TRAIN_STATE_JSON), lambda p: open(p, "w").write(text + "\n"))
     parallel.barrier()
@@ -327,7 +367,7 @@ def read_train_state(out_dir: str) -> tuple[dict, dict]:
     try:
         with safe_open(path, framework="pt") as f:
             meta = (f.metadata() or {}).get("train_state")
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
     except Exception as e:  # safetensors raises its own error types for corrupt headers
         raise ValueError(f"{path} is not a readable safetensors file ({type(e).__name__}: {e})") from None
     if meta is None:
@@ -336,16 +376,19 @@ def read_train_state(out_dir: str) -> tuple[dict, dict]:
 
 
 def _load_model_tensors(model, tensors: dict, out_dir: str) -> None:
-    msd = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    msd = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     own = model.state_dict()
     missing, unexpected = sorted(set(own) - set(msd)), sorted(set(msd) - set(own))
     if missing or unexpected:
-        raise ValueError(f"checkpoint {out_dir} does not match the model: missing keys {missing[:3]}, "
-                         f"unexpected keys {unexpected[:3]}")
+        raise ValueError(
+            f"checkpoint {out_dir} does not match the model: missing keys {missing[:3]}, "
+            f"unexpected keys {unexpected[:3]}"
+        )
     for k, v in msd.items():
         if tuple(v.shape) != tuple(own[k].shape):
-            raise ValueError(f"checkpoint {out_dir}: {k} has shape {tuple(v.shape)}, "
-                             f"the model expects {tuple(own[k].shape)}")
+            raise ValueError(
+                f"checkpoint {out_dir}: {k} has shape {tuple(v.shape)}, the model expects {tuple(own[k].shape)}"
+            )
     model.load_state_dict(msd)
 
 
@@ -353,8 +396,9 @@ def load_checkpoint(out_dir: str, model, opt, gen: torch.Generator, device: str)
     """Restore model, optimizer and RNG states in place (a single process); returns (step, scalars)."""
     tensors, meta = read_train_state(out_dir)
     _load_model_tensors(model, tensors, out_dir)
-    opt.load_state_dict(_optimizer_from_flat({k: v for k, v in tensors.items() if k.startswith("optim.")},
-                                             meta["optimizer"]))
+    opt.load_state_dict(
+        _optimizer_from_flat({k: v for k, v in tensors.items() if k.startswith("optim.")}, meta["optimizer"])
+    )
     _restore_rng(tensors, gen, device, parallel.Ranks())
     return int(meta["step"]), meta
 
@@ -376,8 +420,12 @@ def _repair_after_kill(out_dir: str, tensors: dict, meta: dict, config: dict) ->
     except Exception:
         model_step = None
     if model_step != str(step):
-        write_model_dir(config, {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")},
-                        out_dir, {"step": str(step)})
+        write_model_dir(
+            config,
+            {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")},
+            out_dir,
+            {"step": str(step)},
+        )
     path = os.path.join(out_dir, METRICS)
     if os.path.isfile(path):
         keep = []
@@ -422,8 +470,12 @@ class StopSignals:
         if self.signum is None:
             self.signum, self.t = signum, now
             if self.announce:
-                print(f"bdh train: {signal.Signals(signum).name}: finishing this step, then a checkpoint "
-                      f"(Ctrl-C again to quit at once)", file=sys.stderr, flush=True)
+                print(
+                    f"bdh train: {signal.Signals(signum).name}: finishing this step, then a checkpoint "
+                    f"(Ctrl-C again to quit at once)",
+                    file=sys.stderr,
+                    flush=True,
+                )
             return
         if now - self.t < self.REPEAT_S:
             return
@@ -438,8 +490,17 @@ class StopSignals:
 
 # ---------------------------------------------------------------------------------------------- the loop
 
-def train(model, data, cfg: TrainConfig, out_dir: str, resume: bool = False, progress: bool | None = None,
-          log=None, stop_at: int | None = None) -> dict:
+
+def train(
+    model,
+    data,
+    cfg: TrainConfig,
+    out_dir: str,
+    resume: bool = False,
+    progress: bool | None = None,
+    log=None,
+    stop_at: int | None = None,
+) -> dict:
     """Train `model` on `data` for `cfg.steps` updates, checkpointing into `out_dir`; returns a summary.
 
     Fresh start: the data generator is seeded with `cfg.seed`; the global torch RNG (dropout) is used as the
@@ -454,8 +515,10 @@ def train(model, data, cfg: TrainConfig, out_dir: str, resume: bool = False, pro
     ranks = parallel.current()
     cfg.validate()
     if cfg.batch_size % ranks.world:
-        raise ValueError(f"batch_size {cfg.batch_size} is the global batch, split over {ranks.world} ranks: "
-                         f"it must be a multiple of {ranks.world}")
+        raise ValueError(
+            f"batch_size {cfg.batch_size} is the global batch, split over {ranks.world} ranks: "
+            f"it must be a multiple of {ranks.world}"
+        )
     if ranks.main:
         os.makedirs(out_dir, exist_ok=True)
     device = cfg.device
@@ -468,18 +531,24 @@ def train(model, data, cfg: TrainConfig, out_dir: str, resume: bool = False, pro
         saved = meta["train_config"]
         for k in TrainConfig.RESUME_FIXED:
             if k in saved and saved[k] != getattr(cfg, k):
-                raise ValueError(f"--resume: {k} is {getattr(cfg, k)!r} but the checkpoint in {out_dir} was "
-                                 f"trained with {saved[k]!r}; resume continues exactly, so it must match")
+                raise ValueError(
+                    f"--resume: {k} is {getattr(cfg, k)!r} but the checkpoint in {out_dir} was "
+                    f"trained with {saved[k]!r}; resume continues exactly, so it must match"
+                )
         if int(meta.get("world_size", 1)) != ranks.world:
-            raise ValueError(f"--resume: the checkpoint in {out_dir} was trained on {meta.get('world_size', 1)} "
-                             f"rank(s), this run has {ranks.world}; resume with the same number of ranks "
-                             f"(each rank's dropout stream is part of the checkpoint)")
+            raise ValueError(
+                f"--resume: the checkpoint in {out_dir} was trained on {meta.get('world_size', 1)} "
+                f"rank(s), this run has {ranks.world}; resume with the same number of ranks "
+                f"(each rank's dropout stream is part of the checkpoint)"
+            )
         _load_model_tensors(model, tensors, out_dir)
         start = int(meta["step"])
     elif has_checkpoint(out_dir):
         _, meta = read_train_state(out_dir)
-        raise ValueError(f"{out_dir} already holds a training checkpoint (step {meta['step']}); "
-                         f"pass --resume to continue it, or choose another --out")
+        raise ValueError(
+            f"{out_dir} already holds a training checkpoint (step {meta['step']}); "
+            f"pass --resume to continue it, or choose another --out"
+        )
     elif ranks.rank > 0:
         torch.manual_seed(cfg.seed + 7919 * ranks.rank)  # its own dropout stream (rank 0 keeps the caller's)
     net = parallel.wrap(model, ranks, device)
@@ -498,15 +567,31 @@ def train(model, data, cfg: TrainConfig, out_dir: str, resume: bool = False, pro
     say = (log or (lambda s: tqdm.write(s))) if ranks.main else (lambda s: None)
     tokens_per_step = cfg.batch_size * cfg.block_size
     last_ckpt = start if resume else None
-    summary = {"start_step": start, "step": start, "train_loss": None, "val": None, "interrupted": None,
-               "world_size": ranks.world, "parallel": ranks.mode}
+    summary = {
+        "start_step": start,
+        "step": start,
+        "train_loss": None,
+        "val": None,
+        "interrupted": None,
+        "world_size": ranks.world,
+        "parallel": ranks.mode,
+    }
 
     def where():
-        return (f"last good checkpoint: {out_dir} (step {last_ckpt})" if last_ckpt is not None
-                else "no checkpoint was written")
+        return (
+            f"last good checkpoint: {out_dir} (step {last_ckpt})"
+            if last_ckpt is not None
+            else "no checkpoint was written"
+        )
 
-    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, dynamic_ncols=True, leave=False,
-               disable=(None if progress is None else not progress) if ranks.main else True)
+    bar = tqdm(
+        range(start, cfg.steps),
+        initial=start,
+        total=cfg.steps,
+        dynamic_ncols=True,
+        leave=False,
+        disable=(None if progress is None else not progress) if ranks.main else True,
+    )
     pause = _test_hook("PAUSE")
     t0, t1, tokens, ema = time.perf_counter(), None, 0, None
     probe = data.get_batch("val", 1, torch.Generator().manual_seed(cfg.seed))[0][0].to(device)
@@ -529,8 +614,9 @@ def train(model, data, cfg: TrainConfig, out_dir: str, resume: bool = False, pro
                     loss = loss_fn(logits, y)
                     lv = float(loss.detach())
                     if not math.isfinite(lv):
-                        raise NonFiniteLossError(f"non-finite loss ({lv}) at step {step + 1} (lr {lr:.3g}); "
-                                                 f"stopped, {where()}")
+                        raise NonFiniteLossError(
+                            f"non-finite loss ({lv}) at step {step + 1} (lr {lr:.3g}); stopped, {where()}"
+                        )
                 else:  # DDP/FSDP average the gradients over ranks: scale so that the mean is the global loss's
                     loss = loss_sum(logits, y) * (ranks.world / scored)
                 loss.backward()
@@ -551,8 +637,9 @@ def train(model, data, cfg: TrainConfig, out_dir: str, resume: bool = False, pro
                     total, n_stop = parallel.all_sum([float(loss.detach()), float(stop.requested)], device)
                     lv, stop_now = total / ranks.world, n_stop > 0
                     if not math.isfinite(lv):
-                        raise NonFiniteLossError(f"non-finite loss ({lv}) at step {done} (lr {lr:.3g}); "
-                                                 f"stopped, {where()}")
+                        raise NonFiniteLossError(
+                            f"non-finite loss ({lv}) at step {done} (lr {lr:.3g}); stopped, {where()}"
+                        )
                 tokens += tokens_per_step
                 ema = lv if ema is None else 0.9 * ema + 0.1 * lv
                 now = time.perf_counter()
@@ -565,13 +652,20 @@ def train(model, data, cfg: TrainConfig, out_dir: str, resume: bool = False, pro
                 summary.update(step=done, train_loss=lv, tokens_per_s=tok_s)
                 if done % cfg.eval_every == 0 or done == cfg.steps:
                     if ranks.main or ranks.mode == "fsdp":
-                        val = evaluate(evaluated, data, "val", cfg.batch_size, cfg.eval_batches, device,
-                                       _autocast(cfg))
+                        val = evaluate(evaluated, data, "val", cfg.batch_size, cfg.eval_batches, device, _autocast(cfg))
                         summary["val"] = val
-                        say(f"step {done}: train loss {ema:.4f}, val loss {val['loss']:.4f} "
-                            f"({val['bits_per_byte']:.3f} bpb), val acc {val['accuracy']:.3f}, {tok_s:,.0f} tok/s")
-                        record = {"step": done, "train_loss": ema, "lr": lr, "tokens_per_s": tok_s,
-                                  "elapsed_s": time.perf_counter() - t0, **{f"val_{k}": v for k, v in val.items()}}
+                        say(
+                            f"step {done}: train loss {ema:.4f}, val loss {val['loss']:.4f} "
+                            f"({val['bits_per_byte']:.3f} bpb), val acc {val['accuracy']:.3f}, {tok_s:,.0f} tok/s"
+                        )
+                        record = {
+                            "step": done,
+                            "train_loss": ema,
+                            "lr": lr,
+                            "tokens_per_s": tok_s,
+                            "elapsed_s": time.perf_counter() - t0,
+                            **{f"val_{k}": v for k, v in val.items()},
+                        }
                         if ranks.main:
                             with open(os.path.join(out_dir, METRICS), "a") as f:
                                 f.write(json.dumps(record) + "\n")

@@ -7,7 +7,10 @@ Quick start::
 
 No torch here: the PyG backend and the PyG export import torch lazily. See docs/bdh_graph.md.
 """
+
+from . import export as _export
 from . import kernels
+from . import simulator as _simulator
 from .errors import GraphError, MonitorIndexError
 from .kernels import Kernel, Round, Rule, register_rule, table_1a, table_1b
 from .monitors import EventMonitor, SpikeMonitor, StateMonitor
@@ -15,8 +18,6 @@ from .network import EdgeVariable, Network, Population, SynapseGroup
 from .reference import eq6
 from .simulator import RunResult, Simulator
 from .state import NetworkState
-from . import export as _export
-from . import simulator as _simulator
 
 # Convenience methods, bound here so that network.py imports neither the simulator nor the exporters (both depend
 # on network.py, not the reverse).
@@ -27,7 +28,24 @@ Network.to_pyg = _export.to_pyg
 Network.from_pyg = classmethod(_export.network_from_pyg)
 
 __all__ = [
-    "Network", "Population", "SynapseGroup", "EdgeVariable", "NetworkState", "Simulator", "RunResult",
-    "Kernel", "Round", "Rule", "register_rule", "table_1a", "table_1b", "kernels", "eq6",
-    "StateMonitor", "SpikeMonitor", "EventMonitor", "GraphError", "MonitorIndexError",
+    "Network",
+    "Population",
+    "SynapseGroup",
+    "EdgeVariable",
+    "NetworkState",
+    "Simulator",
+    "RunResult",
+    "Kernel",
+    "Round",
+    "Rule",
+    "register_rule",
+    "table_1a",
+    "table_1b",
+    "kernels",
+    "eq6",
+    "StateMonitor",
+    "SpikeMonitor",
+    "EventMonitor",
+    "GraphError",
+    "MonitorIndexError",
 ]

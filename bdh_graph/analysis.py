@@ -13,6 +13,7 @@ numpy / scipy / networkx only (no torch): every function takes arrays. Edge conv
 Baselines (paper Sec. 5.5): `gnm_like(A)` (G(n, m) with the same edge count) and `random_low_rank(n, d, ...)`
 (the product of random Gaussian D, E with the trained matrices' scales, thresholded at the same beta).
 """
+
 from __future__ import annotations
 
 import math
@@ -48,7 +49,7 @@ def threshold_graph(G, beta: float, self_loops: bool = False) -> sp.csr_matrix:
         keep = G.data >= beta
         r, c = G.row[keep], G.col[keep]
     else:
-        r, c = np.nonzero(G >= beta)
+        r, c = np.nonzero(beta <= G)
     if not self_loops:
         off = r != c
         r, c = r[off], c[off]
@@ -65,6 +66,7 @@ def degrees(A) -> tuple[np.ndarray, np.ndarray]:
 @dataclass
 class PowerLawFit:
     """P(k) ~ k^-alpha for k >= k_min: alpha (MLE), k_min, n_tail nodes in the tail, ks (KS distance)."""
+
     alpha: float
     k_min: int
     n_tail: int
@@ -79,6 +81,7 @@ def _alpha(k, k_min):
     -alpha sum ln k - m ln zeta(alpha, k_min) (Clauset, Shalizi, Newman 2009, Eq. 3.5; zeta is Hurwitz's)."""
     from scipy.optimize import minimize_scalar
     from scipy.special import zeta
+
     s, m = float(np.sum(np.log(k))), len(k)
     nll = lambda a: a * s + m * math.log(zeta(a, k_min))
     return float(minimize_scalar(nll, bounds=(1.0 + 1e-6, 20.0), method="bounded", options={"xatol": 1e-6}).x)
@@ -91,6 +94,7 @@ def tail_exponent(deg, k_min: int | None = None, min_tail: int = 10) -> PowerLaw
     zeta(alpha, k) / zeta(alpha, k_min) (Clauset et al.), over the distinct degrees with at least `min_tail`
     nodes at or above. Returns None when fewer than `min_tail` positive degrees exist (nothing to fit)."""
     from scipy.special import zeta
+
     k = np.asarray(deg, dtype=np.float64)
     k = np.sort(k[k > 0])
     if len(k) < min_tail:
@@ -101,7 +105,7 @@ def tail_exponent(deg, k_min: int | None = None, min_tail: int = 10) -> PowerLaw
         tail = k[k >= km]
         vals = np.unique(tail)
         if len(vals) < 2 and k_min is None:
-            continue                                   # a single value says nothing about a tail
+            continue  # a single value says nothing about a tail
         a = _alpha(tail, km)
         emp = np.array([np.mean(tail >= v) for v in vals])
         fit = zeta(a, vals) / zeta(a, km)
@@ -114,6 +118,7 @@ def tail_exponent(deg, k_min: int | None = None, min_tail: int = 10) -> PowerLaw
 def to_networkx(A, directed: bool = True):
     """A networkx (Di)Graph of A (edge i -> j for A[j, i] != 0), all n nodes kept."""
     import networkx as nx
+
     A = sp.coo_matrix(A)
     g = nx.DiGraph() if directed else nx.Graph()
     g.add_nodes_from(range(A.shape[0]))
@@ -127,6 +132,7 @@ def louvain_modularity(A, seeds: int = LOUVAIN_SEEDS, directed: bool = True) -> 
     Directed modularity (Leicht-Newman) on the directed graph, as networkx computes it. A graph with no edge
     has modularity 0 by convention (networkx would divide by zero)."""
     import networkx as nx
+
     g = to_networkx(A, directed=directed)
     if g.number_of_edges() == 0:
         return 0.0, [set(g.nodes)]
@@ -146,7 +152,7 @@ def gnm_like(A, seed: int = 0) -> sp.csr_matrix:
     if m > n * (n - 1):
         raise ValueError(f"gnm_like: {m} edges do not fit a simple directed graph on {n} nodes")
     chosen = set()
-    while len(chosen) < m:                       # rejection sampling of distinct off-diagonal cells
+    while len(chosen) < m:  # rejection sampling of distinct off-diagonal cells
         need = m - len(chosen)
         cells = rng.integers(0, n * n, size=2 * need + 16)
         for c in cells.tolist():
@@ -158,8 +164,9 @@ def gnm_like(A, seed: int = 0) -> sp.csr_matrix:
     return sp.csr_matrix((np.ones(m, dtype=np.int8), (cells // n, cells % n)), shape=(n, n))
 
 
-def random_low_rank(n: int, d: int, std_D: float, std_E: float, seed: int = 0, mean_D: float = 0.0,
-                    mean_E: float = 0.0) -> np.ndarray:
+def random_low_rank(
+    n: int, d: int, std_D: float, std_E: float, seed: int = 0, mean_D: float = 0.0, mean_E: float = 0.0
+) -> np.ndarray:
     """Baseline 2: D E for Gaussian D (n, d), E (d, n) with the given means and standard deviations (the trained
     matrices' own), the same shapes: a low-rank graph with no learned structure, to threshold at the same beta."""
     rng = np.random.default_rng(seed)
@@ -168,8 +175,15 @@ def random_low_rank(n: int, d: int, std_D: float, std_E: float, seed: int = 0, m
     return D @ E
 
 
-def modularity_vs_beta(G, betas, baselines: dict | None = None, seeds: int = LOUVAIN_SEEDS,
-                       gnm: bool = True, max_edges: int | None = 2_000_000, same_edges: bool = True) -> list[dict]:
+def modularity_vs_beta(
+    G,
+    betas,
+    baselines: dict | None = None,
+    seeds: int = LOUVAIN_SEEDS,
+    gnm: bool = True,
+    max_edges: int | None = 2_000_000,
+    same_edges: bool = True,
+) -> list[dict]:
     """Louvain modularity (best of `seeds`) of G thresholded at each beta, beside the baselines.
 
     baselines: {name: matrix} thresholded at the same beta (e.g. {"low-rank": random_low_rank(...)});
@@ -193,9 +207,12 @@ def modularity_vs_beta(G, betas, baselines: dict | None = None, seeds: int = LOU
         for name, B in (baselines or {}).items():
             Ab = threshold_graph(B, beta)
             row[f"{name}_edges"] = int(Ab.nnz)
-            row[name] = louvain_modularity(Ab, seeds)[0] if 0 < Ab.nnz <= (max_edges or Ab.nnz) else (
-                0.0 if Ab.nnz == 0 else None)
-            if same_edges and 0 < m <= (max_edges or m):     # the baseline thresholded to G's edge count
+            row[name] = (
+                louvain_modularity(Ab, seeds)[0]
+                if 0 < Ab.nnz <= (max_edges or Ab.nnz)
+                else (0.0 if Ab.nnz == 0 else None)
+            )
+            if same_edges and 0 < m <= (max_edges or m):  # the baseline thresholded to G's edge count
                 row[f"{name} (same m)"] = louvain_modularity(top_edges(B, m), seeds)[0]
         rows.append(row)
     return rows
@@ -223,6 +240,7 @@ def planted_partition(sizes, p_in: float, p_out: float, seed: int = 0) -> sp.csr
 @dataclass
 class SynapseRank:
     """One synapse (column index into the value matrix) with its one-sided Mann-Whitney U and p-value."""
+
     index: int
     U: float
     p: float
@@ -232,8 +250,14 @@ class SynapseRank:
     mean_contrast: float
 
     def to_dict(self):
-        return dict(index=self.index, U=self.U, p=self.p, U_max=self.n_concept * self.n_contrast,
-                    mean_concept=self.mean_concept, mean_contrast=self.mean_contrast)
+        return dict(
+            index=self.index,
+            U=self.U,
+            p=self.p,
+            U_max=self.n_concept * self.n_contrast,
+            mean_concept=self.mean_concept,
+            mean_contrast=self.mean_contrast,
+        )
 
 
 def mann_whitney_rank(concept, contrast, top: int = 10) -> list[SynapseRank]:
@@ -241,25 +265,35 @@ def mann_whitney_rank(concept, contrast, top: int = 10) -> list[SynapseRank]:
     (alternative: concept values are larger), best first: the paper's monosemantic-synapse search (Sec. 6.3,
     U = 2368 of 2500 for 50 vs 50 sentences). Ties in U are broken by the smaller p, then the index."""
     from scipy.stats import mannwhitneyu
+
     a, b = np.asarray(concept, dtype=np.float64), np.asarray(contrast, dtype=np.float64)
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
-        raise ValueError(f"mann_whitney_rank: expected concept (m1, S) and contrast (m2, S) with the same S, "
-                         f"got {a.shape} and {b.shape}")
+        raise ValueError(
+            f"mann_whitney_rank: expected concept (m1, S) and contrast (m2, S) with the same S, "
+            f"got {a.shape} and {b.shape}"
+        )
     if a.shape[0] < 2 or b.shape[0] < 2:
         raise ValueError(f"mann_whitney_rank: expected at least 2 samples per set, got {a.shape[0]} and {b.shape[0]}")
     res = mannwhitneyu(a, b, alternative="greater", axis=0)
     U, p = np.atleast_1d(res.statistic), np.atleast_1d(res.pvalue)
     order = np.lexsort((np.arange(len(U)), p, -U))[:top]
-    return [SynapseRank(int(i), float(U[i]), float(p[i]), a.shape[0], b.shape[0], float(a[:, i].mean()),
-                        float(b[:, i].mean())) for i in order]
+    return [
+        SynapseRank(
+            int(i), float(U[i]), float(p[i]), a.shape[0], b.shape[0], float(a[:, i].mean()), float(b[:, i].mean())
+        )
+        for i in order
+    ]
 
 
 # ---- figures (matplotlib, Agg) ---------------------------------------------------------------------------------
 
+
 def _plt():
     import matplotlib
+
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
+
     return plt
 
 
@@ -274,7 +308,7 @@ def plot_degree_distribution(path, samples: dict, title="degree distribution"):
         ccdf = 1.0 - np.arange(len(k)) / len(k)
         ax.loglog(k, ccdf, ".", ms=3, label=label)
     ax.set_xlabel("degree k"), ax.set_ylabel("P(K >= k)"), ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=7), ax.grid(True, which="both", alpha=.3)
+    ax.legend(fontsize=7), ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout(), fig.savefig(path, dpi=110), plt.close(fig)
     return path
 
@@ -284,14 +318,25 @@ def plot_modularity(path, rows: list, title="Louvain modularity vs beta", paper=
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.2, 3.8))
     betas = [r["beta"] for r in rows]
-    keys = ["modularity"] + sorted({k for r in rows for k in r if k not in ("beta", "edges", "modularity",
-                                                                                 "communities") and not k.endswith("_edges")})
+    keys = ["modularity"] + sorted(
+        {
+            k
+            for r in rows
+            for k in r
+            if k not in ("beta", "edges", "modularity", "communities") and not k.endswith("_edges")
+        }
+    )
     for k in keys:
         ys = [r.get(k) for r in rows]
-        ax.plot(betas, [np.nan if y is None else y for y in ys], "o-" if k == "modularity" else "s--", ms=3,
-                label="model" if k == "modularity" else k)
+        ax.plot(
+            betas,
+            [np.nan if y is None else y for y in ys],
+            "o-" if k == "modularity" else "s--",
+            ms=3,
+            label="model" if k == "modularity" else k,
+        )
     ax.set_xlabel("threshold beta"), ax.set_ylabel("modularity (best of 5 Louvain)"), ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=7), ax.grid(True, alpha=.3)
+    ax.legend(fontsize=7), ax.grid(True, alpha=0.3)
     fig.tight_layout(), fig.savefig(path, dpi=110), plt.close(fig)
     return path
 
@@ -314,11 +359,11 @@ def plot_raster(path, active, labels=None, title="activity raster", ylabel="neur
     plt = _plt()
     act = np.asarray(active)
     T, n = act.shape
-    width = min(12, 3 + .3 * T)
+    width = min(12, 3 + 0.3 * T)
     fig, ax = plt.subplots(figsize=(width, 3.8))
     t, i = np.nonzero(act)
     sc = ax.scatter(t, i, s=6, c=np.abs(act[t, i]), cmap="viridis", marker="s")
-    ax.set_xlim(-.5, T - .5), ax.set_ylim(-.5, n - .5)
+    ax.set_xlim(-0.5, T - 0.5), ax.set_ylim(-0.5, n - 0.5)
     if labels is not None:
         _token_ticks(ax, labels, width - 1.5)
     fig.colorbar(sc, ax=ax, label=clabel, pad=0.01)
@@ -338,7 +383,7 @@ def plot_series(path, series: dict, labels=None, title="", xlabel="token", ylabe
     ax.set_xlabel(xlabel), ax.set_ylabel(ylabel), ax.set_title(title, fontsize=10)
     if series:
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, frameon=False)
-    ax.grid(True, alpha=.3)
+    ax.grid(True, alpha=0.3)
     fig.tight_layout(), fig.savefig(path, dpi=110), plt.close(fig)
     return path
 
@@ -348,16 +393,17 @@ def plot_bars(path, groups: dict, categories, title="", ylabel=""):
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.2, 3.6))
     k = max(1, len(groups))
-    w = .8 / k
+    w = 0.8 / k
     for j, (lab, vals) in enumerate(groups.items()):
         ax.bar(np.arange(len(categories)) + (j - (k - 1) / 2) * w, vals, w, label=lab)
     ax.set_xticks(range(len(categories))), ax.set_xticklabels(categories)
-    ax.set_ylabel(ylabel), ax.set_title(title, fontsize=10), ax.legend(fontsize=7), ax.grid(True, axis="y", alpha=.3)
+    ax.set_ylabel(ylabel), ax.set_title(title, fontsize=10), ax.legend(fontsize=7), ax.grid(True, axis="y", alpha=0.3)
     fig.tight_layout(), fig.savefig(path, dpi=110), plt.close(fig)
     return path
 
 
 # ---- the scheduler, round by round, with the numbers that flowed (`bdh trace`) --------------------------------
+
 
 def _fmt(v: float) -> str:
     return f"{v:.4g}" if v != 0 else "0"
@@ -386,6 +432,7 @@ def trace_rounds(sim, tokens, shown: dict, max_rounds: int | None = None, max_fl
     """
     from . import kernels as K
     from .backends import numpy_ops
+
     net = sim.net
     ops = numpy_ops(None)
     kernel = sim.kernel
@@ -400,9 +447,14 @@ def trace_rounds(sim, tokens, shown: dict, max_rounds: int | None = None, max_fl
         else:
             sim.ingest(x0, y0)
         st = sim.state
-        inputs = {v: [(_label(_var_parts(v)[0], int(k)), float(st.nodes[v][k]))
-                       for k in show.get(_var_parts(v)[0], []) if st.nodes[v][k] != 0]
-                  for v in (["X", "Y"] + list(extra or {}))}
+        inputs = {
+            v: [
+                (_label(_var_parts(v)[0], int(k)), float(st.nodes[v][k]))
+                for k in show.get(_var_parts(v)[0], [])
+                if st.nodes[v][k] != 0
+            ]
+            for v in (["X", "Y"] + list(extra or {}))
+        }
         tok = dict(token=t, label=label, inputs=inputs, rounds=[])
         for k, rnd in enumerate(kernel.rounds):
             if max_rounds is not None and done_rounds >= max_rounds:
@@ -427,19 +479,30 @@ def trace_rounds(sim, tokens, shown: dict, max_rounds: int | None = None, max_fl
                 ch = []
                 for j in show.get(pop, []):
                     if old[j] != nodes[rule.dst][j]:
-                        ins = {s: float(nodes[s][j]) if s != rule.dst else float(old[j]) for s in rule.src
-                               if _var_parts(s)[0] == pop and s != rule.dst}
-                        ch.append(dict(node=_label(pop, int(j)), before=float(old[j]), after=float(nodes[rule.dst][j]),
-                                       inputs=ins))
-                entry["computation"].append(dict(text=str(rule), kind=rule.kind, changes=ch[:max_flows],
-                                                 truncated=max(0, len(ch) - max_flows)))
-            entry["consistent"] = bool(all(np.allclose(nodes[v], after.nodes[v], rtol=1e-12, atol=1e-12)
-                                           for v in nodes))
+                        ins = {
+                            s: float(nodes[s][j]) if s != rule.dst else float(old[j])
+                            for s in rule.src
+                            if _var_parts(s)[0] == pop and s != rule.dst
+                        }
+                        ch.append(
+                            dict(
+                                node=_label(pop, int(j)),
+                                before=float(old[j]),
+                                after=float(nodes[rule.dst][j]),
+                                inputs=ins,
+                            )
+                        )
+                entry["computation"].append(
+                    dict(text=str(rule), kind=rule.kind, changes=ch[:max_flows], truncated=max(0, len(ch) - max_flows))
+                )
+            entry["consistent"] = bool(
+                all(np.allclose(nodes[v], after.nodes[v], rtol=1e-12, atol=1e-12) for v in nodes)
+            )
             tok["rounds"].append(entry)
             done_rounds += 1
         out.append(tok)
         if max_rounds is not None and done_rounds >= max_rounds:
-            if sim._loaded:                       # finish the token quietly so the simulator stays consistent
+            if sim._loaded:  # finish the token quietly so the simulator stays consistent
                 while sim._loaded:
                     sim.step()
             break
@@ -463,16 +526,29 @@ def _comm_flows(net, rule, before, after, is_shown, max_flows):
         live = np.nonzero((q[src] != 0) & (w != 0) & is_shown[g.post][dst])[0]
         for e in live:
             i, j = int(src[e]), int(dst[e])
-            flows.append(dict(src=_label(g.pre, i), dst=_label(g.post, j), weight=float(w[e]), value=float(q[i]),
-                              message=float(w[e] * q[i]),
-                              text=f"{rule.src[0]}({_label(g.pre, i)})={_fmt(q[i])} · {wname}({_label(g.pre, i)}→"
-                                   f"{_label(g.post, j)})={_fmt(w[e])} → {rule.dst}({_label(g.post, j)}) += "
-                                   f"{_fmt(w[e] * q[i])}"))
+            flows.append(
+                dict(
+                    src=_label(g.pre, i),
+                    dst=_label(g.post, j),
+                    weight=float(w[e]),
+                    value=float(q[i]),
+                    message=float(w[e] * q[i]),
+                    text=f"{rule.src[0]}({_label(g.pre, i)})={_fmt(q[i])} · {wname}({_label(g.pre, i)}→"
+                    f"{_label(g.post, j)})={_fmt(w[e])} → {rule.dst}({_label(g.post, j)}) += "
+                    f"{_fmt(w[e] * q[i])}",
+                )
+            )
         dpop = g.post
-        totals = [dict(node=_label(dpop, int(j)), before=float(before.nodes[rule.dst][j]),
-                       after=float(after.nodes[rule.dst][j]))
-                  for j in np.nonzero(is_shown[dpop])[0] if before.nodes[rule.dst][j] != after.nodes[rule.dst][j]]
-    else:                                                          # hebbian p(i), q(j) -> s(i,j), weight Gs
+        totals = [
+            dict(
+                node=_label(dpop, int(j)),
+                before=float(before.nodes[rule.dst][j]),
+                after=float(after.nodes[rule.dst][j]),
+            )
+            for j in np.nonzero(is_shown[dpop])[0]
+            if before.nodes[rule.dst][j] != after.nodes[rule.dst][j]
+        ]
+    else:  # hebbian p(i), q(j) -> s(i,j), weight Gs
         p, q = rule.src
         g = net.groups[net.edge_vars[rule.dst].group]
         src, dst = g.source, g.indices
@@ -481,14 +557,27 @@ def _comm_flows(net, rule, before, after, is_shown, max_flows):
         for e in live:
             i, j = int(src[e]), int(dst[e])
             m = g.weight[e] * pv[i] * qv[j]
-            flows.append(dict(src=_label(g.pre, i), dst=_label(g.post, j), weight=float(g.weight[e]),
-                              value=float(pv[i] * qv[j]), message=float(m),
-                              text=f"{p}({_label(g.pre, i)})={_fmt(pv[i])} · {q}({_label(g.post, j)})={_fmt(qv[j])}"
-                                   f" · Gs={_fmt(g.weight[e])} → {rule.dst}({_label(g.pre, i)},{_label(g.post, j)}): "
-                                   f"{_fmt(before.edges[rule.dst][e])} → {_fmt(after.edges[rule.dst][e])}"))
+            flows.append(
+                dict(
+                    src=_label(g.pre, i),
+                    dst=_label(g.post, j),
+                    weight=float(g.weight[e]),
+                    value=float(pv[i] * qv[j]),
+                    message=float(m),
+                    text=f"{p}({_label(g.pre, i)})={_fmt(pv[i])} · {q}({_label(g.post, j)})={_fmt(qv[j])}"
+                    f" · Gs={_fmt(g.weight[e])} → {rule.dst}({_label(g.pre, i)},{_label(g.post, j)}): "
+                    f"{_fmt(before.edges[rule.dst][e])} → {_fmt(after.edges[rule.dst][e])}",
+                )
+            )
         totals = []
-    return dict(text=str(rule), kind=rule.kind, dst=rule.dst, flows=flows[:max_flows],
-                truncated=max(0, len(flows) - max_flows), totals=totals)
+    return dict(
+        text=str(rule),
+        kind=rule.kind,
+        dst=rule.dst,
+        flows=flows[:max_flows],
+        truncated=max(0, len(flows) - max_flows),
+        totals=totals,
+    )
 
 
 def _damp_changes(net, rule, before, after, is_shown, max_flows):
@@ -496,8 +585,15 @@ def _damp_changes(net, rule, before, after, is_shown, max_flows):
     src, dst = g.source, g.indices
     a, b = before.edges[rule.dst], after.edges[rule.dst]
     idx = np.nonzero((a != b) & is_shown[g.pre][src] & is_shown[g.post][dst])[0]
-    ch = [dict(node=f"({_label(g.pre, int(src[e]))},{_label(g.post, int(dst[e]))})", before=float(a[e]),
-               after=float(b[e]), inputs={}) for e in idx]
+    ch = [
+        dict(
+            node=f"({_label(g.pre, int(src[e]))},{_label(g.post, int(dst[e]))})",
+            before=float(a[e]),
+            after=float(b[e]),
+            inputs={},
+        )
+        for e in idx
+    ]
     return dict(text=str(rule), kind="damp", changes=ch[:max_flows], truncated=max(0, len(ch) - max_flows))
 
 
@@ -506,8 +602,12 @@ def format_trace(tr: list, header: str = "") -> str:
     the paper writes it followed by the numbers."""
     lines = [header] if header else []
     for tok in tr:
-        ins = "; ".join(f"{v}: " + ", ".join(f"{k}={_fmt(x)}" for k, x in vals) for v, vals in tok["inputs"].items()
-                        if vals) or "all shown inputs 0"
+        ins = (
+            "; ".join(
+                f"{v}: " + ", ".join(f"{k}={_fmt(x)}" for k, x in vals) for v, vals in tok["inputs"].items() if vals
+            )
+            or "all shown inputs 0"
+        )
         lines.append(f"token {tok['token'] + 1} {tok['label']!s}   inputs  {ins}")
         for r in tok["rounds"]:
             lines.append(f"  round {r['round'] + 1} (layer {r['layer']}) {r['label']}")
@@ -519,12 +619,16 @@ def format_trace(tr: list, header: str = "") -> str:
                     for f in rule.get("flows", []):
                         lines.append(f"          {f['text']}")
                     for c in rule.get("totals", []):
-                        lines.append(f"          {rule['dst']}({c['node']}): "
-                                     f"{_fmt(c['before'])} → {_fmt(c['after'])}   (sum of the messages)")
+                        lines.append(
+                            f"          {rule['dst']}({c['node']}): "
+                            f"{_fmt(c['before'])} → {_fmt(c['after'])}   (sum of the messages)"
+                        )
                     for c in rule.get("changes", []):
                         ins = ", ".join(f"{k}={_fmt(v)}" for k, v in c["inputs"].items())
-                        lines.append(f"          {c['node']}: {_fmt(c['before'])} → {_fmt(c['after'])}"
-                                     + (f"   ({ins})" if ins else ""))
+                        lines.append(
+                            f"          {c['node']}: {_fmt(c['before'])} → {_fmt(c['after'])}"
+                            + (f"   ({ins})" if ins else "")
+                        )
                     if rule.get("truncated"):
                         lines.append(f"          … {rule['truncated']} more not shown")
                     if not rule.get("flows") and not rule.get("changes") and not rule.get("totals"):

@@ -19,6 +19,7 @@ exception is printed, then MPI_Abort ends every rank with exit code 1. A killed 
 so benchmarks can set it against the design's minimum. `default_comm()` is `MPIComm(MPI.COMM_WORLD)` when
 mpi4py imports and the world has more than one rank, else `SelfComm()`.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -28,6 +29,7 @@ from .errors import GraphError
 
 class SelfComm:
     """P = 1: the trivial in-process communicator (every collective is the identity)."""
+
     rank, size = 0, 1
 
     def __init__(self):
@@ -67,6 +69,7 @@ class MPIComm:
 
     def __init__(self, comm=None):
         from mpi4py import MPI
+
         self.MPI = MPI
         self.comm = MPI.COMM_WORLD if comm is None else comm
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
@@ -84,8 +87,16 @@ class MPIComm:
         self.comm.Allgather(counts, all_counts)
         # one float64 buffer per rank: [indices of var 0, values of var 0, indices of var 1, ...]; indices below
         # 2^53 are exact in float64
-        send = np.concatenate([np.concatenate([(i + blocks[v][1]).astype(np.float64), np.asarray(blocks[v][0])[i]])
-                               for v, i in zip(names, idx)]) if names else np.zeros(0)
+        send = (
+            np.concatenate(
+                [
+                    np.concatenate([(i + blocks[v][1]).astype(np.float64), np.asarray(blocks[v][0])[i]])
+                    for v, i in zip(names, idx)
+                ]
+            )
+            if names
+            else np.zeros(0)
+        )
         per_rank = 2 * all_counts.sum(axis=1)
         recv = np.empty(int(per_rank.sum()), dtype=np.float64)
         self.comm.Allgatherv(send, [recv, per_rank, np.concatenate([[0], np.cumsum(per_rank)[:-1]]), self.MPI.DOUBLE])
@@ -96,7 +107,7 @@ class MPIComm:
         for r in range(self.size):
             for k, v in enumerate(names):
                 c = int(all_counts[r, k])
-                out[v][recv[off:off + c].astype(np.int64)] = recv[off + c:off + 2 * c]
+                out[v][recv[off : off + c].astype(np.int64)] = recv[off + c : off + 2 * c]
                 off += 2 * c
         return out
 
@@ -138,6 +149,7 @@ class MPIComm:
 def abort_on_exception():
     """Make an uncaught exception on this rank end every rank of MPI.COMM_WORLD (print it, then MPI_Abort(1))."""
     import sys
+
     hook = sys.excepthook
     if getattr(hook, "_bdh_abort", False):
         return
@@ -148,7 +160,9 @@ def abort_on_exception():
             sys.stderr.flush()
         finally:
             from mpi4py import MPI
+
             MPI.COMM_WORLD.Abort(1)
+
     excepthook._bdh_abort = True
     sys.excepthook = excepthook
 
@@ -156,8 +170,19 @@ def abort_on_exception():
 def mpi_world_size():
     """Size of MPI.COMM_WORLD if mpi4py imports (and MPI starts), else 1. Cheap when not under mpiexec."""
     import os
-    if not any(k in os.environ for k in ("PMI_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK",
-                                          "MPI_LOCALNRANKS", "HYDI_CONTROL_FD", "SLURM_PROCID")):
+
+    if not any(
+        k in os.environ
+        for k in (
+            "PMI_RANK",
+            "PMI_SIZE",
+            "OMPI_COMM_WORLD_SIZE",
+            "PMIX_RANK",
+            "MPI_LOCALNRANKS",
+            "HYDI_CONTROL_FD",
+            "SLURM_PROCID",
+        )
+    ):
         return 1
     try:
         from mpi4py import MPI
@@ -171,6 +196,7 @@ def world_rank():
     if mpi_world_size() <= 1:
         return 0
     from mpi4py import MPI
+
     return MPI.COMM_WORLD.Get_rank()
 
 

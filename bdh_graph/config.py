@@ -4,6 +4,7 @@ FASTMATH stays off: the backends are compared at 1e-10 in float64, and reassocia
 CACHE is off by default (numba's on-disk cache is version- and path-sensitive); set BDH_GRAPH_NUMBA_CACHE=1 to
 turn it on for repeated benchmark runs.
 """
+
 import os
 
 FASTMATH = False

@@ -5,6 +5,7 @@ synapse with key = group name, `weight`, and on the edges of an edge variable's 
 (`sigma_0`, ...). PyG: a HeteroData, node type per population, edge type (pre, group, post) with
 `edge_index` (row 0 = source i, row 1 = target j), `edge_weight`, and one attribute per edge variable.
 """
+
 import numpy as np
 
 from .errors import GraphError
@@ -13,8 +14,10 @@ from .network import GROUPS
 
 def _one_process(net, what):
     if net.comm.size > 1:
-        raise GraphError(f"{what}: exports the whole network from one process; this one is sharded over "
-                         f"{net.comm.size} ranks (build it with comm=SelfComm() to export)")
+        raise GraphError(
+            f"{what}: exports the whole network from one process; this one is sharded over "
+            f"{net.comm.size} ranks (build it with comm=SelfComm() to export)"
+        )
 
 
 def _edge_values(net, sigma):
@@ -26,7 +29,9 @@ def _edge_values(net, sigma):
             sigma = getattr(sigma, attr)
             break
     if not isinstance(sigma, dict):
-        raise GraphError(f"sigma: expected a RunResult, NetworkState or dict of edge arrays, got {type(sigma).__name__}")
+        raise GraphError(
+            f"sigma: expected a RunResult, NetworkState or dict of edge arrays, got {type(sigma).__name__}"
+        )
     for k, v in sigma.items():
         if k not in net.edge_vars:
             raise GraphError(f"sigma: unknown edge variable {k!r}; known: {net.sigma_names}")
@@ -42,6 +47,7 @@ def _node_id(pop, i):
 
 def to_networkx(net, sigma=None):
     import networkx as nx
+
     _one_process(net, "to_networkx")
     vals = _edge_values(net, sigma)
     G = nx.MultiDiGraph()
@@ -58,6 +64,7 @@ def to_networkx(net, sigma=None):
 def to_pyg(net, sigma=None):
     import torch
     from torch_geometric.data import HeteroData
+
     _one_process(net, "to_pyg")
     vals = _edge_values(net, sigma)
     data = HeteroData()
@@ -98,6 +105,7 @@ def graphml_graph(net, sigma=None):
     """to_networkx with GraphML-friendly names: nodes 'neurons:17', 'res:3' (attribute population, index), one
     edge per synapse with its group, weight and edge-variable values."""
     import networkx as nx
+
     vals = _edge_values(net, sigma)
     G = nx.MultiDiGraph()
     for p in net.populations.values():
@@ -118,6 +126,7 @@ def save_pyg(net, path, sigma=None, metadata=None):
 
     import torch
     from safetensors.torch import save_file
+
     vals = _edge_values(net, sigma)
     tensors = {}
     for g in net.groups.values():
@@ -139,6 +148,7 @@ def load_pyg(path):
 
     from safetensors import safe_open
     from torch_geometric.data import HeteroData
+
     data = HeteroData()
     with safe_open(path, framework="pt") as f:
         meta = f.metadata() or {}
@@ -146,7 +156,7 @@ def load_pyg(path):
             raise GraphError(f"{path}: not a graph written by save_pyg (metadata format {meta.get('format')!r})")
         for name, size in json.loads(meta["num_nodes"]).items():
             data[name].num_nodes = int(size)
-        for k in f.keys():
+        for k in f.keys():  # noqa: SIM118 (safe_open has no __iter__)
             et, attr = k.split("/", 1)
             data[tuple(et.split("|"))][attr] = f.get_tensor(k)
     return data

@@ -48,10 +48,11 @@ other node's output to stay bit-identical. A rule that reads a whole group (a La
 refused; build it from rounds instead (`equivalence.rules.layer_norm_rounds`: a clique of edges carries the
 sum for the mean, a second round the sum of squares for the variance).
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from .errors import GraphError
 
@@ -62,6 +63,7 @@ COMMUNICATION = ("send", "read", "hebbian")
 class Rule:
     """One local rule. `src`: variables read; `dst`: the variable written; `group`: the synapse group
     (communication rules); `params`: extra constants for registered rules (a tuple of (name, value))."""
+
     kind: str
     src: tuple = ()
     dst: str | None = None
@@ -79,6 +81,7 @@ class Rule:
 @dataclass(frozen=True)
 class Round:
     """One round: a communication sub-round (rules on edges) then a computation sub-round (rules at nodes)."""
+
     communication: tuple = ()
     computation: tuple = ()
     label: str = ""
@@ -92,6 +95,7 @@ class Round:
 @dataclass(frozen=True)
 class Kernel:
     """A local kernel: `layers[l]` is the tuple of rounds of layer l+1; the outputs are read after each layer."""
+
     layers: tuple
     name: str = "kernel"
 
@@ -107,6 +111,7 @@ class Kernel:
 
 
 # ---- rule constructors, in the paper's notation -------------------------------------------------------------
+
 
 def send(q, r, group):
     return Rule("send", (q,), r, group, text=f"{q}(i) -> {r}(j) [{group}]")
@@ -175,18 +180,26 @@ def table_1b(layers, *, shared_sigma=False, damping="eq6", hebbian_orientation="
         s = sigma_name(l, shared_sigma)
         write = hebbian("X", "Y", s) if hebbian_orientation == "eq6" else hebbian("Y", "X", s)
         return (
-            Round(communication=(send("Y", "Xe", "Gx_e"), send("Y", "Xi", "Gx_i")),
-                  computation=(threshold("Xe", "Xi", "X"),),
-                  label="4l+3: Y to X (I&F)"),
-            Round(communication=(read("X", s, "A"),),
-                  computation=(damp(s),) if damping == "table1" else (),
-                  label="4l: read state"),
-            Round(communication=(write,),
-                  computation=(reset("Xe"), reset("Xi"), reset("Y")) + ((damp(s),) if damping == "eq6" else ()),
-                  label="4l+1: Hebbian write"),
-            Round(communication=(send("A", "Ye", "Gy_e"), send("A", "Yi", "Gy_i")),
-                  computation=(gate("Ye", "Yi", "X", "Y"), reset("Ye"), reset("Yi"), reset("A")),
-                  label="4l+2: A to Y (gated)"),
+            Round(
+                communication=(send("Y", "Xe", "Gx_e"), send("Y", "Xi", "Gx_i")),
+                computation=(threshold("Xe", "Xi", "X"),),
+                label="4l+3: Y to X (I&F)",
+            ),
+            Round(
+                communication=(read("X", s, "A"),),
+                computation=(damp(s),) if damping == "table1" else (),
+                label="4l: read state",
+            ),
+            Round(
+                communication=(write,),
+                computation=(reset("Xe"), reset("Xi"), reset("Y")) + ((damp(s),) if damping == "eq6" else ()),
+                label="4l+1: Hebbian write",
+            ),
+            Round(
+                communication=(send("A", "Ye", "Gy_e"), send("A", "Yi", "Gy_i")),
+                computation=(gate("Ye", "Yi", "X", "Y"), reset("Ye"), reset("Yi"), reset("A")),
+                label="4l+2: A to Y (gated)",
+            ),
         )
 
     return Kernel(tuple(layer(l) for l in range(layers)), name="Table 1(b)")
@@ -208,18 +221,28 @@ def table_1a(layers, *, shared_sigma=False, damping="eq6", hebbian_orientation="
         write = hebbian("X", "Y", s) if hebbian_orientation == "eq6" else hebbian("Y", "X", s)
         return (
             Round(communication=(send("Y", "X", "Gx_e"),), label="4l+3: Y to X"),
-            Round(communication=(read("X", s, "A"),),
-                  computation=(damp(s),) if damping == "table1" else (), label="4l: read state"),
-            Round(communication=(write,),
-                  computation=(reset("Y"),) + ((damp(s),) if damping == "eq6" else ()), label="4l+1: Hebbian write"),
-            Round(communication=(send("A", "Ye", "Gy_e"),),
-                  computation=(product("Ye", "X", "Y"), reset("Ye"), reset("A")), label="4l+2: A to Y"),
+            Round(
+                communication=(read("X", s, "A"),),
+                computation=(damp(s),) if damping == "table1" else (),
+                label="4l: read state",
+            ),
+            Round(
+                communication=(write,),
+                computation=(reset("Y"),) + ((damp(s),) if damping == "eq6" else ()),
+                label="4l+1: Hebbian write",
+            ),
+            Round(
+                communication=(send("A", "Ye", "Gy_e"),),
+                computation=(product("Ye", "X", "Y"), reset("Ye"), reset("A")),
+                label="4l+2: A to Y",
+            ),
         )
 
     return Kernel(tuple(layer(l) for l in range(layers)), name="Table 1(a)")
 
 
 # ---- computation rules: one function each, shared by all backends -------------------------------------------
+
 
 def _reset(rule, v, ops):
     return {rule.dst: ops.zeros_like(v[rule.dst])}
@@ -241,7 +264,10 @@ def _product(rule, v, ops):
 
 
 COMPUTATION_RULES: dict[str, Callable] = {
-    "reset": _reset, "threshold": _threshold, "gate": _gate, "product": _product,
+    "reset": _reset,
+    "threshold": _threshold,
+    "gate": _gate,
+    "product": _product,
 }
 EDGE_COMPUTATION = ("damp",)  # implemented by each backend (it touches synapses, with the rotation's pairing)
 
@@ -254,8 +280,10 @@ def register_rule(kind, fn, *, local):
     if kind in COMMUNICATION or kind in EDGE_COMPUTATION or kind in _BUILTIN:
         raise GraphError(f"register_rule: {kind!r} is a built-in rule kind and cannot be replaced")
     if local is not True:
-        raise GraphError(f"register_rule: rule {kind!r} must be node-local (local=True): a rule reads only its own "
-                         "node's variables; move what crosses nodes onto edges (a communication rule)")
+        raise GraphError(
+            f"register_rule: rule {kind!r} must be node-local (local=True): a rule reads only its own "
+            "node's variables; move what crosses nodes onto edges (a communication rule)"
+        )
     COMPUTATION_RULES[kind] = fn
 
 
@@ -284,21 +312,26 @@ def check_local(rule, size, where=""):
         with np.errstate(all="ignore"):
             out = fn(rule, {v: a.copy() for v, a in values.items()}, ops)
         if set(out) != {rule.dst}:
-            raise GraphError(f"{where}rule {rule} writes {sorted(out)}; a computation rule writes only its own "
-                             f"target {rule.dst!r}")
+            raise GraphError(
+                f"{where}rule {rule} writes {sorted(out)}; a computation rule writes only its own target {rule.dst!r}"
+            )
         return np.asarray(out[rule.dst], dtype=np.float64)
 
     def same(a, b):
         return (a == b) | (np.isnan(a) & np.isnan(b))
 
     def refuse(what):
-        raise GraphError(f"{where}rule {rule} is not node-local: {what}; a rule reads only its own node (send what "
-                         "crosses nodes over edges)")
+        raise GraphError(
+            f"{where}rule {rule} is not node-local: {what}; a rule reads only its own node (send what "
+            "crosses nodes over edges)"
+        )
 
-    for base in ({v: rng.uniform(0.5, 2.0, size) for v in names},          # positive, away from every threshold
-                 {v: rng.normal(0.0, 1.0, size) for v in names}):           # signed
+    for base in (
+        {v: rng.uniform(0.5, 2.0, size) for v in names},  # positive, away from every threshold
+        {v: rng.normal(0.0, 1.0, size) for v in names},
+    ):  # signed
         ref = run(base)
-        for k in rng.choice(size, min(size, _PROBE_NODES), replace=False):   # 1. change one node, watch the rest
+        for k in rng.choice(size, min(size, _PROBE_NODES), replace=False):  # 1. change one node, watch the rest
             poked = {v: a.copy() for v, a in base.items()}
             for a in poked.values():
                 a[k] = a[k] * 1.5 + 0.25
@@ -306,13 +339,13 @@ def check_local(rule, size, where=""):
             moved[k] = False
             if moved.any():
                 refuse(f"changing node {k}'s inputs changed {rule.dst} at node {int(np.argmax(moved))}")
-        for m in (1, max(1, size // 2)):                                      # 2. a sub-population computes the same
+        for m in (1, max(1, size // 2)):  # 2. a sub-population computes the same
             S = np.sort(rng.choice(size, m, replace=False))
             try:
                 part = run({v: a[S] for v, a in base.items()})
             except GraphError:
                 raise
-            except Exception as e:                                            # e.g. a reshape over a whole group
+            except Exception as e:  # e.g. a reshape over a whole group
                 refuse(f"it fails on a sub-population of {m} node(s) ({type(e).__name__})")
             if part.shape != (m,) or not same(part, ref[S]).all():
                 refuse(f"on a sub-population of {m} node(s) it computes other values than on the whole")
@@ -340,24 +373,32 @@ def validate(kernel, node_vars, edge_vars, groups, sizes=None):
                 raise GraphError(f"{where}: {rule.kind!r} is not a communication rule; expected one of {COMMUNICATION}")
             if rule.kind == "send":
                 if rule.group not in groups:
-                    raise GraphError(f"{where}: unknown synapse group {rule.group!r} in rule {rule}; known: {sorted(groups)}")
+                    raise GraphError(
+                        f"{where}: unknown synapse group {rule.group!r} in rule {rule}; known: {sorted(groups)}"
+                    )
                 need(rule.src[0], "node", rule), need(rule.dst, "node", rule)
                 pre, post = groups[rule.group]
                 if node_vars[rule.src[0]] != pre or node_vars[rule.dst] != post:
-                    raise GraphError(f"{where}: rule {rule} goes {node_vars[rule.src[0]]} -> {node_vars[rule.dst]}, "
-                                     f"but group {rule.group} goes {pre} -> {post}")
+                    raise GraphError(
+                        f"{where}: rule {rule} goes {node_vars[rule.src[0]]} -> {node_vars[rule.dst]}, "
+                        f"but group {rule.group} goes {pre} -> {post}"
+                    )
             elif rule.kind == "read":
                 need(rule.src[0], "node", rule), need(rule.src[1], "edge", rule), need(rule.dst, "node", rule)
                 pre, post = groups[edge_vars[rule.src[1]]]
                 if node_vars[rule.src[0]] != pre or node_vars[rule.dst] != post:
-                    raise GraphError(f"{where}: rule {rule} goes {node_vars[rule.src[0]]} -> {node_vars[rule.dst]}, "
-                                     f"but {rule.src[1]} lives on {pre} -> {post}")
+                    raise GraphError(
+                        f"{where}: rule {rule} goes {node_vars[rule.src[0]]} -> {node_vars[rule.dst]}, "
+                        f"but {rule.src[1]} lives on {pre} -> {post}"
+                    )
             else:
                 need(rule.src[0], "node", rule), need(rule.src[1], "node", rule), need(rule.dst, "edge", rule)
                 pre, post = groups[edge_vars[rule.dst]]
                 if (node_vars[rule.src[0]], node_vars[rule.src[1]]) != (pre, post):
-                    raise GraphError(f"{where}: rule {rule} pairs {node_vars[rule.src[0]]}(i), {node_vars[rule.src[1]]}(j), "
-                                     f"but {rule.dst} lives on {pre} -> {post}")
+                    raise GraphError(
+                        f"{where}: rule {rule} pairs {node_vars[rule.src[0]]}(i), {node_vars[rule.src[1]]}(j), "
+                        f"but {rule.dst} lives on {pre} -> {post}"
+                    )
             read_vars |= set(rule.src)
             written.add(rule.dst)
         clash = written & read_vars
@@ -368,14 +409,18 @@ def validate(kernel, node_vars, edge_vars, groups, sizes=None):
                 need(rule.dst, "edge", rule)
                 continue
             if rule.kind not in COMPUTATION_RULES:
-                raise GraphError(f"{where}: unknown rule kind {rule.kind!r}; known: "
-                                 f"{sorted(COMPUTATION_RULES) + list(EDGE_COMPUTATION)} (add one with register_rule)")
+                raise GraphError(
+                    f"{where}: unknown rule kind {rule.kind!r}; known: "
+                    f"{sorted(COMPUTATION_RULES) + list(EDGE_COMPUTATION)} (add one with register_rule)"
+                )
             for var in rule.src + ((rule.dst,) if rule.dst else ()):
                 need(var, "node", rule)
             pops = {node_vars[v] for v in rule.src + ((rule.dst,) if rule.dst else ())}
             if len(pops) > 1:
-                raise GraphError(f"{where}: rule {rule} is not node-local: it names variables of populations "
-                                 f"{sorted(pops)}; a computation rule reads only its own node's variables")
+                raise GraphError(
+                    f"{where}: rule {rule} is not node-local: it names variables of populations "
+                    f"{sorted(pops)}; a computation rule reads only its own node's variables"
+                )
             pop = next(iter(pops), None)
             if sizes is not None and pop is not None and (rule, pop) not in probed:
                 check_local(rule, sizes[pop], f"{where}: ")

@@ -17,6 +17,7 @@ population's variable are positions in this rank's block (`sim.lo` + k is the ne
 are global. `StateMonitor.gather(root)` and `SpikeMonitor.gather(root)` bring the whole population's record
 (record=True) to rank `root`.
 """
+
 import numpy as np
 
 from .errors import GraphError, MonitorIndexError
@@ -67,8 +68,9 @@ class StateMonitor(_Monitor):
             elif v in net.edge_vars:
                 size = net.groups[net.edge_vars[v].group].nnz
             else:
-                raise GraphError(f"StateMonitor: unknown variable {v!r}; known: "
-                                 f"{sorted(net.node_variables) + sorted(net.edge_vars)}")
+                raise GraphError(
+                    f"StateMonitor: unknown variable {v!r}; known: {sorted(net.node_variables) + sorted(net.edge_vars)}"
+                )
             self._rec[v] = _indices(record, size, v)
             self._data[v] = []
         self._t_token, self._t_round = [], []
@@ -114,7 +116,9 @@ class SpikeMonitor(_Monitor):
     def __init__(self, sim, variable="Y", record=True, when="token"):
         super().__init__(sim, when)
         if variable not in sim.net.node_variables:
-            raise GraphError(f"SpikeMonitor: unknown node variable {variable!r}; known: {sorted(sim.net.node_variables)}")
+            raise GraphError(
+                f"SpikeMonitor: unknown node variable {variable!r}; known: {sorted(sim.net.node_variables)}"
+            )
         self.variable = variable
         self._sim = sim
         self.size = sim.net.size_of(variable)
@@ -163,8 +167,7 @@ class SpikeMonitor(_Monitor):
         return {int(r): t[i == r] for r in self.record}
 
     def __repr__(self):
-        return (f"SpikeMonitor({self.variable!r}, recording {len(self.record)} of {self.size}, "
-                f"{self.num_spikes} spikes)")
+        return f"SpikeMonitor({self.variable!r}, recording {len(self.record)} of {self.size}, {self.num_spikes} spikes)"
 
 
 class EventMonitor(_Monitor):

@@ -31,6 +31,7 @@ held by every rank. A SynapseGroup therefore stores the *local* block: `n_pre`, 
 source and target vectors it is applied to, `col0`, `row0` their global offsets. Edge variables and their U
 (u, theta, mates) live on the same local edges. At P = 1 the local block is the whole group.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -51,6 +52,7 @@ GROUPS = ("Gx_e", "Gx_i", "Gy_e", "Gy_i", "Gs")
 @dataclass(frozen=True)
 class Population:
     """`size` nodes in all; this rank holds [lo, hi) (the whole population when not `split`)."""
+
     name: str
     size: int
     variables: tuple
@@ -66,18 +68,19 @@ class Population:
 @dataclass(frozen=True)
 class SynapseGroup:
     """Directed, weighted, non-negative edges from population `pre` to `post`, stored source-major."""
+
     name: str
     pre: str
     post: str
     n_pre: int
     n_post: int
-    indptr: np.ndarray   # (n_pre + 1,) int64
+    indptr: np.ndarray  # (n_pre + 1,) int64
     indices: np.ndarray  # (nnz,) int64, target of each edge
-    weight: np.ndarray   # (nnz,) float64
-    col0: int = 0         # global index of local source 0 (sharding, module docstring)
-    row0: int = 0         # global index of local target 0
+    weight: np.ndarray  # (nnz,) float64
+    col0: int = 0  # global index of local source 0 (sharding, module docstring)
+    row0: int = 0  # global index of local target 0
     gathered: bool = False  # the source is split and indexed globally: its active values are exchanged
-    partial: bool = False   # the source is split, the target replicated: sums are completed by an Allreduce
+    partial: bool = False  # the source is split, the target replicated: sums are completed by an Allreduce
 
     @property
     def nnz(self):
@@ -104,13 +107,14 @@ class SynapseGroup:
 @dataclass(frozen=True)
 class EdgeVariable:
     """State on the edges of a group (sigma_l), with its U as per-edge coefficients (module docstring)."""
+
     name: str
     group: str
-    kind: str              # "identity" | "diagonal" | "rotation"
-    u_edge: np.ndarray     # (nnz,) retention of each synapse (1 for identity)
+    kind: str  # "identity" | "diagonal" | "rotation"
+    u_edge: np.ndarray  # (nnz,) retention of each synapse (1 for identity)
     coef_self: np.ndarray  # (nnz,)
     coef_mate: np.ndarray  # (nnz,) with a rotation, else empty
-    mate: np.ndarray       # (nnz,) int64, the paired synapse, with a rotation, else empty
+    mate: np.ndarray  # (nnz,) int64, the paired synapse, with a rotation, else empty
     pair_first: np.ndarray  # edges with an even source, the first of each rotated pair
     u: np.ndarray | None = None
     theta: np.ndarray | None = None
@@ -118,10 +122,13 @@ class EdgeVariable:
 
 # ---- validation -----------------------------------------------------------------------------------------------
 
+
 def _check_finite(name, a):
     if not np.all(np.isfinite(a)):
         bad = np.argwhere(~np.isfinite(np.asarray(a)))[0]
-        raise GraphError(f"{name}: expected finite values, got {np.asarray(a)[tuple(bad)]} at index {tuple(bad.tolist())}")
+        raise GraphError(
+            f"{name}: expected finite values, got {np.asarray(a)[tuple(bad)]} at index {tuple(bad.tolist())}"
+        )
 
 
 def as_group_matrix(name, M, shape):
@@ -145,16 +152,27 @@ def as_group_matrix(name, M, shape):
         else:
             j, i = np.unravel_index(int(np.argmin(M)), M.shape)
             where = f"edge {i}->{j}"
-        raise GraphError(f"{name}: weights must be non-negative, got {vals.min():g} on {where}; "
-                         "put the negative part in the inhibitory group")
+        raise GraphError(
+            f"{name}: weights must be non-negative, got {vals.min():g} on {where}; "
+            "put the negative part in the inhibitory group"
+        )
     return M if sp.issparse(M) else sp.csc_matrix(M)
 
 
 def _group_from_csc(name, pre, post, M, **shard):
     M = sp.csc_matrix(M)
     M.sort_indices()
-    return SynapseGroup(name, pre, post, M.shape[1], M.shape[0], M.indptr.astype(np.int64),
-                        M.indices.astype(np.int64), M.data.astype(np.float64), **shard)
+    return SynapseGroup(
+        name,
+        pre,
+        post,
+        M.shape[1],
+        M.shape[0],
+        M.indptr.astype(np.int64),
+        M.indices.astype(np.int64),
+        M.data.astype(np.float64),
+        **shard,
+    )
 
 
 def _pair_closure(M, col0=0):
@@ -180,12 +198,13 @@ def _edge_variable(name, group, u=None, theta=None):
     g = group
     src, dst = g.source, g.indices
     if u is None:
-        kind_u, u_edge = None, np.ones(g.nnz)
+        u_edge = np.ones(g.nnz)
     else:
         u = np.asarray(u, dtype=np.float64)
         if u.shape not in ((g.n_pre,), (g.n_post, g.n_pre)):
-            raise GraphError(f"u: expected shape ({g.n_pre},) (per key neuron) or {(g.n_post, g.n_pre)} "
-                             f"(per synapse), got {u.shape}")
+            raise GraphError(
+                f"u: expected shape ({g.n_pre},) (per key neuron) or {(g.n_post, g.n_pre)} (per synapse), got {u.shape}"
+            )
         _check_finite("u", u)
         if u.size and (u.min() < 0 or u.max() > 1):
             raise GraphError(f"u: retention must lie in [0, 1], got values in [{u.min():g}, {u.max():g}]")
@@ -196,7 +215,9 @@ def _edge_variable(name, group, u=None, theta=None):
         return EdgeVariable(name, g.name, kind, u_edge, u_edge, np.zeros(0), none, none, u, None)
     theta = np.asarray(theta, dtype=np.float64)
     if g.n_pre % 2:
-        raise GraphError(f"theta: rotation pairs key neurons (2m, 2m+1), so the population needs an even size, got {g.n_pre}")
+        raise GraphError(
+            f"theta: rotation pairs key neurons (2m, 2m+1), so the population needs an even size, got {g.n_pre}"
+        )
     if theta.shape != (g.n_pre // 2,):
         raise GraphError(f"theta: expected shape ({g.n_pre // 2},) (one angle per neuron pair), got {theta.shape}")
     _check_finite("theta", theta)
@@ -216,12 +237,15 @@ def as_inputs(name, a, T, n):
     a = np.asarray(a, dtype=np.float64)
     expect = (n,) if T is None else (T, n)
     if a.shape != expect:
-        raise GraphError(f"{name}: expected shape {expect} ({'n' if T is None else '(T, n)'} with n = {n}), got {a.shape}")
+        raise GraphError(
+            f"{name}: expected shape {expect} ({'n' if T is None else '(T, n)'} with n = {n}), got {a.shape}"
+        )
     _check_finite(name, a)
     return a
 
 
 # ---- the network ----------------------------------------------------------------------------------------------
+
 
 class Network:
     """Populations, synapse groups, edge variables and a kernel. Parameters only: state lives in a Simulator.
@@ -268,7 +292,10 @@ class Network:
             if p not in self.populations:
                 raise GraphError(f"group {name}: unknown population {p!r}; known: {sorted(self.populations)}")
         if (matrix is None) == (block is None):
-            raise GraphError(f"group {name}: give either the whole matrix or this rank's block, not {'both' if block is not None else 'neither'}")
+            raise GraphError(
+                f"group {name}: give either the whole matrix or this rank's block, "
+                f"not {'both' if block is not None else 'neither'}"
+            )
         P, Q = self.populations[pre], self.populations[post]
         rows, cols = self.owned(pre, post)
         if block is None:
@@ -276,10 +303,21 @@ class Network:
             if (rows.stop - rows.start, cols.stop - cols.start) != M.shape:
                 M = M[rows, :][:, cols]
         else:
-            M = as_group_matrix(f"{name} (block rows {rows.start}:{rows.stop}, columns {cols.start}:{cols.stop})",
-                                block, (rows.stop - rows.start, cols.stop - cols.start))
-        self.groups[name] = _group_from_csc(name, pre, post, M, col0=cols.start, row0=rows.start,
-                                            gathered=P.split and Q.split, partial=P.split and not Q.split)
+            M = as_group_matrix(
+                f"{name} (block rows {rows.start}:{rows.stop}, columns {cols.start}:{cols.stop})",
+                block,
+                (rows.stop - rows.start, cols.stop - cols.start),
+            )
+        self.groups[name] = _group_from_csc(
+            name,
+            pre,
+            post,
+            M,
+            col0=cols.start,
+            row0=rows.start,
+            gathered=P.split and Q.split,
+            partial=P.split and not Q.split,
+        )
         self._closed.discard(name)
         return self
 
@@ -291,33 +329,48 @@ class Network:
         g = self.groups[group]
         n_pre, n_post = self.populations[g.pre].size, self.populations[g.post].size
         if theta is not None and n_pre % 2:
-            raise GraphError(f"theta: rotation pairs key neurons (2m, 2m+1), so {g.pre} needs an even size, got {n_pre}")
+            raise GraphError(
+                f"theta: rotation pairs key neurons (2m, 2m+1), so {g.pre} needs an even size, got {n_pre}"
+            )
         cols, rows = slice(g.col0, g.col0 + g.n_pre), slice(g.row0, g.row0 + g.n_post)
         if u is not None:
             u = np.asarray(u, dtype=np.float64)
             if u.shape not in ((n_pre,), (n_post, n_pre)):
-                raise GraphError(f"u: expected shape ({n_pre},) (per key neuron) or {(n_post, n_pre)} "
-                                 f"(per synapse), got {u.shape}")
+                raise GraphError(
+                    f"u: expected shape ({n_pre},) (per key neuron) or {(n_post, n_pre)} (per synapse), got {u.shape}"
+                )
             _check_finite("u", u)
-            if u.min() < 0 or u.max() > 1:   # checked globally: a rank's block may be empty
+            if u.min() < 0 or u.max() > 1:  # checked globally: a rank's block may be empty
                 raise GraphError(f"u: retention must lie in [0, 1], got values in [{u.min():g}, {u.max():g}]")
             u = u[cols] if u.ndim == 1 else u[rows, cols]
         if theta is not None:
             theta = np.asarray(theta, dtype=np.float64)
             if theta.shape != (n_pre // 2,):
-                raise GraphError(f"theta: expected shape ({n_pre // 2},) (one angle per neuron pair), got {theta.shape}")
-            theta = theta[g.col0 // 2:(g.col0 + g.n_pre) // 2]
+                raise GraphError(
+                    f"theta: expected shape ({n_pre // 2},) (one angle per neuron pair), got {theta.shape}"
+                )
+            theta = theta[g.col0 // 2 : (g.col0 + g.n_pre) // 2]
         if theta is not None and group not in self._closed:
-            closed = _group_from_csc(group, g.pre, g.post, _pair_closure(g.matrix(), g.col0), col0=g.col0,
-                                     row0=g.row0, gathered=g.gathered, partial=g.partial)
+            closed = _group_from_csc(
+                group,
+                g.pre,
+                g.post,
+                _pair_closure(g.matrix(), g.col0),
+                col0=g.col0,
+                row0=g.row0,
+                gathered=g.gathered,
+                partial=g.partial,
+            )
             if closed.nnz != g.nnz:
                 if any(ev.group == group for ev in self.edge_vars.values()):
                     raise GraphError(f"{group}: cannot add rotation partners after other edge variables exist")
                 self.groups[group] = g = closed
             self._closed.add(group)
-        same = lambda a, b: (a is None and b is None) or (a is not None and b is not None and a.shape == b.shape
-                                                            and np.array_equal(a, b))
-        for ev in self.edge_vars.values():   # one U for every layer (BDH-GPU shares it): share its arrays
+        same = lambda a, b: (
+            (a is None and b is None)
+            or (a is not None and b is not None and a.shape == b.shape and np.array_equal(a, b))
+        )
+        for ev in self.edge_vars.values():  # one U for every layer (BDH-GPU shares it): share its arrays
             if ev.group == group and same(ev.u, u) and same(ev.theta, theta):
                 self.edge_vars[name] = dataclasses.replace(ev, name=name)
                 return self
@@ -325,9 +378,13 @@ class Network:
         return self
 
     def with_kernel(self, kernel):
-        K.validate(kernel, self.node_variables, {k: v.group for k, v in self.edge_vars.items()},
-                   {k: (g.pre, g.post) for k, g in self.groups.items()},
-                   {k: p.size for k, p in self.populations.items()})
+        K.validate(
+            kernel,
+            self.node_variables,
+            {k: v.group for k, v in self.edge_vars.items()},
+            {k: (g.pre, g.post) for k, g in self.groups.items()},
+            {k: p.size for k, p in self.populations.items()},
+        )
         self.kernel = kernel
         return self
 
@@ -366,8 +423,9 @@ class Network:
 
     # -- constructors of the paper's network --
     @classmethod
-    def _paper(cls, n, mats, u, theta, layers, shared_sigma, damping, hebbian_orientation, kernel, comm=None,
-               blocks=None):
+    def _paper(
+        cls, n, mats, u, theta, layers, shared_sigma, damping, hebbian_orientation, kernel, comm=None, blocks=None
+    ):
         if not isinstance(layers, (int, np.integer)) or layers < 1:
             raise GraphError(f"layers: expected an integer >= 1, got {layers!r}")
         net = cls(comm).add_population("neurons", n)
@@ -382,12 +440,28 @@ class Network:
         build = {"1b": K.table_1b, "1a": K.table_1a}
         if kernel not in build:
             raise GraphError(f"kernel: expected '1b' or '1a', got {kernel!r}")
-        return net.with_kernel(build[kernel](layers, shared_sigma=shared_sigma, damping=damping,
-                                             hebbian_orientation=hebbian_orientation))
+        return net.with_kernel(
+            build[kernel](layers, shared_sigma=shared_sigma, damping=damping, hebbian_orientation=hebbian_orientation)
+        )
 
     @classmethod
-    def from_dense(cls, Gx_e, Gx_i=None, Gy_e=None, Gy_i=None, Gs=None, u=None, theta=None, layers=1, *,
-                   shared_sigma=False, damping="eq6", hebbian_orientation="eq6", kernel="1b", comm=None):
+    def from_dense(
+        cls,
+        Gx_e,
+        Gx_i=None,
+        Gy_e=None,
+        Gy_i=None,
+        Gs=None,
+        u=None,
+        theta=None,
+        layers=1,
+        *,
+        shared_sigma=False,
+        damping="eq6",
+        hebbian_orientation="eq6",
+        kernel="1b",
+        comm=None,
+    ):
         """The paper's network from dense (n, n) non-negative arrays in Eq. 6 orientation (row = receiver).
 
         Missing inhibitory groups are empty; a missing `Gy_e` is empty; a missing `Gs` is all ones (Obs. 4).
@@ -403,17 +477,38 @@ class Network:
         mats = {k: (defaults[k] if v is None else v) for k, v in given.items()}
         for k, v in mats.items():  # validate dense first so the error names the group
             as_group_matrix(k, v, (n, n))
-        return cls._paper(n, {k: sp.csc_matrix(np.asarray(v, dtype=np.float64)) for k, v in mats.items()},
-                          u, theta, layers, shared_sigma, damping, hebbian_orientation, kernel, comm)
+        return cls._paper(
+            n,
+            {k: sp.csc_matrix(np.asarray(v, dtype=np.float64)) for k, v in mats.items()},
+            u,
+            theta,
+            layers,
+            shared_sigma,
+            damping,
+            hebbian_orientation,
+            kernel,
+            comm,
+        )
 
     @classmethod
-    def from_blocks(cls, n, blocks, u=None, theta=None, layers=1, *, shared_sigma=False, damping="eq6",
-                    hebbian_orientation="eq6", kernel="1b", comm=None):
+    def from_blocks(
+        cls,
+        n,
+        blocks,
+        u=None,
+        theta=None,
+        layers=1,
+        *,
+        shared_sigma=False,
+        damping="eq6",
+        hebbian_orientation="eq6",
+        kernel="1b",
+        comm=None,
+    ):
         """As `from_dense`, but each rank builds only the block it owns: `blocks(group, rows, cols)` returns the
         (rows, cols) block (global slices; dense or scipy) of group `group` in GROUPS. No process holds the
         whole n x n graph."""
-        return cls._paper(n, None, u, theta, layers, shared_sigma, damping, hebbian_orientation, kernel, comm,
-                          blocks)
+        return cls._paper(n, None, u, theta, layers, shared_sigma, damping, hebbian_orientation, kernel, comm, blocks)
 
     @classmethod
     def from_scipy(cls, Gx_e, Gx_i=None, Gy_e=None, Gy_i=None, Gs=None, u=None, theta=None, layers=1, **kw):
@@ -422,11 +517,25 @@ class Network:
             raise GraphError(f"Gx_e: expected a scipy sparse matrix, got {type(Gx_e).__name__}")
         n = Gx_e.shape[0]
         empty = sp.csc_matrix((n, n))
-        mats = dict(Gx_e=Gx_e, Gx_i=Gx_i if Gx_i is not None else empty, Gy_e=Gy_e if Gy_e is not None else empty,
-                    Gy_i=Gy_i if Gy_i is not None else empty,
-                    Gs=Gs if Gs is not None else sp.csc_matrix(np.ones((n, n))))
-        return cls._paper(n, mats, u, theta, layers, kw.pop("shared_sigma", False), kw.pop("damping", "eq6"),
-                          kw.pop("hebbian_orientation", "eq6"), kw.pop("kernel", "1b"), kw.pop("comm", None))
+        mats = dict(
+            Gx_e=Gx_e,
+            Gx_i=Gx_i if Gx_i is not None else empty,
+            Gy_e=Gy_e if Gy_e is not None else empty,
+            Gy_i=Gy_i if Gy_i is not None else empty,
+            Gs=Gs if Gs is not None else sp.csc_matrix(np.ones((n, n))),
+        )
+        return cls._paper(
+            n,
+            mats,
+            u,
+            theta,
+            layers,
+            kw.pop("shared_sigma", False),
+            kw.pop("damping", "eq6"),
+            kw.pop("hebbian_orientation", "eq6"),
+            kw.pop("kernel", "1b"),
+            kw.pop("comm", None),
+        )
 
     @classmethod
     def from_edges(cls, n, edges, u=None, theta=None, layers=1, **kw):
@@ -441,20 +550,25 @@ class Network:
                 continue
             i, j, w = (np.asarray(a) for a in edges[name])
             if not (i.shape == j.shape == w.shape and i.ndim == 1):
-                raise GraphError(f"{name}: expected three equal-length 1-D arrays (i, j, w), got shapes "
-                                 f"{i.shape}, {j.shape}, {w.shape}")
+                raise GraphError(
+                    f"{name}: expected three equal-length 1-D arrays (i, j, w), got shapes "
+                    f"{i.shape}, {j.shape}, {w.shape}"
+                )
             for arr, lab in ((i, "i"), (j, "j")):
                 if arr.size and (arr.min() < 0 or arr.max() >= n):
-                    raise GraphError(f"{name}: node index {lab} must lie in [0, {n - 1}], got range "
-                                     f"[{arr.min()}, {arr.max()}]")
+                    raise GraphError(
+                        f"{name}: node index {lab} must lie in [0, {n - 1}], got range [{arr.min()}, {arr.max()}]"
+                    )
             mats[name] = sp.csc_matrix((w.astype(np.float64), (j, i)), shape=(n, n))
         unknown = set(edges) - set(GROUPS)
         if unknown:
             raise GraphError(f"edges: unknown group(s) {sorted(unknown)}; expected names from {GROUPS}")
-        return cls.from_scipy(mats["Gx_e"], mats["Gx_i"], mats["Gy_e"], mats["Gy_i"], mats["Gs"], u=u,
-                              theta=theta, layers=layers, **kw)
+        return cls.from_scipy(
+            mats["Gx_e"], mats["Gx_i"], mats["Gy_e"], mats["Gy_i"], mats["Gs"], u=u, theta=theta, layers=layers, **kw
+        )
 
     def __repr__(self):
         pops = ", ".join(f"{p.name}:{p.size}" for p in self.populations.values())
         grps = ", ".join(f"{g.name}:{g.nnz}" for g in self.groups.values())
-        return f"Network(populations=[{pops}], groups=[{grps}], edge_vars={list(self.edge_vars)}, layers={self.layers if self.kernel else 0})"
+        layers = self.layers if self.kernel else 0
+        return f"Network(populations=[{pops}], groups=[{grps}], edge_vars={list(self.edge_vars)}, layers={layers})"

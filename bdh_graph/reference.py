@@ -8,6 +8,7 @@ No kernel, no rounds, no graph: the three lines of Eq. 6 per token t and layer l
 
 with `U = diag(u) R(theta)` as in bdh_graph.network (per-synapse u: `sigma <- (sigma * u) @ R`).
 """
+
 import numpy as np
 
 
@@ -16,7 +17,7 @@ def rotation_matrix(n, theta):
     R = np.eye(n)
     if theta is not None:
         for m, t in enumerate(np.asarray(theta, dtype=np.float64)):
-            R[2 * m:2 * m + 2, 2 * m:2 * m + 2] = [[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]]
+            R[2 * m : 2 * m + 2, 2 * m : 2 * m + 2] = [[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]]
     return R
 
 
@@ -27,8 +28,22 @@ def apply_U(sigma, u=None, theta=None):
     return s if theta is None else s @ rotation_matrix(n, theta)
 
 
-def eq6(x0, y0, Gx_e, Gx_i=None, Gy_e=None, Gy_i=None, Gs=None, u=None, theta=None, layers=1, sigma0=None,
-        shared_sigma=False, damping="eq6", hebbian_orientation="eq6"):
+def eq6(
+    x0,
+    y0,
+    Gx_e,
+    Gx_i=None,
+    Gy_e=None,
+    Gy_i=None,
+    Gs=None,
+    u=None,
+    theta=None,
+    layers=1,
+    sigma0=None,
+    shared_sigma=False,
+    damping="eq6",
+    hebbian_orientation="eq6",
+):
     """Dense Eq. 6. x0, y0: (T, n) boundary inputs. Returns x, y (T, L+1, n) and sigma (L or 1, n, n).
 
     damping="table1" runs the printed order (read, damp, write); hebbian_orientation="printed" writes
@@ -50,13 +65,13 @@ def eq6(x0, y0, Gx_e, Gx_i=None, Gy_e=None, Gy_i=None, Gs=None, u=None, theta=No
         xs[t, 0], ys[t, 0] = x, y
         for l in range(layers):
             k = 0 if shared_sigma else l
-            x = x + relu(Gx @ y)                                   # x_{t,l}
-            a = sigma[k] @ x                                       # sigma_{t-1,l} x_{t,l}
+            x = x + relu(Gx @ y)  # x_{t,l}
+            a = sigma[k] @ x  # sigma_{t-1,l} x_{t,l}
             w = (np.outer(y, x) if hebbian_orientation == "eq6" else np.outer(x, y)) * Gs
             if damping == "eq6":
-                sigma[k] = apply_U(sigma[k] + w, u, theta)         # (sigma + y x^T ⊙ Gs) U
+                sigma[k] = apply_U(sigma[k] + w, u, theta)  # (sigma + y x^T ⊙ Gs) U
             else:
-                sigma[k] = apply_U(sigma[k], u, theta) + w         # read, damp, write
-            y = relu(Gy @ a) * x                                   # y_{t,l}
+                sigma[k] = apply_U(sigma[k], u, theta) + w  # read, damp, write
+            y = relu(Gy @ a) * x  # y_{t,l}
             xs[t, l + 1], ys[t, l + 1] = x, y
     return xs, ys, sigma

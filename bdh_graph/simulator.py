@@ -16,6 +16,7 @@ communication sub-round first exchanges the active values of split sources that 
 Allgatherv), runs the rules, then completes the sums into replicated targets of `partial` groups (one
 Allreduce). At P = 1 both exchanges are the identity. `RunResult.gather()` brings the whole result to rank 0.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -54,18 +55,22 @@ def sigma0_edges(net, sigma0):
         a = np.asarray(sigma0[k], dtype=np.float64)
         shape = (net.populations[g.post].size, net.populations[g.pre].size)
         if a.shape == shape:
-            blk = a[g.row0:g.row0 + g.n_post, g.col0:g.col0 + g.n_pre]
+            blk = a[g.row0 : g.row0 + g.n_post, g.col0 : g.col0 + g.n_pre]
             vals = blk[g.indices, g.source]
             off = blk.copy()
             off[g.indices, g.source] = 0.0
-            if np.any(off != 0):   # every rank checks its own block
+            if np.any(off != 0):  # every rank checks its own block
                 j, i = np.argwhere(off != 0)[0]
-                raise GraphError(f"sigma0[{k}]: non-zero state {off[j, i]:g} on {i + g.col0}->{j + g.row0}, "
-                                 f"which is not an edge of {g.name}")
+                raise GraphError(
+                    f"sigma0[{k}]: non-zero state {off[j, i]:g} on {i + g.col0}->{j + g.row0}, "
+                    f"which is not an edge of {g.name}"
+                )
             a = vals
         elif net.comm.size > 1 and a.ndim == 1:
-            raise GraphError(f"sigma0[{k}]: per-edge state needs one process (edge numbers are global); give "
-                             f"the dense {shape} array on {net.comm.size} ranks")
+            raise GraphError(
+                f"sigma0[{k}]: per-edge state needs one process (edge numbers are global); give "
+                f"the dense {shape} array on {net.comm.size} ranks"
+            )
         elif a.shape != (g.nnz,):
             raise GraphError(f"sigma0[{k}]: expected shape {shape} (dense) or ({g.nnz},) (per edge), got {a.shape}")
         if not np.all(np.isfinite(a)):
@@ -90,7 +95,9 @@ class RunResult:
     def __init__(self, net, x, y, sigma_edges, state, coords=None, block=None):
         self.net, self.x, self.y, self.sigma_edges, self.state = net, x, y, sigma_edges, state
         self.coords = coords if coords is not None else {k: _edge_coords(net, k) for k in net.sigma_names}
-        self.lo, self.hi = block if block is not None else (net.populations["neurons"].lo, net.populations["neurons"].hi)
+        self.lo, self.hi = (
+            block if block is not None else (net.populations["neurons"].lo, net.populations["neurons"].hi)
+        )
 
     def sigma_sparse(self, l=0):
         name = self.net.sigma_names[l]
@@ -101,7 +108,9 @@ class RunResult:
     def sigma(self):
         shapes = [self.coords[k][2] for k in self.net.sigma_names]
         if max(max(s) for s in shapes) > config.DENSE_SIGMA_MAX_N:
-            raise GraphError(f"sigma: n above {config.DENSE_SIGMA_MAX_N} is too big to densify; use sigma_sparse(l) or sigma_edges")
+            raise GraphError(
+                f"sigma: n above {config.DENSE_SIGMA_MAX_N} is too big to densify; use sigma_sparse(l) or sigma_edges"
+            )
         return np.stack([self.sigma_sparse(l).toarray() for l in range(len(shapes))])
 
     def gather(self, root=0):
@@ -116,11 +125,11 @@ class RunResult:
         for k in self.net.sigma_names:
             g = self.net.groups[self.net.edge_vars[k].group]
             r, c, shape = self.coords[k]
-            mine = g.gathered or g.partial or comm.rank == root   # a replicated group: root's copy only
+            mine = g.gathered or g.partial or comm.rank == root  # a replicated group: root's copy only
             take = (lambda a: a) if mine else (lambda a: a[:0])
             parts = comm.gather_blocks(np.stack([take(r), take(c), take(self.sigma_edges[k])], 1), root)
             if comm.rank == root:
-                order = np.lexsort((parts[:, 0], parts[:, 1]))   # source-major, targets ascending
+                order = np.lexsort((parts[:, 0], parts[:, 1]))  # source-major, targets ascending
                 p = parts[order]
                 coords[k] = (p[:, 0].astype(np.int64), p[:, 1].astype(np.int64), shape)
                 edges[k] = p[:, 2].copy()
@@ -137,16 +146,19 @@ class Simulator:
     policies (module docstring); spiking, seed: the stochastic mode (numpy backend); device: for "pyg".
     """
 
-    def __init__(self, net, backend="numba", sigma0=None, x_policy="set", y_policy="set", spiking=False,
-                 seed=None, device=None):
+    def __init__(
+        self, net, backend="numba", sigma0=None, x_policy="set", y_policy="set", spiking=False, seed=None, device=None
+    ):
         if net.kernel is None:
             raise GraphError("network has no kernel; call net.with_kernel(kernel) first")
         for name, v in (("x_policy", x_policy), ("y_policy", y_policy)):
             if v not in TOKEN_POLICIES:
                 raise GraphError(f"{name}: expected one of {TOKEN_POLICIES}, got {v!r}")
         if spiking and net.comm.size > 1:
-            raise GraphError(f"spiking: the stochastic mode runs in one process (each rank would draw its own "
-                             f"spikes for the replicated hubs), got {net.comm.size} ranks")
+            raise GraphError(
+                f"spiking: the stochastic mode runs in one process (each rank would draw its own "
+                f"spikes for the replicated hubs), got {net.comm.size} ranks"
+            )
         self.net, self.kernel, self.comm = net, net.kernel, net.comm
         self.x_policy, self.y_policy = x_policy, y_policy
         self.lo, self.hi = net.block_of("X")
@@ -155,10 +167,10 @@ class Simulator:
         self._rounds = self.kernel.rounds
         ends = np.cumsum([len(layer) for layer in self.kernel.layers]) - 1
         self._layer_of_end = {int(r): l for l, r in enumerate(ends)}
-        self._sub = 0          # next sub-round within the token, 0 .. 2 * len(rounds) - 1
+        self._sub = 0  # next sub-round within the token, 0 .. 2 * len(rounds) - 1
         self._loaded = False
-        self.token = 0         # tokens completed
-        self.round = 0         # rounds completed
+        self.token = 0  # tokens completed
+        self.round = 0  # rounds completed
         self.monitors = []
         self._x = self._y = None
         self._remote = {}
@@ -186,9 +198,13 @@ class Simulator:
     def _communicate(self, k):
         gather, local, partial, dsts = self._plans[k]
         be, net = self.backend, self.net
-        self._remote = self.comm.exchange_active(
-            {v: (np.asarray(be.node(self._state, v)), net.block_of(v)[0], net.global_size_of(v)) for v in gather}) \
-            if gather else {}
+        self._remote = (
+            self.comm.exchange_active(
+                {v: (np.asarray(be.node(self._state, v)), net.block_of(v)[0], net.global_size_of(v)) for v in gather}
+            )
+            if gather
+            else {}
+        )
         for m in self.monitors:
             m._before_communication(self, self._rounds[k].communication)
         state = be.communicate(local, self._state, self._remote) if local else self._state
@@ -200,7 +216,7 @@ class Simulator:
             total = self.comm.allreduce_sum(np.concatenate([np.asarray(be.node(state, v)) for v in dsts]))
             at = 0
             for v, o in zip(dsts, old):
-                state = be.set_node(state, v, o + total[at:at + len(o)])
+                state = be.set_node(state, v, o + total[at : at + len(o)])
                 at += len(o)
         self._remote = {}
         return state
@@ -222,11 +238,13 @@ class Simulator:
     def ingest(self, x0_t, y0_t):
         """Start a token: X, Y <- the boundary inputs x_{t,0}, y_{t,0} (per the token policies)."""
         if self._sub != 0:
-            raise GraphError(f"ingest: token {self.token} is still running (sub-round {self._sub} of "
-                             f"{2 * len(self._rounds)}); finish it with step()")
+            raise GraphError(
+                f"ingest: token {self.token} is still running (sub-round {self._sub} of "
+                f"{2 * len(self._rounds)}); finish it with step()"
+            )
         n = self.net.n
-        x = as_inputs("x0_t", x0_t, None, n)[self.lo:self.hi]
-        y = as_inputs("y0_t", y0_t, None, n)[self.lo:self.hi]
+        x = as_inputs("x0_t", x0_t, None, n)[self.lo : self.hi]
+        y = as_inputs("y0_t", y0_t, None, n)[self.lo : self.hi]
         if self.x_policy == "add":
             x = self.node("X") + x
         if self.y_policy == "add":

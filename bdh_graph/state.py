@@ -1,4 +1,5 @@
 """NetworkState: the node variables and the edge state, one immutable tuple (Norse style)."""
+
 from typing import NamedTuple
 
 
@@ -6,6 +7,7 @@ class NetworkState(NamedTuple):
     """nodes: {variable: (size,) array}, e.g. nodes["X"]; edges: {sigma_l: (nnz,) array on the edges of Gs,
     in the group's source-major edge order}; token: tokens completed; round: sub-rounds completed.
     `state.X` is short for `state.nodes["X"]`, `state.sigma_0` for `state.edges["sigma_0"]`."""
+
     nodes: dict
     edges: dict
     token: int = 0
@@ -20,5 +22,4 @@ class NetworkState(NamedTuple):
         raise AttributeError(f"NetworkState has no variable {name!r}; nodes: {sorted(nodes)}, edges: {sorted(edges)}")
 
     def replace(self, nodes=None, edges=None):
-        return self._replace(nodes=self.nodes if nodes is None else nodes,
-                             edges=self.edges if edges is None else edges)
+        return self._replace(nodes=self.nodes if nodes is None else nodes, edges=self.edges if edges is None else edges)

@@ -11,6 +11,7 @@ cancels. Achieved FLOP/s: the matmul FLOPs of the form used (training = 3 x forw
 two matmuls of the same size), over the step time, as a fraction of a 2048^3 float32 matmul timed in the same
 round. Memory: one child process per (form, T), peak resident memory above the built model (ru_maxrss).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,14 +54,14 @@ def form_chunk(form: str, T: int):
 def matmul_flops_forward(cfg, T: int, chunk) -> float:
     """Matmul FLOPs of one forward (batch 1) of the official variant in the form given (chunk None = full)."""
     h, N, d, n, L, V = cfg.n_head, cfg.N, cfg.d, cfg.n, cfg.n_layer, cfg.vocab_size
-    per_layer = 3 * 2 * T * n * d                                       # D_x, D_y, E
+    per_layer = 3 * 2 * T * n * d  # D_x, D_y, E
     if chunk is None or chunk >= T:
-        per_layer += 2 * h * T * T * (N + d)                            # scores and values, all T x T
+        per_layer += 2 * h * T * T * (N + d)  # scores and values, all T x T
     else:
         sizes = [min(chunk, T - c0) for c0 in range(0, T, chunk)]
-        per_layer += sum(2 * h * c * c * (N + d) for c in sizes)        # in-chunk blocks
-        per_layer += sum(2 * h * c * N * d for c in sizes[1:])          # read the state
-        per_layer += sum(2 * h * c * N * d for c in sizes[:-1])         # write the state
+        per_layer += sum(2 * h * c * c * (N + d) for c in sizes)  # in-chunk blocks
+        per_layer += sum(2 * h * c * N * d for c in sizes[1:])  # read the state
+        per_layer += sum(2 * h * c * N * d for c in sizes[:-1])  # write the state
     return L * per_layer + 2 * T * d * V
 
 
@@ -80,7 +81,7 @@ def time_forms(Ts, forms, rounds, log=print) -> list:
         secs = {f: [] for f in forms}
         ref = []
         for f in forms:
-            step(f)                                                     # warm-up
+            step(f)  # warm-up
         for _ in range(rounds):
             ref.append(matmul_flops(2048, repeats=2))
             for f in forms:
@@ -92,10 +93,19 @@ def time_forms(Ts, forms, rounds, log=print) -> list:
             fl = 3 * matmul_flops_forward(model.config, T, ch)
             ratio = statistics.median(r / s for r, s in zip(secs["released"], secs[f]))
             frac = statistics.median(fl / s / m for s, m in zip(secs[f], ref))
-            rows.append({"T": T, "form": f, "chunk": ch or "full", "step_s": statistics.median(secs[f]),
-                         "tokens_per_s": T / statistics.median(secs[f]), "speed_vs_released": ratio,
-                         "GFLOP_per_step": fl / 1e9, "achieved_GFLOP_s": fl / statistics.median(secs[f]) / 1e9,
-                         "fraction_of_matmul": frac})
+            rows.append(
+                {
+                    "T": T,
+                    "form": f,
+                    "chunk": ch or "full",
+                    "step_s": statistics.median(secs[f]),
+                    "tokens_per_s": T / statistics.median(secs[f]),
+                    "speed_vs_released": ratio,
+                    "GFLOP_per_step": fl / 1e9,
+                    "achieved_GFLOP_s": fl / statistics.median(secs[f]) / 1e9,
+                    "fraction_of_matmul": frac,
+                }
+            )
             log(json.dumps(rows[-1]))
         log(f"T={T}: float32 2048^3 matmul {statistics.median(ref) / 1e9:.1f} GFLOP/s (median of {rounds})")
     return rows
@@ -118,6 +128,7 @@ def profile_split(T: int, form: str = "auto") -> dict:
         F.cross_entropy(model(x, chunk_size=ch).view(-1, 256), x.view(-1)).backward()
         for p in model.parameters():
             p.grad = None
+
     step()
     ref = matmul_flops(2048, repeats=2)
     t0 = time.perf_counter()
@@ -127,8 +138,14 @@ def profile_split(T: int, form: str = "auto") -> dict:
     mm = sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in MATMUL_OPS) / 1e6
     total = sum(e.self_cpu_time_total for e in prof.key_averages()) / 1e6
     fl = 3 * matmul_flops_forward(model.config, T, ch)
-    return {"T": T, "form": form, "chunk": ch or "full", "profiled_step_s": wall, "matmul_share_of_step": mm / total,
-            "in_matmul_fraction_of_reference": fl / mm / ref}
+    return {
+        "T": T,
+        "form": form,
+        "chunk": ch or "full",
+        "profiled_step_s": wall,
+        "matmul_share_of_step": mm / total,
+        "in_matmul_fraction_of_reference": fl / mm / ref,
+    }
 
 
 def _vm(field: str) -> float:
@@ -155,8 +172,12 @@ def child_memory(T: int, form: str) -> dict:
 
 
 def memory(T: int, form: str) -> float:
-    r = subprocess.run([sys.executable, "-m", "benchmarks.attention", "--child", str(T), form],
-                       capture_output=True, text=True, timeout=900)
+    r = subprocess.run(
+        [sys.executable, "-m", "benchmarks.attention", "--child", str(T), form],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     if r.returncode != 0:
         raise RuntimeError(f"memory child T={T} {form}: {r.stderr.strip().splitlines()[-1:]}")
     return json.loads(r.stdout.strip().splitlines()[-1])["peak_above_model_mb"]
@@ -166,8 +187,10 @@ def crossover(rows) -> tuple:
     """(smallest T from which the best chunked form beats full at every larger T measured, its best C)."""
     by = {(r["T"], r["form"]): r["speed_vs_released"] for r in rows}
     Ts = sorted({r["T"] for r in rows})
-    best = {T: max((f for f in (f"c{c}" for c in CHUNKS) if (T, f) in by), key=lambda f: by[(T, f)], default=None)
-            for T in Ts}
+    best = {
+        T: max((f for f in (f"c{c}" for c in CHUNKS) if (T, f) in by), key=lambda f: by[(T, f)], default=None)
+        for T in Ts
+    }
     wins = [T for T in Ts if best[T] and by[(T, best[T])] > by[(T, "full")]]
     start = next((T for T in Ts if all(t in wins for t in Ts if t >= T)), None)
     return start, (int(best[max(Ts)][1:]) if start is not None else None)
@@ -183,10 +206,12 @@ def run(quick: bool = False, Ts=None, rounds=None, log=lambda s: None, chunks=CH
     out = summarize(rows, mem, rounds)
     for T in [T for T in Ts if T >= 2048] or Ts[-1:]:
         sp = profile_split(T)
-        out["notes"].append(f"Profile of one auto step at T = {T} (chunk {sp['chunk']}): {sp['matmul_share_of_step']:.0%} "
-                            f"of the time in matmul kernels, which run at {sp['in_matmul_fraction_of_reference']:.2f} of "
-                            "the 2048^3 reference; the rest is elementwise passes (relu, the gate product, RoPE, "
-                            "LayerNorm, their backwards, concatenation) that the FLOP count leaves out.")
+        out["notes"].append(
+            f"Profile of one auto step at T = {T} (chunk {sp['chunk']}): {sp['matmul_share_of_step']:.0%} "
+            f"of the time in matmul kernels, which run at {sp['in_matmul_fraction_of_reference']:.2f} of "
+            "the 2048^3 reference; the rest is elementwise passes (relu, the gate product, RoPE, "
+            "LayerNorm, their backwards, concatenation) that the FLOP count leaves out."
+        )
     return out
 
 
@@ -202,36 +227,69 @@ def summarize(rows, mem, rounds) -> dict:
             r["peak_above_model_mb"] = mem[r["T"]][r["form"]]
     start, C = crossover(rows)
     by = {(r["T"], r["form"]): r for r in rows}
-    notes = [f"Forms interleaved in one process, {rounds} round(s); ratios are medians of per-round ratios. "
-             "`auto` = chunked from AUTO_CHUNK_MIN_T tokens on, full below (bdh_gpu/model.py).",
-             f"Measured crossover in this run: the best chunked form beats full from T = {start} on "
-             f"(best C at the largest T: {C}); stored constants: T >= {M.AUTO_CHUNK_MIN_T}, C = {M.AUTO_CHUNK_SIZE}.",
-             "fraction_of_matmul = achieved matmul FLOP/s of the form / a 2048^3 float32 matmul in the same round.",
-             "In this run `auto` ran as: " + ", ".join(f"T = {r['T']}: {r['chunk']}" for r in rows if r["form"] == "auto")
-             + " (the `chunk` column; the constants may have changed since, see bdh_gpu/model.py)."]
+    notes = [
+        f"Forms interleaved in one process, {rounds} round(s); ratios are medians of per-round ratios. "
+        "`auto` = chunked from AUTO_CHUNK_MIN_T tokens on, full below (bdh_gpu/model.py).",
+        f"Measured crossover in this run: the best chunked form beats full from T = {start} on "
+        f"(best C at the largest T: {C}); stored constants: T >= {M.AUTO_CHUNK_MIN_T}, C = {M.AUTO_CHUNK_SIZE}.",
+        "fraction_of_matmul = achieved matmul FLOP/s of the form / a 2048^3 float32 matmul in the same round.",
+        "In this run `auto` ran as: "
+        + ", ".join(f"T = {r['T']}: {r['chunk']}" for r in rows if r["form"] == "auto")
+        + " (the `chunk` column; the constants may have changed since, see bdh_gpu/model.py).",
+    ]
     if not mem:
         notes.append("Memory not measured in this run (the run was stopped before its memory children).")
     goals = []
     for T, target in ((2048, 1.5), (4096, 2.0)):
         if (T, "auto") in by:
-            goals.append(goal(f"train step at T = {T}, auto vs released full-attention math", by[(T, "auto")]
-                              ["speed_vs_released"], target))
+            goals.append(
+                goal(
+                    f"train step at T = {T}, auto vs released full-attention math",
+                    by[(T, "auto")]["speed_vs_released"],
+                    target,
+                )
+            )
     for T in (2048, 4096):
         if (T, "auto") in by:
-            goals.append(goal(f"achieved matmul FLOP/s at T = {T} (auto) / float32 matmul FLOP/s",
-                              by[(T, "auto")]["fraction_of_matmul"], 0.5, unit=""))
+            goals.append(
+                goal(
+                    f"achieved matmul FLOP/s at T = {T} (auto) / float32 matmul FLOP/s",
+                    by[(T, "auto")]["fraction_of_matmul"],
+                    0.5,
+                    unit="",
+                )
+            )
     if len(mem_Ts) >= 2:
         a, b = mem_Ts[-2], mem_Ts[-1]
         growth = mem[b]["auto"] / max(mem[a]["auto"], 1e-9)
-        goals.append(goal(f"memory linear in T: peak above model at T = {b} / at T = {a} (auto; linear <= "
-                          f"{b / a:g}, quadratic up to {(b / a) ** 2:g})", growth, 1.1 * b / a, higher=False,
-                          unit="", note=f"released: {mem[b]['released'] / mem[a]['released']:.2f}"))
+        goals.append(
+            goal(
+                f"memory linear in T: peak above model at T = {b} / at T = {a} (auto; linear <= "
+                f"{b / a:g}, quadratic up to {(b / a) ** 2:g})",
+                growth,
+                1.1 * b / a,
+                higher=False,
+                unit="",
+                note=f"released: {mem[b]['released'] / mem[a]['released']:.2f}",
+            )
+        )
     for T in Ts:
         fastest = max(by[(T, f)]["speed_vs_released"] for f in forms if f not in ("auto", "released"))
-        goals.append(goal(f"auto within 10% of the fastest equal form at T = {T}",
-                          by[(T, "auto")]["speed_vs_released"] / fastest, 0.9, unit=""))
-    return {"name": "attention", "title": "Attention form by T: train step (fwd + bwd), `small` shapes, batch 1",
-            "notes": notes, "rows": rows, "goals": goals}
+        goals.append(
+            goal(
+                f"auto within 10% of the fastest equal form at T = {T}",
+                by[(T, "auto")]["speed_vs_released"] / fastest,
+                0.9,
+                unit="",
+            )
+        )
+    return {
+        "name": "attention",
+        "title": "Attention form by T: train step (fwd + bwd), `small` shapes, batch 1",
+        "notes": notes,
+        "rows": rows,
+        "goals": goals,
+    }
 
 
 def main(argv=None) -> int:
@@ -250,8 +308,11 @@ def main(argv=None) -> int:
     if a.from_log:
         rows = [json.loads(x) for x in open(a.from_log) if x.startswith('{"T"')]
         r = summarize(rows, {}, a.rounds or 0)
-        r["notes"].insert(0, "Rows as printed by a run that stopped before writing (its memory step failed); "
-                             "the section was rebuilt from its output with --from-log.")
+        r["notes"].insert(
+            0,
+            "Rows as printed by a run that stopped before writing (its memory step failed); "
+            "the section was rebuilt from its output with --from-log.",
+        )
     else:
         r = run(a.quick, a.T, a.rounds, log=lambda s: print(s, flush=True), chunks=tuple(a.chunks))
     r["notes"].insert(0, "Command: `python -m benchmarks.attention " + " ".join(argv or sys.argv[1:]) + "`.")
@@ -259,6 +320,7 @@ def main(argv=None) -> int:
         print(json.dumps(g))
     if a.write:
         from benchmarks.__main__ import write_section
+
         print("wrote", write_section(r, a.quick))
     return 0
 

@@ -10,6 +10,7 @@ tokens <= t; BDH's attention is strictly causal, tau < t, and adds the token its
 `sized(kind, target_params)` picks the width (and the MLP width, to land on the target within ~1%) for a
 given depth, so BDH-GPU and the baselines compare at equal parameter count.
 """
+
 from __future__ import annotations
 
 import math
@@ -24,12 +25,12 @@ VOCAB = 256
 
 @dataclass
 class TransformerConfig:
-    kind: str = "gpt2"         # "gpt2" | "llama"
-    d: int = 128               # model width
+    kind: str = "gpt2"  # "gpt2" | "llama"
+    d: int = 128  # model width
     n_layer: int = 4
     n_head: int = 4
-    hidden: int = 512          # MLP width (gpt2: 4d; llama: ~8d/3, SwiGLU has three d x hidden matrices)
-    block_size: int = 1024     # gpt2: number of learned positions; llama: unused (RoPE)
+    hidden: int = 512  # MLP width (gpt2: 4d; llama: ~8d/3, SwiGLU has three d x hidden matrices)
+    block_size: int = 1024  # gpt2: number of learned positions; llama: unused (RoPE)
     dropout: float = 0.0
     rope_theta: float = 10000.0
 
@@ -47,8 +48,8 @@ class RMSNorm(nn.Module):
 def rope(q: torch.Tensor, theta: float) -> torch.Tensor:
     """Rotate pairs (q_2m, q_2m+1) of q (B,H,T,hd) by t * theta^(-2m/hd) radians (RoPE)."""
     T, hd = q.shape[-2], q.shape[-1]
-    inv = theta ** (-torch.arange(0, hd, 2, dtype=torch.float64, device=q.device) / hd)       # (hd/2,)
-    ang = torch.arange(T, dtype=torch.float64, device=q.device)[:, None] * inv[None, :]      # (T,hd/2)
+    inv = theta ** (-torch.arange(0, hd, 2, dtype=torch.float64, device=q.device) / hd)  # (hd/2,)
+    ang = torch.arange(T, dtype=torch.float64, device=q.device)[:, None] * inv[None, :]  # (T,hd/2)
     cos, sin = ang.cos().to(q.dtype), ang.sin().to(q.dtype)
     q0, q1 = q[..., 0::2], q[..., 1::2]
     return torch.stack((q0 * cos - q1 * sin, q1 * cos + q0 * sin), dim=-1).flatten(-2)
@@ -65,11 +66,11 @@ class Attention(nn.Module):
     def forward(self, x):
         B, T, d = x.shape
         H = self.c.n_head
-        q, k, v = self.qkv(x).view(B, T, 3, H, d // H).permute(2, 0, 3, 1, 4)                  # (B,H,T,hd) each
+        q, k, v = self.qkv(x).view(B, T, 3, H, d // H).permute(2, 0, 3, 1, 4)  # (B,H,T,hd) each
         if self.c.kind == "llama":
             q, k = rope(q, self.c.rope_theta), rope(k, self.c.rope_theta)
         p = self.c.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)               # (B,H,T,hd)
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)  # (B,H,T,hd)
         return self.proj(y.transpose(1, 2).reshape(B, T, d))
 
 
@@ -79,7 +80,7 @@ class MLP(nn.Module):
         self.kind = c.kind
         if c.kind == "gpt2":
             self.up, self.down = nn.Linear(c.d, c.hidden), nn.Linear(c.hidden, c.d)
-        else:                                                                                   # SwiGLU
+        else:  # SwiGLU
             self.gate = nn.Linear(c.d, c.hidden, bias=False)
             self.up = nn.Linear(c.d, c.hidden, bias=False)
             self.down = nn.Linear(c.hidden, c.d, bias=False)
@@ -110,8 +111,10 @@ class Transformer(nn.Module):
         if c.kind not in ("gpt2", "llama"):
             raise ValueError(f"TransformerConfig.kind: expected 'gpt2' or 'llama', got {c.kind!r}")
         if c.d % c.n_head or (c.d // c.n_head) % 2:
-            raise ValueError(f"TransformerConfig: expected d divisible by n_head with an even head size, "
-                             f"got d={c.d}, n_head={c.n_head}")
+            raise ValueError(
+                f"TransformerConfig: expected d divisible by n_head with an even head size, "
+                f"got d={c.d}, n_head={c.n_head}"
+            )
         self.config = c
         self.embed = nn.Embedding(VOCAB, c.d)
         self.pos = nn.Embedding(c.block_size, c.d) if c.kind == "gpt2" else None
@@ -128,17 +131,18 @@ class Transformer(nn.Module):
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         B, T = idx.shape
-        x = self.embed(idx.long())                                                              # (B,T,d)
+        x = self.embed(idx.long())  # (B,T,d)
         if self.pos is not None:
-            if T > self.config.block_size:
-                raise ValueError(f"GPT-2 baseline: expected at most block_size={self.config.block_size} tokens, "
-                                 f"got {T}")
+            if self.config.block_size < T:
+                raise ValueError(
+                    f"GPT-2 baseline: expected at most block_size={self.config.block_size} tokens, got {T}"
+                )
             x = x + self.pos(torch.arange(T, device=idx.device))
         x = self.drop(x)
         for blk in self.blocks:
             x = blk(x)
         x = self.norm(x)
-        return x @ self.embed.weight.t() if self.lm_head is None else self.lm_head(x)          # (B,T,256)
+        return x @ self.embed.weight.t() if self.lm_head is None else self.lm_head(x)  # (B,T,256)
 
 
 def n_params(model: nn.Module) -> int:
@@ -150,29 +154,40 @@ def _count(c: TransformerConfig) -> int:
         return n_params(Transformer(c))
 
 
-def sized(kind: str, target_params: int, *, n_layer: int = 4, n_head: int = 4, block_size: int = 1024,
-          dropout: float = 0.0) -> Transformer:
+def sized(
+    kind: str, target_params: int, *, n_layer: int = 4, n_head: int = 4, block_size: int = 1024, dropout: float = 0.0
+) -> Transformer:
     """A `kind` Transformer with `n_layer` layers and about `target_params` parameters (within ~1%).
 
     The width d is the largest multiple of 2 n_head whose model with the standard MLP width (gpt2: 4d,
     llama: 8d/3) does not exceed the target; the MLP width is then set to land on the target.
     """
+
     def cfg(d, hidden):
-        return TransformerConfig(kind=kind, d=d, n_layer=n_layer, n_head=n_head, hidden=max(1, hidden),
-                                 block_size=block_size, dropout=dropout)
+        return TransformerConfig(
+            kind=kind,
+            d=d,
+            n_layer=n_layer,
+            n_head=n_head,
+            hidden=max(1, hidden),
+            block_size=block_size,
+            dropout=dropout,
+        )
 
     ratio = 4.0 if kind == "gpt2" else 8.0 / 3.0
     step = 2 * n_head
     d = step
     while _count(cfg(d + step, round(ratio * (d + step)))) <= target_params:
         d += step
-    per_unit = _count(cfg(d, 2)) - _count(cfg(d, 1))                 # parameters per MLP hidden unit
+    per_unit = _count(cfg(d, 2)) - _count(cfg(d, 1))  # parameters per MLP hidden unit
     base = _count(cfg(d, 1)) - per_unit
     hidden = max(1, round((target_params - base) / per_unit))
     c = cfg(d, hidden)
     model = Transformer(c)
     got = n_params(model)
     if abs(got - target_params) > 0.05 * target_params:
-        raise ValueError(f"sized({kind!r}): cannot reach {target_params} parameters with n_layer={n_layer}, "
-                         f"n_head={n_head} (got {got}); use fewer layers or heads")
+        raise ValueError(
+            f"sized({kind!r}): cannot reach {target_params} parameters with n_layer={n_layer}, "
+            f"n_head={n_head} (got {got}); use fewer layers or heads"
+        )
     return model

@@ -4,6 +4,7 @@
 The machine is shared, so absolute speeds drift from run to run; every speed a benchmark reports is paired with
 one of these references measured in the same process, and the goals are stated as ratios to them.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -24,17 +25,24 @@ def machine() -> dict:
                     break
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "python": platform.python_version(),
-            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "load_avg": round(os.getloadavg()[0], 2)}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "load_avg": round(os.getloadavg()[0], 2),
+    }
 
 
 def machine_line(m: dict | None = None) -> str:
     m = m or machine()
-    return (f"Machine: {m['cpu']}, {m['cores']} cores (torch threads {m['torch_threads']}), GPU: {m['gpu']}; "
-            f"torch {m['torch']}, Python {m['python']}; {m['date']}; load average {m['load_avg']} at the start.")
+    return (
+        f"Machine: {m['cpu']}, {m['cores']} cores (torch threads {m['torch_threads']}), GPU: {m['gpu']}; "
+        f"torch {m['torch']}, Python {m['python']}; {m['date']}; load average {m['load_avg']} at the start."
+    )
 
 
 def timed(fn, *args, **kw):
@@ -64,29 +72,35 @@ def matmul_flops(size: int = 2048, repeats: int = 3, device: str = "cpu") -> flo
     def one():
         a @ b
         sync()
+
     one()
-    return 2.0 * size ** 3 / best_of(one, repeats)
+    return 2.0 * size**3 / best_of(one, repeats)
 
 
 def read_bandwidth(gib: float = 1.0, repeats: int = 3, device: str = "cpu") -> float:
     """Read bandwidth, bytes/s: a torch sum over `gib` GiB of float32, best of `repeats` (the issue's yardstick)."""
     import torch
 
-    x = torch.ones(int(gib * 2 ** 30) // 4, device=device)
+    x = torch.ones(int(gib * 2**30) // 4, device=device)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
 
     def one():
-        x.sum()
+        x.sum()  # noqa: F821 (the closure's x; `del x` below frees it after timing)
         sync()
+
     one()
     bw = x.numel() * 4 / best_of(one, repeats)
     del x
     return bw
 
 
-def goal(text: str, measured: float, target: float, *, unit: str = "x", higher: bool = True,
-         note: str = "") -> dict:
+def goal(text: str, measured: float, target: float, *, unit: str = "x", higher: bool = True, note: str = "") -> dict:
     """A goal row: met is computed from the measured number (never written by hand)."""
     met = measured >= target if higher else measured <= target
-    return {"goal": text, "measured": f"{measured:.3g}{unit}", "target": f"{'>=' if higher else '<='} {target:g}{unit}",
-            "met": "met" if met else "not met", "note": note}
+    return {
+        "goal": text,
+        "measured": f"{measured:.3g}{unit}",
+        "target": f"{'>=' if higher else '<='} {target:g}{unit}",
+        "met": "met" if met else "not met",
+        "note": note,
+    }

@@ -17,6 +17,7 @@ machine's read bandwidth measured in the same run, 16-bit decoding, batched deco
 - Recompute: the released decoding, the whole prefix for every token, measured (tiny at 1024 tokens, paper-25m
   at 256); a quadratic fit through single forwards is reported beside it (recompute_fitted_s).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,7 +45,7 @@ def decode_rounds(models: dict, tokens: int, rounds: int, batch: dict, gib: floa
     ids = torch.randint(0, 256, (max(batch.values()), tokens + 1), generator=torch.Generator().manual_seed(3))
     out = {k: {"s": [], "bw": []} for k in models}
     logits = {}
-    for r in range(rounds + 1):                                    # round 0: warm-up, not counted
+    for r in range(rounds + 1):  # round 0: warm-up, not counted
         bw = read_bandwidth(gib, repeats=2)
         for k, m in models.items():
             B = batch[k]
@@ -116,15 +117,24 @@ def train_briefly(preset: str, steps: int, seed: int = 0):
     from bdh_gpu import BDH, get_preset
     from bdh_gpu.data import TextData, read_bytes
     from bdh_gpu.train import TrainConfig, train
-
     from benchmarks.quality import SHARED_TINYSHAKESPEARE
+
     raw = read_bytes(SHARED_TINYSHAKESPEARE)
     torch.manual_seed(seed)
     cfg = get_preset(preset)
     cfg.dropout = 0.0
     model = BDH(cfg)
-    tc = TrainConfig(data="tinyshakespeare", steps=steps, batch_size=8, block_size=128, warmup_steps=min(10, steps),
-                     eval_every=steps, eval_batches=1, ckpt_every=steps, seed=seed + 1)
+    tc = TrainConfig(
+        data="tinyshakespeare",
+        steps=steps,
+        batch_size=8,
+        block_size=128,
+        warmup_steps=min(10, steps),
+        eval_every=steps,
+        eval_batches=1,
+        ckpt_every=steps,
+        seed=seed + 1,
+    )
     with tempfile.TemporaryDirectory(prefix="bdh-decode-bench-") as out:
         train(model, TextData(raw, block_size=128), tc, out, progress=False, log=lambda s: None)
     return model.eval(), raw[-4096:]
@@ -138,26 +148,28 @@ def sparse_rows(quick: bool, rounds: int, gib: float) -> tuple[list, dict]:
     preset, steps, tokens = ("tiny", 20, 32) if quick else ("small", 150, 128)
     model, text = train_briefly(preset, steps)
     cfg = model.config
-    ids = torch.tensor(list(text[:tokens + 8]))
+    ids = torch.tensor(list(text[: tokens + 8]))
     with torch.no_grad():
-        tr = model.trace(ids)                                      # x, y: (L, T, n); the timed tokens are 8:
+        tr = model.trace(ids)  # x, y: (L, T, n); the timed tokens are 8:
     fx = [float((tr["x"][l][8:] > 0).float().mean()) for l in range(cfg.n_layer)]
     fy = [float((tr["y"][l][8:] > 0).float().mean()) for l in range(cfg.n_layer)]
     n, d, V = cfg.n, cfg.d, cfg.vocab_size
-    need = {False: 4 * (cfg.n_layer * 5 * n * d + d * V),
-            True: 4 * (sum(n * d + 3 * a * n * d + b * n * d for a, b in zip(fx, fy)) + d * V)}
+    need = {
+        False: 4 * (cfg.n_layer * 5 * n * d + d * V),
+        True: 4 * (sum(n * d + 3 * a * n * d + b * n * d for a, b in zip(fx, fy)) + d * V),
+    }
     times = {False: [], True: []}
     bws = []
-    for r in range(rounds + 1):                                    # round 0: warm-up
+    for r in range(rounds + 1):  # round 0: warm-up
         bw = read_bandwidth(gib, repeats=2)
         for sparse in (False, True):
             state = model.init_state(1)
             with torch.no_grad():
                 for t in range(8):
-                    _, state = model.step(ids[t:t + 1], state, sparse=sparse, inplace=True)
+                    _, state = model.step(ids[t : t + 1], state, sparse=sparse, inplace=True)
                 t0 = time.perf_counter()
                 for t in range(8, tokens + 8):
-                    _, state = model.step(ids[t:t + 1], state, sparse=sparse, inplace=True)
+                    _, state = model.step(ids[t : t + 1], state, sparse=sparse, inplace=True)
                 dt = time.perf_counter() - t0
             if r:
                 times[sparse].append(dt)
@@ -166,12 +178,21 @@ def sparse_rows(quick: bool, rounds: int, gib: float) -> tuple[list, dict]:
     rows = []
     for sparse in (False, True):
         s = times[sparse]
-        rows.append({"preset": f"{preset} trained {steps} steps", "decode": "float32 sparse" if sparse else
-                     "float32 dense", "batch": 1, "tokens": tokens, "active_x": statistics.mean(fx),
-                     "active_y": statistics.mean(fy), "tokens_per_s": statistics.median(tokens / x for x in s),
-                     "bytes_per_step_MB": need[sparse] / 1e6, "read_GB_s": statistics.median(bws) / 1e9,
-                     "fraction_of_bandwidth": statistics.median(tokens * need[sparse] / x / b for x, b in zip(s, bws)),
-                     "speed_vs_float32": statistics.median(a / x for a, x in zip(times[False], s))})
+        rows.append(
+            {
+                "preset": f"{preset} trained {steps} steps",
+                "decode": "float32 sparse" if sparse else "float32 dense",
+                "batch": 1,
+                "tokens": tokens,
+                "active_x": statistics.mean(fx),
+                "active_y": statistics.mean(fy),
+                "tokens_per_s": statistics.median(tokens / x for x in s),
+                "bytes_per_step_MB": need[sparse] / 1e6,
+                "read_GB_s": statistics.median(bws) / 1e9,
+                "fraction_of_bandwidth": statistics.median(tokens * need[sparse] / x / b for x, b in zip(s, bws)),
+                "speed_vs_float32": statistics.median(a / x for a, x in zip(times[False], s)),
+            }
+        )
     return rows, {"preset": preset, "steps": steps}
 
 
@@ -187,8 +208,12 @@ def run(quick: bool = False, tokens: int | None = None, rounds: int | None = Non
     cfg = get_preset(preset)
     cfg.dropout = 0.0
     m32 = BDH(cfg).eval()
-    models = {"float32": m32, "float16": decoder_in(m32, torch.float16), "bfloat16": decoder_in(m32, torch.bfloat16),
-              "float32 B=8": m32}
+    models = {
+        "float32": m32,
+        "float16": decoder_in(m32, torch.float16),
+        "bfloat16": decoder_in(m32, torch.bfloat16),
+        "float32 B=8": m32,
+    }
     batch = {"float32": 1, "float16": 1, "bfloat16": 1, "float32 B=8": 8}
     res, logits = decode_rounds(models, tokens, rounds, batch, gib)
     rows = []
@@ -198,11 +223,17 @@ def run(quick: bool = False, tokens: int | None = None, rounds: int | None = Non
         item = 2 if k in ("float16", "bfloat16") else 4
         bpt = bytes_per_token(cfg, item, B)
         s, bw = res[k]["s"], res[k]["bw"]
-        row = {"preset": preset, "decode": k, "batch": B, "tokens": tokens,
-               "tokens_per_s": statistics.median(B * tokens / x for x in s),
-               "bytes_per_step_MB": bpt / 1e6, "read_GB_s": statistics.median(bw) / 1e9,
-               "fraction_of_bandwidth": statistics.median(tokens * bpt / x / b for x, b in zip(s, bw)),
-               "speed_vs_float32": statistics.median(a / x for a, x in zip(res["float32"]["s"], s)) * B}
+        row = {
+            "preset": preset,
+            "decode": k,
+            "batch": B,
+            "tokens": tokens,
+            "tokens_per_s": statistics.median(B * tokens / x for x in s),
+            "bytes_per_step_MB": bpt / 1e6,
+            "read_GB_s": statistics.median(bw) / 1e9,
+            "fraction_of_bandwidth": statistics.median(tokens * bpt / x / b for x, b in zip(s, bw)),
+            "speed_vs_float32": statistics.median(a / x for a, x in zip(res["float32"]["s"], s)) * B,
+        }
         if k in ("float16", "bfloat16"):
             row["logit_rel_error"] = float((logits[k] - ref).abs().max() / ref.abs().max())
         rows.append(row)
@@ -211,32 +242,59 @@ def run(quick: bool = False, tokens: int | None = None, rounds: int | None = Non
     rec = recompute_rows(quick)
     by = {r["decode"]: r for r in rows}
     best16 = max(("float16", "bfloat16"), key=lambda k: by[k]["speed_vs_float32"])
-    goals = [goal(f"{preset} float32 dense decode / read bandwidth (bytes: 3nd weights + 2nd state per layer)",
-                  by["float32"]["fraction_of_bandwidth"], 0.9, unit=""),
-             goal(f"{preset} 16-bit decode ({best16}, opt-in) vs float32, tokens/s",
-                  by[best16]["speed_vs_float32"], 1.6,
-                  note=f"logit error vs float32 {by[best16]['logit_rel_error']:.2g} (relative to max |logit|)")]
+    goals = [
+        goal(
+            f"{preset} float32 dense decode / read bandwidth (bytes: 3nd weights + 2nd state per layer)",
+            by["float32"]["fraction_of_bandwidth"],
+            0.9,
+            unit="",
+        ),
+        goal(
+            f"{preset} 16-bit decode ({best16}, opt-in) vs float32, tokens/s",
+            by[best16]["speed_vs_float32"],
+            1.6,
+            note=f"logit error vs float32 {by[best16]['logit_rel_error']:.2g} (relative to max |logit|)",
+        ),
+    ]
     sp_row = sparse[-1]
-    goals.append(goal(f"{sp_row['preset']}: sparse decode at its measured activity (x {sp_row['active_x']:.2f}, "
-                      f"y {sp_row['active_y']:.2f}) / read bandwidth for the bytes that step moves",
-                      sp_row["fraction_of_bandwidth"], 0.8, unit="",
-                      note=f"sparse {sp_row['speed_vs_float32']:.2f}x dense on the same model"))
+    goals.append(
+        goal(
+            f"{sp_row['preset']}: sparse decode at its measured activity (x {sp_row['active_x']:.2f}, "
+            f"y {sp_row['active_y']:.2f}) / read bandwidth for the bytes that step moves",
+            sp_row["fraction_of_bandwidth"],
+            0.8,
+            unit="",
+            note=f"sparse {sp_row['speed_vs_float32']:.2f}x dense on the same model",
+        )
+    )
     last = rec[-1]
-    goals.append(goal(f"{last['preset']} recurrent vs recompute at {last['new_tokens']} tokens "
-                      f"({last['recompute']} recompute)", last["speedup"], 50.0))
-    notes = [f"Dense decode: {tokens} teacher-forced tokens per round, {rounds} rounds after a warm-up round; "
-             "read bandwidth timed in each round (torch sum over "
-             f"{gib:g} GiB); fraction_of_bandwidth = tokens/s x bytes_per_step / that round's bandwidth.",
-             "16-bit: weights and state stored in 16 bits, float32 accumulation in the kernels; "
-             "logit_rel_error over the same tokens against float32.",
-             "Sparse: a model trained briefly in this run (row preset), teacher-forced on the last bytes of tiny "
-             "Shakespeare; active_x, active_y = share of x > 0, y > 0 on those tokens; bytes per step = the bytes "
-             "the sparse step must move at that activity (per layer D_x whole, the active rows of D_y and of the "
-             "state read and written once, the active columns of E; see sparse_rows).",
-             "Recompute: measured (the whole prefix per token); recompute_fitted_s is the quadratic fit through "
-             "single forwards, for comparison."]
-    return {"name": "decode", "title": "Decode at the limit: recurrent form vs read bandwidth, 16-bit, batched, "
-                                       "recompute", "notes": notes, "rows": rows + rec, "goals": goals}
+    goals.append(
+        goal(
+            f"{last['preset']} recurrent vs recompute at {last['new_tokens']} tokens ({last['recompute']} recompute)",
+            last["speedup"],
+            50.0,
+        )
+    )
+    notes = [
+        f"Dense decode: {tokens} teacher-forced tokens per round, {rounds} rounds after a warm-up round; "
+        "read bandwidth timed in each round (torch sum over "
+        f"{gib:g} GiB); fraction_of_bandwidth = tokens/s x bytes_per_step / that round's bandwidth.",
+        "16-bit: weights and state stored in 16 bits, float32 accumulation in the kernels; "
+        "logit_rel_error over the same tokens against float32.",
+        "Sparse: a model trained briefly in this run (row preset), teacher-forced on the last bytes of tiny "
+        "Shakespeare; active_x, active_y = share of x > 0, y > 0 on those tokens; bytes per step = the bytes "
+        "the sparse step must move at that activity (per layer D_x whole, the active rows of D_y and of the "
+        "state read and written once, the active columns of E; see sparse_rows).",
+        "Recompute: measured (the whole prefix per token); recompute_fitted_s is the quadratic fit through "
+        "single forwards, for comparison.",
+    ]
+    return {
+        "name": "decode",
+        "title": "Decode at the limit: recurrent form vs read bandwidth, 16-bit, batched, recompute",
+        "notes": notes,
+        "rows": rows + rec,
+        "goals": goals,
+    }
 
 
 def main():
@@ -252,6 +310,7 @@ def main():
         import sys
 
         from benchmarks.__main__ import write_section
+
         r["notes"].insert(0, "Command: `python -m benchmarks.decode " + " ".join(sys.argv[1:]) + "`.")
         print("wrote", write_section(r, a.quick))
 

@@ -26,6 +26,7 @@ weights (3nd float64 numbers, scaled by n d) and the rest (the graph and the com
 n d L); traffic per token per rank from the design's formulas, (4L + 2) d numbers (circuit) and L (2 + h) d
 (official).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,7 +59,11 @@ def design_minimum_numbers(net):
     for rnd in net.kernel.rounds:
         dsts = set()
         for r in rnd.communication:
-            g = net.groups[r.group] if r.kind == "send" else net.groups[net.edge_vars[r.src[1] if r.kind == "read" else r.dst].group]
+            g = (
+                net.groups[r.group]
+                if r.kind == "send"
+                else net.groups[net.edge_vars[r.src[1] if r.kind == "read" else r.dst].group]
+            )
             if r.kind != "hebbian" and g.partial:
                 dsts.add(r.dst)
         total += sum(net.global_size_of(v) for v in dsts)
@@ -70,6 +75,7 @@ def make_model(how, preset, N, folder):
     import torch
 
     import bdh_gpu
+
     cfg = bdh_gpu.get_preset(preset)
     cfg.dropout = 0.0
     if N:
@@ -92,14 +98,15 @@ def one(how, folder, tokens, verify):
     comm = default_comm()
     cfg = bdh_gpu.load_config(folder)
     ref = None
-    if verify and comm.rank == 0:   # the tensor side first (rank 0 alone), freed before the compile
+    if verify and comm.rank == 0:  # the tensor side first (rank 0 alone), freed before the compile
         import gc
+
         ref = equivalence.tensor_reference(bdh_gpu.load(folder).eval(), TEXT[:tokens])
         gc.collect()
     rss_model = rss_gib()
     comm.barrier()
     t = time.perf_counter()
-    compiled = equivalence.compile_model(folder, how, comm=comm)        # each rank: its slice of the weights
+    compiled = equivalence.compile_model(folder, how, comm=comm)  # each rank: its slice of the weights
     compile_s = time.perf_counter() - t
     rss_compile = rss_gib()
     net = compiled.network
@@ -114,9 +121,9 @@ def one(how, folder, tokens, verify):
         per_token = run_s / tokens
     else:
         runner = equivalence.GraphRunner(compiled, "numba")
-        ids = np.frombuffer(TEXT[:tokens + 1], dtype=np.uint8).astype(np.int64)
+        ids = np.frombuffer(TEXT[: tokens + 1], dtype=np.uint8).astype(np.int64)
         gen = runner.feed(ids)
-        next(gen)                                            # warm-up token (numba compiles)
+        next(gen)  # warm-up token (numba compiles)
         comm.barrier()
         sent0 = comm.bytes_sent
         t = time.perf_counter()
@@ -125,31 +132,60 @@ def one(how, folder, tokens, verify):
         comm.barrier()
         run_s, sent = time.perf_counter() - t, comm.bytes_sent - sent0
         per_token = run_s / tokens
-    stats = dict(rank=comm.rank, compile_s=round(compile_s, 1), rss_before_compile_gib=round(rss_model, 2),
-                 rss_after_compile_gib=round(rss_compile, 2), peak_rss_gib=round(rss_gib(), 2),
-                 vm_peak_gib=None if vm_peak_gib() is None else round(vm_peak_gib(), 2),
-                 synapses_state=local_syn, bytes_per_token=None if verify else int(sent / tokens))
+    stats = dict(
+        rank=comm.rank,
+        compile_s=round(compile_s, 1),
+        rss_before_compile_gib=round(rss_model, 2),
+        rss_after_compile_gib=round(rss_compile, 2),
+        peak_rss_gib=round(rss_gib(), 2),
+        vm_peak_gib=None if vm_peak_gib() is None else round(vm_peak_gib(), 2),
+        synapses_state=local_syn,
+        bytes_per_token=None if verify else int(sent / tokens),
+    )
     ranks = comm.allgather(stats)
-    out.update(s_per_token=round(per_token, 3), min_bytes_per_token=8 * design_minimum_numbers(net),
-               compile_s=max(r["compile_s"] for r in ranks), peak_rss_gib_max=max(r["peak_rss_gib"] for r in ranks),
-               ranks=ranks)
+    out.update(
+        s_per_token=round(per_token, 3),
+        min_bytes_per_token=8 * design_minimum_numbers(net),
+        compile_s=max(r["compile_s"] for r in ranks),
+        peak_rss_gib_max=max(r["peak_rss_gib"] for r in ranks),
+        ranks=ranks,
+    )
     return out if comm.rank == 0 else None
 
 
 def launch(how, preset, tokens, P, verify, mem_gib, N=None):
     """Write the model (a separate process), then run `--one` on P ranks of mpiexec; the row rank 0 prints."""
     import tempfile
+
     me = [sys.executable, "-m", "benchmarks.distributed_bench"]
     env = dict(os.environ, NUMBA_NUM_THREADS="1", OMP_NUM_THREADS="1")
-    cap = ["prlimit", f"--as={int(mem_gib * 2**30)}"] if mem_gib else []   # per process (the machine is shared)
+    cap = ["prlimit", f"--as={int(mem_gib * 2**30)}"] if mem_gib else []  # per process (the machine is shared)
     with tempfile.TemporaryDirectory(prefix="bdh-dist-bench-") as folder:
         make = cap + me + ["--make", how, "--preset", preset, "--dir", folder] + (["--N", str(N)] if N else [])
         r = subprocess.run(make, capture_output=True, text=True, env=env)
         if r.returncode != 0:
             raise RuntimeError(f"writing the {how} model: exit {r.returncode}: {r.stderr[-1500:]}")
         mpiexec = os.path.join(os.path.dirname(sys.executable), "mpiexec")
-        cmd = cap + [mpiexec, "-n", str(P), sys.executable, "-m", "mpi4py", "-m", "benchmarks.distributed_bench",
-                     "--one", how, "--dir", folder, "--tokens", str(tokens)] + (["--verify"] if verify else [])
+        cmd = (
+            cap
+            + [
+                mpiexec,
+                "-n",
+                str(P),
+                sys.executable,
+                "-m",
+                "mpi4py",
+                "-m",
+                "benchmarks.distributed_bench",
+                "--one",
+                how,
+                "--dir",
+                folder,
+                "--tokens",
+                str(tokens),
+            ]
+            + (["--verify"] if verify else [])
+        )
         r = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if r.returncode != 0:
         raise RuntimeError(f"{how} on {P} rank(s): exit {r.returncode}: {r.stderr[-1500:]}")
@@ -159,14 +195,23 @@ def launch(how, preset, tokens, P, verify, mem_gib, N=None):
 
 
 def table(rows):
-    lines = ["| compile | P | compile s (max rank) | s / token | peak RSS GiB per rank | synapses per rank | "
-             "bytes sent / token / rank | design minimum | ok |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| compile | P | compile s (max rank) | s / token | peak RSS GiB per rank | synapses per rank | "
+        "bytes sent / token / rank | design minimum | ok |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         rss = " / ".join(f"{x['peak_rss_gib']}" for x in r["ranks"])
         syn = " / ".join(f"{x['synapses_state']:,}" for x in r["ranks"])
-        sent = " / ".join(f"{x['bytes_per_token']:,}" for x in r["ranks"]) if r["ranks"][0]["bytes_per_token"] is not None else "-"
-        lines.append(f"| {r['compile']} | {r['P']} | {r['compile_s']} | {r['s_per_token']} | {rss} | {syn} | {sent} | "
-                     f"{r['min_bytes_per_token']:,} | {r.get('ok', '-')} |")
+        sent = (
+            " / ".join(f"{x['bytes_per_token']:,}" for x in r["ranks"])
+            if r["ranks"][0]["bytes_per_token"] is not None
+            else "-"
+        )
+        lines.append(
+            f"| {r['compile']} | {r['P']} | {r['compile_s']} | {r['s_per_token']} | {rss} | {syn} | {sent} | "
+            f"{r['min_bytes_per_token']:,} | {r.get('ok', '-')} |"
+        )
     return "\n".join(lines)
 
 
@@ -175,9 +220,12 @@ def run(quick=True):
     preset, ranks = ("tiny", (1, 2)) if quick else ("paper-25m", (1, 2, 4))
     title = f"Sharded graph on MPI ranks ({preset})"
     if not os.path.exists(os.path.join(os.path.dirname(sys.executable), "mpiexec")):
-        print("distributed_bench: skipped, no mpiexec next to the Python (install the mpi extra: pip install -e '.[mpi]')")
+        print(
+            "distributed_bench: skipped, no mpiexec next to the Python (install the mpi extra: pip install -e '.[mpi]')"
+        )
         return dict(name="distributed_bench", title=title, rows=[{"skipped": "no mpiexec (the mpi extra)"}])
     from benchmarks.common import goal
+
     rows = [launch(how, preset, 4, P, False, None if quick else 10) for how in ("circuit", "official") for P in ranks]
     flat = []
     for r in rows:
@@ -188,30 +236,53 @@ def run(quick=True):
         flat.append(row)
     by = {(r["compile"], r["P"]): r for r in flat}
     top = max(ranks)
-    goals = [goal(f"{preset} circuit compile on one rank, seconds", by[("circuit", 1)]["compile_s"], 60.0,
-                  higher=False, unit=" s")]
+    goals = [
+        goal(
+            f"{preset} circuit compile on one rank, seconds",
+            by[("circuit", 1)]["compile_s"],
+            60.0,
+            higher=False,
+            unit=" s",
+        )
+    ]
     for how in ("circuit", "official"):
-        goals.append(goal(f"{how}: peak RSS per rank on {top} ranks / on one rank", by[(how, top)]["peak_rss_gib_max"]
-                          / by[(how, 1)]["peak_rss_gib_max"], 1 / 3, higher=False, unit=""))
+        goals.append(
+            goal(
+                f"{how}: peak RSS per rank on {top} ranks / on one rank",
+                by[(how, top)]["peak_rss_gib_max"] / by[(how, 1)]["peak_rss_gib_max"],
+                1 / 3,
+                higher=False,
+                unit="",
+            )
+        )
         multi = [r for r in flat if r["compile"] == how and r["P"] > 1]
-        goals.append(goal(f"{how}: bytes sent per token per rank / the design minimum (O(L d), no n-sized "
-                          "message)", max(r["max_bytes_sent_per_token_per_rank"] / r["min_bytes_per_token"]
-                                          for r in multi), 1.0, higher=False, unit=""))
-    notes = [f"{preset} shapes, untrained weights (seed 0): circuit = the model as normfree (Claims 3+4), official "
-             "= the released LN model; numba with one thread per rank, 4 tokens timed after one warm-up token; each "
-             "rank compiles only its block from its slice of model.safetensors. P above the 2 cores oversubscribes "
-             "them. Bytes sent = the payload a rank contributes to the exchanges per token; the design minimum = the "
-             "replicated targets of the neuron -> hub groups summed over the sub-rounds. The ~100M model on 4 ranks "
-             "and the projections are in docs/distributed.md (`--compile circuit --N 32768 --ranks 4`, `--project`)."]
+        goals.append(
+            goal(
+                f"{how}: bytes sent per token per rank / the design minimum (O(L d), no n-sized message)",
+                max(r["max_bytes_sent_per_token_per_rank"] / r["min_bytes_per_token"] for r in multi),
+                1.0,
+                higher=False,
+                unit="",
+            )
+        )
+    notes = [
+        f"{preset} shapes, untrained weights (seed 0): circuit = the model as normfree (Claims 3+4), official "
+        "= the released LN model; numba with one thread per rank, 4 tokens timed after one warm-up token; each "
+        "rank compiles only its block from its slice of model.safetensors. P above the 2 cores oversubscribes "
+        "them. Bytes sent = the payload a rank contributes to the exchanges per token; the design minimum = the "
+        "replicated targets of the neuron -> hub groups summed over the sub-rounds. The ~100M model on 4 ranks "
+        "and the projections are in docs/distributed.md (`--compile circuit --N 32768 --ranks 4`, `--project`)."
+    ]
     return dict(name="distributed_bench", title=title, notes=notes, rows=flat, goals=goals)
 
 
-WEIGHT_BYTES = 8   # per weight a rank holds: its float64 slice (equivalence.Weights.load)
+WEIGHT_BYTES = 8  # per weight a rank holds: its float64 slice (equivalence.Weights.load)
 TARGETS = [("~100M", 131072, 256, 6, 4, [4]), ("800M", 2**20, 256, 6, 4, [8, 16, 32, 64])]
 
 
 def project(path):
     import numpy as np
+
     rows = [json.loads(line) for line in open(path) if line.strip()]
     circ = sorted((r for r in rows if r["compile"] == "circuit"), key=lambda r: r["P"])
     P = np.array([r["P"] for r in circ], dtype=float)
@@ -221,18 +292,24 @@ def project(path):
     n0, d0, L0 = r0["n"], r0["d"], r0["L"]
     weights0 = 3 * n0 * d0 * WEIGHT_BYTES / 2**30
     graph0 = share - weights0
-    print(f"fit on the circuit rows (P = {P.astype(int).tolist()}): peak RSS per rank = {floor:.2f} + {share:.2f} / P "
-          f"GiB (residuals {np.round(rss - floor - share / P, 3).tolist()}); share = {weights0:.2f} GiB sliced "
-          f"weights (3nd x {WEIGHT_BYTES} B) + {graph0:.2f} GiB graph and compile transients")
-    print("| model | n | d | L | P | RSS / rank GiB | total GiB | circuit bytes / token / rank | "
-          "official bytes / token / rank |")
+    print(
+        f"fit on the circuit rows (P = {P.astype(int).tolist()}): peak RSS per rank = {floor:.2f} + {share:.2f} / P "
+        f"GiB (residuals {np.round(rss - floor - share / P, 3).tolist()}); share = {weights0:.2f} GiB sliced "
+        f"weights (3nd x {WEIGHT_BYTES} B) + {graph0:.2f} GiB graph and compile transients"
+    )
+    print(
+        "| model | n | d | L | P | RSS / rank GiB | total GiB | circuit bytes / token / rank | "
+        "official bytes / token / rank |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for name, n, d, L, h, Ps in TARGETS:
         g = graph0 * (n * d * L) / (n0 * d0 * L0) + 3 * n * d * WEIGHT_BYTES / 2**30
         for p in Ps:
             per = floor + g / p
-            print(f"| {name} | {n:,} | {d} | {L} | {p} | {per:.2f} | {per * p:.1f} | "
-                  f"{8 * (4 * L + 2) * d:,} | {8 * L * (2 + h) * d:,} |")
+            print(
+                f"| {name} | {n:,} | {d} | {L} | {p} | {per:.2f} | {per * p:.1f} | "
+                f"{8 * (4 * L + 2) * d:,} | {8 * L * (2 + h) * d:,} |"
+            )
     return 0
 
 
@@ -242,7 +319,9 @@ def main(argv=None):
     p.add_argument("--make", choices=("circuit", "official"), help="write the model of a configuration to --dir")
     p.add_argument("--dir", help="the model directory (--one, --make)")
     p.add_argument("--N", type=int, default=None, help="neurons per head (default: the preset's)")
-    p.add_argument("--compile", dest="hows", nargs="+", default=["circuit", "official"], choices=("circuit", "official"))
+    p.add_argument(
+        "--compile", dest="hows", nargs="+", default=["circuit", "official"], choices=("circuit", "official")
+    )
     p.add_argument("--preset", default="paper-25m")
     p.add_argument("--ranks", type=int, nargs="+", default=[1, 2, 4])
     p.add_argument("--tokens", type=int, default=4)

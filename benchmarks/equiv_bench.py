@@ -4,6 +4,7 @@ it on a short text: time and peak memory per phase. One subprocess per compile, 
     python -m benchmarks.equiv_bench                 # circuit (as a normfree model) and official, 8 bytes
     python -m benchmarks.equiv_bench --compile circuit --tokens 16 --backend numba
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,8 +36,18 @@ def one(how: str, tokens: int, backend: str, preset: str = "paper-25m", run_toke
         cfg.variant = "normfree"
     torch.manual_seed(0)
     model = BDH(cfg).eval()
-    out = dict(preset=preset, compile=how, variant=cfg.variant, U=cfg.U, n=cfg.n, d=cfg.d, layers=cfg.n_layer, tokens=tokens,
-               backend=backend, rss_model_gib=round(rss_gib(), 2))
+    out = dict(
+        preset=preset,
+        compile=how,
+        variant=cfg.variant,
+        U=cfg.U,
+        n=cfg.n,
+        d=cfg.d,
+        layers=cfg.n_layer,
+        tokens=tokens,
+        backend=backend,
+        rss_model_gib=round(rss_gib(), 2),
+    )
     t = time.perf_counter()
     compiled = equivalence.compile_model(equivalence.TensorRunner(model).model, how)
     out["compile_s"] = round(time.perf_counter() - t, 1)
@@ -48,7 +59,7 @@ def one(how: str, tokens: int, backend: str, preset: str = "paper-25m", run_toke
     out["peak_rss_gib"] = round(rss_gib(), 2)
     out["ok"] = rep.ok
     out["max_rel"] = {k: float(f"{q.max_rel:.2e}") for k, q in rep.quantities.items()}
-    out.update(run_split(compiled, backend, RUN_TEXT[:run_tokens + 1]))
+    out.update(run_split(compiled, backend, RUN_TEXT[: run_tokens + 1]))
     return out
 
 
@@ -61,6 +72,7 @@ def run_split(compiled, backend: str, text: bytes) -> dict:
     import numpy as np
 
     import equivalence
+
     runner = equivalence.GraphRunner(compiled, backend)
     sim, be = runner.sim, runner.sim.backend
     phase, kind = defaultdict(float), defaultdict(float)
@@ -79,26 +91,47 @@ def run_split(compiled, backend: str, text: bytes) -> dict:
                 state = fn((r,), state, *rest)
                 kind[r.kind] += time.perf_counter() - t
             return state
+
         return run_rules
 
     sim.step, be.communicate, be.compute = timed_step, by_rule(communicate), by_rule(compute)
     gen = runner.feed(np.frombuffer(text, dtype=np.uint8).astype(np.int64))
-    next(gen)                                                # warm-up token: numba compiles here
+    next(gen)  # warm-up token: numba compiles here
     phase.clear(), kind.clear()
     t = time.perf_counter()
     n = sum(1 for _ in gen)
     wall = time.perf_counter() - t
-    return {"run_tokens": n, "run_s_per_token": wall / n, "run_tokens_per_s": n / wall,
-            "communication_s_per_token": phase["communication"] / n, "computation_s_per_token": phase["computation"] / n,
-            "rule_s_per_token": {k: round(v / n, 4) for k, v in sorted(kind.items(), key=lambda kv: -kv[1])}}
+    return {
+        "run_tokens": n,
+        "run_s_per_token": wall / n,
+        "run_tokens_per_s": n / wall,
+        "communication_s_per_token": phase["communication"] / n,
+        "computation_s_per_token": phase["computation"] / n,
+        "rule_s_per_token": {k: round(v / n, 4) for k, v in sorted(kind.items(), key=lambda kv: -kv[1])},
+    }
 
 
 def measure(tokens: int, backend: str, preset: str) -> list:
     """Both compiles, one child process each (so each peak RSS is its own)."""
     rows = []
     for how in ("circuit", "official"):
-        r = subprocess.run([sys.executable, "-m", "benchmarks.equiv_bench", "--compile", how, "--tokens",
-                            str(tokens), "--backend", backend, "--preset", preset], capture_output=True, text=True)
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.equiv_bench",
+                "--compile",
+                how,
+                "--tokens",
+                str(tokens),
+                "--backend",
+                backend,
+                "--preset",
+                preset,
+            ],
+            capture_output=True,
+            text=True,
+        )
         if r.returncode != 0:
             raise RuntimeError(f"equiv_bench {how}: {(r.stderr.strip().splitlines() or ['?'])[-1]}")
         rows.append(json.loads(r.stdout.strip().splitlines()[-1]))
@@ -113,27 +146,62 @@ def run(quick: bool = False) -> dict:
     rows = []
     for r in measure(tokens, "numba", preset):
         g = r["graph"]
-        rows.append({"preset": preset, "compile": r["compile"], "variant": r["variant"], "tokens": r["tokens"],
-                     "nodes": g["nodes_total"], "edges": g["edges_total"], "synapses": g["synapses"],
-                     "state_floats": g["state_size"], "compile_s": r["compile_s"], "verify_s": r["verify_s"],
-                     "verify_s_per_token": r["verify_s"] / r["tokens"], "peak_rss_gib": r["peak_rss_gib"],
-                     "ok": r["ok"], "max_rel_error": max(r["max_rel"].values()),
-                     "run_tokens_per_s": r["run_tokens_per_s"],
-                     "communication_s_per_token": r["communication_s_per_token"],
-                     "computation_s_per_token": r["computation_s_per_token"],
-                     "rule_s_per_token": r["rule_s_per_token"]})
-    goals = [goal(f"{r['compile']} graph equals the tensor model (max relative error, float64)",
-                  r["max_rel_error"], 1e-9, unit="", higher=False) for r in rows]
-    goals += [goal(f"{preset} {r['compile']} graph, numba, one process: tokens/s of a bare run",
-                   r["run_tokens_per_s"], 1.0, unit="") for r in rows]
-    notes = [f"{preset} shapes, untrained weights (seed 0), verified on the first {tokens} bytes of {TEXT!r} with "
-             "the numba backend, tensor model in float64; one child process per compile (peak RSS its own).",
-             f"Bare run: the same compiled graph, {RUN_TOKENS} more bytes of {RUN_TEXT[:RUN_TOKENS + 1]!r} after "
-             "one untimed warm-up byte, no tensor side; communication / computation = seconds per token in the "
-             "scheduler's two sub-round phases; rule_s_per_token = seconds per token by rule kind (send: a fixed "
-             "synapse group, read/hebbian: the synaptic state sigma, damp: U on sigma)."]
-    return {"name": "equiv_bench", "title": f"Graph/tensor equivalence at {preset}: compile and verify",
-            "notes": notes, "rows": rows, "goals": goals}
+        rows.append(
+            {
+                "preset": preset,
+                "compile": r["compile"],
+                "variant": r["variant"],
+                "tokens": r["tokens"],
+                "nodes": g["nodes_total"],
+                "edges": g["edges_total"],
+                "synapses": g["synapses"],
+                "state_floats": g["state_size"],
+                "compile_s": r["compile_s"],
+                "verify_s": r["verify_s"],
+                "verify_s_per_token": r["verify_s"] / r["tokens"],
+                "peak_rss_gib": r["peak_rss_gib"],
+                "ok": r["ok"],
+                "max_rel_error": max(r["max_rel"].values()),
+                "run_tokens_per_s": r["run_tokens_per_s"],
+                "communication_s_per_token": r["communication_s_per_token"],
+                "computation_s_per_token": r["computation_s_per_token"],
+                "rule_s_per_token": r["rule_s_per_token"],
+            }
+        )
+    goals = [
+        goal(
+            f"{r['compile']} graph equals the tensor model (max relative error, float64)",
+            r["max_rel_error"],
+            1e-9,
+            unit="",
+            higher=False,
+        )
+        for r in rows
+    ]
+    goals += [
+        goal(
+            f"{preset} {r['compile']} graph, numba, one process: tokens/s of a bare run",
+            r["run_tokens_per_s"],
+            1.0,
+            unit="",
+        )
+        for r in rows
+    ]
+    notes = [
+        f"{preset} shapes, untrained weights (seed 0), verified on the first {tokens} bytes of {TEXT!r} with "
+        "the numba backend, tensor model in float64; one child process per compile (peak RSS its own).",
+        f"Bare run: the same compiled graph, {RUN_TOKENS} more bytes of {RUN_TEXT[: RUN_TOKENS + 1]!r} after "
+        "one untimed warm-up byte, no tensor side; communication / computation = seconds per token in the "
+        "scheduler's two sub-round phases; rule_s_per_token = seconds per token by rule kind (send: a fixed "
+        "synapse group, read/hebbian: the synaptic state sigma, damp: U on sigma).",
+    ]
+    return {
+        "name": "equiv_bench",
+        "title": f"Graph/tensor equivalence at {preset}: compile and verify",
+        "notes": notes,
+        "rows": rows,
+        "goals": goals,
+    }
 
 
 def main(argv=None):
@@ -150,8 +218,10 @@ def main(argv=None):
     print("| compile | variant | tokens | backend | compile s | verify s | peak RSS GiB | ok | max rel error |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['compile']} | {r['variant']} | {r['tokens']} | {r['backend']} | {r['compile_s']} | "
-              f"{r['verify_s']} | {r['peak_rss_gib']} | {r['ok']} | {max(r['max_rel'].values()):.1e} |")
+        print(
+            f"| {r['compile']} | {r['variant']} | {r['tokens']} | {r['backend']} | {r['compile_s']} | "
+            f"{r['verify_s']} | {r['peak_rss_gib']} | {r['ok']} | {max(r['max_rel'].values()):.1e} |"
+        )
     print(json.dumps(rows, indent=1))
     return 0
 

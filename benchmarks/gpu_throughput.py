@@ -15,6 +15,7 @@ train.py), AdamW (fused), forward + backward + update, the first steps untimed (
 Model FLOPs per token (training = 3 x forward): L (6 n d + T (n + h d)) + 2 d V, the attention term counted
 causally (T/2 keys on average, scores and values); MFU = FLOPs/token x tokens/s / the GPU's dense bf16 peak.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,8 +33,17 @@ from bdh_gpu import BDH
 from bdh_gpu.config import BDHConfig, get_preset
 
 # dense bf16 peak, FLOP/s (vendor data sheets, without sparsity)
-PEAK_BF16 = {"H200": 989e12, "H100 SXM": 989e12, "H100 80GB HBM3": 989e12, "H100 PCIe": 756e12, "H100": 989e12,
-             "A100": 312e12, "L40S": 362e12, "A10G": 70e12, "L4": 121e12}
+PEAK_BF16 = {
+    "H200": 989e12,
+    "H100 SXM": 989e12,
+    "H100 80GB HBM3": 989e12,
+    "H100 PCIe": 756e12,
+    "H100": 989e12,
+    "A100": 312e12,
+    "L40S": 362e12,
+    "A10G": 70e12,
+    "L4": 121e12,
+}
 
 
 def peak_flops(name: str) -> float | None:
@@ -59,23 +69,28 @@ class ReleasedMath(nn.Module):
     def forward(self, idx):
         b, C = self.bdh, self.bdh.config
         B, T = idx.shape
-        h, N, d = C.n_head, C.N, C.d
-        ln = lambda z: F.layer_norm(z, (z.shape[-1],), eps=1e-5)                      # noqa: E731
-        phase = 2 * math.pi * torch.remainder(torch.arange(T, device=idx.device, dtype=torch.float32)[:, None]
-                                              * self.freqs.to(idx.device), 1.0)          # (T,N) float32
+        h, N = C.n_head, C.N
+        ln = lambda z: F.layer_norm(z, (z.shape[-1],), eps=1e-5)  # noqa: E731
+        phase = (
+            2
+            * math.pi
+            * torch.remainder(
+                torch.arange(T, device=idx.device, dtype=torch.float32)[:, None] * self.freqs.to(idx.device), 1.0
+            )
+        )  # (T,N) float32
         cos, sin = phase.cos(), phase.sin()
         causal = torch.ones(T, T, device=idx.device, dtype=torch.bool).tril(-1)
-        v = ln(b.embed(idx)).unsqueeze(1)                                                # (B,1,T,d)
+        v = ln(b.embed(idx)).unsqueeze(1)  # (B,1,T,d)
         for _ in range(C.n_layer):
-            x = F.relu(v @ b.D_x.mT)                                                     # (B,h,T,N)
+            x = F.relu(v @ b.D_x.mT)  # (B,h,T,N)
             x_sw = torch.stack((-x[..., 1::2], x[..., 0::2]), dim=-1).flatten(-2)
-            xr = x * cos.to(x.dtype) + x_sw * sin.to(x.dtype)                            # RoPE
-            scores = (xr @ xr.mT).masked_fill(~causal, 0.0)                              # (B,h,T,T)
-            a = ln(scores @ v)                                                           # (B,h,T,d)
-            y = F.relu(a @ b.D_y.mT) * x                                                 # (B,h,T,N)
+            xr = x * cos.to(x.dtype) + x_sw * sin.to(x.dtype)  # RoPE
+            scores = (xr @ xr.mT).masked_fill(~causal, 0.0)  # (B,h,T,T)
+            a = ln(scores @ v)  # (B,h,T,d)
+            y = F.relu(a @ b.D_y.mT) * x  # (B,h,T,N)
             if self.training and C.dropout > 0:
                 y = F.dropout(y, C.dropout)
-            Ey = y.transpose(1, 2).reshape(B, 1, T, h * N) @ b.E.mT                      # (B,1,T,d)
+            Ey = y.transpose(1, 2).reshape(B, 1, T, h * N) @ b.E.mT  # (B,1,T,d)
             v = ln(v + ln(Ey))
         return v.squeeze(1) @ b.lm_head
 
@@ -106,9 +121,8 @@ def measure(model, params, T, batch, steps, warmup, device, amp, compile_):
         opt.zero_grad(set_to_none=True)
     sync()
     dt = time.perf_counter() - t0
-    mem = torch.cuda.max_memory_allocated() / 2 ** 30 if device.startswith("cuda") else float("nan")
-    return {"tokens_per_s": batch * T * steps / dt, "step_s": dt / steps, "peak_mem_gib": mem,
-            "loss": float(loss)}
+    mem = torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else float("nan")
+    return {"tokens_per_s": batch * T * steps / dt, "step_s": dt / steps, "peak_mem_gib": mem, "loss": float(loss)}
 
 
 def run(quick: bool = False) -> dict:
@@ -116,8 +130,11 @@ def run(quick: bool = False) -> dict:
     saying it was not measured."""
     title = "GPU training throughput, paper-25m: released full-attention math vs ours (bf16, compile, chunked)"
     if not torch.cuda.is_available():
-        return {"name": "gpu_throughput", "title": title,
-                "rows": [{"status": "not measured: no CUDA device on this machine (no GPU lent)"}]}
+        return {
+            "name": "gpu_throughput",
+            "title": title,
+            "rows": [{"status": "not measured: no CUDA device on this machine (no GPU lent)"}],
+        }
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -144,16 +161,24 @@ def main(argv=None) -> int:
         cfg, device = BDHConfig(n_head=2, d=16, N=32, n_layer=2, dropout=0.0), "cpu"
         Ts, tps, steps, warmup, comp = [32, 64], 128, 1, 1, False
     elif not torch.cuda.is_available():
-        print("gpu_throughput: not run: no CUDA device on this machine (GPU figures: not measured). "
-              "Run it on a GPU, or pass --cpu-smoke to check the code paths.")
+        print(
+            "gpu_throughput: not run: no CUDA device on this machine (GPU figures: not measured). "
+            "Run it on a GPU, or pass --cpu-smoke to check the code paths."
+        )
         return 0
     else:
         cfg, device = get_preset("paper-25m"), "cuda"
         Ts, tps, steps, warmup, comp = a.T, a.tokens_per_step, a.steps, a.warmup, not a.no_compile
     name = torch.cuda.get_device_name() if device == "cuda" else "CPU (smoke run, timings meaningless)"
     peak = peak_flops(name) if device == "cuda" else None
-    report = {"device": name, "date": time.strftime("%Y-%m-%d %H:%M"), "torch": torch.__version__,
-              "compile": comp, "chunk": a.chunk, "runs": []}
+    report = {
+        "device": name,
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "torch": torch.__version__,
+        "compile": comp,
+        "chunk": a.chunk,
+        "runs": [],
+    }
     print(f"device: {name}")
     print(f"{'T':>6} {'batch':>5} {'path':>9} {'tokens/s':>12} {'MFU':>6} {'peak GiB':>9}  vs released")
     for T in Ts:
@@ -173,8 +198,11 @@ def main(argv=None) -> int:
                 base = base or (r["tokens_per_s"] if path == "released" else None)
                 speed = f"{r['tokens_per_s'] / base:.2f}x" if base and path == "ours" else ""
                 mfu = f"{r['mfu']:.1%}" if r["mfu"] is not None else "-"
-                print(f"{T:>6} {batch:>5} {path:>9} {r['tokens_per_s']:>12,.0f} {mfu:>6} {r['peak_mem_gib']:>9.1f}  "
-                      f"{speed}", flush=True)
+                print(
+                    f"{T:>6} {batch:>5} {path:>9} {r['tokens_per_s']:>12,.0f} {mfu:>6} {r['peak_mem_gib']:>9.1f}  "
+                    f"{speed}",
+                    flush=True,
+                )
             else:
                 print(f"{T:>6} {batch:>5} {path:>9}  {r['status']}", flush=True)
             report["runs"].append(r)

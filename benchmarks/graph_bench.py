@@ -15,6 +15,7 @@ The memory limit of numba: one event touches an int64 index, a float64 weight an
 accumulator (BYTES_PER_EVENT = 24), so the read bandwidth measured in the same run allows bandwidth / 24
 events/s; `fraction_of_bandwidth` is the measured events/s over that.
 """
+
 import argparse
 import time
 
@@ -25,7 +26,7 @@ from bdh_graph import EventMonitor, Network
 from bdh_graph.reference import eq6
 
 FANOUT = 32
-BYTES_PER_EVENT = 24   # int64 index + float64 weight + float64 target accumulator
+BYTES_PER_EVENT = 24  # int64 index + float64 weight + float64 target accumulator
 
 
 def build(n, layers, seed=0):
@@ -39,8 +40,9 @@ def build(n, layers, seed=0):
         return M
 
     Gx = sparse_graph()
-    mats = dict(Gx_e=Gx, Gx_i=Gx.copy(), Gy_e=sparse_graph(), Gy_i=sparse_graph() * 0.5,
-                Gs=sp.csc_matrix(np.ones((n, n))))
+    mats = dict(
+        Gx_e=Gx, Gx_i=Gx.copy(), Gy_e=sparse_graph(), Gy_i=sparse_graph() * 0.5, Gs=sp.csc_matrix(np.ones((n, n)))
+    )
     u = np.full(n, 0.99)
     return mats, u, Network.from_scipy(**mats, u=u, layers=layers)
 
@@ -57,12 +59,12 @@ def inputs(n, T, f, seed=1):
 
 def time_backend(net, backend, x0, y0):
     sim = net.simulator(backend=backend)
-    sim.feed(x0[0], y0[0])                                   # warm-up (numba compiles here)
+    sim.feed(x0[0], y0[0])  # warm-up (numba compiles here)
     t0 = time.perf_counter()
     for t in range(1, len(x0)):
         sim.feed(x0[t], y0[t])
     if backend == "pyg":
-        sim.node("X")                                        # synchronise a CUDA device
+        sim.node("X")  # synchronise a CUDA device
     return (len(x0) - 1) / (time.perf_counter() - t0)
 
 
@@ -89,6 +91,7 @@ def dense_numpy_tps(mats, u, layers, x0, y0):
 
 def dense_torch_tps(mats, u, layers, x0, y0):
     import torch
+
     D = {k: torch.as_tensor(v.toarray()) for k, v in mats.items()}
     Gx, Gy, Gs, uu = D["Gx_e"] - D["Gx_i"], D["Gy_e"] - D["Gy_i"], D["Gs"], torch.as_tensor(u)
     X0, Y0 = torch.as_tensor(x0), torch.as_tensor(y0)
@@ -118,8 +121,18 @@ def measure(ns, fracs, T, L, backends, pyg_only=None, log=print, bandwidth=None)
                 if b == "pyg" and pyg_only is not None and (n, f) not in pyg_only:
                     continue
                 tps = time_backend(net, b, x0, y0)
-                rows.append(dict(n=n, f=f, backend=b, tokens_per_s=tps, Mevents_per_s=tps * ev / 1e6,
-                                 events_per_token=ev, active_x=float(ax), active_y=float(ay)))
+                rows.append(
+                    dict(
+                        n=n,
+                        f=f,
+                        backend=b,
+                        tokens_per_s=tps,
+                        Mevents_per_s=tps * ev / 1e6,
+                        events_per_token=ev,
+                        active_x=float(ax),
+                        active_y=float(ay),
+                    )
+                )
                 if b == "numba" and bandwidth:
                     rows[-1]["fraction_of_bandwidth"] = tps * ev * BYTES_PER_EVENT / bandwidth
                 log(f"{n:>6} {f:>5.2f} {ax:>6.3f} {ay:>6.3f} {b:>12} {tps:>10.2f} {tps * ev / 1e6:>10.1f} {ev:>13.0f}")
@@ -132,9 +145,11 @@ def measure(ns, fracs, T, L, backends, pyg_only=None, log=print, bandwidth=None)
     lo, hi = min(fracs), max(fracs)
     for n in ns:
         if (n, lo, "numba") in by and (n, hi, "numba") in by:
-            log(f"n={n}: numba speed-up at f={lo} over f={hi}: {by[(n, lo, 'numba')] / by[(n, hi, 'numba')]:.1f}x; "
+            log(
+                f"n={n}: numba speed-up at f={lo} over f={hi}: {by[(n, lo, 'numba')] / by[(n, hi, 'numba')]:.1f}x; "
                 f"numba f={lo} vs dense-numpy: {by[(n, lo, 'numba')] / by[(n, 'any', 'dense-numpy')]:.1f}x, "
-                f"vs dense-torch: {by[(n, lo, 'numba')] / by[(n, 'any', 'dense-torch')]:.1f}x")
+                f"vs dense-torch: {by[(n, lo, 'numba')] / by[(n, 'any', 'dense-torch')]:.1f}x"
+            )
     return rows
 
 
@@ -149,23 +164,49 @@ def run(quick=False, ns=None, fracs=None, T=None):
     rows = measure(ns, fracs, T, 2, ["numba", "pyg"], pyg_only=pyg_only, log=lambda s: None, bandwidth=bw)
     by = {(r["n"], r["f"], r["backend"]): r for r in rows}
     big, lo, hi = ns[-1], min(fracs), max(fracs)
-    tps = lambda n, f, b: by[(n, f, b)]["tokens_per_s"]                                   # noqa: E731
-    goals = [goal(f"numba at f = {lo} vs f = {hi}, n = {n}: tokens/s ratio", tps(n, lo, "numba") / tps(n, hi, "numba"),
-                  10.0) for n in ns]
-    goals.append(goal(f"numba (f = {lo}) vs dense NumPy Eq. 6 at n = {big}", tps(big, lo, "numba")
-                      / tps(big, "any", "dense-numpy"), 1.0))
-    goals.append(goal(f"pyg within 3x of numba at n = {big}, f = {hi} (pyg / numba tokens/s)",
-                      tps(big, hi, "pyg") / tps(big, hi, "numba"), 1 / 3, unit=""))
+    tps = lambda n, f, b: by[(n, f, b)]["tokens_per_s"]  # noqa: E731
+    goals = [
+        goal(f"numba at f = {lo} vs f = {hi}, n = {n}: tokens/s ratio", tps(n, lo, "numba") / tps(n, hi, "numba"), 10.0)
+        for n in ns
+    ]
+    goals.append(
+        goal(
+            f"numba (f = {lo}) vs dense NumPy Eq. 6 at n = {big}",
+            tps(big, lo, "numba") / tps(big, "any", "dense-numpy"),
+            1.0,
+        )
+    )
+    goals.append(
+        goal(
+            f"pyg within 3x of numba at n = {big}, f = {hi} (pyg / numba tokens/s)",
+            tps(big, hi, "pyg") / tps(big, hi, "numba"),
+            1 / 3,
+            unit="",
+        )
+    )
     for f in (lo, hi):
-        goals.append(goal(f"numba synaptic events/s at n = {big}, f = {f} / what the read bandwidth allows "
-                          f"({BYTES_PER_EVENT} B per event)", by[(big, f, "numba")]["fraction_of_bandwidth"], 0.3,
-                          unit=""))
-    notes = [f"L = 2, Gs complete (n^2 synapses), u = 0.99, Gx/Gy fan-out {FANOUT}, {T} tokens (the first untimed), "
-             f"float64, CPU. Events and activity counted over the timed tokens.",
-             f"Read bandwidth in this run (torch sum over {0.25 if quick else 1.0:g} GiB): {bw / 1e9:.1f} GB/s, so "
-             f"numba's limit is {bw / BYTES_PER_EVENT / 1e6:,.0f} M events/s ({BYTES_PER_EVENT} B per event)."]
-    return dict(name="graph_bench", title="bdh_graph: tokens/s and synaptic events/s vs n and activity",
-                notes=notes, rows=rows, goals=goals)
+        goals.append(
+            goal(
+                f"numba synaptic events/s at n = {big}, f = {f} / what the read bandwidth allows "
+                f"({BYTES_PER_EVENT} B per event)",
+                by[(big, f, "numba")]["fraction_of_bandwidth"],
+                0.3,
+                unit="",
+            )
+        )
+    notes = [
+        f"L = 2, Gs complete (n^2 synapses), u = 0.99, Gx/Gy fan-out {FANOUT}, {T} tokens (the first untimed), "
+        f"float64, CPU. Events and activity counted over the timed tokens.",
+        f"Read bandwidth in this run (torch sum over {0.25 if quick else 1.0:g} GiB): {bw / 1e9:.1f} GB/s, so "
+        f"numba's limit is {bw / BYTES_PER_EVENT / 1e6:,.0f} M events/s ({BYTES_PER_EVENT} B per event).",
+    ]
+    return dict(
+        name="graph_bench",
+        title="bdh_graph: tokens/s and synaptic events/s vs n and activity",
+        notes=notes,
+        rows=rows,
+        goals=goals,
+    )
 
 
 def main(argv=None):
@@ -176,13 +217,17 @@ def main(argv=None):
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--tokens", type=int, default=None)
     p.add_argument("--backends", nargs="*", default=["numba", "pyg"])
-    p.add_argument("--write", action="store_true", help="run the registered entry (goals) at these sizes and "
-                                                         "write its section of benchmarks/RESULTS.md")
+    p.add_argument(
+        "--write",
+        action="store_true",
+        help="run the registered entry (goals) at these sizes and write its section of benchmarks/RESULTS.md",
+    )
     args = p.parse_args(argv)
     if args.write:
         import sys
 
         from benchmarks.__main__ import write_section
+
         r = run(args.quick, args.ns, args.fractions, args.tokens)
         r["notes"].insert(0, "Command: `python -m benchmarks.graph_bench " + " ".join(argv or sys.argv[1:]) + "`.")
         print(r)
@@ -191,8 +236,13 @@ def main(argv=None):
     ns = args.ns or ([256, 1024] if args.quick else [512, 1024, 2048, 4096])
     fracs = args.fractions or ([0.05, 1.0] if args.quick else [0.05, 0.25, 1.0])
     T = args.tokens or (4 if args.quick else 8)
-    print(f"bdh_graph benchmark: L={args.layers}, Gs complete, u=0.99, Gx/Gy fan-out {FANOUT}, {T} tokens, float64, CPU")
-    print(f"{'n':>6} {'f':>5} {'act x':>6} {'act y':>6} {'backend':>12} {'tokens/s':>10} {'Mevents/s':>10} {'events/token':>13}")
+    print(
+        f"bdh_graph benchmark: L={args.layers}, Gs complete, u=0.99, Gx/Gy fan-out {FANOUT}, {T} tokens, float64, CPU"
+    )
+    print(
+        f"{'n':>6} {'f':>5} {'act x':>6} {'act y':>6} {'backend':>12} "
+        f"{'tokens/s':>10} {'Mevents/s':>10} {'events/token':>13}"
+    )
     measure(ns, fracs, T, args.layers, args.backends, log=lambda s: print(s, flush=True))
     return 0
 

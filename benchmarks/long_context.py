@@ -12,6 +12,7 @@ memory after building the model.
 `full` builds one (T x T) score matrix per head and layer (Eq. 4); `chunked` runs blocks of --chunk tokens with
 the state carried across them (bdh_gpu/model.py `_attend_chunked`), memory linear in T.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,7 +39,8 @@ def child(T: int, chunk: int | None, steps: int) -> dict:
     x = torch.randint(0, 256, (1, T))
     y = torch.randint(0, 256, (1, T))
     from benchmarks.attention import _vm
-    with open("/proc/self/clear_refs", "w") as f:       # reset the high-water mark: building cannot hide the steps
+
+    with open("/proc/self/clear_refs", "w") as f:  # reset the high-water mark: building cannot hide the steps
         f.write("5")
     base = _vm("VmRSS")
     times = []
@@ -51,13 +53,18 @@ def child(T: int, chunk: int | None, steps: int) -> dict:
         times.append(time.perf_counter() - t0)
     timed = times[1:] or times
     peak = _vm("VmHWM")
-    return {"tokens_per_s": T * len(timed) / sum(timed), "step_s": sum(timed) / len(timed),
-            "peak_rss_mb": peak, "peak_above_model_mb": peak - base, "loss": float(loss)}
+    return {
+        "tokens_per_s": T * len(timed) / sum(timed),
+        "step_s": sum(timed) / len(timed),
+        "peak_rss_mb": peak,
+        "peak_above_model_mb": peak - base,
+        "loss": float(loss),
+    }
 
 
 def run_one(T: int, chunk: int | None, steps: int, mem_gb: float, time_limit: float) -> dict:
     def limit():
-        cap = int(mem_gb * 2 ** 30)
+        cap = int(mem_gb * 2**30)
         resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
 
     cmd = [sys.executable, "-m", "benchmarks.long_context", "--child", str(T), str(chunk or 0), str(steps)]
@@ -84,11 +91,25 @@ def run(quick: bool = False) -> dict:
     for T in Ts:
         for form, chunk in (("full", None), ("chunked", AUTO_CHUNK_SIZE)):
             r = run_one(T, chunk, steps, 8.0, 300.0)
-            rows.append({"preset": "small", "batch": 1, "T": T, "form": form, "chunk": chunk or "",
-                         "tokens_per_s": r.get("tokens_per_s", ""), "peak_rss_mb": r.get("peak_rss_mb", ""),
-                         "peak_above_model_mb": r.get("peak_above_model_mb", ""), "status": r["status"]})
-    return {"name": "long_context", "title": "Long contexts: training `small` (batch 1, fwd+bwd+AdamW), full T x T "
-                                             "vs chunked attention (8 GiB, 300 s caps)", "rows": rows}
+            rows.append(
+                {
+                    "preset": "small",
+                    "batch": 1,
+                    "T": T,
+                    "form": form,
+                    "chunk": chunk or "",
+                    "tokens_per_s": r.get("tokens_per_s", ""),
+                    "peak_rss_mb": r.get("peak_rss_mb", ""),
+                    "peak_above_model_mb": r.get("peak_above_model_mb", ""),
+                    "status": r["status"],
+                }
+            )
+    return {
+        "name": "long_context",
+        "title": "Long contexts: training `small` (batch 1, fwd+bwd+AdamW), full T x T "
+        "vs chunked attention (8 GiB, 300 s caps)",
+        "rows": rows,
+    }
 
 
 def main(argv=None) -> int:
@@ -109,17 +130,30 @@ def main(argv=None) -> int:
     Ts, steps = ([256, 1024], 2) if a.quick else (a.T, a.steps)
     import torch
 
-    report = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores",
-              "torch": torch.__version__, "preset": "small", "batch": 1, "steps": steps, "chunk": a.chunk,
-              "mem_gb": a.mem_gb, "time_limit_s": a.time_limit, "load_avg_start": os.getloadavg()[0], "runs": []}
+    report = {
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores",
+        "torch": torch.__version__,
+        "preset": "small",
+        "batch": 1,
+        "steps": steps,
+        "chunk": a.chunk,
+        "mem_gb": a.mem_gb,
+        "time_limit_s": a.time_limit,
+        "load_avg_start": os.getloadavg()[0],
+        "runs": [],
+    }
     print(f"{'T':>6} {'form':>8} {'tokens/s':>10} {'step s':>8} {'peak RSS MB':>12} {'above model MB':>15}  status")
     for T in Ts:
         for form, chunk in (("full", None), ("chunked", a.chunk)):
             r = {"T": T, "form": form, **run_one(T, chunk, steps, a.mem_gb, a.time_limit)}
             report["runs"].append(r)
             if r["status"] == "ok":
-                print(f"{T:>6} {form:>8} {r['tokens_per_s']:>10,.0f} {r['step_s']:>8.2f} {r['peak_rss_mb']:>12,.0f} "
-                      f"{r['peak_above_model_mb']:>15,.0f}  ok", flush=True)
+                print(
+                    f"{T:>6} {form:>8} {r['tokens_per_s']:>10,.0f} {r['step_s']:>8.2f} {r['peak_rss_mb']:>12,.0f} "
+                    f"{r['peak_above_model_mb']:>15,.0f}  ok",
+                    flush=True,
+                )
             else:
                 print(f"{T:>6} {form:>8} {'-':>10} {'-':>8} {'-':>12} {'-':>15}  {r['status']}", flush=True)
     report["load_avg_end"] = os.getloadavg()[0]

@@ -12,6 +12,7 @@ task (`quality_<profile>_<task>.png`) into --out (default benchmarks/figures). R
 Profiles: `cpu` (default, ~10 minutes on 2 cores), `gpu` (sized for one GPU, bf16 autocast; not run on CPU),
 `--quick` (a few steps, a smoke run under a minute).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,7 +41,7 @@ MODELS = ("bdh", "gpt2", "llama")
 @dataclasses.dataclass
 class Profile:
     bdh: BDHConfig
-    n_layer: int            # Transformer depth (BDH's comes from its config)
+    n_layer: int  # Transformer depth (BDH's comes from its config)
     n_head: int
     text_block: int
     recall_block: int
@@ -56,17 +57,53 @@ class Profile:
 
 PROFILES = {
     # ~131k parameters per model; 2 CPU cores
-    "cpu": Profile(BDHConfig(n_head=4, d=64, N=128, n_layer=4, dropout=0.0, U="rope"), n_layer=4, n_head=4,
-                   text_block=128, recall_block=64, recall_pairs=8, batch_size=8, steps=150, lr=3e-3,
-                   warmup=15, eval_every=25, eval_batches=4, chunk_size=None),
+    "cpu": Profile(
+        BDHConfig(n_head=4, d=64, N=128, n_layer=4, dropout=0.0, U="rope"),
+        n_layer=4,
+        n_head=4,
+        text_block=128,
+        recall_block=64,
+        recall_pairs=8,
+        batch_size=8,
+        steps=150,
+        lr=3e-3,
+        warmup=15,
+        eval_every=25,
+        eval_batches=4,
+        chunk_size=None,
+    ),
     # ~6.4M parameters per model, the released train.py window and batch; one GPU, bf16 autocast
-    "gpu": Profile(BDHConfig(n_head=4, d=256, N=2048, n_layer=6, dropout=0.1, U="rope"), n_layer=6, n_head=8,
-                   text_block=512, recall_block=256, recall_pairs=16, batch_size=32, steps=3000, lr=1e-3,
-                   warmup=200, eval_every=250, eval_batches=16, chunk_size=None),
+    "gpu": Profile(
+        BDHConfig(n_head=4, d=256, N=2048, n_layer=6, dropout=0.1, U="rope"),
+        n_layer=6,
+        n_head=8,
+        text_block=512,
+        recall_block=256,
+        recall_pairs=16,
+        batch_size=32,
+        steps=3000,
+        lr=1e-3,
+        warmup=200,
+        eval_every=250,
+        eval_batches=16,
+        chunk_size=None,
+    ),
     # smoke run
-    "quick": Profile(BDHConfig(n_head=2, d=32, N=64, n_layer=2, dropout=0.0, U="rope"), n_layer=2, n_head=2,
-                     text_block=32, recall_block=32, recall_pairs=4, batch_size=8, steps=12, lr=3e-3,
-                     warmup=2, eval_every=6, eval_batches=2, chunk_size=None),
+    "quick": Profile(
+        BDHConfig(n_head=2, d=32, N=64, n_layer=2, dropout=0.0, U="rope"),
+        n_layer=2,
+        n_head=2,
+        text_block=32,
+        recall_block=32,
+        recall_pairs=4,
+        batch_size=8,
+        steps=12,
+        lr=3e-3,
+        warmup=2,
+        eval_every=6,
+        eval_batches=2,
+        chunk_size=None,
+    ),
 }
 
 
@@ -88,14 +125,21 @@ def build(name: str, prof: Profile, block: int, target: int | None = None):
 
 def fit(model, data, prof: Profile, device: str, seed: int = 1337, amp: bool = False, log=print) -> dict:
     """Train `model` for prof.steps updates on `data`; returns the loss curve and the final validation."""
-    cfg = TrainConfig(steps=prof.steps, batch_size=prof.batch_size, block_size=data.block_size, lr=prof.lr,
-                      warmup_steps=prof.warmup, device=device)
+    cfg = TrainConfig(
+        steps=prof.steps,
+        batch_size=prof.batch_size,
+        block_size=data.block_size,
+        lr=prof.lr,
+        warmup_steps=prof.warmup,
+        device=device,
+    )
     torch.manual_seed(seed)
     model.to(device).train()
     opt = make_optimizer(model, cfg)
-    gen = torch.Generator().manual_seed(seed)                    # the same batches for every model
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if amp and device.startswith("cuda")
-                else contextlib.nullcontext())
+    gen = torch.Generator().manual_seed(seed)  # the same batches for every model
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16) if amp and device.startswith("cuda") else contextlib.nullcontext()
+    )
     curve, tokens, t0 = [], 0, time.perf_counter()
     for step in range(prof.steps):
         for g in opt.param_groups:
@@ -111,15 +155,29 @@ def fit(model, data, prof: Profile, device: str, seed: int = 1337, amp: bool = F
         opt.zero_grad(set_to_none=True)
         tokens += x.numel()
         if (step + 1) % prof.eval_every == 0 or step + 1 == prof.steps:
-            val = evaluate(model, data, "val", prof.batch_size, prof.eval_batches, device,
-                           autocast if amp else None)
-            curve.append({"step": step + 1, "tokens": tokens, "train_loss": lv,
-                          "val_bpb": val["bits_per_byte"], "val_acc": val["accuracy"]})
-            log(f"    step {step + 1:5d}  train {lv:.3f} nats  val {val['bits_per_byte']:.3f} bpb  "
-                f"acc {val['accuracy']:.3f}  {tokens / (time.perf_counter() - t0):,.0f} tok/s")
+            val = evaluate(model, data, "val", prof.batch_size, prof.eval_batches, device, autocast if amp else None)
+            curve.append(
+                {
+                    "step": step + 1,
+                    "tokens": tokens,
+                    "train_loss": lv,
+                    "val_bpb": val["bits_per_byte"],
+                    "val_acc": val["accuracy"],
+                }
+            )
+            log(
+                f"    step {step + 1:5d}  train {lv:.3f} nats  val {val['bits_per_byte']:.3f} bpb  "
+                f"acc {val['accuracy']:.3f}  {tokens / (time.perf_counter() - t0):,.0f} tok/s"
+            )
     seconds = time.perf_counter() - t0
-    return {"curve": curve, "val_bpb": curve[-1]["val_bpb"], "val_acc": curve[-1]["val_acc"], "tokens": tokens,
-            "seconds": seconds, "tokens_per_s": tokens / seconds}
+    return {
+        "curve": curve,
+        "val_bpb": curve[-1]["val_bpb"],
+        "val_acc": curve[-1]["val_acc"],
+        "tokens": tokens,
+        "seconds": seconds,
+        "tokens_per_s": tokens / seconds,
+    }
 
 
 def make_task(task: str, prof: Profile, data_path: str | None):
@@ -132,6 +190,7 @@ def make_task(task: str, prof: Profile, data_path: str | None):
 
 def plot(task: str, results: dict, path: str, title: str) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -158,8 +217,14 @@ def plot(task: str, results: dict, path: str, title: str) -> None:
 FIGURE_NAME = {"tinyshakespeare": "shakespeare"}  # keeps the data set's name out of committed file names
 
 
-def run_profile(profile: str | Profile = "cpu", tasks=("tinyshakespeare", "recall"), out_dir: str | None = None,
-        device: str = "cpu", data_path: str | None = None, log=print) -> dict:
+def run_profile(
+    profile: str | Profile = "cpu",
+    tasks=("tinyshakespeare", "recall"),
+    out_dir: str | None = None,
+    device: str = "cpu",
+    data_path: str | None = None,
+    log=print,
+) -> dict:
     """Train the three models on each task; write JSON + PNGs into out_dir; return the results.
 
     profile: a name in PROFILES, or a Profile (then named "custom")."""
@@ -168,14 +233,22 @@ def run_profile(profile: str | Profile = "cpu", tasks=("tinyshakespeare", "recal
     out_dir = out_dir or os.path.join(HERE, "figures")
     os.makedirs(out_dir, exist_ok=True)
     amp = profile == "gpu"
-    report = {"profile": profile, "device": device_name(device), "date": time.strftime("%Y-%m-%d"),
-              "load_avg_start": os.getloadavg()[0],
-              "torch": torch.__version__, "threads": torch.get_num_threads(), "tasks": {}}
+    report = {
+        "profile": profile,
+        "device": device_name(device),
+        "date": time.strftime("%Y-%m-%d"),
+        "load_avg_start": os.getloadavg()[0],
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "tasks": {},
+    }
     for task in tasks:
         data = make_task(task, prof, data_path)
         target = n_params(build("bdh", prof, data.block_size))
-        log(f"[{task}] block {data.block_size}, batch {prof.batch_size}, {prof.steps} steps, "
-            f"target {target:,} parameters")
+        log(
+            f"[{task}] block {data.block_size}, batch {prof.batch_size}, {prof.steps} steps, "
+            f"target {target:,} parameters"
+        )
         results = {}
         for name in MODELS:
             model = build(name, prof, data.block_size, target)
@@ -184,8 +257,12 @@ def run_profile(profile: str | Profile = "cpu", tasks=("tinyshakespeare", "recal
             r["params"] = n_params(model)
             results[name] = r
         fig = os.path.join(out_dir, f"quality_{profile}_{FIGURE_NAME.get(task, task)}.png")
-        plot(task, results, fig, f"{task}: {prof.steps} steps x {prof.batch_size} x {data.block_size} bytes, "
-                                 f"{report['device']}")
+        plot(
+            task,
+            results,
+            fig,
+            f"{task}: {prof.steps} steps x {prof.batch_size} x {data.block_size} bytes, {report['device']}",
+        )
         report["tasks"][task] = {"block_size": data.block_size, "figure": os.path.basename(fig), "models": results}
     report["load_avg_end"] = os.getloadavg()[0]
     path = os.path.join(out_dir, f"quality_{profile}.json")
@@ -204,12 +281,16 @@ def device_name(device: str) -> str:
 
 def summary_table(report: dict) -> str:
     """Markdown table of the final validation numbers."""
-    lines = ["| task | model | parameters | tokens | val bits/byte | val accuracy | train tok/s |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| task | model | parameters | tokens | val bits/byte | val accuracy | train tok/s |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for task, t in report["tasks"].items():
         for name, r in t["models"].items():
-            lines.append(f"| {task} | {name} | {r['params']:,} | {r['tokens']:,} | {r['val_bpb']:.3f} | "
-                         f"{r['val_acc']:.3f} | {r['tokens_per_s']:,.0f} |")
+            lines.append(
+                f"| {task} | {name} | {r['params']:,} | {r['tokens']:,} | {r['val_bpb']:.3f} | "
+                f"{r['val_acc']:.3f} | {r['tokens_per_s']:,.0f} |"
+            )
     return "\n".join(lines)
 
 
@@ -222,19 +303,33 @@ def run(quick: bool = False) -> dict:
             report = run_profile("quick", out_dir=tmp, log=lambda s: None)
     else:
         report = run_profile("cpu")
-    rows = [{"profile": report["profile"], "task": task, "model": name, "params": r["params"], "tokens": r["tokens"],
-             "val_bits_per_byte": r["val_bpb"], "val_accuracy": r["val_acc"], "train_tokens_per_s": r["tokens_per_s"]}
-            for task, t in report["tasks"].items() for name, r in t["models"].items()]
-    return {"name": "quality", "title": "Quality: BDH-GPU vs GPT-2-style vs Llama-style at equal parameters and "
-                                        "tokens (validation bits/byte; figures in benchmarks/figures)", "rows": rows}
+    rows = [
+        {
+            "profile": report["profile"],
+            "task": task,
+            "model": name,
+            "params": r["params"],
+            "tokens": r["tokens"],
+            "val_bits_per_byte": r["val_bpb"],
+            "val_accuracy": r["val_acc"],
+            "train_tokens_per_s": r["tokens_per_s"],
+        }
+        for task, t in report["tasks"].items()
+        for name, r in t["models"].items()
+    ]
+    return {
+        "name": "quality",
+        "title": "Quality: BDH-GPU vs GPT-2-style vs Llama-style at equal parameters and "
+        "tokens (validation bits/byte; figures in benchmarks/figures)",
+        "rows": rows,
+    }
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.quality", description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="a few steps per model (smoke run, < 1 minute)")
     ap.add_argument("--profile", choices=("cpu", "gpu"), default="cpu")
-    ap.add_argument("--tasks", nargs="+", default=["tinyshakespeare", "recall"],
-                    choices=["tinyshakespeare", "recall"])
+    ap.add_argument("--tasks", nargs="+", default=["tinyshakespeare", "recall"], choices=["tinyshakespeare", "recall"])
     ap.add_argument("--out", default=None, help="output directory (default benchmarks/figures)")
     ap.add_argument("--data", default=None, help="tiny Shakespeare file (default: ../shared/data or download)")
     ap.add_argument("--device", default=None, help="cpu or cuda (default: cuda for --profile gpu)")

@@ -1,5 +1,6 @@
 """Training throughput of the token-parallel form: tokens/s of forward + backward + AdamW (float32 on CPU,
 bf16 autocast on CUDA), random weights, random bytes. `python -m benchmarks.train_speed [--quick]`."""
+
 from __future__ import annotations
 
 import argparse
@@ -33,13 +34,22 @@ def run(quick: bool = False) -> dict:
             opt.zero_grad(set_to_none=True)
             if device == "cuda":
                 torch.cuda.synchronize()
+
         step()  # warm-up
         n = 2 if quick else 5
         _, s = timed(lambda: [step() for _ in range(n)])
-        rows.append({"preset": preset, "batch": B, "block": T - 1, "steps": n, "seconds": s,
-                     "tokens_per_s": n * B * (T - 1) / s, "device": device})
-    return {"name": "train_speed", "title": "Training throughput (token-parallel form, fwd+bwd+AdamW)",
-            "rows": rows}
+        rows.append(
+            {
+                "preset": preset,
+                "batch": B,
+                "block": T - 1,
+                "steps": n,
+                "seconds": s,
+                "tokens_per_s": n * B * (T - 1) / s,
+                "device": device,
+            }
+        )
+    return {"name": "train_speed", "title": "Training throughput (token-parallel form, fwd+bwd+AdamW)", "rows": rows}
 
 
 def main():

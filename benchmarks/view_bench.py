@@ -5,6 +5,7 @@ sub-round step, a token step, a neuron click, as seen through Selenium, so inclu
     python -m benchmarks.view_bench                  # official compile, the 10 bytes "The Dragon"
     python -m benchmarks.view_bench --tokens 4 --out /tmp/v25.html
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,6 +29,7 @@ def browser_times(path: str) -> dict:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
+
     opts = webdriver.ChromeOptions()
     opts.binary_location = chromium
     for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1000", "--disable-dev-shm-usage"):
@@ -95,13 +97,19 @@ def run(quick: bool = False) -> dict:
     """Entry of `python -m benchmarks`: paper-25m, official, 10 bytes (quick: `small`, 4 bytes)."""
     preset, tokens = ("small", 4) if quick else ("paper-25m", 10)
     r = measure(tokens, "official", None, preset)
-    notes = [f"{preset} shapes, untrained weights (seed 0), the official compile, the first {tokens} bytes of "
-             f"{TEXT!r}, numba backend, default caps (256 most active neurons, 1024 nodes of every other population, "
-             "8 synapses per group). pass A = the run that picks what the page shows, pass B = the frames. Browser: "
-             "Debian chromium headless through Selenium, so the times include the WebDriver round trip; "
-             "sub_round_step_s is the mean of 20 clicks."]
-    return {"name": "view_bench", "title": f"`bdh view` at {preset}: page size and responsiveness", "notes": notes,
-            "rows": [r]}
+    notes = [
+        f"{preset} shapes, untrained weights (seed 0), the official compile, the first {tokens} bytes of "
+        f"{TEXT!r}, numba backend, default caps (256 most active neurons, 1024 nodes of every other population, "
+        "8 synapses per group). pass A = the run that picks what the page shows, pass B = the frames. Browser: "
+        "Debian chromium headless through Selenium, so the times include the WebDriver round trip; "
+        "sub_round_step_s is the mean of 20 clicks."
+    ]
+    return {
+        "name": "view_bench",
+        "title": f"`bdh view` at {preset}: page size and responsiveness",
+        "notes": notes,
+        "rows": [r],
+    }
 
 
 def main():

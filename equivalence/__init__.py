@@ -8,18 +8,45 @@ The only package that imports both `bdh_gpu` (torch) and `bdh_graph` (numpy/numb
     rep = compare(model, c, "hello world", backend="numba")
     assert rep.ok, rep
 """
+
 import os
 
 from . import rules  # registers the `groupnorm` and `linear` rules with bdh_graph
 from .compare import RTOL, CompareReport, QuantityError, Reference, as_ids, compare, tensor_reference
-from .compile import (APPLIES, COMPILES, Compiled, Weights, compile_circuit, compile_dense, compile_model,
-                      compile_official, default_compile)
+from .compile import (
+    APPLIES,
+    COMPILES,
+    Compiled,
+    Weights,
+    compile_circuit,
+    compile_dense,
+    compile_model,
+    compile_official,
+    default_compile,
+)
 from .run import GraphRunner, TensorRunner
 
 __all__ = [
-    "compile_model", "compile_dense", "compile_circuit", "compile_official", "default_compile", "Compiled",
-    "Weights", "COMPILES", "APPLIES", "compare", "CompareReport", "QuantityError", "RTOL", "as_ids",
-    "GraphRunner", "TensorRunner", "graph_logits", "rules", "tensor_reference", "Reference",
+    "compile_model",
+    "compile_dense",
+    "compile_circuit",
+    "compile_official",
+    "default_compile",
+    "Compiled",
+    "Weights",
+    "COMPILES",
+    "APPLIES",
+    "compare",
+    "CompareReport",
+    "QuantityError",
+    "RTOL",
+    "as_ids",
+    "GraphRunner",
+    "TensorRunner",
+    "graph_logits",
+    "rules",
+    "tensor_reference",
+    "Reference",
 ]
 
 
@@ -28,6 +55,7 @@ def graph_logits(model, ids, how=None, backend="numba", comm=None, device=None, 
     model directory: each rank then reads only its slice of the weights), sharded over `comm`: every rank
     returns them; progress=True draws a bar on stderr."""
     if not isinstance(how, Compiled):
-        how = compile_model(model if isinstance(model, (str, os.PathLike)) else TensorRunner(model).model, how,
-                            comm=comm)
+        how = compile_model(
+            model if isinstance(model, (str, os.PathLike)) else TensorRunner(model).model, how, comm=comm
+        )
     return GraphRunner(how, backend, device=device).logits(as_ids(ids, how.weights.V), progress=progress)

@@ -14,6 +14,7 @@ Tolerances (docs/equivalence.md): tensor model in float64: rtol 1e-9 (measured e
 amplifies float32 rounding); normfree in float32 under- or overflows within a few layers (its products are
 unbounded), so float32 is not a meaningful check for it.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,12 +32,13 @@ RTOL = {np.float64: 1e-9, np.float32: 1e-3}
 @dataclass
 class QuantityError:
     """Max errors of one quantity and where they occur: `where_*` = (token, layer, index) (layer None for logits)."""
+
     name: str
     max_abs: float = 0.0
     max_rel: float = 0.0
     where_abs: tuple | None = None
     where_rel: tuple | None = None
-    first_bad: tuple | None = None   # (token, layer) of the first slice beyond tolerance
+    first_bad: tuple | None = None  # (token, layer) of the first slice beyond tolerance
     slices: int = 0
     rtol: float = 1e-9
 
@@ -69,8 +71,16 @@ class QuantityError:
             self.first_bad = (token, layer)
 
     def to_dict(self):
-        return dict(max_abs=self.max_abs, max_rel=self.max_rel, where_abs=self.where_abs, where_rel=self.where_rel,
-                    first_bad=self.first_bad, slices=self.slices, rtol=self.rtol, ok=self.ok)
+        return dict(
+            max_abs=self.max_abs,
+            max_rel=self.max_rel,
+            where_abs=self.where_abs,
+            where_rel=self.where_rel,
+            first_bad=self.first_bad,
+            slices=self.slices,
+            rtol=self.rtol,
+            ok=self.ok,
+        )
 
 
 @dataclass
@@ -91,8 +101,11 @@ class CompareReport:
     @property
     def first_divergence(self):
         """(token, layer, quantity) of the earliest slice beyond tolerance, or None."""
-        bad = [(q.first_bad[0], -1 if q.first_bad[1] is None else q.first_bad[1], q.name)
-               for q in self.quantities.values() if q.first_bad is not None]
+        bad = [
+            (q.first_bad[0], -1 if q.first_bad[1] is None else q.first_bad[1], q.name)
+            for q in self.quantities.values()
+            if q.first_bad is not None
+        ]
         if not bad:
             return None
         t, l, name = min(bad)
@@ -103,20 +116,32 @@ class CompareReport:
         return max(q.max_rel for q in self.quantities.values())
 
     def to_dict(self):
-        return dict(ok=self.ok, compile=self.compile, variant=self.variant, backend=self.backend, dtype=self.dtype,
-                    rtol=self.rtol, tokens=self.T, first_divergence=self.first_divergence,
-                    quantities={k: q.to_dict() for k, q in self.quantities.items()},
-                    graph={k: v for k, v in self.compiled_report.items()})
+        return dict(
+            ok=self.ok,
+            compile=self.compile,
+            variant=self.variant,
+            backend=self.backend,
+            dtype=self.dtype,
+            rtol=self.rtol,
+            tokens=self.T,
+            first_divergence=self.first_divergence,
+            quantities={k: q.to_dict() for k, q in self.quantities.items()},
+            graph=dict(self.compiled_report),
+        )
 
     def to_json(self):
         return json.dumps(self.to_dict(), indent=2, default=str)
 
     def __str__(self):
-        lines = [f"{self.compile} compile of a {self.variant} model, {self.backend} backend, tensor model in "
-                 f"{self.dtype}, {self.T} tokens, rtol {self.rtol:g}: {'OK' if self.ok else 'MISMATCH'}"]
+        lines = [
+            f"{self.compile} compile of a {self.variant} model, {self.backend} backend, tensor model in "
+            f"{self.dtype}, {self.T} tokens, rtol {self.rtol:g}: {'OK' if self.ok else 'MISMATCH'}"
+        ]
         for q in self.quantities.values():
-            lines.append(f"  {q.name:<7} max abs {q.max_abs:.3e} at {q.where_abs}   max rel {q.max_rel:.3e} at "
-                         f"{q.where_rel}   {'ok' if q.ok else 'BEYOND TOLERANCE'}")
+            lines.append(
+                f"  {q.name:<7} max abs {q.max_abs:.3e} at {q.where_abs}   max rel {q.max_rel:.3e} at "
+                f"{q.where_rel}   {'ok' if q.ok else 'BEYOND TOLERANCE'}"
+            )
         if not self.ok:
             lines.append(f"  first divergence (token, layer, quantity): {self.first_divergence}")
         return "\n".join(lines)
@@ -156,11 +181,12 @@ def term_scales(W, tr, variant: str) -> dict:
     y = (D_y a)^+ * x:        max_i x_i sum_a |D_y[i,a]| |a_a| (a = the head's LN(a_h), or sum_h a_h).
     """
     from .compile import layer_norm
+
     T = tr["logits"].shape[0]
     official, normfree = variant == "official", variant == "normfree"
     absE, absDx, absDy, abslm = np.abs(W.E), np.abs(W.D_x), np.abs(W.D_y), np.abs(W.lm_head)
     L = W.L
-    yL = tr["y"][-1]                                                          # (T, n)
+    yL = tr["y"][-1]  # (T, n)
     if official:
         z = np.abs(tr["v"][-1])
     elif normfree:
@@ -169,13 +195,13 @@ def term_scales(W, tr, variant: str) -> dict:
         z = np.abs(layer_norm(yL @ W.E.T))
     out = {"logits": (z @ abslm).max(-1), "x": {}, "y": {}}
     for l in range(1, L + 1):
-        k = l - 1 if official else l                                          # index into tr["x"], tr["y"]
-        v = tr["v"][l - 1] if official else tr["value"][l - 1]                # (T, d): the input of D_x
-        grow = np.abs(v) @ absDx.T                                            # (T, n)
+        k = l - 1 if official else l  # index into tr["x"], tr["y"]
+        v = tr["v"][l - 1] if official else tr["value"][l - 1]  # (T, d): the input of D_x
+        grow = np.abs(v) @ absDx.T  # (T, n)
         if not official:
             grow = grow + np.abs(tr["x"][k - 1])
         out["x"][l] = grow.max(-1)
-        a = np.abs(tr["a_hat"][l - 1])                                        # (h or 1, T, d)
+        a = np.abs(tr["a_hat"][l - 1])  # (h or 1, T, d)
         Dy = absDy.reshape(W.h, W.N, W.d)
         if a.shape[0] == 1:
             read = np.einsum("td,hnd->thn", a[0], Dy).reshape(T, W.n)
@@ -188,6 +214,7 @@ def term_scales(W, tr, variant: str) -> dict:
 @dataclass
 class Reference:
     """The tensor side of a comparison without rho (`tensor_reference`): the trace and the term scales of `ids`."""
+
     variant: str
     dtype: type
     ids: np.ndarray
@@ -207,9 +234,19 @@ def tensor_reference(model, idx="hello", dtype=np.float64) -> Reference:
     return Reference(model.config.variant, dtype, ids, tr, term_scales(W, tr, model.config.variant))
 
 
-def compare(model, compiled: Compiled | str | None = None, idx="hello", backend: str = "numba",
-            dtype=np.float64, rtol: float | None = None, state: bool = True, device=None, comm=None,
-            progress=False, reference: Reference | None = None) -> CompareReport:
+def compare(
+    model,
+    compiled: Compiled | str | None = None,
+    idx="hello",
+    backend: str = "numba",
+    dtype=np.float64,
+    rtol: float | None = None,
+    state: bool = True,
+    device=None,
+    comm=None,
+    progress=False,
+    reference: Reference | None = None,
+) -> CompareReport:
     """Run `model` (torch, any dtype: converted to `dtype`) and its graph (float64) on the same tokens.
 
     compiled: a Compiled, a compile name ("dense", "circuit", "official") or None (the default compile).
@@ -249,12 +286,20 @@ def compare(model, compiled: Compiled | str | None = None, idx="hello", backend:
         tensor = TensorRunner(model, dtype)
         tr = tensor.trace(ids)
         W = compiled.weights
-        if not W.full:                                         # a sliced compile: the scales need every neuron
+        if not W.full:  # a sliced compile: the scales need every neuron
             W = Weights.of(tensor.model if dtype is np.float64 else TensorRunner(model, np.float64).model)
         terms = term_scales(W, tr, compiled.variant)
     names = ["logits", "x", "y"] + list(compiled.record) + (["rho"] if state else [])
-    rep = CompareReport(compiled.name, compiled.variant, backend, np.dtype(dtype).name, rtol, len(ids),
-                        {k: QuantityError(k, rtol=rtol) for k in names}, compiled.report)
+    rep = CompareReport(
+        compiled.name,
+        compiled.variant,
+        backend,
+        np.dtype(dtype).name,
+        rtol,
+        len(ids),
+        {k: QuantityError(k, rtol=rtol) for k in names},
+        compiled.report,
+    )
     Q = rep.quantities
     graph = GraphRunner(compiled, backend, device=device)
     states = tensor.states(ids) if state and root else None
@@ -263,7 +308,7 @@ def compare(model, compiled: Compiled | str | None = None, idx="hello", backend:
         if not root:
             continue
         Q["logits"].add(tr["logits"][t], g["logits"], t, None, terms["logits"][t])
-        for l in range(0 if not official else 1, L + 1):           # official: no layer-0 x, y
+        for l in range(0 if not official else 1, L + 1):  # official: no layer-0 x, y
             k = l - 1 if official else l
             Q["x"].add(tr["x"][k, t], g["x"][l], t, l, terms["x"][l][t] if l else 0.0)
             Q["y"].add(tr["y"][k, t], g["y"][l], t, l, terms["y"][l][t] if l else 0.0)

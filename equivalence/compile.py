@@ -22,6 +22,7 @@ Given a model directory in place of a model, each rank reads only its neurons' r
 E from model.safetensors (`Weights.load`, `bdh_gpu.load_weights`) and never builds the torch model; given a
 model, every rank slices the whole model's weights (`Weights.of`). P = 1 is the same code with one block.
 """
+
 from __future__ import annotations
 
 import os
@@ -30,7 +31,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
-from bdh_graph import Network, kernels as K
+from bdh_graph import Network
+from bdh_graph import kernels as K
 from bdh_graph.comm import as_comm, block
 
 from .rules import LN_EPS, LN_VARIABLES, clique, layer_norm_rounds, linear
@@ -55,6 +57,7 @@ class Weights:
     A Weights may hold only a range of neurons: rows lo .. lo + len(D_x) of D_x and D_y, columns E_lo .. of E
     (`Weights.load` on one rank's block). Read them by global neuron ranges with `Dx(rows)`, `Dy(rows)`,
     `Ec(cols)`, which refuse a range the Weights does not hold."""
+
     variant: str
     n: int
     d: int
@@ -62,39 +65,58 @@ class Weights:
     N: int
     L: int
     V: int
-    E: np.ndarray        # (d, n)
-    D_x: np.ndarray      # (n, d)
-    D_y: np.ndarray      # (n, d)
-    embed: np.ndarray    # (V, d)
+    E: np.ndarray  # (d, n)
+    D_x: np.ndarray  # (n, d)
+    D_y: np.ndarray  # (n, d)
+    embed: np.ndarray  # (V, d)
     lm_head: np.ndarray  # (d, V)
-    u: np.ndarray | None       # (n,) retention per key neuron, None when U has no damping
-    theta: np.ndarray | None   # (n/2,) radians per token per neuron pair, None without RoPE
-    lo: int = 0                # first neuron (row) of D_x, D_y held
-    E_lo: int = 0              # first neuron (column) of E held
+    u: np.ndarray | None  # (n,) retention per key neuron, None when U has no damping
+    theta: np.ndarray | None  # (n/2,) radians per token per neuron pair, None without RoPE
+    lo: int = 0  # first neuron (row) of D_x, D_y held
+    E_lo: int = 0  # first neuron (column) of E held
 
     @classmethod
-    def of(cls, model) -> "Weights":
+    def of(cls, model) -> Weights:
         """The matrices the model computes with (`model.effective_weights()`: constant gains folded in)."""
         C = model.config
         f = lambda t: t.detach().to("cpu").double().numpy().copy()
         w = model.effective_weights()
-        return cls._make(C, f(w["E"]), f(w["D_x"]).reshape(C.n, C.d), f(w["D_y"]).reshape(C.n, C.d),
-                         f(w["embed"]), f(w["lm_head"]))
+        return cls._make(
+            C, f(w["E"]), f(w["D_x"]).reshape(C.n, C.d), f(w["D_y"]).reshape(C.n, C.d), f(w["embed"]), f(w["lm_head"])
+        )
 
     @classmethod
-    def load(cls, directory, lo: int = 0, hi: int | None = None, E_all: bool = False) -> "Weights":
+    def load(cls, directory, lo: int = 0, hi: int | None = None, E_all: bool = False) -> Weights:
         """Neurons lo..hi-1 of a model directory's weights (all of E's columns with E_all), read from
         model.safetensors without building the model; equal to `Weights.of` of the model in float64."""
         from bdh_gpu.io import load_weights
+
         w = load_weights(os.fspath(directory), lo, hi, E_all)
         return cls._make(w["config"], w["E"], w["D_x"], w["D_y"], w["embed"], w["lm_head"], lo, w["E_lo"])
 
     @classmethod
     def _make(cls, C, E, D_x, D_y, embed, lm_head, lo=0, E_lo=0):
         from bdh_gpu.model import retention
+
         ret = retention(C)
-        return cls(C.variant, C.n, C.d, C.n_head, C.N, C.n_layer, C.vocab_size, E, D_x, D_y, embed, lm_head,
-                   ret["u"] if C.uses_alibi else None, ret["theta"] if C.uses_rope else None, lo, E_lo)
+        return cls(
+            C.variant,
+            C.n,
+            C.d,
+            C.n_head,
+            C.N,
+            C.n_layer,
+            C.vocab_size,
+            E,
+            D_x,
+            D_y,
+            embed,
+            lm_head,
+            ret["u"] if C.uses_alibi else None,
+            ret["theta"] if C.uses_rope else None,
+            lo,
+            E_lo,
+        )
 
     @property
     def full(self) -> bool:
@@ -120,6 +142,7 @@ def _config(source):
     """The BDHConfig of a model or of a model directory (config.json only)."""
     if isinstance(source, (str, os.PathLike)):
         from bdh_gpu.io import load_config
+
         return load_config(os.fspath(source))
     return source.config
 
@@ -141,6 +164,7 @@ class Compiled:
     layer from a NetworkState; `logits_var` is the output variable; `record` names hub variables worth
     comparing per layer (official: the residual stream `res.V`).
     """
+
     name: str
     variant: str
     weights: Weights
@@ -166,9 +190,9 @@ class Compiled:
         z = W.embed[ids]
         if self.variant == "paper":
             z = layer_norm(z)
-        p = self.network.populations["neurons"]                # this rank's neurons (the others' stay 0)
+        p = self.network.populations["neurons"]  # this rank's neurons (the others' stay 0)
         x0 = np.zeros((T, W.n))
-        x0[:, p.lo:p.hi] = pos(z @ W.Dx(slice(p.lo, p.hi)).T)  # x_0 = y_0 = (D_x z)^+, as model.input_boundary
+        x0[:, p.lo : p.hi] = pos(z @ W.Dx(slice(p.lo, p.hi)).T)  # x_0 = y_0 = (D_x z)^+, as model.input_boundary
         return x0, x0.copy(), [{} for _ in ids]
 
     def rho(self, state, root=0):
@@ -186,22 +210,25 @@ class Compiled:
         W = self.weights
         g = self.network.groups[self.network.edge_vars[name].group]
         M = g.matrix(state.edges[name]).toarray()
-        if self.name == "dense":                               # rows = this rank's value neurons
+        if self.name == "dense":  # rows = this rank's value neurons
             return W.Ec(slice(g.row0, g.row0 + g.n_post)) @ M  # rho = E sigma
         out = np.zeros((W.d, W.n))
         cols = np.arange(g.col0, g.col0 + g.n_pre)
         if self.name == "circuit":
-            out[:, cols] = M[:W.d] - M[W.d:]                   # rho = sigma_+ - sigma_-
-        else:                                                  # per-head blocks (k d + a, k N + i)
+            out[:, cols] = M[: W.d] - M[W.d :]  # rho = sigma_+ - sigma_-
+        else:  # per-head blocks (k d + a, k N + i)
             out[:, cols] = M[(cols // W.N)[None, :] * W.d + np.arange(W.d)[:, None], cols - g.col0]
         return out
 
     def summary(self) -> str:
         r = self.report
         pops = ", ".join(f"{k} {v}" for k, v in r["nodes"].items())
-        return (f"{self.name} compile of {'an' if self.variant[0] in 'aeiou' else 'a'} {self.variant} model: nodes {r['nodes_total']:,} ({pops}); "
-                f"edges {r['edges_total']:,}; synapses {r['synapses']:,} per layer; state {r['state_size']:,} floats; "
-                f"{r['rounds_per_token']} rounds per token")
+        return (
+            f"{self.name} compile of {'an' if self.variant[0] in 'aeiou' else 'a'} {self.variant} model: "
+            f"nodes {r['nodes_total']:,} ({pops}); "
+            f"edges {r['edges_total']:,}; synapses {r['synapses']:,} per layer; state {r['state_size']:,} floats; "
+            f"{r['rounds_per_token']} rounds per token"
+        )
 
 
 def layer_norm(z):
@@ -214,17 +241,25 @@ def _size_report(net, state_groups):
     nodes = {p.name: p.size for p in net.populations.values()}
     edges = {g.name: g.nnz for g in net.groups.values()}
     syn = sum(net.groups[g].nnz for g in state_groups)
-    return dict(nodes=nodes, nodes_total=sum(nodes.values()), edges=edges,
-                edges_total=sum(v for k, v in edges.items() if k not in state_groups),
-                synapses=syn, state_size=sum(net.groups[ev.group].nnz for ev in net.edge_vars.values()),
-                layers=net.layers, rounds_per_token=len(net.kernel.rounds))
+    return dict(
+        nodes=nodes,
+        nodes_total=sum(nodes.values()),
+        edges=edges,
+        edges_total=sum(v for k, v in edges.items() if k not in state_groups),
+        synapses=syn,
+        state_size=sum(net.groups[ev.group].nnz for ev in net.edge_vars.values()),
+        layers=net.layers,
+        rounds_per_token=len(net.kernel.rounds),
+    )
 
 
 def _check_applies(config, how):
     v = config.variant
     if v not in APPLIES[how]:
-        raise ValueError(f"compile {how!r} does not apply to variant {v!r} (it applies to "
-                         f"{' and '.join(APPLIES[how])}; use {default_compile(config)!r})")
+        raise ValueError(
+            f"compile {how!r} does not apply to variant {v!r} (it applies to "
+            f"{' and '.join(APPLIES[how])}; use {default_compile(config)!r})"
+        )
 
 
 def default_compile(source) -> str:
@@ -246,29 +281,33 @@ def _output(net, src_pop, W_out, V):
 
 def _ones(rows, cols):
     """An all-ones (rows, cols) CSC matrix, built without a dense array."""
-    return sp.csc_matrix((np.ones(rows * cols), np.tile(np.arange(rows), cols), np.arange(cols + 1) * rows),
-                         shape=(rows, cols))
+    return sp.csc_matrix(
+        (np.ones(rows * cols), np.tile(np.arange(rows), cols), np.arange(cols + 1) * rows), shape=(rows, cols)
+    )
 
 
 def _head_blocks(values, lo, N, d, h):
     """Rows lo.. of the per-head block matrix (n, h d): neuron i (head i // N) <- hubs (i // N) d .. + d - 1,
     `values` (rows, d) on them (CSR, built row by row without the whole matrix)."""
     r = len(values)
-    head = (np.arange(lo, lo + r) // N)
+    head = np.arange(lo, lo + r) // N
     idx = (head[:, None] * d + np.arange(d)[None, :]).reshape(-1)
     M = sp.csr_matrix((values.reshape(-1), idx, np.arange(r + 1) * d), shape=(r, h * d)).tocsc()
-    M.eliminate_zeros()                                      # an entry is an edge iff it is non-zero
+    M.eliminate_zeros()  # an entry is an edge iff it is non-zero
     return M
 
 
 def _readout_round(src, reset=()):
-    return K.Round(communication=(K.send(src, "out.Pe", "Wo_e"), K.send(src, "out.Pi", "Wo_i")),
-                   computation=(linear(("out.Pe", "out.Pi"), "out.L", (1, -1)), K.reset("out.Pe"), K.reset("out.Pi"))
-                   + tuple(K.reset(v) for v in reset),
-                   label="read-out: logits")
+    return K.Round(
+        communication=(K.send(src, "out.Pe", "Wo_e"), K.send(src, "out.Pi", "Wo_i")),
+        computation=(linear(("out.Pe", "out.Pi"), "out.L", (1, -1)), K.reset("out.Pe"), K.reset("out.Pi"))
+        + tuple(K.reset(v) for v in reset),
+        label="read-out: logits",
+    )
 
 
 # ---- dense: Observation 4 ------------------------------------------------------------------------------------
+
 
 def compile_dense(model, *, damping="eq6", hebbian_orientation="eq6", comm=None) -> Compiled:
     """Observation 4 / Eq. 9: BDH-Normfree is BDH with Gx_e - Gx_i = D_x E, Gy_e - Gy_i = D_y E, Gs = 1.
@@ -279,37 +318,58 @@ def compile_dense(model, *, damping="eq6", hebbian_orientation="eq6", comm=None)
     C = _config(model)
     _check_applies(C, "dense")
     comm = as_comm(comm)
-    W = _weights(model, comm, C.n, E_all=True)                               # a neuron row reads all of E
+    W = _weights(model, comm, C.n, E_all=True)  # a neuron row reads all of E
     memo = {}
 
-    def blocks(name, rows, cols):                                            # this rank's rows of (n, n) graphs
+    def blocks(name, rows, cols):  # this rank's rows of (n, n) graphs
         if name == "Gs":
             return _ones(rows.stop - rows.start, cols.stop - cols.start)
         D = W.Dx if name.startswith("Gx") else W.Dy
         if name[:2] not in memo:
             memo.clear()
-            memo[name[:2]] = D(rows) @ W.Ec(cols)                            # row = receiving neuron
+            memo[name[:2]] = D(rows) @ W.Ec(cols)  # row = receiving neuron
         G = memo[name[:2]]
         return pos(G) if name.endswith("_e") else neg(G)
 
-    net = Network.from_blocks(W.n, blocks, u=W.u, theta=W.theta, layers=W.L, damping=damping,
-                              hebbian_orientation=hebbian_orientation, comm=comm)
+    net = Network.from_blocks(
+        W.n,
+        blocks,
+        u=W.u,
+        theta=W.theta,
+        layers=W.L,
+        damping=damping,
+        hebbian_orientation=hebbian_orientation,
+        comm=comm,
+    )
     memo.clear()
-    _output(net, "neurons", lambda cols: W.lm_head.T @ W.Ec(cols), W.V)    # logits = lm_head^T E y_L
+    _output(net, "neurons", lambda cols: W.lm_head.T @ W.Ec(cols), W.V)  # logits = lm_head^T E y_L
     base = net.kernel
     layers = base.layers[:-1] + (base.layers[-1] + (_readout_round("Y"),),)
     net.with_kernel(K.Kernel(layers, name="Table 1(b) + read-out"))
-    mapping = {"Gx_e, Gx_i": "(D_x E)^+, (-D_x E)^+  (n x n)", "Gy_e, Gy_i": "(D_y E)^+, (-D_y E)^+  (n x n)",
-               "Gs": "all ones (n x n)", "sigma": "sigma_l (n x n) on Gs, value (y) neuron x key (x) neuron",
-               "rho": "rho_l = E sigma_l", "U": "u per key neuron (ALiBi), rotation of key pairs (RoPE)",
-               "out": "Wo_e - Wo_i = lm_head^T E  (256 x n)"}
-    c = Compiled("dense", W.variant, W, net, "x_0 = y_0 = (D_x embed(i))^+ (model.input_boundary)",
-                 "logits = lm_head^T E y_L at the 256 output nodes", mapping)
+    mapping = {
+        "Gx_e, Gx_i": "(D_x E)^+, (-D_x E)^+  (n x n)",
+        "Gy_e, Gy_i": "(D_y E)^+, (-D_y E)^+  (n x n)",
+        "Gs": "all ones (n x n)",
+        "sigma": "sigma_l (n x n) on Gs, value (y) neuron x key (x) neuron",
+        "rho": "rho_l = E sigma_l",
+        "U": "u per key neuron (ALiBi), rotation of key pairs (RoPE)",
+        "out": "Wo_e - Wo_i = lm_head^T E  (256 x n)",
+    }
+    c = Compiled(
+        "dense",
+        W.variant,
+        W,
+        net,
+        "x_0 = y_0 = (D_x embed(i))^+ (model.input_boundary)",
+        "logits = lm_head^T E y_L at the 256 output nodes",
+        mapping,
+    )
     c.report = _size_report(net, ["Gs"])
     return c
 
 
 # ---- circuit: Claims 3 and 4 -----------------------------------------------------------------------------------
+
 
 def hub_split(D):
     """Claim 3: (De, Di) from D (n, d), each (n, 2d), with De E' - Di E' = D E for E' = [E^+; E^-]."""
@@ -334,54 +394,80 @@ def compile_circuit(model, comm=None) -> Compiled:
     W = _weights(model, net.comm, C.n)
     n, d = W.n, W.d
     net.add_population("neurons", n).add_population("hub", 2 * d, variables=("H", "A"))
-    _, cols = net.owned("neurons", "hub")                                     # this rank's neurons, as sources
-    rows, _ = net.owned("hub", "neurons")                                     # ... and as targets
+    _, cols = net.owned("neurons", "hub")  # this rank's neurons, as sources
+    rows, _ = net.owned("hub", "neurons")  # ... and as targets
     # each dense block lives only until its group holds it (the compile's peak memory is then the graph's own)
-    net.add_group("E'", "neurons", "hub", block=np.vstack([pos(W.Ec(cols)), neg(W.Ec(cols))]))   # E' (2d, n)
-    for D, names in ((W.Dx, ("De", "Di")), (W.Dy, ("Gy_e", "Gy_i"))):       # (n, 2d): its rows
-        for name, M in zip(names, hub_split(D(rows))):                      # Gy_e - Gy_i = D_y [I, -I]
+    net.add_group("E'", "neurons", "hub", block=np.vstack([pos(W.Ec(cols)), neg(W.Ec(cols))]))  # E' (2d, n)
+    for D, names in ((W.Dx, ("De", "Di")), (W.Dy, ("Gy_e", "Gy_i"))):  # (n, 2d): its rows
+        for name, M in zip(names, hub_split(D(rows))):  # Gy_e - Gy_i = D_y [I, -I]
             net.add_group(name, "hub", "neurons", block=M)
         del M
     net.add_group("Gs", "neurons", "hub", block=_ones(2 * d, cols.stop - cols.start))
     for l in range(W.L):
         net.add_edge_variable(K.sigma_name(l), "Gs", u=W.u, theta=W.theta)
-    Wo = np.hstack([W.lm_head.T, -W.lm_head.T])                               # logits = lm^T (h_+ - h_-)
+    Wo = np.hstack([W.lm_head.T, -W.lm_head.T])  # logits = lm^T (h_+ - h_-)
     _output(net, "hub", lambda c: Wo[:, c], W.V)
 
     def layer(l):
         s = K.sigma_name(l)
         return (
-            K.Round(communication=(K.send("Y", "hub.H", "E'"),), computation=(K.reset("Y"),),
-                    label="Y to hubs (E')"),
-            K.Round(communication=(K.send("hub.H", "Xe", "De"), K.send("hub.H", "Xi", "Di")),
-                    computation=(K.threshold("Xe", "Xi", "X"), K.reset("Xe"), K.reset("Xi")),
-                    label="hubs to X (I&F)"),
+            K.Round(communication=(K.send("Y", "hub.H", "E'"),), computation=(K.reset("Y"),), label="Y to hubs (E')"),
+            K.Round(
+                communication=(K.send("hub.H", "Xe", "De"), K.send("hub.H", "Xi", "Di")),
+                computation=(K.threshold("Xe", "Xi", "X"), K.reset("Xe"), K.reset("Xi")),
+                label="hubs to X (I&F)",
+            ),
             K.Round(communication=(K.read("X", s, "hub.A"),), label="read state"),
-            K.Round(communication=(K.hebbian("X", "hub.H", s), K.send("hub.A", "Ye", "Gy_e"),
-                                   K.send("hub.A", "Yi", "Gy_i")),
-                    computation=(K.damp(s), K.gate("Ye", "Yi", "X", "Y"), K.reset("Ye"), K.reset("Yi"),
-                                 K.reset("hub.A"), K.reset("hub.H")),
-                    label="write; A to Y (gated)"),
+            K.Round(
+                communication=(
+                    K.hebbian("X", "hub.H", s),
+                    K.send("hub.A", "Ye", "Gy_e"),
+                    K.send("hub.A", "Yi", "Gy_i"),
+                ),
+                computation=(
+                    K.damp(s),
+                    K.gate("Ye", "Yi", "X", "Y"),
+                    K.reset("Ye"),
+                    K.reset("Yi"),
+                    K.reset("hub.A"),
+                    K.reset("hub.H"),
+                ),
+                label="write; A to Y (gated)",
+            ),
         )
 
     layers = [layer(l) for l in range(W.L)]
-    layers[-1] = layers[-1] + (K.Round(communication=(K.send("Y", "hub.H", "E'"),), label="Y to hubs (E')"),
-                               _readout_round("hub.H", reset=("hub.H",)))
+    layers[-1] = layers[-1] + (
+        K.Round(communication=(K.send("Y", "hub.H", "E'"),), label="Y to hubs (E')"),
+        _readout_round("hub.H", reset=("hub.H",)),
+    )
     net.with_kernel(K.Kernel(tuple(layers), name="Claims 3+4 circuit"))
-    mapping = {"E'": "[E^+; E^-] neurons -> hub (2d x n)", "De, Di": "[D_x^+, D_x^-], [D_x^-, D_x^+] hub -> neurons",
-               "Gy_e, Gy_i": "[D_y^+, D_y^-], [D_y^-, D_y^+] hub -> neurons (= D_y [I, -I])",
-               "Gs": "all ones neurons -> hub (2d x n)",
-               "sigma": "sigma_l (2d x n) on Gs: rows 0..d-1 = sigma_+, d..2d-1 = sigma_-",
-               "rho": "rho_l = sigma_+ - sigma_- = E sigma (never formed as n x n)",
-               "U": "on the key (neuron) end of each synapse", "out": "lm_head^T [I, -I] hub -> out"}
-    c = Compiled("circuit", W.variant, W, net, "x_0 = y_0 = (D_x embed(i))^+ (model.input_boundary)",
-                 "logits = lm_head^T (h_+ - h_-), h = E' y_L at the hubs", mapping)
+    mapping = {
+        "E'": "[E^+; E^-] neurons -> hub (2d x n)",
+        "De, Di": "[D_x^+, D_x^-], [D_x^-, D_x^+] hub -> neurons",
+        "Gy_e, Gy_i": "[D_y^+, D_y^-], [D_y^-, D_y^+] hub -> neurons (= D_y [I, -I])",
+        "Gs": "all ones neurons -> hub (2d x n)",
+        "sigma": "sigma_l (2d x n) on Gs: rows 0..d-1 = sigma_+, d..2d-1 = sigma_-",
+        "rho": "rho_l = sigma_+ - sigma_- = E sigma (never formed as n x n)",
+        "U": "on the key (neuron) end of each synapse",
+        "out": "lm_head^T [I, -I] hub -> out",
+    }
+    c = Compiled(
+        "circuit",
+        W.variant,
+        W,
+        net,
+        "x_0 = y_0 = (D_x embed(i))^+ (model.input_boundary)",
+        "logits = lm_head^T (h_+ - h_-), h = E' y_L at the hubs",
+        mapping,
+    )
     c.report = _size_report(net, ["Gs"])
     c.report["circuit_edges_3nd"] = int(net.groups["E'"].nnz + net.groups["De"].nnz + net.groups["Di"].nnz)
     return c
 
 
 # ---- official / paper: the LayerNorm models --------------------------------------------------------------------
+
 
 def compile_official(model, comm=None) -> Compiled:
     """The released model (variant `official`) or Eq. 8 (variant `paper`) as a graph with LN at hub populations.
@@ -413,68 +499,103 @@ def compile_official(model, comm=None) -> Compiled:
     net.add_population("res", d, variables=("V", "W", "Ze", "Zi", "Z") + LN_VARIABLES)
     net.add_population("att", h * d, variables=("Q", "A", "N") + LN_VARIABLES)
     net.add_group("ln_res", "res", "res", clique(1, d)).add_group("ln_att", "att", "att", clique(h, d))
-    rows, _ = net.owned("res", "neurons")                                     # this rank's neurons as targets
-    _, cols = net.owned("neurons", "res")                                     # ... and as sources
-    net.add_group("Dx_e", "res", "neurons", block=pos(W.Dx(rows))).add_group("Dx_i", "res", "neurons", block=neg(W.Dx(rows)))
+    rows, _ = net.owned("res", "neurons")  # this rank's neurons as targets
+    _, cols = net.owned("neurons", "res")  # ... and as sources
+    net.add_group("Dx_e", "res", "neurons", block=pos(W.Dx(rows))).add_group(
+        "Dx_i", "res", "neurons", block=neg(W.Dx(rows))
+    )
     net.add_group("copy", "res", "att", sp.csc_matrix(np.tile(np.eye(d), (h, 1))))
     net.add_group("Dy_e", "att", "neurons", block=_head_blocks(pos(W.Dy(rows)), rows.start, N, d, h))
     net.add_group("Dy_i", "att", "neurons", block=_head_blocks(neg(W.Dy(rows)), rows.start, N, d, h))
-    net.add_group("E_e", "neurons", "res", block=pos(W.Ec(cols))).add_group("E_i", "neurons", "res", block=neg(W.Ec(cols)))
-    net.add_group("Gs", "neurons", "att", block=_head_blocks(np.ones((cols.stop - cols.start, d)), cols.start, N, d, h).T.tocsc())
+    net.add_group("E_e", "neurons", "res", block=pos(W.Ec(cols))).add_group(
+        "E_i", "neurons", "res", block=neg(W.Ec(cols))
+    )
+    net.add_group(
+        "Gs", "neurons", "att", block=_head_blocks(np.ones((cols.stop - cols.start, d)), cols.start, N, d, h).T.tocsc()
+    )
     for l in range(W.L):
         net.add_edge_variable(K.sigma_name(l), "Gs", u=W.u, theta=W.theta)
     _output(net, "res", lambda c: W.lm_head.T[:, c], W.V)
 
-    to_res = (K.Round(communication=(K.send("Y", "res.Ze", "E_e"), K.send("Y", "res.Zi", "E_i")),
-                      computation=(linear(("res.Ze", "res.Zi"), "res.Z", (1, -1)), K.reset("res.Ze"), K.reset("res.Zi")),
-                      label="E y to hubs"),)
-    if official:   # v = LN(v + LN(E y))
-        to_res += layer_norm_rounds("res", "Z", "W", "ln_res", "LN(E y)", then=(linear(("res.V", "res.W"), "res.Z", (1, 1)),))
+    to_res = (
+        K.Round(
+            communication=(K.send("Y", "res.Ze", "E_e"), K.send("Y", "res.Zi", "E_i")),
+            computation=(linear(("res.Ze", "res.Zi"), "res.Z", (1, -1)), K.reset("res.Ze"), K.reset("res.Zi")),
+            label="E y to hubs",
+        ),
+    )
+    if official:  # v = LN(v + LN(E y))
+        to_res += layer_norm_rounds(
+            "res", "Z", "W", "ln_res", "LN(E y)", then=(linear(("res.V", "res.W"), "res.Z", (1, 1)),)
+        )
         to_res += layer_norm_rounds("res", "Z", "V", "ln_res", "v = LN(v + W)")
-    else:          # v* = LN(E y_{l-1})
+    else:  # v* = LN(E y_{l-1})
         to_res += layer_norm_rounds("res", "Z", "V", "ln_res", "v* = LN(E y)")
 
     def layer(l):
         s = K.sigma_name(l)
         rounds = () if official else to_res
         rounds += (
-            K.Round(communication=(K.send("res.V", "Xe", "Dx_e"), K.send("res.V", "Xi", "Dx_i"),
-                                   K.send("res.V", "att.Q", "copy")),
-                    computation=((K.reset("X"),) if official else ()) + (K.threshold("Xe", "Xi", "X"),
-                                                                          K.reset("Xe"), K.reset("Xi")),
-                    label="x = (D_x v)^+" if official else "x += (D_x v*)^+"),
+            K.Round(
+                communication=(
+                    K.send("res.V", "Xe", "Dx_e"),
+                    K.send("res.V", "Xi", "Dx_i"),
+                    K.send("res.V", "att.Q", "copy"),
+                ),
+                computation=((K.reset("X"),) if official else ())
+                + (K.threshold("Xe", "Xi", "X"), K.reset("Xe"), K.reset("Xi")),
+                label="x = (D_x v)^+" if official else "x += (D_x v*)^+",
+            ),
             K.Round(communication=(K.read("X", s, "att.A"),), label="read a_h"),
             *layer_norm_rounds("att", "A", "N", "ln_att", "LN(a_h) per head"),
-            K.Round(communication=(K.hebbian("X", "att.Q", s), K.send("att.N", "Ye", "Dy_e"),
-                                   K.send("att.N", "Yi", "Dy_i")),
-                    computation=(K.damp(s), K.reset("Y"), K.gate("Ye", "Yi", "X", "Y"), K.reset("Ye"),
-                                 K.reset("Yi"), K.reset("att.A"), K.reset("att.Q")),
-                    label="write; y = (D_y LN a)^+ x"),
+            K.Round(
+                communication=(
+                    K.hebbian("X", "att.Q", s),
+                    K.send("att.N", "Ye", "Dy_e"),
+                    K.send("att.N", "Yi", "Dy_i"),
+                ),
+                computation=(
+                    K.damp(s),
+                    K.reset("Y"),
+                    K.gate("Ye", "Yi", "X", "Y"),
+                    K.reset("Ye"),
+                    K.reset("Yi"),
+                    K.reset("att.A"),
+                    K.reset("att.Q"),
+                ),
+                label="write; y = (D_y LN a)^+ x",
+            ),
         )
         if official:
             rounds += to_res
         return rounds
 
     layers = [layer(l) for l in range(W.L)]
-    if official:   # sensory input: the raw embedding row at the residual hubs, normalised in the graph
+    if official:  # sensory input: the raw embedding row at the residual hubs, normalised in the graph
         layers[0] = layer_norm_rounds("res", "V", "V", "ln_res", "v_0 = LN(embed)") + layers[0]
         layers[-1] = layers[-1] + (_readout_round("res.V"),)
     else:
         layers[-1] = layers[-1] + to_res + (_readout_round("res.V"),)
     net.with_kernel(K.Kernel(tuple(layers), name=f"{W.variant} LN circuit"))
-    mapping = {"Dx_e, Dx_i": "D_x^+, D_x^- res -> neurons (n x d)", "copy": "identity res -> att of every head",
-               "Dy_e, Dy_i": "D_y,h^+, D_y,h^- att(head h) -> neurons(head h)", "E_e, E_i": "E^+, E^- neurons -> res",
-               "Gs": "neurons of head k -> att hubs of head k, all ones (n d synapses)",
-               "sigma": "sigma_l (h d x n, block diagonal by head): value hub x key neuron",
-               "rho": "rho_l,h = block h of sigma_l (it is rho itself: the value lives at the hubs)",
-               "ln_res, ln_att": "LN cliques: every hub to every hub of its group of d, weight 1/d",
-               "LN": "2 rounds of local rules: clique mean, clique variance, node-local division (eps 1e-5)",
-               "out": "lm_head^T res -> out"}
-    boundary = ("raw embedding row embed(i) set at res.V, LN in the graph" if official
-                else "x_0 = y_0 = (D_x LN(embed(i)))^+ (model.input_boundary)")
+    mapping = {
+        "Dx_e, Dx_i": "D_x^+, D_x^- res -> neurons (n x d)",
+        "copy": "identity res -> att of every head",
+        "Dy_e, Dy_i": "D_y,h^+, D_y,h^- att(head h) -> neurons(head h)",
+        "E_e, E_i": "E^+, E^- neurons -> res",
+        "Gs": "neurons of head k -> att hubs of head k, all ones (n d synapses)",
+        "sigma": "sigma_l (h d x n, block diagonal by head): value hub x key neuron",
+        "rho": "rho_l,h = block h of sigma_l (it is rho itself: the value lives at the hubs)",
+        "ln_res, ln_att": "LN cliques: every hub to every hub of its group of d, weight 1/d",
+        "LN": "2 rounds of local rules: clique mean, clique variance, node-local division (eps 1e-5)",
+        "out": "lm_head^T res -> out",
+    }
+    boundary = (
+        "raw embedding row embed(i) set at res.V, LN in the graph"
+        if official
+        else "x_0 = y_0 = (D_x LN(embed(i)))^+ (model.input_boundary)"
+    )
     readout = "logits = lm_head^T v_L at the 256 output nodes" if official else "logits = lm_head^T LN(E y_L)"
-    c = Compiled("official", W.variant, W, net, boundary, readout, mapping,
-                 record={"v": "res.V"} if official else {})
+    c = Compiled("official", W.variant, W, net, boundary, readout, mapping, record={"v": "res.V"} if official else {})
     c.report = _size_report(net, ["Gs"])
     return c
 

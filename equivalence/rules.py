@@ -20,6 +20,7 @@ rounds of local rules over a clique of edges inside each group (`layer_norm_roun
   round 2  C2(i) -> S(j) [clique/g]       S = var z at every hub
            C / sqrt(S + eps) => r         the node-local division
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -83,10 +84,14 @@ def layer_norm_rounds(pop: str, src: str, dst: str, group: str, label: str = "LN
     q = lambda v: f"{pop}.{v}"
     M, C, C2, S = (q(v) for v in LN_VARIABLES)
     return (
-        K.Round(communication=(K.send(q(src), M, group),),
-                computation=(linear((q(src), M), C, (1, -1)), K.product(C, C, C2), K.reset(M)),
-                label=f"{label}: mean"),
-        K.Round(communication=(K.send(C2, S, group),),
-                computation=(normalize(C, S, q(dst), eps), K.reset(C), K.reset(C2), K.reset(S)) + tuple(then),
-                label=f"{label}: variance"),
+        K.Round(
+            communication=(K.send(q(src), M, group),),
+            computation=(linear((q(src), M), C, (1, -1)), K.product(C, C, C2), K.reset(M)),
+            label=f"{label}: mean",
+        ),
+        K.Round(
+            communication=(K.send(C2, S, group),),
+            computation=(normalize(C, S, q(dst), eps), K.reset(C), K.reset(C2), K.reset(S)) + tuple(then),
+            label=f"{label}: variance",
+        ),
     )

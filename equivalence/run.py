@@ -3,6 +3,7 @@
 Both step token by token and yield, per token, the quantities that `equivalence.compare` checks:
 x, y (L+1, n) (layer 0 = the boundary; official: layer 0 unused), logits (V,), rho (L, d, n) and hub values.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -46,7 +47,7 @@ class GraphRunner:
         if compiled.record:
             self._hubs = StateMonitor(self.sim, variables=tuple(compiled.record.values()), when="round")
         k = compiled.kernel
-        self._ends = np.cumsum([len(layer) for layer in k.layers])     # rounds completed at each layer's end
+        self._ends = np.cumsum([len(layer) for layer in k.layers])  # rounds completed at each layer's end
         self._per_token = len(k.rounds)
 
     def feed(self, ids, with_state=False, root=0, progress=False):
@@ -64,7 +65,7 @@ class GraphRunner:
                 x, y = (None, None) if x is None else (x.T, y.T)
             out = {"x": x, "y": y, "logits": getattr(self._out, self.compiled.logits_var)[:, -1].copy()}
             if self._hubs is not None:
-                rows = ((self.sim.token - 1) * self._per_token + self._ends) - 1   # sample k: after round k + 1
+                rows = ((self.sim.token - 1) * self._per_token + self._ends) - 1  # sample k: after round k + 1
                 for name, var in self.compiled.record.items():
                     out[name] = getattr(self._hubs, var)[:, rows].T.copy()
             if with_state:
@@ -83,8 +84,15 @@ def _progress(it, progress, default_label):
     import sys
 
     from tqdm import tqdm
-    return tqdm(it, desc=progress if isinstance(progress, str) else default_label, unit="token", file=sys.stderr,
-                leave=False, dynamic_ncols=True)
+
+    return tqdm(
+        it,
+        desc=progress if isinstance(progress, str) else default_label,
+        unit="token",
+        file=sys.stderr,
+        leave=False,
+        dynamic_ncols=True,
+    )
 
 
 class TensorRunner:
@@ -94,6 +102,7 @@ class TensorRunner:
         import copy
 
         import torch
+
         self.torch = torch
         tdt = {np.float64: torch.float64, np.float32: torch.float32}[np.dtype(dtype).type]
         self.model = copy.deepcopy(model).to(tdt).eval()
@@ -112,5 +121,5 @@ class TensorRunner:
         state = m.init_state(1)
         with t.no_grad():
             for k in range(len(ids)):
-                _, state = m.step(ids[k:k + 1], state, sparse=False)
+                _, state = m.step(ids[k : k + 1], state, sparse=False)
                 yield [r[0].permute(1, 0, 2).reshape(r.shape[2], -1).double().cpu().numpy() for r in m.rho(state)]

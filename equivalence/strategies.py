@@ -13,21 +13,23 @@ the LN inputs and thresholds far from zero. T > L always: every layer's state is
 `live(case)` tells whether a draw exercises anything (logits not ~0, activations bounded); the tests `assume`
 it and count the share of live draws in `DRAWS`, which `tests/conftest.py` prints after the run.
 """
+
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
-from hypothesis import assume, strategies as st
+from hypothesis import assume
+from hypothesis import strategies as st
 
 VARIANTS = ("official", "paper", "normfree")
 U_KINDS = ("none", "alibi", "rope", "rope+alibi")
 SCALES = ("released", "unit")
-LIVE_MIN_LOGIT = 1e-6   # a draw whose logits are all below this is dead: it would compare zeros with zeros
-LIVE_MAX_ACT = 1e3      # ... and one whose activations exceed this has blown up (a slice's scale is its largest
-                        # element: one huge element would let errors on the small ones pass)
-DRAWS = Counter()       # (test name, "drawn" | "live") -> count, printed by tests/conftest.py
+LIVE_MIN_LOGIT = 1e-6  # a draw whose logits are all below this is dead: it would compare zeros with zeros
+LIVE_MAX_ACT = 1e3  # ... and one whose activations exceed this has blown up (a slice's scale is its largest
+# element: one huge element would let errors on the small ones pass)
+DRAWS = Counter()  # (test name, "drawn" | "live") -> count, printed by tests/conftest.py
 
 
 @dataclass(frozen=True)
@@ -48,21 +50,27 @@ class Case:
 
     def config(self):
         from bdh_gpu import BDHConfig
-        return BDHConfig(n_head=self.h, d=self.d, N=self.N, n_layer=self.L, dropout=0.0, U=self.U,
-                         variant=self.variant)
+
+        return BDHConfig(n_head=self.h, d=self.d, N=self.N, n_layer=self.L, dropout=0.0, U=self.U, variant=self.variant)
 
     def model(self):
         """The BDH model of this case, float64, eval mode, weights drawn from `seed`."""
         import torch
 
         from bdh_gpu import BDH
+
         torch.manual_seed(self.seed)
         m = BDH(self.config()).double().eval()
         if self.scale == "unit" and self.variant != "normfree":
             g = torch.Generator().manual_seed(self.seed)
             with torch.no_grad():
-                for p, std in ((m.E, 0.5 / np.sqrt(self.n)), (m.D_x, 1 / np.sqrt(self.d)),
-                               (m.D_y, 1 / np.sqrt(self.d)), (m.embed.weight, 1.0), (m.lm_head, 1 / np.sqrt(self.d))):
+                for p, std in (
+                    (m.E, 0.5 / np.sqrt(self.n)),
+                    (m.D_x, 1 / np.sqrt(self.d)),
+                    (m.D_y, 1 / np.sqrt(self.d)),
+                    (m.embed.weight, 1.0),
+                    (m.lm_head, 1 / np.sqrt(self.d)),
+                ):
                     p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * std)
         return m
 
@@ -74,10 +82,12 @@ def cases(draw, variants=VARIANTS, u_kinds=U_KINDS, max_n=24, max_layers=3, max_
     U = draw(st.sampled_from(u_kinds))
     h = draw(st.integers(1, 3))
     rot = "rope" in U
-    N = draw(st.integers(1, max(1, max_n // h // 2)).map(lambda k: 2 * k) if rot else st.integers(1, max(1, max_n // h)))
+    N = draw(
+        st.integers(1, max(1, max_n // h // 2)).map(lambda k: 2 * k) if rot else st.integers(1, max(1, max_n // h))
+    )
     d = draw(st.integers(1, 6))
     if variant != "normfree":
-        d = max(d, 2)          # LN over d = 1 is identically zero: legal, but it tests nothing
+        d = max(d, 2)  # LN over d = 1 is identically zero: legal, but it tests nothing
     L = draw(st.integers(1, max_layers))
     ids = tuple(draw(st.lists(st.integers(0, 255), min_size=L + 1, max_size=max(L + 1, max_T))))
     scale = draw(st.sampled_from(SCALES if variant != "normfree" else ("released",)))
@@ -90,6 +100,7 @@ def live(case, name: str) -> dict:
     LIVE_MIN_LOGIT, some neuron of the last layer with y > 0 (the attention gate fired), and every x, y, logit
     below LIVE_MAX_ACT in magnitude. Returns the magnitudes."""
     import torch
+
     tr = case.model().trace(torch.tensor(case.ids))
     mags = {k: float(tr[k].abs().max()) for k in ("logits", "x", "y")}
     mags["y_last"] = float(tr["y"][-1].abs().max())

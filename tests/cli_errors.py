@@ -1,5 +1,6 @@
 """The one check every command-line error test makes (imported by them like tests/mpi_harness.py): an input
 error exits 2 with exactly one line on stderr, no traceback, naming what is wrong."""
+
 from bdh.cli import main
 
 

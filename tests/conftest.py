@@ -2,17 +2,25 @@
 
 No deadline anywhere: the first call of a numba kernel compiles it.
 """
+
 import os
 
 import pytest
 from hypothesis import HealthCheck, settings
 
 settings.register_profile(
-    "ci", max_examples=25, deadline=None, print_blob=True, derandomize=True,
+    "ci",
+    max_examples=25,
+    deadline=None,
+    print_blob=True,
+    derandomize=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 settings.register_profile(
-    "long", max_examples=300, deadline=None, print_blob=True,
+    "long",
+    max_examples=300,
+    deadline=None,
+    print_blob=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 settings.register_profile("dev", max_examples=10, deadline=None)
@@ -37,6 +45,7 @@ def one_torch_thread():
 def pytest_terminal_summary(terminalreporter):
     """The share of live draws of the equivalence property tests (equivalence.strategies.live)."""
     from equivalence.strategies import DRAWS
+
     names = sorted({name for name, _ in DRAWS})
     if not names:
         return

@@ -14,6 +14,7 @@ array equals the single-process one to `rtol` relative to the array's scale (max
 2-core machine is oversubscribed (MPICH needs no flag for that). `mpiexec` is the one next to sys.executable
 (the venv's, from the `mpi` extra), never PATH's.
 """
+
 from __future__ import annotations
 
 import functools
@@ -45,9 +46,12 @@ def mpiexec():
 
 def need_mpi():
     import pytest
+
     if mpiexec() is None:
-        pytest.skip(f"no MPI: mpi4py or {os.path.join(os.path.dirname(sys.executable), 'mpiexec')} missing "
-                    "(pip install -e '.[mpi]')")
+        pytest.skip(
+            f"no MPI: mpi4py or {os.path.join(os.path.dirname(sys.executable), 'mpiexec')} missing "
+            "(pip install -e '.[mpi]')"
+        )
 
 
 def mpi_env():
@@ -88,11 +92,13 @@ def assert_close(ref, got, what, rtol=RTOL):
 
 def distributed(cases=None, ranks=RANKS, rtol=RTOL, timeout=300):
     """Decorator: run `body(comm, cases)` in one process and on each P in `ranks`; compare (module docstring)."""
+
     def deco(body):
         @functools.wraps(body)
         def test():
             need_mpi()
             from bdh_graph.comm import SelfComm
+
             cs = cases() if callable(cases) else cases
             ref = _flatten(body(SelfComm(), cs))
             assert ref, f"{body.__name__}: the body returned nothing to compare"
@@ -104,16 +110,19 @@ def distributed(cases=None, ranks=RANKS, rtol=RTOL, timeout=300):
                     out = os.path.join(tmp, f"out{P}.npz")
                     t = time.time()
                     r = launch(["-m", "mpi4py", __file__, body.__module__, body.__name__, spec, out], P, timeout)
-                    assert r.returncode == 0, (f"{body.__name__} on {P} rank(s): exit {r.returncode}\n"
-                                               f"{r.stderr[-3000:]}")
+                    assert r.returncode == 0, f"{body.__name__} on {P} rank(s): exit {r.returncode}\n{r.stderr[-3000:]}"
                     with np.load(out) as z:
                         got = {k: z[k] for k in z.files}
                     assert_close(ref, got, f"{body.__name__} on {P} rank(s)", rtol)
-                    print(f"{body.__name__}: {P} rank(s) equal the single process to {rtol:g} "
-                          f"({len(ref)} arrays, {time.time() - t:.1f} s)")
+                    print(
+                        f"{body.__name__}: {P} rank(s) equal the single process to {rtol:g} "
+                        f"({len(ref)} arrays, {time.time() - t:.1f} s)"
+                    )
+
         test.body = body
-        test.__signature__ = __import__("inspect").Signature()   # pytest: no fixtures
+        test.__signature__ = __import__("inspect").Signature()  # pytest: no fixtures
         return test
+
     return deco
 
 
@@ -121,13 +130,21 @@ def draw(strategy, n):
     """`n` examples of a hypothesis strategy, drawn reproducibly (derandomised) in this process, so that one MPI
     launch can run them all. Hypothesis cannot shrink across the launch; a failure names the case's index."""
     from hypothesis import HealthCheck, Phase, given, settings
+
     out = []
 
-    @settings(max_examples=n, database=None, derandomize=True, phases=[Phase.generate], deadline=None,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=n,
+        database=None,
+        derandomize=True,
+        phases=[Phase.generate],
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+    )
     @given(strategy)
     def collect(x):
         out.append(x)
+
     collect()
     return out[:n]
 
@@ -136,6 +153,7 @@ def _worker(module, name, spec, out):
     """Inside mpiexec: run the registered body on COMM_WORLD; rank 0 writes what it returns."""
     sys.path.insert(0, HERE)
     from bdh_graph.comm import default_comm
+
     comm = default_comm()
     body = getattr(importlib.import_module(module), name).body
     with open(spec) as f:

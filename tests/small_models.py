@@ -1,4 +1,5 @@
 """A small random model for the viewer tests (imported by them like tests/mpi_harness.py)."""
+
 import torch
 
 import bdh_gpu

@@ -1,4 +1,5 @@
 """The `bdh` command's shell: unknown commands and flags are one-line errors with exit code 2."""
+
 import subprocess
 import sys
 

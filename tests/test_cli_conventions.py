@@ -1,6 +1,7 @@
 """The CLI's manners and the ecosystem's conventions: input errors are one line naming the flag or file (exit 2)
 while bugs keep their traceback; help texts are whole sentences; `bdh --version`; a closed pipe is quiet; model
 files are world-readable; `BDH.from_pretrained` / `save_pretrained`; `bdh export-graph` to GraphML and PyG."""
+
 import os
 import subprocess
 import sys
@@ -9,12 +10,12 @@ import networkx as nx
 import numpy as np
 import pytest
 import torch
+from cli_errors import one_line_error as one_line
 
 import bdh_gpu
 from bdh import __version__
 from bdh.cli import build_parser, main
 from equivalence import GraphRunner, TensorRunner, compile_model
-from cli_errors import one_line_error as one_line
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -44,8 +45,12 @@ def test_input_errors_name_the_flag_or_file(tmp_path, capsys):
     one_line(capsys, ["verify", d, "--compile", "dense"], "--compile dense", "use --compile official")
     f = tmp_path / "t.txt"
     f.write_bytes(b"hi")
-    one_line(capsys, ["logits", d, "--text-file", str(f), "--engine", "graph-dense", "--out", str(tmp_path / "o.npy")],
-             "--engine graph-dense", "use --engine graph-official")
+    one_line(
+        capsys,
+        ["logits", d, "--text-file", str(f), "--engine", "graph-dense", "--out", str(tmp_path / "o.npy")],
+        "--engine graph-dense",
+        "use --engine graph-official",
+    )
     one_line(capsys, ["verify", d, "--device", "cuda"], "--device")
 
 
@@ -58,6 +63,7 @@ def test_a_bug_keeps_its_traceback(tmp_path, monkeypatch):
 
     def broken(*a, **k):
         raise KeyError("a bug inside the compiler")
+
     monkeypatch.setattr(equivalence, "compile_model", broken)
     with pytest.raises(KeyError, match="a bug inside"):
         main(["verify", d, "--text", "hi"])
@@ -65,6 +71,7 @@ def test_a_bug_keeps_its_traceback(tmp_path, monkeypatch):
 
     def shape_bug(*a, **k):
         raise ValueError("operands could not be broadcast together with shapes (3,) (4,)")
+
     monkeypatch.setattr(equivalence, "compare", shape_bug)
     with pytest.raises(ValueError, match="broadcast"):
         main(["verify", d, "--text", "hi"])
@@ -91,10 +98,14 @@ def test_version_and_quiet_broken_pipe():
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     r = subprocess.run([sys.executable, "-m", "bdh", "--version"], capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0 and r.stdout.strip() == f"bdh {__version__}"
-    p = subprocess.Popen([sys.executable, "-m", "bdh", "trace", "--example", "--json"], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, env=env)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "bdh", "trace", "--example", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
     first = p.stdout.readline()
-    p.stdout.close()                                         # the reader goes away, as head does
+    p.stdout.close()  # the reader goes away, as head does
     err = p.stderr.read().decode()
     p.wait(timeout=120)
     assert first.strip() == b"{" and err == "", err
@@ -154,6 +165,7 @@ def test_export_graph_graphml_and_pyg(tmp_path, capsys):
     p_path = str(tmp_path / "g.safetensors")
     assert main(["export-graph", d, "--format", "pyg", "--out", p_path, "--prompt", "hi"]) == 0
     from bdh_graph.export import load_pyg
+
     h = load_pyg(p_path)
     store = h["neurons", "Gs", gs.post]
     assert torch.equal(store.edge_index, torch.as_tensor(np.stack([gs.source, gs.indices])))

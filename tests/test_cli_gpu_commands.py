@@ -2,6 +2,7 @@
 
 Most run in-process (`bdh.cli.main`); a few through `python -m bdh` to check the one-line, exit-2 contract.
 """
+
 import json
 import os
 import subprocess
@@ -10,16 +11,28 @@ import sys
 import numpy as np
 import pytest
 import torch
+from cli_errors import one_line_error as _err
 
 import bdh_gpu
 from bdh.cli import main
-from bdh_gpu import BDH, BDHConfig
-from cli_errors import one_line_error as _err
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHAKESPEARE = os.path.join(REPO, "..", "shared", "data", "tinyshakespeare.txt")
-QUICK = ["--steps", "4", "--batch-size", "4", "--block-size", "24", "--eval-every", "2", "--ckpt-every", "2",
-         "--quiet", "--device", "cpu"]
+QUICK = [
+    "--steps",
+    "4",
+    "--batch-size",
+    "4",
+    "--block-size",
+    "24",
+    "--eval-every",
+    "2",
+    "--ckpt-every",
+    "2",
+    "--quiet",
+    "--device",
+    "cpu",
+]
 
 
 def _bdh(*args):
@@ -36,10 +49,9 @@ def trained(tmp_path_factory):
 
 def test_train_writes_model_checkpoint_and_metrics(trained, capsys):
     files = set(os.listdir(trained))
-    assert {"config.json", "model.safetensors", "train_state.safetensors", "train_state.json",
-            "metrics.jsonl"} <= files
+    assert {"config.json", "model.safetensors", "train_state.safetensors", "train_state.json", "metrics.jsonl"} <= files
     m = bdh_gpu.load(trained)
-    assert m.config == bdh_gpu.BDH(bdh_gpu.get_preset("tiny")).config   # the preset, its gains made explicit
+    assert m.config == bdh_gpu.BDH(bdh_gpu.get_preset("tiny")).config  # the preset, its gains made explicit
     steps = [json.loads(line)["step"] for line in open(os.path.join(trained, "metrics.jsonl"))]
     assert steps == [2, 4]
 
@@ -48,6 +60,7 @@ def test_train_interrupted_then_resumed_matches_straight_run(tmp_path, capsys, m
     """CLI: a 6-step run interrupted (Ctrl-C) after its step-4 checkpoint, then `--resume`, ends bitwise
     equal to an uninterrupted 6-step run."""
     import bdh_gpu.train as T
+
     a, b = str(tmp_path / "a"), str(tmp_path / "b")
     six = ["--steps", "6", *QUICK[2:]]
     assert main(["train", "--data", "recall:4", "--out", a, *six]) == 0
@@ -57,6 +70,7 @@ def test_train_interrupted_then_resumed_matches_straight_run(tmp_path, capsys, m
         real(out_dir, model, opt, gen, step, cfg, extra)
         if step == 4:
             raise KeyboardInterrupt
+
     monkeypatch.setattr(T, "save_checkpoint", interrupt_after_4)
     assert main(["train", "--data", "recall:4", "--out", b, *six]) == 130
     monkeypatch.undo()
@@ -99,8 +113,22 @@ def test_generate_greedy_equals_argmax_of_the_parallel_form(trained, capsys, tmp
     """Greedy recurrent decoding picks, at every step, the argmax of the token-parallel logits of the text so
     far (Eq. 4 vs Eq. 8 on the generated sequence)."""
     (tmp_path / "p.txt").write_bytes(b"abc:")
-    assert main(["generate", trained, "--prompt-file", str(tmp_path / "p.txt"), "--tokens", "8",
-                 "--temperature", "0", "--json"]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                trained,
+                "--prompt-file",
+                str(tmp_path / "p.txt"),
+                "--tokens",
+                "8",
+                "--temperature",
+                "0",
+                "--json",
+            ]
+        )
+        == 0
+    )
     ids = json.loads(capsys.readouterr().out)["completion_ids"]
     model = bdh_gpu.load(trained).eval()
     seq = torch.tensor([list(b"abc:") + ids])
@@ -119,15 +147,20 @@ def test_logits_shape_and_tensor_equals_recurrent(trained, capsys, tmp_path):
         outs[engine] = np.load(out)
         assert outs[engine].shape == (32, 256) and outs[engine].dtype == np.float32
     np.testing.assert_allclose(outs["tensor"], outs["recurrent"], atol=1e-4, rtol=0)
-    assert "unknown" not in _err(capsys, ["logits", trained, "--text-file", str(text), "--engine", "graphx",
-                                          "--out", str(tmp_path / "x.npy")])
+    assert "unknown" not in _err(
+        capsys, ["logits", trained, "--text-file", str(text), "--engine", "graphx", "--out", str(tmp_path / "x.npy")]
+    )
 
 
 def _released_state_dict(h=2, d=8, N=16, V=256, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return {"encoder": torch.randn(h, d, N, generator=g) * 0.3, "encoder_v": torch.randn(h, d, N, generator=g) * 0.3,
-            "decoder": torch.randn(h * N, d, generator=g) * 0.3, "embed.weight": torch.randn(V, d, generator=g),
-            "lm_head": torch.randn(d, V, generator=g) * 0.3}
+    return {
+        "encoder": torch.randn(h, d, N, generator=g) * 0.3,
+        "encoder_v": torch.randn(h, d, N, generator=g) * 0.3,
+        "decoder": torch.randn(h * N, d, generator=g) * 0.3,
+        "embed.weight": torch.randn(V, d, generator=g),
+        "lm_head": torch.randn(d, V, generator=g) * 0.3,
+    }
 
 
 def test_import_official_round_trip(tmp_path, capsys):
@@ -143,6 +176,7 @@ def test_import_official_round_trip(tmp_path, capsys):
     assert torch.equal(m.D_x, sd["encoder"].transpose(1, 2)) and torch.equal(m.E, sd["decoder"].t())
     assert torch.equal(m.D_y, sd["encoder_v"].transpose(1, 2)) and torch.equal(m.lm_head, sd["lm_head"])
     from bdh_gpu.official import import_official
+
     ref = import_official(sd, n_layer=3)
     idx = torch.randint(256, (1, 20), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -151,11 +185,14 @@ def test_import_official_round_trip(tmp_path, capsys):
 
 # ------------------------------------------------------------------------------------------------ errors
 
+
 def test_error_unknown_preset_and_variant(tmp_path, capsys):
-    assert "unknown preset 'huge'" in _err(capsys, ["train", "--data", "recall", "--out", str(tmp_path / "a"),
-                                                    "--preset", "huge"])
-    assert "variant" in _err(capsys, ["train", "--data", "recall", "--out", str(tmp_path / "a"),
-                                      "--variant", "transformer"])
+    assert "unknown preset 'huge'" in _err(
+        capsys, ["train", "--data", "recall", "--out", str(tmp_path / "a"), "--preset", "huge"]
+    )
+    assert "variant" in _err(
+        capsys, ["train", "--data", "recall", "--out", str(tmp_path / "a"), "--variant", "transformer"]
+    )
     assert "BDHConfig.U" in _err(capsys, ["train", "--data", "recall", "--out", str(tmp_path / "a"), "--U", "xpos"])
 
 
@@ -175,8 +212,10 @@ def test_error_not_a_model_directory(tmp_path, capsys):
 
 
 def test_error_checkpoint_with_mismatched_shapes_or_missing_keys(trained, tmp_path, capsys):
-    from safetensors.torch import load_file, save_file
     import shutil
+
+    from safetensors.torch import load_file, save_file
+
     bad = str(tmp_path / "bad")
     shutil.copytree(trained, bad)
     w = load_file(os.path.join(bad, "model.safetensors"))
@@ -185,18 +224,22 @@ def test_error_checkpoint_with_mismatched_shapes_or_missing_keys(trained, tmp_pa
     assert "shape mismatch for E" in _err(capsys, ["generate", bad, "--prompt", "a"])
     del w["E"]
     save_file(w, os.path.join(bad, "model.safetensors"))
-    assert "missing ['E']" in _err(capsys, ["logits", bad, "--text-file", os.path.join(bad, "config.json"),
-                                            "--out", str(tmp_path / "l.npy")])
+    assert "missing ['E']" in _err(
+        capsys, ["logits", bad, "--text-file", os.path.join(bad, "config.json"), "--out", str(tmp_path / "l.npy")]
+    )
     shutil.rmtree(bad)
     shutil.copytree(trained, bad)  # a resume against a training state with a wrong shape
     t = load_file(os.path.join(bad, "train_state.safetensors"))
     from safetensors import safe_open
+
     with safe_open(os.path.join(bad, "train_state.safetensors"), "pt") as f:
         meta = f.metadata()
     t["model.D_x"] = t["model.D_x"][:, :4].contiguous()
     save_file(t, os.path.join(bad, "train_state.safetensors"), metadata=meta)
-    assert "model.D_x" not in (line := _err(capsys, ["train", "--out", bad, "--resume", "--steps", "6", "--quiet"])) \
+    assert (
+        "model.D_x" not in (line := _err(capsys, ["train", "--out", bad, "--resume", "--steps", "6", "--quiet"]))
         and "D_x has shape" in line
+    )
 
 
 def test_error_state_dict_not_released(tmp_path, capsys):

@@ -1,13 +1,15 @@
 """Every ```python snippet of README.md and docs/*.md runs as written (in a fresh namespace, in a scratch
 directory): the documentation cannot drift from the code."""
+
 import os
 import re
 
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PAGES = ["README.md"] + sorted(os.path.join("docs", f) for f in os.listdir(os.path.join(ROOT, "docs"))
-                               if f.endswith(".md"))
+PAGES = ["README.md"] + sorted(
+    os.path.join("docs", f) for f in os.listdir(os.path.join(ROOT, "docs")) if f.endswith(".md")
+)
 
 
 def snippets():
@@ -15,8 +17,8 @@ def snippets():
     for page in PAGES:
         with open(os.path.join(ROOT, page), encoding="utf-8") as f:
             text = f.read()
-        for k, m in enumerate(re.finditer(r"```python\n(.*?)```", text, re.S)):
-            line = text[:m.start()].count("\n") + 1
+        for m in re.finditer(r"```python\n(.*?)```", text, re.S):
+            line = text[: m.start()].count("\n") + 1
             out.append(pytest.param(m.group(1), id=f"{page}:{line}"))
     return out
 

@@ -1,5 +1,6 @@
 """The paper's ambiguities (reference 2a, 2b), pinned at the level of the whole model: the choices we take keep
 the compiled graph equal to BDH-Normfree (Eq. 7); the literal readings of Table 1 break that equality."""
+
 import numpy as np
 import pytest
 
@@ -24,8 +25,8 @@ def test_printed_hebbian_orientation_breaks_equivalence(U):
     bad = compare(m, compile_dense(m, hebbian_orientation="printed"), np.array(c.ids), backend="numpy")
     assert good.ok, good
     assert not bad.ok and bad.quantities["rho"].max_rel > BIG and bad.quantities["y"].max_rel > BIG, bad
-    assert bad.first_divergence == (0, 1, "rho"), bad        # token 0 reads an empty state: only rho differs
-    assert bad.quantities["y"].first_bad[0] == 1              # the read of token 1 is the first wrong output
+    assert bad.first_divergence == (0, 1, "rho"), bad  # token 0 reads an empty state: only rho differs
+    assert bad.quantities["y"].first_bad[0] == 1  # the read of token 1 is the first wrong output
 
 
 @pytest.mark.parametrize("U", ["alibi", "rope", "rope+alibi"])

@@ -1,5 +1,6 @@
 """equivalence's interface: compile reports (sizes of Obs. 4, Claims 3 and 4), refusals, local LayerNorm rounds,
 the comparison report and its input checks."""
+
 import numpy as np
 import pytest
 import torch
@@ -36,7 +37,7 @@ def test_dense_and_official_sizes():
     only non-zero parameter edges (3nd + hd + 256d, plus the LN cliques)."""
     c = Case("normfree", "none", h=2, N=4, d=3, L=2, ids=(1,))
     r = compile_model(c.model(), "dense").report
-    assert r["synapses"] == c.n ** 2 and r["state_size"] == 2 * c.n ** 2
+    assert r["synapses"] == c.n**2 and r["state_size"] == 2 * c.n**2
     c = Case("official", "rope", h=2, N=4, d=3, L=2, ids=(1,))
     r = compile_model(c.model(), "official").report
     assert r["synapses"] == c.n * c.d and r["nodes"]["att"] == c.h * c.d and r["nodes"]["res"] == c.d
@@ -65,6 +66,7 @@ def test_default_compile():
     assert default_compile(Case("normfree", "none", 1, 4, 2, 1, (1,)).model()) == "dense"
     from bdh_gpu import BDHConfig
     from bdh_gpu.model import BDH
+
     big = BDH(BDHConfig(n_head=1, N=8192, d=2, n_layer=1, variant="normfree"))
     assert default_compile(big) == "circuit"
 
@@ -79,6 +81,7 @@ def test_local_rules_normalize_and_linear(xp):
         vals, ops = {"p": p, "q": q, "s": s, "r": np.zeros(12)}, numpy_ops()
     else:
         from bdh_graph.backends import Ops
+
         vals = {k: torch.tensor(v) for k, v in (("p", p), ("q", q), ("s", s), ("r", np.zeros(12)))}
         ops = Ops(torch, None, torch.zeros_like, lambda z: z)
     out = np.asarray(rules._normalize(rules.normalize("p", "s", "r"), vals, ops)["r"])
@@ -95,15 +98,21 @@ def test_layer_norm_rounds_equal_layernorm(backend):
     mean round and a variance round, then the node-local division, equal torch's layer_norm (eps 1e-5, no
     affine) per group, on every backend; the scratch variables are back to 0 afterwards."""
     from bdh_graph import Network
+
     groups, g, T = 3, 5, 2
     rng = np.random.default_rng(1)
     z = rng.normal(size=(T, groups * g)) * rng.uniform(0.1, 10, size=(T, 1)) + rng.normal(size=(T, 1))
-    net = Network().add_population("neurons", 2).add_population("hub", groups * g, variables=("Z", "N") + rules.LN_VARIABLES)
+    net = (
+        Network()
+        .add_population("neurons", 2)
+        .add_population("hub", groups * g, variables=("Z", "N") + rules.LN_VARIABLES)
+    )
     net.add_group("ln", "hub", "hub", rules.clique(groups, g))
     net.add_group("G", "neurons", "neurons", np.zeros((2, 2)))
     net.with_kernel(K.Kernel((rules.layer_norm_rounds("hub", "Z", "N", "ln"),), name="LN"))
     assert net.groups["ln"].nnz == groups * g * g
     from equivalence.run import _Simulator
+
     sim = _Simulator(net, backend=backend)
     ref = torch.nn.functional.layer_norm(torch.tensor(z).view(T, groups, g), (g,), eps=1e-5).view(T, -1).numpy()
     for t in range(T):
@@ -116,6 +125,7 @@ def test_layer_norm_rounds_equal_layernorm(backend):
 def test_report_locates_errors_and_serialises():
     """The report holds max abs / rel error per quantity with (token, layer, index), and JSON."""
     import json
+
     c = Case("official", "rope", h=2, N=4, d=3, L=2, ids=(5, 6, 7))
     rep = compare(c.model(), "official", bytes(c.ids), backend="numpy")
     d = json.loads(rep.to_json())
@@ -128,8 +138,9 @@ def test_report_locates_errors_and_serialises():
     assert not strict.ok and strict.first_divergence is not None
 
 
-@pytest.mark.parametrize("bad, words", [(b"", ["at least 1"]), ([[1, 2], [3, 4]], ["shape"]), ([0, 256], ["255"]),
-                                        ([-1], ["[0, 255]"])])
+@pytest.mark.parametrize(
+    "bad, words", [(b"", ["at least 1"]), ([[1, 2], [3, 4]], ["shape"]), ([0, 256], ["255"]), ([-1], ["[0, 255]"])]
+)
 def test_bad_ids(bad, words):
     with pytest.raises(ValueError) as e:
         as_ids(bad)
@@ -147,7 +158,10 @@ def test_errors_are_relative_to_the_terms_summed(variant):
     ~1e-10 of them (a slice-only scale would call it a 1e-6 error); a real error of 1e-6 of the terms fails."""
     from equivalence.compare import QuantityError, TensorRunner, term_scales
     from equivalence.compile import Weights
-    c = Case(variant, "alibi", h=2, N=4, d=3, L=2, ids=(5, 6, 7, 8), scale="unit" if variant != "normfree" else "released")
+
+    c = Case(
+        variant, "alibi", h=2, N=4, d=3, L=2, ids=(5, 6, 7, 8), scale="unit" if variant != "normfree" else "released"
+    )
     m = c.model()
     tr = TensorRunner(m).trace(np.array(c.ids))
     terms = term_scales(Weights.of(m), tr, variant)
@@ -172,6 +186,7 @@ def test_compile_from_directory_and_precomputed_reference(variant, how, tmp_path
     `compare` with the model. Bad slices and wrong-variant references are one-line errors."""
     import bdh_gpu
     from equivalence import compile_model, tensor_reference
+
     c = Case(variant, "rope+alibi", h=2, N=6, d=4, L=2, ids=(5, 6, 7, 1))
     model = c.model()
     bdh_gpu.save(model, str(tmp_path))

@@ -1,4 +1,5 @@
 """`bdh verify` and the graph engines of `bdh logits` on models trained for a few steps with `bdh train`."""
+
 import json
 
 import numpy as np
@@ -14,8 +15,29 @@ def trained(tmp_path_factory):
     dirs = {}
     for variant in ("official", "normfree"):
         out = str(root / variant)
-        assert main(["train", "--preset", "tiny", "--data", "recall", "--steps", "3", "--batch-size", "2",
-                     "--block-size", "16", "--variant", variant, "--out", out, "--quiet"]) == 0
+        assert (
+            main(
+                [
+                    "train",
+                    "--preset",
+                    "tiny",
+                    "--data",
+                    "recall",
+                    "--steps",
+                    "3",
+                    "--batch-size",
+                    "2",
+                    "--block-size",
+                    "16",
+                    "--variant",
+                    variant,
+                    "--out",
+                    out,
+                    "--quiet",
+                ]
+            )
+            == 0
+        )
         dirs[variant] = out
     return dirs
 
@@ -54,16 +76,36 @@ def test_verify_exit_1_beyond_tolerance_and_bad_tolerance(trained, capsys):
     assert main(["verify", trained["official"], "--tolerance", "-1"]) == 2
 
 
-@pytest.mark.parametrize("variant, engine, backend", [("official", "graph-official", "numba"),
-                                                      ("normfree", "graph-circuit", "numpy"),
-                                                      ("normfree", "graph-dense", "pyg")])
+@pytest.mark.parametrize(
+    "variant, engine, backend",
+    [
+        ("official", "graph-official", "numba"),
+        ("normfree", "graph-circuit", "numpy"),
+        ("normfree", "graph-dense", "pyg"),
+    ],
+)
 def test_logits_graph_engines_match_tensor(trained, variant, engine, backend, tmp_path):
     f = tmp_path / "t.txt"
     f.write_bytes(b"graph engines")
     a, b = tmp_path / "a.npy", tmp_path / "b.npy"
     assert main(["logits", trained[variant], "--text-file", str(f), "--engine", "tensor", "--out", str(a)]) == 0
-    assert main(["logits", trained[variant], "--text-file", str(f), "--engine", engine, "--backend", backend,
-                 "--out", str(b)]) == 0
+    assert (
+        main(
+            [
+                "logits",
+                trained[variant],
+                "--text-file",
+                str(f),
+                "--engine",
+                engine,
+                "--backend",
+                backend,
+                "--out",
+                str(b),
+            ]
+        )
+        == 0
+    )
     ta, tb = np.load(a), np.load(b)
     assert ta.shape == tb.shape == (13, 256)
     np.testing.assert_allclose(tb, ta, rtol=1e-4, atol=1e-5 * np.abs(ta).max())

@@ -7,6 +7,7 @@ state rho (and official's residual v), on every graph backend. Errors are relati
 token, one layer: max of |tensor|, |graph|), never to a floor over the whole run. On failure, `note` prints the
 case, the report and the first diverging (token, layer).
 """
+
 import numpy as np
 import pytest
 from hypothesis import given, note
@@ -24,12 +25,13 @@ def well_conditioned(case, name):
     from hypothesis import assume
 
     from equivalence.strategies import DRAWS
+
     m = case.model()
     ids = torch.tensor(case.ids)
     t64, t32 = m.trace(ids), m.float().trace(ids)
     err = 0.0
     for k in ("x", "y", "v"):
-        if k not in t64:                                   # v: official only
+        if k not in t64:  # v: official only
             continue
         a, b = t64[k], t32[k].double()
         scale = a.abs().amax(dim=tuple(range(2, a.dim())), keepdim=True).clamp_min(1e-300)

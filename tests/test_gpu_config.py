@@ -1,4 +1,5 @@
 """BDHConfig: validation (one-line errors naming the field), dict round trip, presets."""
+
 import dataclasses
 
 import pytest
@@ -6,26 +7,28 @@ import pytest
 from bdh_gpu import BDH, PRESETS, BDHConfig, get_preset
 
 
-@pytest.mark.parametrize("field,value,needle", [
-    ("n_head", 0, "BDHConfig.n_head: expected a positive int, got 0"),
-    ("d", 2.5, "BDHConfig.d: expected a positive int, got 2.5"),
-    ("N", True, "BDHConfig.N: expected a positive int, got True"),
-    ("N", 7, "BDHConfig.N: expected an even int"),
-    ("n_layer", -1, "BDHConfig.n_layer: expected a positive int"),
-    ("vocab_size", 1, "BDHConfig.vocab_size: expected an int >= 2, got 1"),
-    ("dropout", 1.0, "BDHConfig.dropout: expected a float in [0, 1), got 1.0"),
-    ("dropout", "0.1", "BDHConfig.dropout"),
-    ("U", "relative", "BDHConfig.U: expected one of rope, alibi, rope+alibi, none, got 'relative'"),
-    ("variant", "gpt", "BDHConfig.variant: expected one of official, paper, normfree, got 'gpt'"),
-    ("rope_theta", 1.0, "BDHConfig.rope_theta: expected a finite float > 1"),
-    ("rope_theta", float("inf"), "BDHConfig.rope_theta"),
-    ("alibi_max_bias", 0.0, "BDHConfig.alibi_max_bias: expected a finite float > 0"),
-])
+@pytest.mark.parametrize(
+    "field,value,needle",
+    [
+        ("n_head", 0, "BDHConfig.n_head: expected a positive int, got 0"),
+        ("d", 2.5, "BDHConfig.d: expected a positive int, got 2.5"),
+        ("N", True, "BDHConfig.N: expected a positive int, got True"),
+        ("N", 7, "BDHConfig.N: expected an even int"),
+        ("n_layer", -1, "BDHConfig.n_layer: expected a positive int"),
+        ("vocab_size", 1, "BDHConfig.vocab_size: expected an int >= 2, got 1"),
+        ("dropout", 1.0, "BDHConfig.dropout: expected a float in [0, 1), got 1.0"),
+        ("dropout", "0.1", "BDHConfig.dropout"),
+        ("U", "relative", "BDHConfig.U: expected one of rope, alibi, rope+alibi, none, got 'relative'"),
+        ("variant", "gpt", "BDHConfig.variant: expected one of official, paper, normfree, got 'gpt'"),
+        ("rope_theta", 1.0, "BDHConfig.rope_theta: expected a finite float > 1"),
+        ("rope_theta", float("inf"), "BDHConfig.rope_theta"),
+        ("alibi_max_bias", 0.0, "BDHConfig.alibi_max_bias: expected a finite float > 0"),
+    ],
+)
 def test_validate_names_the_bad_field(field, value, needle):
     """Bad config: ValueError, one line, naming field, expected and got (also through from_dict and BDH())."""
     cfg = dataclasses.replace(BDHConfig(), **{field: value})
-    for call in (cfg.validate, lambda: BDHConfig.from_dict({**BDHConfig().to_dict(), field: value}),
-                 lambda: BDH(cfg)):
+    for call in (cfg.validate, lambda: BDHConfig.from_dict({**BDHConfig().to_dict(), field: value}), lambda: BDH(cfg)):
         with pytest.raises(ValueError) as e:
             call()
         assert needle in str(e.value) and "\n" not in str(e.value)
@@ -56,6 +59,6 @@ def test_presets():
     tiny = get_preset("tiny")
     assert sum(p.numel() for p in BDH(tiny).parameters()) == 3 * tiny.n * tiny.d + 2 * 256 * tiny.d
     tiny.d = 1
-    assert PRESETS["tiny"].d == 32                                # a copy
+    assert PRESETS["tiny"].d == 32  # a copy
     with pytest.raises(ValueError, match="unknown preset 'huge'; valid presets: tiny, small, paper-25m"):
         get_preset("huge")

@@ -4,12 +4,14 @@ token-parallel (Eq. 4) == recurrent step (Eq. 8 state, dense and sparse) == chun
 numpy reference of Eq. 8 / Eq. 7 with an explicit rho and an explicit U matrix; strictly causal;
 `retention()` describes U exactly as applied; `rho(state)` is the paper's rho.
 """
+
 import math
 
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, note, strategies as st
+from hypothesis import given, note
+from hypothesis import strategies as st
 
 from bdh_gpu import BDH, BDHConfig
 from bdh_gpu.config import INIT_STD, U_KINDS, VARIANTS
@@ -40,16 +42,23 @@ def cases(draw, variant, U, max_T=12):
     N = 2 * draw(st.integers(1, 3))
     # LN over d = 2 is +-(1, -1): a sign of z0 - z1, discontinuous where they meet, where no 1e-10 can hold
     d = draw(st.integers(2 if variant == "normfree" else 3, 6))
-    cfg = BDHConfig(n_head=h, d=d, N=N, n_layer=draw(st.integers(1, 3)), dropout=0.0,
-                    U=U, variant=variant, rope_theta=draw(st.sampled_from([2.0 ** 16, 10.0, 1.5])),
-                    alibi_max_bias=draw(st.sampled_from([0.05, 1.0, 8.0])))
+    cfg = BDHConfig(
+        n_head=h,
+        d=d,
+        N=N,
+        n_layer=draw(st.integers(1, 3)),
+        dropout=0.0,
+        U=U,
+        variant=variant,
+        rope_theta=draw(st.sampled_from([2.0**16, 10.0, 1.5])),
+        alibi_max_bias=draw(st.sampled_from([0.05, 1.0, 8.0])),
+    )
     # normfree has no LN: keep activations moderate so that 1e-10 is meaningful
     std = draw(st.sampled_from([0.1, 0.2, 0.3] if variant == "normfree" else [0.05, 0.5, 1.5]))
     B = draw(st.integers(1, 2))
     T = draw(st.integers(1, max_T))
-    idx = torch.tensor(draw(st.lists(st.lists(st.integers(0, 255), min_size=T, max_size=T), min_size=B,
-                                     max_size=B)))
-    seed = draw(st.integers(0, 2 ** 16))
+    idx = torch.tensor(draw(st.lists(st.lists(st.integers(0, 255), min_size=T, max_size=T), min_size=B, max_size=B)))
+    seed = draw(st.integers(0, 2**16))
     note(f"cfg={cfg} std={std} seed={seed}")
     return cfg, make_model(cfg, seed, std), idx
 
@@ -99,12 +108,12 @@ def reference_U(cfg):
     f = (1.0 / (float(cfg.rope_theta) ** (q / N)) / (2 * math.pi)).double().numpy()
     Us = []
     for k in range(cfg.n_head):
-        u = math.exp(-2.0 ** (-cfg.alibi_max_bias * (k + 1) / cfg.n_head)) if cfg.uses_alibi else 1.0
+        u = math.exp(-(2.0 ** (-cfg.alibi_max_bias * (k + 1) / cfg.n_head))) if cfg.uses_alibi else 1.0
         Uk = np.eye(N) * u
         if cfg.uses_rope:
             for m in range(N // 2):
                 c, s = math.cos(2 * math.pi * f[2 * m]), math.sin(2 * math.pi * f[2 * m])
-                Uk[2 * m:2 * m + 2, 2 * m:2 * m + 2] = u * np.array([[c, -s], [s, c]])
+                Uk[2 * m : 2 * m + 2, 2 * m : 2 * m + 2] = u * np.array([[c, -s], [s, c]])
         Us.append(Uk)
     return Us
 
@@ -125,7 +134,7 @@ def reference_logits(model, tokens):
     """
     cfg = model.config
     h, N, d = cfg.n_head, cfg.N, cfg.d
-    g = cfg.gains                       # the constant gains, applied here as plain factors (config.default_gains)
+    g = cfg.gains  # the constant gains, applied here as plain factors (config.default_gains)
     Dx = g["D_x"] * model.D_x.detach().numpy()
     Dy = g["D_y"] * model.D_y.detach().numpy()
     E = g["E"] * model.E.detach().numpy()
@@ -149,8 +158,8 @@ def reference_logits(model, tokens):
             else:
                 value = norm(E @ np.concatenate(y))
                 x = [x[k] + np.maximum(Dx[k] @ value, 0) for k in range(h)]
-            a = [rho[l][k] @ x[k] for k in range(h)]                                   # read ...
-            rho[l] = [(rho[l][k] + np.outer(value, x[k])) @ Us[k] for k in range(h)]   # ... then write
+            a = [rho[l][k] @ x[k] for k in range(h)]  # read ...
+            rho[l] = [(rho[l][k] + np.outer(value, x[k])) @ Us[k] for k in range(h)]  # ... then write
             if cfg.variant == "normfree":
                 y = [np.maximum(Dy[k] @ sum(a), 0) * x[k] for k in range(h)]
             else:
@@ -185,7 +194,7 @@ def test_causal(variant, U, data):
     with torch.no_grad():
         a, b = model(idx), model(other)
     assert_close(b[:, :k], a[:, :k], "logits before the changed token")
-    if cfg.variant == "official" and cfg.d >= 3:   # the residual stream carries embed(token k) to logits at k
+    if cfg.variant == "official" and cfg.d >= 3:  # the residual stream carries embed(token k) to logits at k
         assert not torch.equal(a[:, k], b[:, k])
 
 
@@ -203,8 +212,8 @@ def test_retention_describes_attention(variant, U, data):
     U_full = np.diag(u)
     for m in range(cfg.n // 2):
         c, s = math.cos(theta[m]), math.sin(theta[m])
-        U_full[2 * m:2 * m + 2, 2 * m:2 * m + 2] = np.diag(u[2 * m:2 * m + 2]) @ np.array([[c, -s], [s, c]])
-    off = 0 if cfg.variant == "official" else 1          # paper/normfree: x[0] is the input boundary
+        U_full[2 * m : 2 * m + 2, 2 * m : 2 * m + 2] = np.diag(u[2 * m : 2 * m + 2]) @ np.array([[c, -s], [s, c]])
+    off = 0 if cfg.variant == "official" else 1  # paper/normfree: x[0] is the input boundary
     T, N = idx.shape[1], cfg.N
     for l in range(cfg.n_layer):
         x, value = tr["x"][l + off], tr["value"][l]
@@ -232,7 +241,7 @@ def test_rho_reads_like_the_paper(variant, U):
             _, state = model.prefill(idx[:, :t])
         for l, rho in enumerate(model.rho(state)):
             for k in range(cfg.n_head):
-                x = tr["x"][l + off, t, k * cfg.N:(k + 1) * cfg.N]
+                x = tr["x"][l + off, t, k * cfg.N : (k + 1) * cfg.N]
                 assert_close(rho[0, k] @ x, tr["a"][l, k, t], f"rho x at t={t}, l={l}, head={k}")
 
 
@@ -279,10 +288,10 @@ def test_silent_neurons_cost_nothing(variant, U):
     never fire (zero D_x rows, whole RoPE pairs); the sparse step is finite and equals the dense step with zeros."""
     cfg = BDHConfig(n_head=2, d=4, N=8, n_layer=2, dropout=0.0, U=U, variant=variant)
     model = make_model(cfg, 7, 0.3 if variant != "normfree" else 0.2)
-    silent = torch.tensor([0, 1, 4, 5])                    # pairs (0,1), (4,5) of each head
+    silent = torch.tensor([0, 1, 4, 5])  # pairs (0,1), (4,5) of each head
     with torch.no_grad():
         model.D_x[:, silent] = 0.0
-        model.D_x[:, 2:4] = model.D_x[:, 2:4].abs()          # keep some neurons firing
+        model.D_x[:, 2:4] = model.D_x[:, 2:4].abs()  # keep some neurons firing
     idx = torch.randint(0, 256, (1, 10), generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         ref, state = run_steps(model, idx[:, :9], sparse=False)
@@ -318,11 +327,14 @@ def test_generate_greedy_equals_argmax_of_forward():
     assert torch.equal(s1, s2) and s1.shape == (2, 13)
 
 
-@pytest.mark.parametrize("kwargs,needle", [
-    (dict(max_new_tokens=-1), "max_new_tokens >= 0"),
-    (dict(max_new_tokens=2, temperature=-1.0), "temperature >= 0"),
-    (dict(max_new_tokens=2, top_k=0), "top_k >= 1"),
-])
+@pytest.mark.parametrize(
+    "kwargs,needle",
+    [
+        (dict(max_new_tokens=-1), "max_new_tokens >= 0"),
+        (dict(max_new_tokens=2, temperature=-1.0), "temperature >= 0"),
+        (dict(max_new_tokens=2, top_k=0), "top_k >= 1"),
+    ],
+)
 def test_generate_rejects_bad_arguments(kwargs, needle):
     """Bad input to generate: one-line ValueError naming it."""
     model = make_model(BDHConfig(n_head=1, d=4, N=4, n_layer=1), 0, 0.1)

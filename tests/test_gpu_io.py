@@ -1,4 +1,5 @@
 """Model directories: config.json + model.safetensors, atomic save, checked load (one-line errors)."""
+
 import json
 import os
 
@@ -27,7 +28,7 @@ def test_round_trip(tmp_path, dtype, kw):
     idx = torch.randint(0, 256, (2, 9), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         assert torch.equal(back.eval()(idx), model(idx))
-    save(back, str(tmp_path / "m"))                                # overwrite in place
+    save(back, str(tmp_path / "m"))  # overwrite in place
     assert sorted(os.listdir(tmp_path / "m")) == ["config.json", "model.safetensors"]
 
 
@@ -49,23 +50,32 @@ def _del(t, k):
     return t
 
 
-@pytest.mark.parametrize("make,needle", [
-    (lambda p: str(p / "nope"), "not a directory"),
-    (lambda p: (p / "f.txt").write_text("x") and str(p / "f.txt"), "not a directory"),
-    (lambda p: (p / "empty").mkdir() or str(p / "empty"), "no config.json"),
-    (lambda p: _write(p, "{not json"), "bad JSON"),
-    (lambda p: _write(p, lambda c: json.dumps({**c, "n_embd": 3})), "unknown keys ['n_embd']"),
-    (lambda p: _write(p, lambda c: json.dumps({**c, "U": "xpos"})), "BDHConfig.U: expected one of"),
-    (lambda p: (os.remove(_write(p) + "/model.safetensors"), str(p / "m"))[1], "no model.safetensors"),
-    (lambda p: (open(_write(p) + "/model.safetensors", "wb").write(b"\x00" * 20), str(p / "m"))[1],
-     "not a readable safetensors file"),
-    (lambda p: _write(p, mutate_tensors=lambda t: _del(t, "D_y")), "missing ['D_y']"),
-    (lambda p: _write(p, mutate_tensors=lambda t: {**t, "encoder": torch.zeros(1)}), "unexpected ['encoder']"),
-    (lambda p: _write(p, mutate_tensors=lambda t: {**t, "E": torch.zeros(8, 10)}),
-     "shape mismatch for E: expected (8, 12) (from config.json), got (8, 10)"),
-    (lambda p: _write(p, lambda c: json.dumps({**c, "N": 8})),
-     "shape mismatch for D_x: expected (2, 8, 8) (from config.json), got (2, 6, 8)"),
-])
+@pytest.mark.parametrize(
+    "make,needle",
+    [
+        (lambda p: str(p / "nope"), "not a directory"),
+        (lambda p: (p / "f.txt").write_text("x") and str(p / "f.txt"), "not a directory"),
+        (lambda p: (p / "empty").mkdir() or str(p / "empty"), "no config.json"),
+        (lambda p: _write(p, "{not json"), "bad JSON"),
+        (lambda p: _write(p, lambda c: json.dumps({**c, "n_embd": 3})), "unknown keys ['n_embd']"),
+        (lambda p: _write(p, lambda c: json.dumps({**c, "U": "xpos"})), "BDHConfig.U: expected one of"),
+        (lambda p: (os.remove(_write(p) + "/model.safetensors"), str(p / "m"))[1], "no model.safetensors"),
+        (
+            lambda p: (open(_write(p) + "/model.safetensors", "wb").write(b"\x00" * 20), str(p / "m"))[1],
+            "not a readable safetensors file",
+        ),
+        (lambda p: _write(p, mutate_tensors=lambda t: _del(t, "D_y")), "missing ['D_y']"),
+        (lambda p: _write(p, mutate_tensors=lambda t: {**t, "encoder": torch.zeros(1)}), "unexpected ['encoder']"),
+        (
+            lambda p: _write(p, mutate_tensors=lambda t: {**t, "E": torch.zeros(8, 10)}),
+            "shape mismatch for E: expected (8, 12) (from config.json), got (8, 10)",
+        ),
+        (
+            lambda p: _write(p, lambda c: json.dumps({**c, "N": 8})),
+            "shape mismatch for D_x: expected (2, 8, 8) (from config.json), got (2, 6, 8)",
+        ),
+    ],
+)
 def test_load_errors(tmp_path, make, needle):
     """Every bad model directory: one-line ValueError naming the problem (expected vs got for shapes)."""
     path = make(tmp_path)
@@ -85,6 +95,7 @@ def test_save_is_atomic(tmp_path, monkeypatch):
     def boom(tensors, path, metadata=None):
         open(path, "wb").write(b"partial")
         raise OSError("disk full")
+
     monkeypatch.setattr(io, "save_file", boom)
     with pytest.raises(OSError, match="disk full"):
         save(small_model(variant="paper"), d)

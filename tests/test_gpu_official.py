@@ -4,6 +4,7 @@ The released code is not needed: `released_logits_loop` re-implements its math f
 python loops over t, tau and heads (float64, exact RoPE phases), `released_logits_f32` replays its float32
 recipe (phase t*f formed in float32), and `test_tiny_case_by_hand` pins numbers derived by hand.
 """
+
 import math
 import os
 import pickle
@@ -12,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
-from bdh_gpu import BDHConfig
 from bdh_gpu.official import config_from_official, import_official, read_official_state_dict
 
 EPS = 1e-5
@@ -23,7 +24,7 @@ EPS = 1e-5
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def released_freqs(N, theta=2.0 ** 16):
+def released_freqs(N, theta=2.0**16):
     """attn.freqs of the released class: f_i = theta^(-q(i)/N) / (2 pi), q(i) = 2 floor(i/2), in float32."""
     q = (torch.arange(N, dtype=torch.float32) / 2).floor() * 2
     return (1.0 / (theta ** (q / N)) / (2 * math.pi)).view(1, 1, 1, N)
@@ -55,8 +56,9 @@ def released_logits_loop(sd, tokens, n_layer):
     y_h = relu(LN(a_h) @ encoder_v_h) * x_h; v = LN(v + LN(concat_h y_h @ decoder)); logits = v @ lm_head.
     R_t turns pair (2m, 2m+1) by 2 pi frac(t f_2m), f from attn.freqs (the phase taken exactly).
     """
-    enc, enc_v, dec, emb, head = (sd[k].double().numpy() for k in ("encoder", "encoder_v", "decoder",
-                                                                      "embed.weight", "lm_head"))
+    enc, enc_v, dec, emb, head = (
+        sd[k].double().numpy() for k in ("encoder", "encoder_v", "decoder", "embed.weight", "lm_head")
+    )
     freqs = sd["attn.freqs"].reshape(-1).double().numpy()
     h, d, N = enc.shape
     T = len(tokens)
@@ -95,7 +97,7 @@ def released_cases(draw):
     N = 2 * draw(st.integers(1, 4))
     L = draw(st.integers(1, 3))
     T = draw(st.integers(1, 6))
-    seed = draw(st.integers(0, 2 ** 16))
+    seed = draw(st.integers(0, 2**16))
     std = draw(st.sampled_from([0.02, 0.3, 1.0]))
     tokens = draw(st.lists(st.integers(0, 255), min_size=T, max_size=T))
     return h, d, N, L, tokens, seed, std
@@ -128,9 +130,14 @@ def test_tiny_case_by_hand():
     Without RoPE the score would be x1.x0 = 0 and logits1 = (-c'', 2c''): the rotation is what the test sees.
     """
     eye = torch.eye(2)
-    sd = {"encoder": eye.view(1, 2, 2).clone(), "encoder_v": eye.view(1, 2, 2).clone(), "decoder": eye.clone(),
-          "embed.weight": eye.clone(), "lm_head": torch.diag(torch.tensor([1.0, 2.0])),
-          "attn.freqs": released_freqs(2)}
+    sd = {
+        "encoder": eye.view(1, 2, 2).clone(),
+        "encoder_v": eye.view(1, 2, 2).clone(),
+        "decoder": eye.clone(),
+        "embed.weight": eye.clone(),
+        "lm_head": torch.diag(torch.tensor([1.0, 2.0])),
+        "attn.freqs": released_freqs(2),
+    }
     model = import_official(sd, n_layer=1).double()
     logits = model(torch.tensor([[0, 1]])).detach()[0].numpy()
     expected = np.array([[0.9999949998375027, -1.9999899996750055], [-0.9999987499523426, 1.9999974999046852]])
@@ -140,18 +147,21 @@ def test_tiny_case_by_hand():
 
 def released_logits_f32(sd, idx, n_layer):
     """The released float32 recipe (reference Sec. 4), batched: phases t*f formed in float32, then % 1 and * 2 pi."""
+
     def ln(z):
         return F.layer_norm(z, (z.shape[-1],), eps=EPS)
-    enc, enc_v, dec, emb, head, freqs = (sd[k] for k in ("encoder", "encoder_v", "decoder", "embed.weight",
-                                                          "lm_head", "attn.freqs"))
+
+    enc, enc_v, dec, emb, head, freqs = (
+        sd[k] for k in ("encoder", "encoder_v", "decoder", "embed.weight", "lm_head", "attn.freqs")
+    )
     B, T = idx.shape
     h, d, N = enc.shape
     phases = torch.arange(T, dtype=torch.float32).view(1, 1, -1, 1) * freqs
     phases = (phases % 1) * (2 * math.pi)
     cos, sin = phases.cos(), phases.sin()
-    v = ln(emb[idx]).unsqueeze(1)                                        # (B,1,T,d)
+    v = ln(emb[idx]).unsqueeze(1)  # (B,1,T,d)
     for _ in range(n_layer):
-        x = F.relu(v @ enc)                                              # (B,h,T,N)
+        x = F.relu(v @ enc)  # (B,h,T,N)
         x_turned = torch.stack((-x[..., 1::2], x[..., ::2]), dim=-1).view(*x.shape)
         xr = x * cos + x_turned * sin
         a = ln((xr @ xr.mT).tril(-1) @ v)
@@ -177,7 +187,7 @@ def test_config_from_official_infers_shapes():
     sd = fake_released_state_dict(3, 8, 10, V=200)
     cfg = config_from_official(sd)
     assert (cfg.n_head, cfg.d, cfg.N, cfg.vocab_size, cfg.n_layer) == (3, 8, 10, 200, 6)
-    assert (cfg.variant, cfg.U, cfg.rope_theta) == ("official", "rope", 2.0 ** 16)
+    assert (cfg.variant, cfg.U, cfg.rope_theta) == ("official", "rope", 2.0**16)
     assert config_from_official(sd, n_layer=2).n_layer == 2
 
 
@@ -199,19 +209,22 @@ class _Evil:
         return (os.system, ("echo pwned",))
 
 
-@pytest.mark.parametrize("make,needle", [
-    (lambda sd: None, "no such file"),
-    (lambda sd: b"garbage", "weights_only"),
-    (lambda sd: _Evil(), "weights_only"),
-    (lambda sd: [1, 2, 3], "expected a state_dict"),
-    (lambda sd: {k: v for k, v in sd.items() if k != "encoder_v"}, "missing keys ['encoder_v']"),
-    (lambda sd: {**sd, "blocks.0.w": torch.zeros(1)}, "unexpected keys ['blocks.0.w']"),
-    (lambda sd: {**sd, "decoder": torch.zeros(5, 4)}, "decoder: expected shape (12, 4)"),
-    (lambda sd: {**sd, "encoder": torch.zeros(4, 6)}, "encoder: expected shape (n_head, d, N)"),
-    (lambda sd: {**sd, "lm_head": torch.zeros(4, 7)}, "lm_head: expected shape (4, 256)"),
-    (lambda sd: {**sd, "attn.freqs": sd["attn.freqs"] * 2}, "attn.freqs differ"),
-    (lambda sd: {**sd, "embed.weight": torch.zeros(256, 4, dtype=torch.int64)}, "floating-point"),
-])
+@pytest.mark.parametrize(
+    "make,needle",
+    [
+        (lambda sd: None, "no such file"),
+        (lambda sd: b"garbage", "weights_only"),
+        (lambda sd: _Evil(), "weights_only"),
+        (lambda sd: [1, 2, 3], "expected a state_dict"),
+        (lambda sd: {k: v for k, v in sd.items() if k != "encoder_v"}, "missing keys ['encoder_v']"),
+        (lambda sd: {**sd, "blocks.0.w": torch.zeros(1)}, "unexpected keys ['blocks.0.w']"),
+        (lambda sd: {**sd, "decoder": torch.zeros(5, 4)}, "decoder: expected shape (12, 4)"),
+        (lambda sd: {**sd, "encoder": torch.zeros(4, 6)}, "encoder: expected shape (n_head, d, N)"),
+        (lambda sd: {**sd, "lm_head": torch.zeros(4, 7)}, "lm_head: expected shape (4, 256)"),
+        (lambda sd: {**sd, "attn.freqs": sd["attn.freqs"] * 2}, "attn.freqs differ"),
+        (lambda sd: {**sd, "embed.weight": torch.zeros(256, 4, dtype=torch.int64)}, "floating-point"),
+    ],
+)
 def test_read_official_state_dict_errors(tmp_path, make, needle):
     """Bad input: one-line ValueError naming the problem (pickle code is never run: weights_only=True)."""
     sd = fake_released_state_dict(2, 4, 6)

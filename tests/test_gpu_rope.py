@@ -1,4 +1,5 @@
 """RoPE phase accuracy at positions up to 1e7 (issue 2, item 2) and the frequencies of the released code."""
+
 import math
 
 import mpmath
@@ -9,7 +10,7 @@ import torch
 from bdh_gpu import BDH, BDHConfig
 from bdh_gpu.model import rope_cos_sin, rope_frequencies
 
-POSITIONS = [10_000_000, 10_000_001, 9_999_937, 2 ** 23 + 12345]
+POSITIONS = [10_000_000, 10_000_001, 9_999_937, 2**23 + 12345]
 
 
 def exact_cos_sin(t, f):
@@ -23,10 +24,10 @@ def exact_cos_sin(t, f):
 def test_frequencies_are_the_released_float32_values():
     """Reference Sec. 4: f_i = theta^(-q(i)/N)/(2 pi), q(i) = 2 floor(i/2), float32; pairs share a frequency."""
     N = 64
-    f = rope_frequencies(N, 2.0 ** 16)
+    f = rope_frequencies(N, 2.0**16)
     assert f.dtype == torch.float64 and torch.equal(f[0::2], f[1::2])
-    assert torch.equal(f.float().double(), f)                      # float32 values, held exactly
-    expect = [np.float32(1.0 / (2.0 ** 16) ** (2 * (i // 2) / N) / (2 * math.pi)) for i in range(N)]
+    assert torch.equal(f.float().double(), f)  # float32 values, held exactly
+    expect = [np.float32(1.0 / (2.0**16) ** (2 * (i // 2) / N) / (2 * math.pi)) for i in range(N)]
     np.testing.assert_allclose(f.numpy(), np.array(expect, dtype=np.float64), rtol=2e-7, atol=0)
 
 
@@ -34,7 +35,7 @@ def test_phase_accurate_at_1e7_and_released_float32_recipe_is_not():
     """At t ~ 1e7 our cos/sin (float64 phase, then cast) are within 2 float32 ulps of a 50-digit reference;
     the released recipe (t * f formed in float32, % 1, * 2 pi) is off by more than 0.05."""
     N = 256
-    f = rope_frequencies(N, 2.0 ** 16)
+    f = rope_frequencies(N, 2.0**16)
     pos = torch.tensor(POSITIONS)
     c, s = rope_cos_sin(pos, f)
     c32, s32 = c.float().double().numpy(), s.float().double().numpy()
@@ -42,9 +43,10 @@ def test_phase_accurate_at_1e7_and_released_float32_recipe_is_not():
     ours_err = max(np.abs(c32 - ref[..., 0]).max(), np.abs(s32 - ref[..., 1]).max())
     assert ours_err <= 1.2e-7, ours_err
     f32 = f.float()[::2]
-    ph = (pos.float()[:, None] * f32[None, :]) % 1 * (2 * math.pi)       # the released float32 recipe
-    rel_err = max(np.abs(ph.cos().double().numpy() - ref[..., 0]).max(),
-                  np.abs(ph.sin().double().numpy() - ref[..., 1]).max())
+    ph = (pos.float()[:, None] * f32[None, :]) % 1 * (2 * math.pi)  # the released float32 recipe
+    rel_err = max(
+        np.abs(ph.cos().double().numpy() - ref[..., 0]).max(), np.abs(ph.sin().double().numpy() - ref[..., 1]).max()
+    )
     assert rel_err > 0.05, rel_err
 
 

@@ -1,15 +1,27 @@
 """bdh_graph's interface: one-line errors, token policies, stepping, monitors, export, user kernels."""
+
 import networkx as nx
 import numpy as np
 import pytest
 
-from bdh_graph import (EventMonitor, GraphError, MonitorIndexError, Network, SpikeMonitor, StateMonitor, eq6,
-                       kernels as K)
+from bdh_graph import (
+    EventMonitor,
+    GraphError,
+    MonitorIndexError,
+    Network,
+    SpikeMonitor,
+    StateMonitor,
+    eq6,
+)
+from bdh_graph import (
+    kernels as K,
+)
 
 rng = np.random.default_rng(0)
 N = 4
-G = dict(Gx_e=rng.random((N, N)) / N, Gx_i=rng.random((N, N)) / N, Gy_e=rng.random((N, N)) / N,
-         Gy_i=rng.random((N, N)) / N)
+G = dict(
+    Gx_e=rng.random((N, N)) / N, Gx_i=rng.random((N, N)) / N, Gy_e=rng.random((N, N)) / N, Gy_i=rng.random((N, N)) / N
+)
 X0, Y0 = rng.random((3, N)), rng.random((3, N))
 
 
@@ -21,6 +33,7 @@ def one_line(excinfo, *words):
 
 
 # ---- errors ----------------------------------------------------------------------------------------------------
+
 
 def test_negative_weight_names_group_and_edge():
     bad = dict(G, Gy_i=G["Gy_i"].copy())
@@ -105,14 +118,21 @@ def test_unknown_variable_in_kernel_rule():
 
 
 def test_option_errors():
-    for kw, word in [(dict(damping="later"), "damping"), (dict(hebbian_orientation="sideways"), "hebbian_orientation"),
-                     (dict(kernel="1c"), "kernel"), (dict(layers=0), "layers")]:
+    for kw, word in [
+        (dict(damping="later"), "damping"),
+        (dict(hebbian_orientation="sideways"), "hebbian_orientation"),
+        (dict(kernel="1c"), "kernel"),
+        (dict(layers=0), "layers"),
+    ]:
         with pytest.raises(GraphError) as e:
             Network.from_dense(**G, **kw)
         one_line(e, word)
     net = Network.from_dense(**G)
-    for kw, word in [(dict(backend="jax"), "backend"), (dict(x_policy="keep"), "x_policy"),
-                     (dict(backend="numba", spiking=True), "spiking")]:
+    for kw, word in [
+        (dict(backend="jax"), "backend"),
+        (dict(x_policy="keep"), "x_policy"),
+        (dict(backend="numba", spiking=True), "spiking"),
+    ]:
         with pytest.raises(GraphError) as e:
             net.simulator(**kw)
         one_line(e, word)
@@ -149,6 +169,7 @@ def test_monitor_bad_indices_name_range():
 
 
 # ---- semantics of the scheduler ---------------------------------------------------------------------------------
+
 
 def test_step_by_step_equals_feed():
     """2 * 4L sub-rounds per token; stepping by hand gives the same state as feed."""
@@ -207,6 +228,7 @@ def test_sigma0_and_sparse_accessor():
 
 # ---- monitors ---------------------------------------------------------------------------------------------------
 
+
 def test_state_monitor_shapes_and_times():
     net = Network.from_dense(**G, layers=2)
     sim = net.simulator()
@@ -250,6 +272,7 @@ def test_event_monitor_counts_active_fanout():
 
 # ---- export -----------------------------------------------------------------------------------------------------
 
+
 def test_export_networkx_and_pyg():
     """networkx: one edge per synapse (key = group, weight, sigma on Gs edges); PyG: edge_index row 0 = source."""
     net = Network.from_dense(**G, layers=2)
@@ -271,9 +294,11 @@ def test_export_networkx_and_pyg():
 
 # ---- extending the kernel ---------------------------------------------------------------------------------------
 
+
 def test_user_kernel_with_hub_population_and_registered_rule():
     """A second population (hubs) with its own variables, a group neurons -> hubs, and a registered local rule
     (a divisive normalisation of each hub by its own second variable) run identically on all backends."""
+
     def divide(rule, v, ops):
         h, s = rule.src
         return {rule.dst: v[h] / (v[s] + rule.param("eps", 1e-9))}
@@ -283,12 +308,21 @@ def test_user_kernel_with_hub_population_and_registered_rule():
     net = Network().add_population("neurons", N).add_population("hub", 3, variables=("H", "S", "V"))
     net.add_group("E", "neurons", "hub", E).add_group("D", "hub", "neurons", rng.random((N, 3)))
     net.add_group("E2", "neurons", "hub", 2 * E)
-    kern = K.Kernel(((
-        K.Round(communication=(K.send("Y", "hub.H", "E"), K.send("X", "hub.S", "E2")),
-                computation=(K.Rule("divide", ("hub.H", "hub.S"), "hub.V", params=(("eps", 1e-12),)),)),
-        K.Round(communication=(K.send("hub.V", "X", "D"),),
-                computation=(K.reset("hub.H"), K.reset("hub.S"), K.reset("hub.V"))),
-    ),), name="hub demo")
+    kern = K.Kernel(
+        (
+            (
+                K.Round(
+                    communication=(K.send("Y", "hub.H", "E"), K.send("X", "hub.S", "E2")),
+                    computation=(K.Rule("divide", ("hub.H", "hub.S"), "hub.V", params=(("eps", 1e-12),)),),
+                ),
+                K.Round(
+                    communication=(K.send("hub.V", "X", "D"),),
+                    computation=(K.reset("hub.H"), K.reset("hub.S"), K.reset("hub.V")),
+                ),
+            ),
+        ),
+        name="hub demo",
+    )
     net.with_kernel(kern)
     outs = [net.run(X0, Y0, backend=b).x for b in ("numpy", "numba", "pyg")]
     expect = X0 + (net.groups["D"].dense() @ ((E @ Y0.T) / (2 * E @ X0.T))).T
@@ -302,6 +336,7 @@ def test_locality_is_enforced():
     """Locality (the paper's local rules, Def. 1): a rule reads only its own node. register_rule needs the
     declaration; the validator refuses a rule that names two populations and, by its probe, a registered rule
     that reads other nodes (here an L1 normalisation over the whole population, which sums every hub)."""
+
     def l1norm(rule, v, ops):
         h = v[rule.src[0]]
         return {rule.dst: h / ops.xp.sum(ops.xp.abs(h))}
@@ -309,11 +344,19 @@ def test_locality_is_enforced():
     with pytest.raises(GraphError) as e:
         K.register_rule("l1norm", l1norm, local=False)
     one_line(e, "l1norm", "local=True")
-    K.register_rule("l1norm_claimed_local", l1norm, local=True)     # a false claim: the probe must catch it
+    K.register_rule("l1norm_claimed_local", l1norm, local=True)  # a false claim: the probe must catch it
     net = Network().add_population("neurons", N).add_population("hub", 4, variables=("H", "V"))
     net.add_group("E", "neurons", "hub", rng.random((4, N)))
-    bad = K.Kernel(((K.Round(communication=(K.send("Y", "hub.H", "E"),),
-                             computation=(K.Rule("l1norm_claimed_local", ("hub.H",), "hub.V"),)),),))
+    bad = K.Kernel(
+        (
+            (
+                K.Round(
+                    communication=(K.send("Y", "hub.H", "E"),),
+                    computation=(K.Rule("l1norm_claimed_local", ("hub.H",), "hub.V"),),
+                ),
+            ),
+        )
+    )
     with pytest.raises(GraphError) as e:
         net.with_kernel(bad)
     one_line(e, "not node-local", "hub.V")
@@ -330,8 +373,16 @@ def test_no_torch_import_without_pyg():
     """numpy/numba use of bdh_graph does not import torch (the PyG backend and export import it lazily)."""
     import subprocess
     import sys
-    code = ("import sys, numpy as np; from bdh_graph import Network; "
-            "net = Network.from_dense(Gx_e=np.ones((2, 2)), layers=1); net.run(np.ones((1, 2)), np.ones((1, 2)), "
-            "backend='numpy'); assert 'torch' not in sys.modules, 'torch imported'; print('ok')")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(__import__("pathlib").Path(__file__).parents[1]))
+
+    code = (
+        "import sys, numpy as np; from bdh_graph import Network; "
+        "net = Network.from_dense(Gx_e=np.ones((2, 2)), layers=1); net.run(np.ones((1, 2)), np.ones((1, 2)), "
+        "backend='numpy'); assert 'torch' not in sys.modules, 'torch imported'; print('ok')"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=str(__import__("pathlib").Path(__file__).parents[1]),
+    )
     assert out.stdout.strip() == "ok", out.stderr

@@ -7,18 +7,16 @@ partition (split neurons, replicated hubs, owner-computes synapse groups) and th
 active pairs, one Allreduce into replicated targets per communication sub-round) change nothing in Eq. 6
 (Table 1(b)) nor in the compiled models of Eq. 7 / Eq. 8 and the released model.
 """
+
 import dataclasses
-import os
-import signal
 import time
 
 import numpy as np
 import pytest
 from hypothesis import strategies as st
-
 from mpi_harness import distributed, draw, launch, need_mpi
 
-N_NETWORKS = 12   # hypothesis cases per launch (MPI start-up, not the cases, dominates the time)
+N_NETWORKS = 12  # hypothesis cases per launch (MPI start-up, not the cases, dominates the time)
 N_MODELS = 6
 
 
@@ -33,9 +31,16 @@ def network_specs(draw_):
     n = draw_(st.integers(2, 12))
     if "rotation" in U and n % 2:
         n += 1
-    return dict(n=n, L=draw_(st.integers(1, 3)), T=draw_(st.integers(1, 4)), U=U,
-                density=draw_(st.sampled_from((0.2, 0.5, 1.0))), silent=draw_(st.booleans()),
-                kernel=draw_(st.sampled_from(("1b", "1a"))), seed=draw_(st.integers(0, 2**16)))
+    return dict(
+        n=n,
+        L=draw_(st.integers(1, 3)),
+        T=draw_(st.integers(1, 4)),
+        U=U,
+        density=draw_(st.sampled_from((0.2, 0.5, 1.0))),
+        silent=draw_(st.booleans()),
+        kernel=draw_(st.sampled_from(("1b", "1a"))),
+        seed=draw_(st.integers(0, 2**16)),
+    )
 
 
 def build_network(spec, comm):
@@ -43,6 +48,7 @@ def build_network(spec, comm):
     its block at P = 3) never fires (no input, no incoming Gx_e), so rank 0 has no active neuron at all."""
     from bdh_graph import Network
     from bdh_graph.comm import block
+
     rng = np.random.default_rng(spec["seed"])
     n, T = spec["n"], spec["T"]
     G = {k: rng.random((n, n)) * (rng.random((n, n)) < spec["density"]) for k in ("Gx_e", "Gx_i", "Gy_e", "Gy_i")}
@@ -82,12 +88,17 @@ def test_sharded_table_1b_networks_equal_one_process(comm, cases):
 
 # ---- compiled models -----------------------------------------------------------------------------------------
 
+
 def model_cases():
     """N_MODELS / 3 drawn cases of each variant (normfree: dense and circuit; official, paper: official); the
     first draw, the minimal configuration, is skipped (the single-process tests cover it)."""
     from equivalence.strategies import cases
-    return [{**dataclasses.asdict(c), "L": 2} for v in ("normfree", "official", "paper")      # 2 layers: the
-            for c in draw(cases(variants=(v,), max_n=16, max_layers=2, max_T=4), N_MODELS // 3 + 1)[1:]]  # exchange repeats
+
+    return [
+        {**dataclasses.asdict(c), "L": 2}
+        for v in ("normfree", "official", "paper")  # 2 layers: the
+        for c in draw(cases(variants=(v,), max_n=16, max_layers=2, max_T=4), N_MODELS // 3 + 1)[1:]
+    ]  # exchange repeats
 
 
 @distributed(cases=model_cases, ranks=(2, 3))
@@ -104,11 +115,12 @@ def test_sharded_compiles_equal_one_process(comm, cases):
     import tempfile
 
     import torch
+    from mpi_harness import assert_close
 
     import bdh_gpu
     import equivalence as EQ
     from equivalence.strategies import Case
-    from mpi_harness import assert_close
+
     torch.set_num_threads(1)
     out = {}
     for k, d in enumerate(cases):
@@ -132,9 +144,11 @@ def test_sharded_compiles_equal_one_process(comm, cases):
                     assert how == "dense" or c.weights.E.shape[1] == hi - lo, "the rank read more than its columns"
                 rows = list(EQ.GraphRunner(c, "numba").feed(case.ids, with_state=True))
                 got[src] = {q: np.stack([r[q] for r in rows]) for q in ("x", "y", "rho")} if comm.rank == 0 else {}
-                got[src]["logits"] = np.stack([r["logits"] for r in rows])     # replicated: every rank has them
+                got[src]["logits"] = np.stack([r["logits"] for r in rows])  # replicated: every rank has them
                 got[src].update({q: np.stack([r[q] for r in rows]) for q in c.record})
-            assert_close(got["model"], got["sliced"], f"case {k} {how}: rank {comm.rank}: sliced vs whole-model compile")
+            assert_close(
+                got["model"], got["sliced"], f"case {k} {how}: rank {comm.rank}: sliced vs whole-model compile"
+            )
             if comm.rank == 0:
                 out[f"{k}/{how}"] = got["model"]
                 out[f"{k}/{how}/sliced"] = got["sliced"]
@@ -149,10 +163,12 @@ class _no_torch_model:
 
     def __enter__(self):
         from bdh_gpu import model as M
+
         self.M, self.init = M, M.BDH.__init__
 
         def refuse(*a, **k):
             raise AssertionError("a torch model was built during a compile from the model directory")
+
         M.BDH.__init__ = refuse
 
     def __exit__(self, *exc):
@@ -161,13 +177,34 @@ class _no_torch_model:
 
 # ---- the CLI and faults --------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     """A tiny official model trained for 3 steps on the recall task (as tests/test_equiv_cli.py)."""
     from bdh.cli import main
+
     out = str(tmp_path_factory.mktemp("mpi") / "tiny")
-    assert main(["train", "--preset", "tiny", "--data", "recall", "--steps", "3", "--batch-size", "2",
-                 "--block-size", "16", "--out", out, "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--preset",
+                "tiny",
+                "--data",
+                "recall",
+                "--steps",
+                "3",
+                "--batch-size",
+                "2",
+                "--block-size",
+                "16",
+                "--out",
+                out,
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -182,10 +219,14 @@ def test_mpiexec_verify_two_ranks(tiny_model, tmp_path):
     text = tmp_path / "t.txt"
     text.write_bytes(b"hello, dragon")
     out = tmp_path / "g.npy"
-    r = launch(["-m", "bdh", "logits", tiny_model, "--text-file", str(text), "--engine", "graph-official",
-                "--out", str(out)], 2, 240)
+    r = launch(
+        ["-m", "bdh", "logits", tiny_model, "--text-file", str(text), "--engine", "graph-official", "--out", str(out)],
+        2,
+        240,
+    )
     assert r.returncode == 0 and r.stdout.count("wrote") == 1, r.stdout + r.stderr[-2000:]
     from bdh.cli import main
+
     ref = tmp_path / "t.npy"
     assert main(["logits", tiny_model, "--text-file", str(text), "--out", str(ref)]) == 0
     a, b = np.load(out), np.load(ref)

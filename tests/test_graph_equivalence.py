@@ -3,6 +3,7 @@
 Differential testing in the Hypothesis style: none of the four implementations is trusted alone; the dense
 Eq. 6 (bdh_graph.reference.eq6) has no rounds and no graph, the backends have no dense algebra.
 """
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -25,8 +26,10 @@ def close(a, b, what="", rtol=1e-10):
     scale = np.maximum(np.abs(a2).max(-1, initial=0.0), np.abs(b2).max(-1, initial=0.0))[:, None]
     err = np.abs(a2 - b2)
     bad = err > rtol * scale
-    assert not bad.any(), (f"{what}: slice {np.argwhere(bad)[0][0]}: |diff| {err[bad].max():.3e} > {rtol:g} x "
-                           f"slice scale {scale[np.argwhere(bad)[0][0], 0]:.3e}")
+    assert not bad.any(), (
+        f"{what}: slice {np.argwhere(bad)[0][0]}: |diff| {err[bad].max():.3e} > {rtol:g} x "
+        f"slice scale {scale[np.argwhere(bad)[0][0], 0]:.3e}"
+    )
 
 
 @st.composite
@@ -47,14 +50,22 @@ def cases(draw, u_kind=None, inhibition=None, density=None):
     G = dict(Gx_e=graph(), Gy_e=graph(), Gs=(rng.random((n, n)) < max(density, 0.5)) * rng.uniform(0.5, 1.5, (n, n)))
     G["Gx_i"] = graph() if inhibition else np.zeros((n, n))
     G["Gy_i"] = graph() if inhibition else np.zeros((n, n))
-    u = {"identity": None, "diagonal": rng.uniform(0.3, 1.0, n), "per_synapse": rng.uniform(0.3, 1.0, (n, n)),
-         "rotation": None, "rotation_diagonal": rng.uniform(0.3, 1.0, n),
-         "rotation_per_synapse": rng.uniform(0.3, 1.0, (n, n))}[u_kind]
+    u = {
+        "identity": None,
+        "diagonal": rng.uniform(0.3, 1.0, n),
+        "per_synapse": rng.uniform(0.3, 1.0, (n, n)),
+        "rotation": None,
+        "rotation_diagonal": rng.uniform(0.3, 1.0, n),
+        "rotation_per_synapse": rng.uniform(0.3, 1.0, (n, n)),
+    }[u_kind]
     theta = rng.uniform(-np.pi, np.pi, n // 2) if rot else None
-    x0 = rng.random((T, n)) * (rng.random((T, n)) < 0.6)   # silent neurons: exercises the event-driven skip
+    x0 = rng.random((T, n)) * (rng.random((T, n)) < 0.6)  # silent neurons: exercises the event-driven skip
     y0 = rng.random((T, n)) * (rng.random((T, n)) < 0.6)
-    opts = dict(shared_sigma=draw(st.booleans()), damping=draw(st.sampled_from(["eq6", "table1"])),
-                hebbian_orientation=draw(st.sampled_from(["eq6", "printed"])))
+    opts = dict(
+        shared_sigma=draw(st.booleans()),
+        damping=draw(st.sampled_from(["eq6", "table1"])),
+        hebbian_orientation=draw(st.sampled_from(["eq6", "printed"])),
+    )
     note(f"n={n} L={layers} T={T} density={density} inhibition={inhibition} u={u_kind} seed={seed} {opts}")
     return G, u, theta, layers, x0, y0, opts
 
@@ -123,8 +134,7 @@ def test_rotation_convention():
     u, theta = np.array([0.9, 0.5]), np.array([0.3])
     s = np.array([[1.0, 2.0], [0.0, -1.0]])
     c, si = np.cos(0.3), np.sin(0.3)
-    expect = np.array([[0.9 * c * 1 + 0.5 * si * 2, -0.9 * si * 1 + 0.5 * c * 2],
-                       [0.5 * si * -1, 0.5 * c * -1]])
+    expect = np.array([[0.9 * c * 1 + 0.5 * si * 2, -0.9 * si * 1 + 0.5 * c * 2], [0.5 * si * -1, 0.5 * c * -1]])
     close(apply_U(s, u, theta), expect)
     close(rotation_matrix(2, theta), [[c, -si], [si, c]])
     net = Network.from_dense(Gx_e=np.zeros((n, n)), u=u, theta=theta, layers=1)
@@ -140,7 +150,7 @@ def test_rotation_closes_sparse_gs_under_pairing():
     so the graph run still equals the dense Eq. 6 (whose sigma U leaves Gs's support)."""
     n = 4
     Gs = np.zeros((n, n))
-    Gs[1, 0] = Gs[3, 2] = 1.0                      # edges 0->1 and 2->3 only
+    Gs[1, 0] = Gs[3, 2] = 1.0  # edges 0->1 and 2->3 only
     rng = np.random.default_rng(3)
     G = dict(Gx_e=rng.random((n, n)) / n, Gy_e=rng.random((n, n)) / n, Gs=Gs)
     net = Network.from_dense(**G, theta=np.array([0.4, -1.1]), layers=2)
@@ -167,8 +177,12 @@ def test_table_1a_differs_with_inhibition():
     """The converse: with inhibition Table 1(a) (which ignores Gx_i, Gy_i) is not Eq. 6, Table 1(b) is."""
     rng = np.random.default_rng(4)
     n = 5
-    G = dict(Gx_e=rng.random((n, n)) / n, Gx_i=rng.random((n, n)) / n, Gy_e=rng.random((n, n)) / n,
-             Gy_i=rng.random((n, n)) / n)
+    G = dict(
+        Gx_e=rng.random((n, n)) / n,
+        Gx_i=rng.random((n, n)) / n,
+        Gy_e=rng.random((n, n)) / n,
+        Gy_i=rng.random((n, n)) / n,
+    )
     x0, y0 = rng.random((3, n)), rng.random((3, n))
     _, yr, _ = eq6(x0, y0, **G, layers=2)
     close(Network.from_dense(**G, layers=2).run(x0, y0, backend="numba").y, yr)
@@ -181,6 +195,7 @@ def test_numba_threads_agree(monkeypatch):
     import numba
 
     from bdh_graph import config
+
     rng = np.random.default_rng(5)
     n = 40
     G = dict(Gx_e=rng.random((n, n)) / n, Gy_e=rng.random((n, n)) / n, Gs=(rng.random((n, n)) < 0.3) * 1.0)
@@ -207,26 +222,32 @@ def test_numba_complete_group_fast_paths_are_bit_identical(monkeypatch, u_kind):
     bits as the general source-major kernels, serial and parallel, over sparse activity with silent gaps."""
     import bdh_graph.backends.numba_backend as nb
     from bdh_graph import config
+
     rng = np.random.default_rng(11)
     n, T = 24, 10
     G = dict(Gx_e=rng.random((n, n)) / n, Gy_e=rng.random((n, n)) / n, Gs=rng.uniform(0.5, 1.5, (n, n)))
     x0 = rng.random((T, n)) * (rng.random((T, n)) < 0.3)
     y0 = rng.random((T, n)) * (rng.random((T, n)) < 0.3)
-    x0[3:6] = 0.0                                   # silent tokens: the lazy clocks fall behind, then catch up
-    u = {"identity": None, "diagonal": rng.uniform(0.5, 0.99, n), "per_synapse": rng.uniform(0.5, 0.99, (n, n)),
-         "rotation_diagonal": rng.uniform(0.5, 0.99, n)}[u_kind]
+    x0[3:6] = 0.0  # silent tokens: the lazy clocks fall behind, then catch up
+    u = {
+        "identity": None,
+        "diagonal": rng.uniform(0.5, 0.99, n),
+        "per_synapse": rng.uniform(0.5, 0.99, (n, n)),
+        "rotation_diagonal": rng.uniform(0.5, 0.99, n),
+    }[u_kind]
     theta = rng.uniform(-3, 3, n // 2) if u_kind.startswith("rotation") else None
     net = Network.from_dense(**G, u=u, theta=theta, layers=2)
     sim = net.simulator(backend="numba")
-    assert all(sim.backend.complete.values())           # the fast paths are the ones taken
+    assert all(sim.backend.complete.values())  # the fast paths are the ones taken
     fast = net.run(x0, y0, backend="numba")
     monkeypatch.setattr(config, "PARALLEL_MIN_EDGES", 0)
     fast_par = net.run(x0, y0, backend="numba")
     monkeypatch.setattr(nb, "is_complete", lambda g: False)
     general = net.run(x0, y0, backend="numba")
     for r in (fast, fast_par):
-        assert np.array_equal(r.sigma, general.sigma) and np.array_equal(r.y, general.y) \
-            and np.array_equal(r.x, general.x)
+        assert (
+            np.array_equal(r.sigma, general.sigma) and np.array_equal(r.y, general.y) and np.array_equal(r.x, general.x)
+        )
     xr, yr, sr = eq6(x0, y0, **G, u=u, theta=theta, layers=2)
     close(fast.y, yr), close(fast.sigma, sr)
     assert np.abs(sr).max() > 0 and np.abs(yr[-1]).max() > 0
@@ -240,8 +261,8 @@ def test_lazy_damping_matches_eager_over_sparse_activity():
     G = dict(Gx_e=rng.random((n, n)) / n, Gy_e=rng.random((n, n)) / n, Gs=(rng.random((n, n)) < 0.7) * 1.0)
     x0 = np.zeros((T, n))
     y0 = np.zeros((T, n))
-    x0[0, :3], y0[0, 4:] = 1.0, 0.7            # write once ...
-    x0[T - 1, :2] = 1.0                        # ... read eleven tokens later
+    x0[0, :3], y0[0, 4:] = 1.0, 0.7  # write once ...
+    x0[T - 1, :2] = 1.0  # ... read eleven tokens later
     u = rng.uniform(0.5, 0.99, (n, n))
     xr, yr, sr = eq6(x0, y0, **G, u=u, layers=2)
     net = Network.from_dense(**G, u=u, layers=2)

@@ -1,5 +1,6 @@
 """Spiking mode (paper Sec. 2.1, reference 2d): every rule q_i, q_j -> q_k fires as an AND of independent
 Bernoulli spikes with Pr = rate; the average over seeds converges to the rate dynamics like 1/sqrt(samples)."""
+
 import numpy as np
 
 from bdh_graph import Network
@@ -9,8 +10,13 @@ rng = np.random.default_rng(11)
 # Gx = 0 keeps X = x0 deterministic and Gy_i = 0 keeps (Ye - Yi)^+ = Ye: then every quantity is linear in
 # independent spikes given the previous token, so E[spiking run] equals the rate run exactly (not just to
 # first order) and the Monte-Carlo error is pure variance.
-NET = Network.from_dense(Gx_e=np.zeros((n, n)), Gy_e=rng.uniform(0, 1, (n, n)) * (rng.random((n, n)) < 0.6),
-                         Gs=rng.uniform(0, 1, (n, n)), u=rng.uniform(0.5, 1, n), layers=1)
+NET = Network.from_dense(
+    Gx_e=np.zeros((n, n)),
+    Gy_e=rng.uniform(0, 1, (n, n)) * (rng.random((n, n)) < 0.6),
+    Gs=rng.uniform(0, 1, (n, n)),
+    u=rng.uniform(0.5, 1, n),
+    layers=1,
+)
 X0, Y0 = rng.uniform(0.2, 1, (T, n)), rng.uniform(0, 1, (T, n))
 S0 = rng.uniform(0, 1, (1, n, n))
 

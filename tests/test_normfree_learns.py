@@ -10,6 +10,7 @@
   synapses, equals the tensor model, and zeroing the few synapses that hold one fact breaks that recall and
   leaves the other answers.
 """
+
 import json
 import os
 
@@ -22,7 +23,6 @@ from bdh_gpu import BDH, BDHConfig
 from bdh_gpu.config import default_gains, get_preset
 from bdh_gpu.data import make_dataset
 from bdh_gpu.train import ActivationError, TrainConfig, check_activations, train
-
 
 
 def _probe(data_spec="recall", T=64):
@@ -44,7 +44,7 @@ def test_default_gains_keep_eq7_products_order_one(preset, U):
     c.gains = {}
     torch.manual_seed(0)
     dead = bdh_gpu.BDH(c).trace(_probe())["y"]
-    assert float(dead[-1].pow(2).mean().sqrt()) < 1e-8             # what the gains fix
+    assert float(dead[-1].pow(2).mean().sqrt()) < 1e-8  # what the gains fix
 
 
 def test_released_init_normfree_stops_naming_the_layer(tmp_path):
@@ -53,11 +53,17 @@ def test_released_init_normfree_stops_naming_the_layer(tmp_path):
     c.variant, c.U, c.gains = "normfree", "alibi", {}
     torch.manual_seed(0)
     with pytest.raises(ActivationError) as e:
-        train(BDH(c), make_dataset("recall", 32), TrainConfig(steps=3, batch_size=2, block_size=32), str(tmp_path),
-              progress=False, log=lambda s: None)
+        train(
+            BDH(c),
+            make_dataset("recall", 32),
+            TrainConfig(steps=3, batch_size=2, block_size=32),
+            str(tmp_path),
+            progress=False,
+            log=lambda s: None,
+        )
     msg = str(e.value)
     assert "\n" not in msg and "layer " in msg and "vanished" in msg and "gains" in msg, msg
-    assert not os.path.exists(tmp_path / "model.safetensors")       # nothing half-trained was written
+    assert not os.path.exists(tmp_path / "model.safetensors")  # nothing half-trained was written
 
 
 def test_gains_are_saved_and_old_configs_load_with_gain_one(tmp_path):
@@ -76,7 +82,7 @@ def test_gains_are_saved_and_old_configs_load_with_gain_one(tmp_path):
     assert torch.equal(back(ids), m.eval()(ids))
     del stored["gains"]
     old = BDHConfig.from_dict(stored)
-    assert old.resolved_gains() == {k: 1.0 for k in default_gains(c)}
+    assert old.resolved_gains() == dict.fromkeys(default_gains(c), 1.0)
     with pytest.raises(ValueError) as e:
         BDHConfig.from_dict(dict(stored, gains={"D_z": 1.0}))
     assert "gains" in str(e.value)
@@ -84,11 +90,13 @@ def test_gains_are_saved_and_old_configs_load_with_gain_one(tmp_path):
 
 # ---- pinned on the demo's seed: it learns, it is the graph, the synapses hold the facts -------------------------
 
+
 @pytest.fixture(scope="module")
 def demo_normfree(tmp_path_factory):
     """The demo's part-1 model, trained here exactly as `bdh demo` trains it (tiny normfree, U = alibi, recall,
     400 steps, seed 1337, torch's default threads as in `bdh demo`): ~40 s on an idle 2-core machine."""
     from bdh.teach.demo import demo_model
+
     model, info = demo_model(cache=str(tmp_path_factory.mktemp("cache")), part="normfree", log=lambda s: None)
     return model, info
 
@@ -112,6 +120,7 @@ def test_trained_normfree_graph_holds_each_fact():
     from bdh.teach.demo import graph_walk, prompt_facts, recall_prompt
     from bdh.teach.memory import ablate, memory_synapses
     from equivalence import compare, compile_model
+
     model = bdh_gpu.load(DEMO_MODEL).double().eval()
     assert model.config.variant == "normfree" and model.config.U == "alibi"
     compiled = compile_model(model)
@@ -131,8 +140,9 @@ def test_trained_normfree_graph_holds_each_fact():
     # measured on this model (bdh demo): 6 of 8 broken, p(answer) 1.0 -> 0.0 (5 facts) / 0.30 / 0.59 / 0.999
     assert sum(m.broken for m in mems) >= 6, [(m.label, m.p_before, m.p_after) for m in mems]
     assert np.mean([m.p_before - m.p_after for m in mems]) >= 0.5, [(m.p_before, m.p_after) for m in mems]
-    assert sum(m.others_kept and m.others_after == m.others for m in mems) >= 7, \
-        [(m.label, m.others_before, m.others_after, m.others) for m in mems]
+    assert sum(m.others_kept and m.others_after == m.others for m in mems) >= 7, [
+        (m.label, m.others_before, m.others_after, m.others) for m in mems
+    ]
 
 
 @pytest.mark.parametrize("variant", ["normfree", "paper", "official"])
@@ -141,18 +151,19 @@ def test_E_sigma_is_rho_only_for_normfree(variant):
     with LN(E y) (paper) or v (official) as the value, so E sigma differs from rho by O(1) and `bdh analyze`
     must not call it rho (issue 13 item 5)."""
     from bdh_gpu.analysis import sigma_synapses
+
     c = BDHConfig(n_head=1, d=8, N=16, n_layer=2, dropout=0.0, U="alibi", variant=variant)
     torch.manual_seed(1)
     m = BDH(c).double().eval()
     ids = torch.tensor([5, 9, 2, 7, 1, 3])
     tr = m.trace(ids)
     layer = 2
-    sigma = sigma_synapses(m, tr, layer, np.arange(c.n), np.arange(c.n))        # (n, n), after the last token
+    sigma = sigma_synapses(m, tr, layer, np.arange(c.n), np.arange(c.n))  # (n, n), after the last token
     E = m.effective_weights()["E"].numpy()
     with torch.no_grad():
         state = m.prefill(ids[None])[1]
-    rho = m.rho(state)[layer - 1][0, 0].numpy()                     # (d, N): the state read at the next token
-    rel = np.abs(E @ sigma - rho).max() / np.abs(rho).max()          # both hold sum_tau w_tau U^(T - tau)
+    rho = m.rho(state)[layer - 1][0, 0].numpy()  # (d, N): the state read at the next token
+    rel = np.abs(E @ sigma - rho).max() / np.abs(rho).max()  # both hold sum_tau w_tau U^(T - tau)
     if variant == "normfree":
         assert rel < 1e-12, rel
     else:

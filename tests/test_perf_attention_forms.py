@@ -1,9 +1,11 @@
 """Every attention form the user can pick is the same function (Eq. 4): the fused rotations, the `auto` choice
 by T, and the CLI's --attention / --chunk-size. Values and gradients, float64, hypothesis; never speed."""
+
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import bdh_gpu.model as M
 from bdh.cli import main
@@ -19,8 +21,15 @@ def rotate_by_pairs(x, cos, sin):
 
 
 @settings(max_examples=30, deadline=None)
-@given(B=st.integers(1, 4), T=st.integers(1, 6), h=st.integers(1, 3), N=st.integers(1, 5), d=st.integers(1, 5),
-       per_head=st.booleans(), seed=st.integers(0, 2 ** 16))
+@given(
+    B=st.integers(1, 4),
+    T=st.integers(1, 6),
+    h=st.integers(1, 3),
+    N=st.integers(1, 5),
+    d=st.integers(1, 5),
+    per_head=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
 def test_weight_products_equal_the_broadcast_form(B, T, h, N, d, per_head, seed):
     """x = (D_x v)^+ and D_y a (Eq. 8's encoders) as `_encode` / `_gate_product` compute them (one product over
     the batch, the weights never copied per sequence) equal the broadcast form `v.unsqueeze(1) @ D_x.mT` /
@@ -41,8 +50,13 @@ def test_weight_products_equal_the_broadcast_form(B, T, h, N, d, per_head, seed)
 
 
 @settings(max_examples=30, deadline=None)
-@given(T=st.integers(1, 9), half=st.integers(1, 6), lead=st.integers(1, 3), seed=st.integers(0, 2 ** 16),
-       theta=st.sampled_from([1.5, 10.0, 2.0 ** 16]))
+@given(
+    T=st.integers(1, 9),
+    half=st.integers(1, 6),
+    lead=st.integers(1, 3),
+    seed=st.integers(0, 2**16),
+    theta=st.sampled_from([1.5, 10.0, 2.0**16]),
+)
 def test_fused_rotations_equal_pairwise(T, half, lead, seed, theta):
     """RoPE (R_t of Eq. 4/8): the complex-product form (float32/64) and the c/s-vector form with its R^T
     backward (`_Rotate`, used for bf16/fp16) both equal the pairwise formula, values and gradients, float64."""
@@ -62,13 +76,13 @@ def test_fused_rotations_equal_pairwise(T, half, lead, seed, theta):
 
 @pytest.mark.parametrize("variant,U", [("official", "rope"), ("paper", "alibi"), ("normfree", "rope+alibi")])
 @settings(max_examples=8, deadline=None)
-@given(T=st.integers(2, 24), min_t=st.integers(1, 12), C=st.integers(1, 9), seed=st.integers(0, 2 ** 16))
+@given(T=st.integers(2, 24), min_t=st.integers(1, 12), C=st.integers(1, 9), seed=st.integers(0, 2**16))
 def test_auto_equals_full(variant, U, T, min_t, C, seed, monkeypatch_module):
     """chunk_size="auto" (the default) picks chunked from AUTO_CHUNK_MIN_T on and full below; either way the
     logits and every parameter's gradient equal the full T x T form (Eq. 4), float64, 1e-10 / 1e-8."""
     monkeypatch_module.setattr(M, "AUTO_CHUNK_MIN_T", min_t)
     monkeypatch_module.setattr(M, "AUTO_CHUNK_SIZE", C)
-    assert M.resolve_chunk("auto", T) == (C if T >= min_t else None)
+    assert M.resolve_chunk("auto", T) == (C if min_t <= T else None)
     torch.manual_seed(seed)
     model = BDH(BDHConfig(n_head=2, d=4, N=4, n_layer=2, dropout=0.0, U=U, variant=variant)).double()
     assert model.chunk_size == "auto"
@@ -85,7 +99,7 @@ def test_auto_equals_full(variant, U, T, min_t, C, seed, monkeypatch_module):
     for x, y in zip(ga, gf):
         assert float((x - y).abs().max()) <= 1e-8 * max(1.0, float(y.abs().max()))
     with torch.no_grad():
-        lp, sp = model.prefill(idx)                     # prefill defaults to auto as well
+        lp, sp = model.prefill(idx)  # prefill defaults to auto as well
         lf, sf = model.prefill(idx, chunk_size=None)
     assert float((lp - lf).abs().max()) <= 1e-10 * scale
     for x, y in zip(sp.S, sf.S):
@@ -103,15 +117,45 @@ def test_cli_attention_forms_equal(tmp_path, capsys):
     """`bdh logits --attention full|chunked|auto` and `--chunk-size`: the same logits (float32, 1e-5 of scale);
     `bdh eval` gives the same loss; bad combinations are one-line errors with exit code 2."""
     out = str(tmp_path / "m")
-    assert main(["train", "--data", "recall:4", "--out", out, "--steps", "2", "--batch-size", "2",
-                 "--block-size", "24", "--eval-every", "2", "--ckpt-every", "2", "--quiet", "--device", "cpu",
-                 "--attention", "chunked", "--chunk-size", "5"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                "recall:4",
+                "--out",
+                out,
+                "--steps",
+                "2",
+                "--batch-size",
+                "2",
+                "--block-size",
+                "24",
+                "--eval-every",
+                "2",
+                "--ckpt-every",
+                "2",
+                "--quiet",
+                "--device",
+                "cpu",
+                "--attention",
+                "chunked",
+                "--chunk-size",
+                "5",
+            ]
+        )
+        == 0
+    )
     assert "attention chunked (C = 5)" in capsys.readouterr().out
     text = tmp_path / "t.txt"
     text.write_bytes(bytes(range(32, 127)) * 2)
     got = {}
-    for name, extra in (("full", ["--attention", "full"]), ("auto", []), ("c7", ["--chunk-size", "7"]),
-                        ("chunked", ["--attention", "chunked"])):
+    for name, extra in (
+        ("full", ["--attention", "full"]),
+        ("auto", []),
+        ("c7", ["--chunk-size", "7"]),
+        ("chunked", ["--attention", "chunked"]),
+    ):
         p = str(tmp_path / f"{name}.npy")
         assert main(["logits", out, "--text-file", str(text), "--out", p, *extra]) == 0
         got[name] = np.load(p)
@@ -124,11 +168,39 @@ def test_cli_attention_forms_equal(tmp_path, capsys):
         losses.append(float(capsys.readouterr().out.split('"loss": ')[1].split(",")[0]))
     assert abs(losses[0] - losses[1]) <= 1e-5 * abs(losses[0])
     capsys.readouterr()
-    for argv, msg in ((["logits", out, "--text-file", str(text), "--out", str(tmp_path / "x.npy"),
-                        "--attention", "full", "--chunk-size", "4"], "--chunk-size: applies to --attention chunked"),
-                      (["eval", out, "--data", "recall:4", "--chunk-size", "0"], "--chunk-size: expected a positive"),
-                      (["logits", out, "--text-file", str(text), "--out", str(tmp_path / "x.npy"),
-                        "--engine", "recurrent", "--attention", "full"], "apply to --engine tensor")):
+    for argv, msg in (
+        (
+            [
+                "logits",
+                out,
+                "--text-file",
+                str(text),
+                "--out",
+                str(tmp_path / "x.npy"),
+                "--attention",
+                "full",
+                "--chunk-size",
+                "4",
+            ],
+            "--chunk-size: applies to --attention chunked",
+        ),
+        (["eval", out, "--data", "recall:4", "--chunk-size", "0"], "--chunk-size: expected a positive"),
+        (
+            [
+                "logits",
+                out,
+                "--text-file",
+                str(text),
+                "--out",
+                str(tmp_path / "x.npy"),
+                "--engine",
+                "recurrent",
+                "--attention",
+                "full",
+            ],
+            "apply to --engine tensor",
+        ),
+    ):
         assert main(argv) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and msg in err[0], err

@@ -1,4 +1,5 @@
 """Transformer baselines (benchmarks/baselines.py) and the quality benchmark's quick path (benchmarks/quality.py)."""
+
 import json
 import os
 
@@ -8,7 +9,6 @@ import torch
 from bdh_gpu import BDH, BDHConfig
 from benchmarks.baselines import Transformer, TransformerConfig, n_params, rope, sized
 from benchmarks.quality import Profile, run_profile
-
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -52,7 +52,7 @@ def test_llama_has_rope_rmsnorm_swiglu_and_gpt2_ties_its_head():
     assert g.lm_head is None and g.pos is not None
     assert l.pos is None and l.lm_head is not None and type(l.norm).__name__ == "RMSNorm"
     assert {k for k, _ in l.blocks[0].mlp.named_parameters()} == {"gate.weight", "up.weight", "down.weight"}
-    q = torch.randn(1, 1, 5, 8, dtype=torch.float64)               # RoPE is a rotation: norms kept, t = 0 fixed
+    q = torch.randn(1, 1, 5, 8, dtype=torch.float64)  # RoPE is a rotation: norms kept, t = 0 fixed
     r = rope(q, 10000.0)
     assert torch.allclose(r.norm(dim=-1), q.norm(dim=-1)) and torch.allclose(r[..., 0, :], q[..., 0, :])
 
@@ -60,11 +60,23 @@ def test_llama_has_rope_rmsnorm_swiglu_and_gpt2_ties_its_head():
 def test_quality_quick_path_writes_outputs(tmp_path):
     """The quality benchmark trains all three models at equal parameters and tokens on tiny Shakespeare and the
     recall task and writes the JSON and one PNG per task into the given directory."""
-    prof = Profile(BDHConfig(n_head=1, d=8, N=16, n_layer=1, dropout=0.0), n_layer=1, n_head=2, text_block=16,
-                   recall_block=16, recall_pairs=3, batch_size=2, steps=2, lr=1e-3, warmup=1, eval_every=2,
-                   eval_batches=1, chunk_size=4)
+    prof = Profile(
+        BDHConfig(n_head=1, d=8, N=16, n_layer=1, dropout=0.0),
+        n_layer=1,
+        n_head=2,
+        text_block=16,
+        recall_block=16,
+        recall_pairs=3,
+        batch_size=2,
+        steps=2,
+        lr=1e-3,
+        warmup=1,
+        eval_every=2,
+        eval_batches=1,
+        chunk_size=4,
+    )
     data = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "tinyshakespeare.txt")
-    if not os.path.isfile(data):                                      # reason printed by pytest -ra
+    if not os.path.isfile(data):  # reason printed by pytest -ra
         pytest.skip(f"tiny Shakespeare not found at {data}")
     report = run_profile(prof, out_dir=str(tmp_path), data_path=data, log=lambda s: None)
     files = sorted(os.listdir(tmp_path))

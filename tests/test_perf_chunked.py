@@ -3,10 +3,12 @@
 Chunked: parallel inside a chunk of C tokens, the Eq. 8 state rho carried across chunks (bdh_gpu/model.py,
 `BDH._attend_chunked`). Every variant x every U, float64, chunk sizes that do and do not divide T.
 """
+
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, note, settings, strategies as st
+from hypothesis import given, note, settings
+from hypothesis import strategies as st
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from bdh_gpu import BDH, BDHConfig
@@ -31,16 +33,22 @@ def make_model(cfg, seed, std):
 
 @st.composite
 def cases(draw, variant, U, max_T=32):
-    cfg = BDHConfig(n_head=draw(st.integers(1, 3)), d=draw(st.integers(2, 5)), N=2 * draw(st.integers(1, 3)),
-                    n_layer=draw(st.integers(1, 3)), dropout=0.0, U=U, variant=variant,
-                    rope_theta=draw(st.sampled_from([2.0 ** 16, 10.0, 1.5])),
-                    alibi_max_bias=draw(st.sampled_from([0.05, 1.0, 8.0])))
+    cfg = BDHConfig(
+        n_head=draw(st.integers(1, 3)),
+        d=draw(st.integers(2, 5)),
+        N=2 * draw(st.integers(1, 3)),
+        n_layer=draw(st.integers(1, 3)),
+        dropout=0.0,
+        U=U,
+        variant=variant,
+        rope_theta=draw(st.sampled_from([2.0**16, 10.0, 1.5])),
+        alibi_max_bias=draw(st.sampled_from([0.05, 1.0, 8.0])),
+    )
     std = draw(st.sampled_from([0.1, 0.3] if variant == "normfree" else [0.05, 0.5, 1.5]))
     B, T = draw(st.integers(1, 2)), draw(st.integers(2, max_T))
     C = draw(st.one_of(st.integers(1, T + 2), st.sampled_from([d for d in range(1, T + 1) if T % d == 0])))
-    idx = torch.tensor(draw(st.lists(st.lists(st.integers(0, 255), min_size=T, max_size=T), min_size=B,
-                                     max_size=B)))
-    seed = draw(st.integers(0, 2 ** 16))
+    idx = torch.tensor(draw(st.lists(st.lists(st.integers(0, 255), min_size=T, max_size=T), min_size=B, max_size=B)))
+    seed = draw(st.integers(0, 2**16))
     note(f"cfg={cfg} std={std} seed={seed} T={T} C={C} (divides T: {T % C == 0})")
     return cfg, make_model(cfg, seed, std), idx, C
 
@@ -81,9 +89,10 @@ def test_chunked_gradients_equal_full(variant, U, data):
     """Backward through the chunked form (state carried across chunks, Eq. 8) gives the gradients of the full
     Eq. 4 form for every parameter (float64, 1e-8 relative to max(1, |grad|))."""
     cfg, model, idx, C = data.draw(cases(variant, U, max_T=24))
-    model.train()                                              # dropout is 0: training mode changes nothing else
-    w = torch.randn(idx.shape[0], idx.shape[1], cfg.vocab_size, dtype=torch.float64,
-                    generator=torch.Generator().manual_seed(1))
+    model.train()  # dropout is 0: training mode changes nothing else
+    w = torch.randn(
+        idx.shape[0], idx.shape[1], cfg.vocab_size, dtype=torch.float64, generator=torch.Generator().manual_seed(1)
+    )
     grads = {}
     for name, chunk in (("full", None), ("chunked", C)):
         model.zero_grad(set_to_none=True)
@@ -119,7 +128,7 @@ class _LargestOutput(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
-        for t in (out if isinstance(out, (tuple, list)) else (out,)):
+        for t in out if isinstance(out, (tuple, list)) else (out,):
             if isinstance(t, torch.Tensor):
                 self.largest = max(self.largest, t.numel())
         return out
@@ -137,7 +146,7 @@ def test_no_T_by_T_buffer():
         model(idx, chunk_size=None).sum().backward()
     with chunked:
         model(idx, chunk_size=C).sum().backward()
-    assert full.largest >= B * cfg.n_head * T * T                    # the detector sees the T x T buffer
+    assert full.largest >= B * cfg.n_head * T * T  # the detector sees the T x T buffer
     linear = max(B * T * cfg.vocab_size, B * cfg.n_head * T * cfg.N, 2 * cfg.n_head * C * C)
     assert chunked.largest <= linear < T * T, (chunked.largest, linear)
 

@@ -1,10 +1,10 @@
 """The GPU benchmark's code paths, checked on the CPU (benchmarks/gpu_throughput.py)."""
+
 import pytest
 import torch
 
 from bdh_gpu import BDH, BDHConfig
 from benchmarks import gpu_throughput as gt
-
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -36,6 +36,7 @@ def test_cpu_smoke_runs_both_paths(capsys, tmp_path):
     out = tmp_path / "gpu.json"
     assert gt.main(["--cpu-smoke", "--chunk", "16", "--json", str(out)]) == 0
     import json
+
     runs = json.load(open(out))["runs"]
     assert [(r["T"], r["path"]) for r in runs] == [(32, "released"), (32, "ours"), (64, "released"), (64, "ours")]
     assert all(r["tokens_per_s"] > 0 and torch.isfinite(torch.tensor(r["loss"])) for r in runs)
@@ -43,7 +44,7 @@ def test_cpu_smoke_runs_both_paths(capsys, tmp_path):
 
 def test_flops_and_peak_lookup():
     """MFU bookkeeping: paper-25m forward FLOPs per token and the dense bf16 peak by GPU name."""
-    cfg = BDHConfig()                                   # paper-25m shape
+    cfg = BDHConfig()  # paper-25m shape
     assert gt.flops_per_token(cfg, 0) == 3.0 * (6 * 6 * 32768 * 256 + 2 * 256 * 256)
     assert gt.peak_flops("NVIDIA H200") == 989e12 and gt.peak_flops("NVIDIA H100 PCIe") == 756e12
     assert gt.peak_flops("some CPU") is None

@@ -1,8 +1,10 @@
 """Truncated BPTT with the state carried across segments (bdh_gpu/tbptt.py; paper App. B.2)."""
+
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, note, strategies as st
+from hypothesis import given, note
+from hypothesis import strategies as st
 
 from bdh_gpu import BDH, BDHConfig
 from bdh_gpu.config import U_KINDS, VARIANTS
@@ -26,8 +28,16 @@ def test_two_segments_equal_one_sequence(data):
     """Eq. 8: the detached state rho at the end of segment 1 is the initial state of segment 2, so the logits and
     the loss of the two segments equal those of one forward pass (Eq. 4) over the whole sequence; chunked or not."""
     variant, U = data.draw(st.sampled_from(VARIANTS)), data.draw(st.sampled_from(U_KINDS))
-    cfg = BDHConfig(n_head=data.draw(st.integers(1, 2)), d=data.draw(st.integers(2, 5)), N=4,
-                    n_layer=data.draw(st.integers(1, 2)), dropout=0.0, U=U, variant=variant, alibi_max_bias=1.0)
+    cfg = BDHConfig(
+        n_head=data.draw(st.integers(1, 2)),
+        d=data.draw(st.integers(2, 5)),
+        N=4,
+        n_layer=data.draw(st.integers(1, 2)),
+        dropout=0.0,
+        U=U,
+        variant=variant,
+        alibi_max_bias=1.0,
+    )
     torch.manual_seed(data.draw(st.integers(0, 999)))
     model = BDH(cfg).double()
     with torch.no_grad():
@@ -38,11 +48,11 @@ def test_two_segments_equal_one_sequence(data):
     note(f"{cfg} T1={T1} T2={T2} chunk={chunk}")
     seq = torch.randint(0, 256, (2, T1 + T2 + 1), generator=torch.Generator().manual_seed(T1 * 31 + T2))
     x, y = seq[:, :-1], seq[:, 1:]
-    model.train()                                      # TBPTT runs in training mode (dropout 0 here)
+    model.train()  # TBPTT runs in training mode (dropout 0 here)
     ref = model(x, chunk_size=None)
     l1, g1, s1 = segment_loss(model, x[:, :T1], y[:, :T1], None, chunk)
     l2, g2, s2 = segment_loss(model, x[:, T1:], y[:, T1:], s1, chunk)
-    assert not any(S.requires_grad for S in s1.S)      # detached: the gradient stops at the boundary
+    assert not any(S.requires_grad for S in s1.S)  # detached: the gradient stops at the boundary
     _close(torch.cat([g1, g2], 1), ref, "two segments vs one sequence (logits)")
     whole = loss_fn(ref, y)
     _close((l1 * T1 + l2 * T2) / (T1 + T2), whole, "two segments vs one sequence (loss)")
@@ -52,7 +62,7 @@ def test_two_segments_equal_one_sequence(data):
 def test_stream_batches_are_contiguous_and_reset():
     """Segment k+1 of stream b starts where segment k ended; after a pass the streams restart with reset=True."""
     data = torch.arange(250, dtype=torch.uint8)
-    s = StreamBatches(data, batch_size=2, segment=40)                  # streams of 125 bytes: 3 segments each
+    s = StreamBatches(data, batch_size=2, segment=40)  # streams of 125 bytes: 3 segments each
     a, b, c, d = s.next(), s.next(), s.next(), s.next()
     assert a.reset and not b.reset and not c.reset and d.reset
     assert torch.equal(a.x[:, 1:], a.y[:, :-1]) and torch.equal(b.x[:, 0], a.y[:, -1])

@@ -1,8 +1,8 @@
 """The analyses behind `bdh analyze` and `bdh merge` (paper Sec. 5-7, reference section 6), on cases whose answer
 is known: hand counts, planted structure, and the graph simulator as an independent computation of sigma."""
+
 import numpy as np
 import pytest
-import scipy.sparse as sp
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -23,18 +23,17 @@ def tiny(variant="official", U="rope", h=2, N=8, d=4, L=2, seed=0):
 
 # ---- graphs ------------------------------------------------------------------------------------------------------
 
+
 def test_threshold_graph_and_degrees_by_hand():
     """G[j, i] is the edge i -> j (reference 1); entries >= beta off the diagonal are edges; degrees count them."""
-    G = np.array([[9.0, 1.0, 0.2],
-                  [1.5, 0.0, 2.0],
-                  [-3., 1.2, 0.0]])
+    G = np.array([[9.0, 1.0, 0.2], [1.5, 0.0, 2.0], [-3.0, 1.2, 0.0]])
     A = GA.threshold_graph(G, 1.0)
-    assert sorted(zip(*A.nonzero())) == [(0, 1), (1, 0), (1, 2), (2, 1)]   # (j, i): 1->0, 0->1, 2->1, 1->2
+    assert sorted(zip(*A.nonzero())) == [(0, 1), (1, 0), (1, 2), (2, 1)]  # (j, i): 1->0, 0->1, 2->1, 1->2
     k_in, k_out = GA.degrees(A)
     assert k_in.tolist() == [1, 2, 1] and k_out.tolist() == [1, 2, 1]
-    k_in, k_out = GA.degrees(GA.threshold_graph(G, 1.3))                   # 0->1 (1.5), 2->1 (2.0)
+    k_in, k_out = GA.degrees(GA.threshold_graph(G, 1.3))  # 0->1 (1.5), 2->1 (2.0)
     assert k_in.tolist() == [0, 2, 0] and k_out.tolist() == [1, 0, 1]
-    assert GA.threshold_graph(G, 1.0, self_loops=True).nnz == 5             # + the 9.0 self-loop
+    assert GA.threshold_graph(G, 1.0, self_loops=True).nnz == 5  # + the 9.0 self-loop
 
 
 def test_neuron_graph_is_head_block_of_Dx_E():
@@ -43,7 +42,7 @@ def test_neuron_graph_is_head_block_of_Dx_E():
     E = m.E.detach().numpy()
     for h in range(3):
         full = m.D_x.detach().reshape(-1, 4).numpy() @ E
-        np.testing.assert_allclose(neuron_graph(m, "x", h), full[h * 6:(h + 1) * 6, h * 6:(h + 1) * 6], atol=1e-14)
+        np.testing.assert_allclose(neuron_graph(m, "x", h), full[h * 6 : (h + 1) * 6, h * 6 : (h + 1) * 6], atol=1e-14)
     with pytest.raises(ValueError, match="head must lie in"):
         neuron_graph(m, "x", 3)
 
@@ -98,6 +97,7 @@ def test_mann_whitney_finder_recovers_planted_synapse():
 
 # ---- activations -------------------------------------------------------------------------------------------------
 
+
 def test_sparsity_equals_hand_count():
     """Sparsity = fraction of (token, neuron) with x > 0 / y > 0 per layer, counted by hand from the trace."""
     m = tiny()
@@ -119,6 +119,7 @@ def test_sigma_synapses_equal_graph_state(seed, U):
     the sigma the graph simulator holds on its synapses after the same tokens (Obs. 4 dense compile, float64)."""
     from equivalence import compile_model
     from equivalence.run import GraphRunner
+
     m = tiny("normfree", U=U, h=2, N=4, d=3, L=2, seed=seed)
     with torch.no_grad():
         for p in m.parameters():
@@ -132,12 +133,13 @@ def test_sigma_synapses_equal_graph_state(seed, U):
     for l in (1, 2):
         name = c.network.sigma_names[l - 1]
         grp = c.network.groups[c.network.edge_vars[name].group]
-        graph_sigma = grp.matrix(g.sim.state.edges[name]).toarray()          # [a, b]: value a, key b
+        graph_sigma = grp.matrix(g.sim.state.edges[name]).toarray()  # [a, b]: value a, key b
         ours = sigma_synapses(m, tr, l, np.arange(n), np.arange(n))
         np.testing.assert_allclose(ours, graph_sigma, rtol=1e-9, atol=1e-12 * max(1, np.abs(graph_sigma).max()))
 
 
 # ---- merging -----------------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("variant", ["official", "paper"])
 def test_merge_keeps_each_parents_heads(variant):
@@ -153,16 +155,16 @@ def test_merge_keeps_each_parents_heads(variant):
     assert m.config.n_head == 4 and m.config.n == 2 * a.config.n
     np.testing.assert_array_equal(m.D_x.detach()[2:].numpy(), b.D_x.detach().numpy())
     np.testing.assert_array_equal(m.E.detach()[:, :16].numpy(), a.E.detach().numpy())
-    assert torch.equal(m._freqs, a._freqs)                                 # per-head frequencies, same N
+    assert torch.equal(m._freqs, a._freqs)  # per-head frequencies, same N
     ids = torch.tensor(list(b"merge me"))
     tm, ta, tb = m.trace(ids), a.trace(ids), b.trace(ids)
-    k = 0                                                                   # official: layer 1; paper: layer 0
+    k = 0  # official: layer 1; paper: layer 0
     for key in ("x", "y"):
         np.testing.assert_allclose(tm[key][k][:, :16].numpy(), ta[key][k].numpy(), atol=1e-12)
         np.testing.assert_allclose(tm[key][k][:, 16:].numpy(), tb[key][k].numpy(), atol=1e-12)
     Ey = lambda model, tr: tr["y"][k] @ model.E.detach().T
     np.testing.assert_allclose(Ey(m, tm), Ey(a, ta) + Ey(b, tb), atol=1e-12)
-    if variant == "official":                                               # and the attention of layer 1
+    if variant == "official":  # and the attention of layer 1
         np.testing.assert_allclose(tm["a"][0][:2].numpy(), ta["a"][0].numpy(), atol=1e-12)
         np.testing.assert_allclose(tm["a"][0][2:].numpy(), tb["a"][0].numpy(), atol=1e-12)
 
@@ -178,6 +180,7 @@ def test_claim3_hand_example_of_the_tutorial():
     """docs/tutorial.md section 4, by hand: D = (1, -2)^T, E = (3, -1): E' = [E^+; E^-], De, Di of Claim 3, and
     De E' - Di E' = D E exactly, every weight non-negative."""
     from equivalence.compile import hub_split
+
     D, E = np.array([[1.0], [-2.0]]), np.array([[3.0, -1.0]])
     Ep = np.vstack([np.maximum(E, 0), np.maximum(-E, 0)])
     De, Di = hub_split(D)

@@ -1,15 +1,16 @@
 """`bdh demo`, `bdh trace`, `bdh analyze`, `bdh merge`: end to end through the CLI, on small models."""
+
 import json
 import os
 
 import numpy as np
 import pytest
 import torch
+from cli_errors import one_line_error
 
 import bdh_gpu
 from bdh.cli import main
 from bdh_graph import table_1b
-from cli_errors import one_line_error
 
 
 def save_tiny(path, seed=0, **kw):
@@ -32,15 +33,17 @@ def test_trace_example_prints_rules_and_hand_numbers(capsys):
     out = capsys.readouterr().out
     for rule in [str(r) for rnd in table_1b(1).rounds for r in rnd.communication + rnd.computation]:
         assert rule in out, rule
-    for line in ["Y(0)=1 · Gx_e(0→1)=1 → Xe(1) += 1",                    # token 1, round 1
-                 "Y(2)=1 · Gx_i(2→1)=0.5 → Xi(1) += 0.5",
-                 "1: 0 → 0.5   (Xe=1, Xi=0.5)",                           # x_{1,1} = (1, .5, 0)
-                 "X(1)=0.5 · Y(0)=1 · Gs=1 → sigma_0(1,0): 0 → 0.5",      # Hebbian write
-                 "(1,0): 0.5 → 0.25",                                      # damping column 1 by u_1
-                 "X(1)=1 · sigma_0(1→0)=0.25 → A(0) += 0.25",              # token 2 read
-                 "A(0)=0.25 · Gy_e(0→1)=2 → Ye(1) += 0.5",
-                 "A(2)=0.25 · Gy_i(2→1)=1 → Yi(1) += 0.25",
-                 "1: 0 → 0.25   (Ye=0.5, Yi=0.25, X=1)"]:                  # y_{2,1} = (0, .25, 0)
+    for line in [
+        "Y(0)=1 · Gx_e(0→1)=1 → Xe(1) += 1",  # token 1, round 1
+        "Y(2)=1 · Gx_i(2→1)=0.5 → Xi(1) += 0.5",
+        "1: 0 → 0.5   (Xe=1, Xi=0.5)",  # x_{1,1} = (1, .5, 0)
+        "X(1)=0.5 · Y(0)=1 · Gs=1 → sigma_0(1,0): 0 → 0.5",  # Hebbian write
+        "(1,0): 0.5 → 0.25",  # damping column 1 by u_1
+        "X(1)=1 · sigma_0(1→0)=0.25 → A(0) += 0.25",  # token 2 read
+        "A(0)=0.25 · Gy_e(0→1)=2 → Ye(1) += 0.5",
+        "A(2)=0.25 · Gy_i(2→1)=1 → Yi(1) += 0.25",
+        "1: 0 → 0.25   (Ye=0.5, Yi=0.25, X=1)",
+    ]:  # y_{2,1} = (0, .25, 0)
         assert line in out, line
     assert "replay differs" not in out
     assert out.index("communication") < out.index("computation")
@@ -54,7 +57,8 @@ def test_trace_example_json_and_options(capsys):
     assert len(rounds) == 2 and data["shown"]["neurons"] == [1]
     thr = rounds[0]["computation"][0]
     assert thr["text"] == "(Xe - Xi)^+ -> X" and thr["changes"] == [
-        {"node": "1", "before": 0.0, "after": 0.5, "inputs": {"Xe": 1.0, "Xi": 0.5}}]
+        {"node": "1", "before": 0.0, "after": 0.5, "inputs": {"Xe": 1.0, "Xi": 0.5}}
+    ]
 
 
 def test_trace_model_dir(tmp_path, capsys):
@@ -85,7 +89,13 @@ def test_demo_fast_writes_report(tmp_path, capsys, monkeypatch):
     page = (out / "report.html").read_text()
     assert page.count("<img") >= 5 and "data:image/png;base64," in page
     assert "graph/tensor equivalence: OK" in page
-    for name in ("activity_raster", "sigma_synapses", "sparsity_per_layer", "degree_distribution", "modularity_vs_beta"):
+    for name in (
+        "activity_raster",
+        "sigma_synapses",
+        "sparsity_per_layer",
+        "degree_distribution",
+        "modularity_vs_beta",
+    ):
         assert (out / f"{name}.png").stat().st_size > 1000, name
     assert main(["demo", "--fast", "--out", str(out), "--backend", "numpy"]) == 0
     assert "reusing the cached model" in capsys.readouterr().out
@@ -97,10 +107,29 @@ def test_analyze_cli(tmp_path, capsys):
     d = save_tiny(tmp_path / "m", N=32)
     (tmp_path / "c.txt").write_text("the cat sat\nthe cat ran\nthe cat ate\n")
     (tmp_path / "k.txt").write_text("a dog barked\na dog slept\na dog ran\n")
-    assert main(["analyze", d, "--text", "hello there, general kenobi", "--out", str(tmp_path / "a"), "--seeds", "1",
-                 "--concept", str(tmp_path / "c.txt"), "--contrast", str(tmp_path / "k.txt"), "--json"]) == 0
+    assert (
+        main(
+            [
+                "analyze",
+                d,
+                "--text",
+                "hello there, general kenobi",
+                "--out",
+                str(tmp_path / "a"),
+                "--seeds",
+                "1",
+                "--concept",
+                str(tmp_path / "c.txt"),
+                "--contrast",
+                str(tmp_path / "k.txt"),
+                "--json",
+            ]
+        )
+        == 0
+    )
     res = json.loads(capsys.readouterr().out)
     from bdh_gpu.analysis import sparsity
+
     want = sparsity(bdh_gpu.load(d).float(), b"hello there, general kenobi")
     np.testing.assert_allclose(res["sparsity"]["y"], want["y"])
     g = res["graphs"][0]
@@ -115,7 +144,7 @@ def test_analyze_errors(tmp_path, capsys):
     one_line_error(capsys, ["analyze", d, "--text", "hi", "--heads", "5"], "--heads")
     one_line_error(capsys, ["analyze", d, "--text", "hi", "--betas", "a,b"], "--betas")
     one_line_error(capsys, ["analyze", d, "--text-file", str(tmp_path / "missing.txt")], "missing.txt")
-    with pytest.raises(SystemExit) as e:                                      # argparse: one of --text/--text-file
+    with pytest.raises(SystemExit) as e:  # argparse: one of --text/--text-file
         main(["analyze", d])
     assert e.value.code == 2 and "--text" in capsys.readouterr().err
 

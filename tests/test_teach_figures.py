@@ -1,5 +1,6 @@
 """The report figures a student reads: token labels that never overlap, a colour bar on the raster, the sigma
 legend outside the lines (checked on the rendered figure, not on the code)."""
+
 import matplotlib
 import numpy as np
 import pytest
@@ -33,16 +34,24 @@ def test_raster_has_a_colour_bar_and_sigma_legend_is_outside(tmp_path, monkeypat
         fig, ax = real(*a, **k)
         made.append((fig, ax))
         return fig, ax
+
     monkeypatch.setattr(plt, "subplots", spy)
     monkeypatch.setattr(plt, "close", lambda fig: None)
     rng = np.random.default_rng(0)
-    GA.plot_raster(str(tmp_path / "r.png"), rng.random((30, 20)) * (rng.random((30, 20)) < .3),
-                   [str(i) for i in range(30)], clabel="y (activity)")
+    GA.plot_raster(
+        str(tmp_path / "r.png"),
+        rng.random((30, 20)) * (rng.random((30, 20)) < 0.3),
+        [str(i) for i in range(30)],
+        clabel="y (activity)",
+    )
     fig, ax = made[-1]
     assert len(fig.axes) == 2 and fig.axes[1].get_ylabel() == "y (activity)"
-    GA.plot_series(str(tmp_path / "s.png"), {f"L1 neuron {i} -> att[h0,{i}]": rng.random(30) for i in range(6)},
-                   [str(i) for i in range(30)])
+    GA.plot_series(
+        str(tmp_path / "s.png"),
+        {f"L1 neuron {i} -> att[h0,{i}]": rng.random(30) for i in range(6)},
+        [str(i) for i in range(30)],
+    )
     fig, ax = made[-1]
     fig.canvas.draw()
     legend, frame = ax.get_legend().get_window_extent(), ax.get_window_extent()
-    assert legend.x0 >= frame.x1                       # entirely to the right of the plotting area
+    assert legend.x0 >= frame.x1  # entirely to the right of the plotting area

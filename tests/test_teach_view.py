@@ -1,6 +1,7 @@
 """`bdh view`: the viewer's data is the graph simulator's (official, dense and circuit compiles), the local server
 answers bad requests with a 4xx and a message, and the CLI checks its flags. The browser tests are in
 tests/test_teach_view_browser.py."""
+
 import json
 import threading
 import urllib.error
@@ -8,10 +9,9 @@ import urllib.request
 
 import numpy as np
 import pytest
-import torch
+from small_models import small_model
 
 import bdh_gpu
-from small_models import small_model
 from bdh.cli import main
 from bdh.teach.serve import make_server
 from bdh.teach.view import ViewError, ViewSession, page
@@ -58,7 +58,7 @@ def test_frames_are_the_simulators_state(variant, how):
         for f in frames:
             for v, (pos, val) in f["ch"].items():
                 state[v] = (pos, val)
-            done = np.cumsum([len(L) for L in c.kernel.layers])              # rounds done at each layer's end
+            done = np.cumsum([len(L) for L in c.kernel.layers])  # rounds done at each layer's end
             if f["t"] == t and f["k"] >= 0 and f["ph"] == 1 and f["k"] + 1 in done:
                 layer = int(np.searchsorted(done, f["k"] + 1)) + 1
                 for var, ref in (("X", out["x"][layer]), ("Y", out["y"][layer])):
@@ -125,7 +125,7 @@ def test_page_is_self_contained():
     s = ViewSession(c, title="a </script> title")
     s.load(list(b"</"))
     s.step("all")
-    html = page(s.data()).replace("http://www.w3.org/2000/svg", "SVG-NAMESPACE")   # a name, not a fetch
+    html = page(s.data()).replace("http://www.w3.org/2000/svg", "SVG-NAMESPACE")  # a name, not a fetch
     assert "src=" not in html and "href=" not in html and "http://" not in html and "https://" not in html
     blob = html.split("id='bdh-data'>")[1].split("</script>")[0]
     assert json.loads(blob.replace("<\\/", "</"))["labels"] == ["<", "/"]
@@ -133,8 +133,12 @@ def test_page_is_self_contained():
 
 def _req(base, path, body=None, method=None):
     data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
-    r = urllib.request.Request(base + path, data=data, method=method or ("POST" if data is not None else "GET"),
-                               headers={"Content-Type": "application/json"})
+    r = urllib.request.Request(
+        base + path,
+        data=data,
+        method=method or ("POST" if data is not None else "GET"),
+        headers={"Content-Type": "application/json"},
+    )
     try:
         with urllib.request.urlopen(r, timeout=30) as resp:
             return resp.status, resp.read()
@@ -162,12 +166,13 @@ def test_server_steps_the_simulator_and_rejects_bad_requests(server):
     st, body = _req(base, "/")
     assert st == 200 and b"bdh-data" in body and b'"mode":"serve"' in body
     for path, req, status, match in [
-            ("/api/step", {"by": "sub"}, 400, "no prompt"),
-            ("/api/load", b"{not json", 400, "JSON object"),
-            ("/api/load", {"prompt": ""}, 400, "non-empty"),
-            ("/api/load", {"prompt": "x" * 17}, 413, "at most 16 bytes"),
-            ("/nope", None, 404, "not found"),
-            ("/api/load", None, 405, "not allowed")]:
+        ("/api/step", {"by": "sub"}, 400, "no prompt"),
+        ("/api/load", b"{not json", 400, "JSON object"),
+        ("/api/load", {"prompt": ""}, 400, "non-empty"),
+        ("/api/load", {"prompt": "x" * 17}, 413, "at most 16 bytes"),
+        ("/nope", None, 404, "not found"),
+        ("/api/load", None, 405, "not allowed"),
+    ]:
         st, body = _req(base, path, req)
         err = json.loads(body)["error"]
         assert st == status and match in err and "\n" not in err and "Traceback" not in err, (path, st, err)
@@ -196,12 +201,14 @@ def test_view_cli(tmp_path, capsys):
     out = tmp_path / "v.html"
     assert main(["view", d, "--prompt", "ab", "--out", str(out)]) == 0
     assert out.exists() and "2 tokens" in capsys.readouterr().out
-    for argv, match in [(["view", d], "--prompt"),
-                        (["view", d, "--prompt", "abc", "--max-prompt", "2"], "--max-prompt"),
-                        (["view", d, "--prompt", "a", "--port", "70000", "--serve"], "--port"),
-                        (["view", d, "--prompt", "a", "--neurons", "0"], "--neurons"),
-                        (["view", d, "--prompt", "a", "--out", str(tmp_path / "no" / "v.html")], "--out"),
-                        (["view", d, "--prompt", "a", "--device", "cuda"], "--device")]:
+    for argv, match in [
+        (["view", d], "--prompt"),
+        (["view", d, "--prompt", "abc", "--max-prompt", "2"], "--max-prompt"),
+        (["view", d, "--prompt", "a", "--port", "70000", "--serve"], "--port"),
+        (["view", d, "--prompt", "a", "--neurons", "0"], "--neurons"),
+        (["view", d, "--prompt", "a", "--out", str(tmp_path / "no" / "v.html")], "--out"),
+        (["view", d, "--prompt", "a", "--device", "cuda"], "--device"),
+    ]:
         assert main(argv) == 2, argv
         err = capsys.readouterr().err.strip()
         assert "\n" not in err and match in err, err

@@ -5,16 +5,15 @@ and check the numbers against the Python side (the graph simulator's state); eac
 artifacts/ (git-ignored; the path is printed). Without chromium, chromedriver or selenium they skip with the
 reason, except where BDH_REQUIRE_BROWSER=1 (set by .ci/run), where they fail.
 """
+
 import os
 import shutil
 import threading
 
 import numpy as np
 import pytest
-import torch
-
-import bdh_gpu
 from small_models import small_model
+
 from bdh.teach.serve import make_server
 from bdh.teach.view import ViewSession, write_page
 from equivalence import GraphRunner, TensorRunner, compile_model
@@ -46,13 +45,21 @@ def browser():
             pytest.fail(f"browser tests required (BDH_REQUIRE_BROWSER=1) but {why}")
         print(f"\nskipping the browser tests: {why}")
         pytest.skip(why)
-    os.environ.setdefault("SE_OFFLINE", "true")            # never let Selenium Manager download anything
+    os.environ.setdefault("SE_OFFLINE", "true")  # never let Selenium Manager download anything
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
+
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
-    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,1000",
-              "--disable-extensions", "--no-first-run"):
+    for a in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1400,1000",
+        "--disable-extensions",
+        "--no-first-run",
+    ):
         opts.add_argument(a)
     drv = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)
     drv.set_page_load_timeout(60)
@@ -73,11 +80,13 @@ model = small_model
 
 def by_id(drv, i):
     from selenium.webdriver.common.by import By
+
     return drv.find_element(By.ID, i)
 
 
 def css(drv, sel):
     from selenium.webdriver.common.by import By
+
     return drv.find_elements(By.CSS_SELECTOR, sel)
 
 
@@ -85,17 +94,18 @@ def wait(drv, cond, timeout=30):
     """Wait for cond(driver); an element re-rendered meanwhile (stale) is looked up again on the next poll."""
     from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
-    return WebDriverWait(drv, timeout, ignored_exceptions=(StaleElementReferenceException,)).until(
-        lambda d: cond(d))
+
+    return WebDriverWait(drv, timeout, ignored_exceptions=(StaleElementReferenceException,)).until(lambda d: cond(d))
 
 
 def rows_of(drv, title):
     """{variable: value} of the detail panel once it shows `title` (read again if re-rendered meanwhile)."""
+
     def read(d):
         if by_id(d, "detail-title").text != title:
             return False
-        return {r.get_attribute("data-var"): float(r.get_attribute("data-value"))
-                for r in css(d, "#detail-values tr")}
+        return {r.get_attribute("data-var"): float(r.get_attribute("data-value")) for r in css(d, "#detail-values tr")}
+
     return wait(drv, read)
 
 
@@ -121,10 +131,10 @@ def test_static_page_steps_and_shows_synapses(browser, tmp_path):
     by_id(drv, "next-sub").click()
     assert counter.get_attribute("data-frame") == "1" and counter.get_attribute("data-phase") == "communication"
     assert f"round 1/{R}" in counter.text
-    by_id(drv, "next-round").click()                       # to the end of round 1 (its computation sub-round)
+    by_id(drv, "next-round").click()  # to the end of round 1 (its computation sub-round)
     assert counter.get_attribute("data-frame") == "2" and counter.get_attribute("data-phase") == "computation"
     by_id(drv, "next-token").click()
-    by_id(drv, "next-token").click()                       # end of token 2
+    by_id(drv, "next-token").click()  # end of token 2
     assert counter.get_attribute("data-frame") == str(2 * (1 + 2 * R) - 1)
     assert f"step {2 * (1 + 2 * R)} of {5 * (1 + 2 * R)}" in counter.text
     runner = GraphRunner(c, "numba")
@@ -166,6 +176,7 @@ def test_static_page_steps_and_shows_synapses(browser, tmp_path):
     assert css(drv, "#round-label") and all(f.get_attribute("data-count") for f in fired)
     # filters: layer and threshold
     from selenium.webdriver.support.ui import Select
+
     Select(by_id(drv, "layer")).select_by_value("1")
     assert "end of layer 1" in by_id(drv, "above").text
     th = by_id(drv, "threshold")
@@ -202,13 +213,13 @@ def test_serve_typed_prompt_matches_python(browser):
         frame = lambda d: by_id(d, "counter").get_attribute("data-frame")
         wait(drv, lambda d: frame(d) == "0")
         R = len(c.kernel.rounds)
-        for k in (2, 4, 6):                  # each click: the server steps one round (two sub-rounds)
+        for k in (2, 4, 6):  # each click: the server steps one round (two sub-rounds)
             by_id(drv, "next-round").click()
             wait(drv, lambda d: frame(d) == str(k))
         counter = by_id(drv, "counter")
         assert counter.get_attribute("data-round") == "2" and f"round 3/{R}" in counter.text
         assert counter.get_attribute("data-phase") == "computation"
-        for t in range(1, 5):                # to the end of token 4 (the first three predict little at init)
+        for t in range(1, 5):  # to the end of token 4 (the first three predict little at init)
             by_id(drv, "next-token").click()
             wait(drv, lambda d: frame(d) == str(t * (1 + 2 * R) - 1))
         ref = ViewSession(c, neurons=16)

@@ -1,4 +1,5 @@
 """Byte datasets (bdh_gpu.data): windows, the recall task, tiny Shakespeare resolution, and their errors."""
+
 import os
 import urllib.error
 
@@ -32,7 +33,7 @@ def test_text_windows_are_next_byte_pairs_from_the_right_split(tmp_path):
 
 
 def test_text_errors_name_the_problem(tmp_path):
-    with pytest.raises(ValueError, match="not found"):          # bdh_gpu.InputError: the CLI says it in one line
+    with pytest.raises(ValueError, match="not found"):  # bdh_gpu.InputError: the CLI says it in one line
         D.make_dataset(str(tmp_path / "missing.txt"), 8)
     with pytest.raises(ValueError, match="empty"):
         D.make_dataset(_write(tmp_path, b""), 8)
@@ -88,6 +89,7 @@ def test_tinyshakespeare_local_copy_and_offline_error(tmp_path, monkeypatch):
 
     def offline(*a, **k):
         raise urllib.error.URLError("no network")
+
     monkeypatch.setattr(D.urllib.request, "urlopen", offline)
     with pytest.raises(OSError, match="BDH_TINYSHAKESPEARE"):
         D.make_dataset("tinyshakespeare", 16)
@@ -112,6 +114,7 @@ def test_tinyshakespeare_download_is_cached_once(tmp_path, monkeypatch):
     def fake(url, timeout):
         calls.append(url)
         return Resp()
+
     monkeypatch.setattr(D.urllib.request, "urlopen", fake)
     D.make_dataset("tinyshakespeare", 16)
     D.make_dataset("tinyshakespeare", 16)

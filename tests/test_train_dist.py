@@ -7,10 +7,11 @@
   `bdh verify`) with no conversion step, and a resume of an FSDP run continues it.
 - `--resume` under K = 2 (dropout on: every rank's own dropout stream is in the checkpoint) ends bitwise equal
   to the straight K = 2 run, after a SIGTERM sent to torchrun, as SLURM sends it.
-- A rank that raises, or that dies (SIGKILL), ends every rank within 30 s (measured from the failure's time stamp), non-zero, with one line per
-  rank from bdh, and the last checkpoint loads.
+- A rank that raises, or that dies (SIGKILL), ends every rank within 30 s (measured from the failure's time stamp),
+  non-zero, with one line per rank from bdh, and the last checkpoint loads.
 Each run is `python -m torch.distributed.run` (torchrun) in a subprocess; one uses the `bdh` entry point.
 """
+
 import json
 import os
 import select
@@ -21,18 +22,38 @@ import time
 
 import pytest
 import torch
+from cli_errors import one_line_error as _one_line_error
 from safetensors.torch import load_file
 
 import bdh_gpu
 from bdh.cli import main
 from bdh_gpu.train import TRAIN_STATE, read_train_state
-from cli_errors import one_line_error as _one_line_error
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-BASE = ["--data", "recall:4", "--steps", "6", "--batch-size", "4", "--block-size", "24", "--eval-every", "3",
-        "--ckpt-every", "2", "--quiet", "--device", "cpu", "--dtype", "float64", "--seed", "3",
-        "--grad-clip", "0.05"]
+BASE = [
+    "--data",
+    "recall:4",
+    "--steps",
+    "6",
+    "--batch-size",
+    "4",
+    "--block-size",
+    "24",
+    "--eval-every",
+    "3",
+    "--ckpt-every",
+    "2",
+    "--quiet",
+    "--device",
+    "cpu",
+    "--dtype",
+    "float64",
+    "--seed",
+    "3",
+    "--grad-clip",
+    "0.05",
+]
 NO_DROPOUT = [*BASE, "--dropout", "0"]
 DROPOUT = [*BASE, "--dropout", "0.2"]
 LIMIT = 150  # seconds: a hung run fails the test instead of hanging CI
@@ -51,8 +72,7 @@ def _env(extra=None):
 
 def _torchrun(out, args, env=None, entry="module"):
     t0 = time.monotonic()
-    r = subprocess.run(_cmd(out, args, entry), capture_output=True, text=True, cwd=REPO, env=_env(env),
-                       timeout=LIMIT)
+    r = subprocess.run(_cmd(out, args, entry), capture_output=True, text=True, cwd=REPO, env=_env(env), timeout=LIMIT)
     return r, time.monotonic() - t0
 
 
@@ -99,8 +119,13 @@ def test_ddp_two_ranks_equal_one_process_on_the_combined_batch(ddp, tmp_path, ca
     assert a["model.E"].dtype == torch.float64
     _report(f"DDP K=2 vs one process, 6 AdamW steps, float64: max |diff| {_max_diff(a, b):.1e}")
     assert _max_diff(a, b) < 1e-12
-    assert _max_diff({k: v for k, v in a.items() if k.startswith("model.")},
-                     {k: torch.zeros_like(v) for k, v in a.items() if k.startswith("model.")}) > 1e-3  # not vacuous
+    assert (
+        _max_diff(
+            {k: v for k, v in a.items() if k.startswith("model.")},
+            {k: torch.zeros_like(v) for k, v in a.items() if k.startswith("model.")},
+        )
+        > 1e-3
+    )  # not vacuous
     meta = read_train_state(d)[1]
     assert meta["world_size"] == 2 and meta["parallel"] == "ddp" and meta["step"] == 6
     # rank 0 alone logs and writes: one header, one metrics line per eval step
@@ -140,8 +165,14 @@ def test_ddp_resume_after_sigterm_to_torchrun_is_bitwise(tmp_path):
     r, _ = _torchrun(straight, DROPOUT, entry="script")
     assert r.returncode == 0, r.stderr[-3000:]
     d = tmp_path / "stopped"
-    p = subprocess.Popen(_cmd(d, DROPOUT), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
-                         env=_env({"BDH_TEST_PAUSE": "3:60"}))
+    p = subprocess.Popen(
+        _cmd(d, DROPOUT),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env=_env({"BDH_TEST_PAUSE": "3:60"}),
+    )
     seen, end = "", time.monotonic() + LIMIT
     while "paused after step 3" not in seen and time.monotonic() < end and p.poll() is None:
         if select.select([p.stderr], [], [], 0.5)[0]:
@@ -151,8 +182,10 @@ def test_ddp_resume_after_sigterm_to_torchrun_is_bitwise(tmp_path):
     err = seen + err
     assert p.returncode != 0
     assert read_train_state(str(d))[1]["step"] == 3, err[-3000:]
-    assert (f"stopped by SIGTERM after step 3; checkpoint in {d}; resume with: torchrun --nproc-per-node 2 -m bdh "
-            f"train --out {d} --resume") in err, err[-3000:]
+    assert (
+        f"stopped by SIGTERM after step 3; checkpoint in {d}; resume with: torchrun --nproc-per-node 2 -m bdh "
+        f"train --out {d} --resume"
+    ) in err, err[-3000:]
     r, _ = _torchrun(d, ["--resume", "--quiet"])
     assert r.returncode == 0, r.stderr[-3000:]
     a, b = _state(str(d)), _state(str(straight))
@@ -172,7 +205,9 @@ def test_a_rank_that_raises_ends_every_rank_with_one_line(tmp_path):
     assert r.returncode != 0 and lag < 30, (lag, r.stderr[-3000:])
     lines = _bdh_lines(r.stderr)
     assert "bdh train: rank 1/2: error: injected failure (BDH_TEST_FAIL) after step 3" in lines, r.stderr[-3000:]
-    assert any(x.startswith("bdh train: rank 0/2: error: lost contact with another rank") and "(step 2), is intact"
-               in x for x in lines), lines
+    assert any(
+        x.startswith("bdh train: rank 0/2: error: lost contact with another rank") and "(step 2), is intact" in x
+        for x in lines
+    ), lines
     assert read_train_state(str(d))[1]["step"] == 2
     bdh_gpu.load(str(d))

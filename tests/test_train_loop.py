@@ -1,4 +1,5 @@
 """The training loop (bdh_gpu.train): exact resume, non-finite loss, atomic checkpoints, schedule, learning."""
+
 import json
 import os
 
@@ -14,8 +15,18 @@ SMALL = dict(n_head=2, d=16, N=32, n_layer=2, dropout=0.2)
 
 
 def _cfg(**kw):
-    base = dict(data="recall:4", steps=6, batch_size=4, block_size=24, lr=3e-3, warmup_steps=2,
-                eval_every=2, ckpt_every=3, eval_batches=1, seed=11)
+    base = dict(
+        data="recall:4",
+        steps=6,
+        batch_size=4,
+        block_size=24,
+        lr=3e-3,
+        warmup_steps=2,
+        eval_every=2,
+        ckpt_every=3,
+        eval_batches=1,
+        seed=11,
+    )
     base.update(kw)
     return T.TrainConfig(**base)
 
@@ -24,8 +35,16 @@ def _run(out, steps, resume=False, stop_at=None, **kw):
     torch.manual_seed(1)
     model = BDH(BDHConfig(**SMALL))
     cfg = _cfg(steps=steps, **kw)
-    summary = T.train(model, RecallData(cfg.block_size, 4), cfg, str(out), resume=resume, progress=False,
-                      log=lambda s: None, stop_at=stop_at)
+    summary = T.train(
+        model,
+        RecallData(cfg.block_size, 4),
+        cfg,
+        str(out),
+        resume=resume,
+        progress=False,
+        log=lambda s: None,
+        stop_at=stop_at,
+    )
     return model, summary
 
 
@@ -52,6 +71,7 @@ def test_dropout_makes_a_difference_so_resume_test_is_not_vacuous(tmp_path):
     tensors, meta = T.read_train_state(str(tmp_path / "b"))
     tensors["rng.torch"] = torch.manual_seed(999).get_state()
     from safetensors.torch import save_file
+
     save_file(tensors, str(tmp_path / "b" / T.TRAIN_STATE), metadata={"train_state": json.dumps(meta)})
     b, _ = _run(tmp_path / "b", 6, resume=True)
     assert not torch.equal(a.E, b.E)
@@ -66,6 +86,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monk
         calls["n"] += 1
         loss = real(logits, y)
         return loss * float("nan") if calls["n"] == 5 else loss
+
     _run(tmp_path / "ok", 6, stop_at=3)
     before = (tmp_path / "ok" / T.TRAIN_STATE).read_bytes()
     monkeypatch.setattr(T, "loss_fn", nan_at_5)
@@ -97,6 +118,7 @@ def test_crash_while_writing_keeps_the_previous_checkpoint(tmp_path, monkeypatch
         with open(path, "wb") as f:
             f.write(b"partial")
         raise OSError("disk full (simulated)")
+
     monkeypatch.setattr(T, "save_file", crash)
     with pytest.raises(OSError, match="simulated"):
         _run(tmp_path / "c", 6, resume=True)
@@ -152,8 +174,17 @@ def test_tiny_learns_recall_above_chance(tmp_path):
     The values are random per episode, so anything above chance is read from the state (working memory)."""
     torch.manual_seed(1337)
     model = BDH(get_preset("tiny"))
-    cfg = T.TrainConfig(data="recall:4", steps=120, batch_size=16, block_size=24, lr=5e-3, warmup_steps=10,
-                        eval_every=120, ckpt_every=120, eval_batches=8)
+    cfg = T.TrainConfig(
+        data="recall:4",
+        steps=120,
+        batch_size=16,
+        block_size=24,
+        lr=5e-3,
+        warmup_steps=10,
+        eval_every=120,
+        ckpt_every=120,
+        eval_batches=8,
+    )
     s = T.train(model, RecallData(24, 4), cfg, str(tmp_path), progress=False, log=lambda m: None)
     assert s["val"]["accuracy"] > 2 * RecallData.chance, s["val"]
 
@@ -163,7 +194,16 @@ def test_tiny_masters_recall(tmp_path):
     """300 steps: answers recalled almost perfectly (>= 0.97) from the state."""
     torch.manual_seed(1337)
     model = BDH(get_preset("tiny"))
-    cfg = T.TrainConfig(data="recall", steps=300, batch_size=32, block_size=64, lr=3e-3, warmup_steps=20,
-                        eval_every=300, ckpt_every=300, eval_batches=8)
+    cfg = T.TrainConfig(
+        data="recall",
+        steps=300,
+        batch_size=32,
+        block_size=64,
+        lr=3e-3,
+        warmup_steps=20,
+        eval_every=300,
+        ckpt_every=300,
+        eval_batches=8,
+    )
     s = T.train(model, RecallData(64), cfg, str(tmp_path), progress=False, log=lambda m: None)
     assert s["val"]["accuracy"] >= 0.97, s["val"]

@@ -10,6 +10,7 @@
 The runs are pinned to a known step with test hooks (BDH_TEST_PAUSE / BDH_TEST_CKPT_PAUSE, bdh_gpu/train.py);
 the signals are real ones sent from this process.
 """
+
 import json
 import os
 import random
@@ -21,24 +22,49 @@ import time
 
 import pytest
 import torch
+from cli_errors import one_line_error as _one_line
 from safetensors.torch import load_file
 
 import bdh_gpu
 from bdh.cli import main
 from bdh_gpu.train import TRAIN_STATE, read_train_state
-from cli_errors import one_line_error as _one_line
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ARGS = ["--data", "recall:4", "--steps", "8", "--batch-size", "4", "--block-size", "24", "--eval-every", "2",
-        "--ckpt-every", "100", "--dropout", "0.2", "--seed", "5", "--quiet", "--device", "cpu"]
+ARGS = [
+    "--data",
+    "recall:4",
+    "--steps",
+    "8",
+    "--batch-size",
+    "4",
+    "--block-size",
+    "24",
+    "--eval-every",
+    "2",
+    "--ckpt-every",
+    "100",
+    "--dropout",
+    "0.2",
+    "--seed",
+    "5",
+    "--quiet",
+    "--device",
+    "cpu",
+]
 
 
 def _popen(out, *extra, env=None):
     e = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
-    return subprocess.Popen([sys.executable, "-m", "bdh", "train", "--out", str(out), *ARGS, *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=e)
+    return subprocess.Popen(
+        [sys.executable, "-m", "bdh", "train", "--out", str(out), *ARGS, *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env=e,
+    )
 
 
 def _wait_for(proc, marker, timeout=120):
@@ -102,13 +128,18 @@ def test_signals_at_seeded_random_steps_then_resume_is_bitwise(straight, tmp_pat
         rc, _, err = _finish(p)
         assert rc == 128 + sig, (rc, err)
         assert read_train_state(str(d))[1]["step"] == step
-        assert f"stopped by {sig.name} after step {step}; checkpoint in {d}; resume with: bdh train --out {d} " \
-               f"--resume" in err, err
+        assert (
+            f"stopped by {sig.name} after step {step}; checkpoint in {d}; resume with: bdh train --out {d} "
+            f"--resume" in err
+        ), err
         assert "Traceback" not in err
         assert main(["train", "--out", str(d), "--resume", "--quiet"]) == 0
         _assert_same(_state(str(d)), _state(straight))
         assert _metric_steps(str(d)) == [2, 4, 6, 8]
-        print(f"{sig.name} after step {step}: exit {rc}, checkpoint step {step}, resume bitwise equal", file=sys.__stdout__)
+        print(
+            f"{sig.name} after step {step}: exit {rc}, checkpoint step {step}, resume bitwise equal",
+            file=sys.__stdout__,
+        )
     capsys.readouterr()
 
 
@@ -139,6 +170,7 @@ def test_second_ctrl_c_exits_at_once_and_keeps_the_previous_checkpoint(straight,
 
 def _weights_step(d):
     from safetensors import safe_open
+
     with safe_open(os.path.join(d, "model.safetensors"), framework="pt") as f:
         return f.metadata().get("step")
 
@@ -185,8 +217,19 @@ def test_non_empty_out_is_refused_and_force_alone_replaces(straight, tmp_path, c
     """`bdh train` never replaces what --out holds unless --force: a foreign directory, a model (`bdh merge`
     output) and a run are each refused with one line naming DIR, --resume and --force; --force replaces the
     run's files and leaves other files; --resume without a checkpoint says so (not 'no config.json')."""
-    quick = ["--data", "recall:4", "--steps", "2", "--batch-size", "2", "--block-size", "24", "--quiet",
-             "--device", "cpu"]
+    quick = [
+        "--data",
+        "recall:4",
+        "--steps",
+        "2",
+        "--batch-size",
+        "2",
+        "--block-size",
+        "24",
+        "--quiet",
+        "--device",
+        "cpu",
+    ]
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")

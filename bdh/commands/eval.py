@@ -1,22 +1,29 @@
 """`bdh eval`: held-out loss and bits per byte of a model directory on a dataset."""
+
 from __future__ import annotations
 
 import json
 import os
 
-
 from bdh.commands.train import add_attention_args
 
 
 def add_parser(subparsers):
-    p = subparsers.add_parser("eval", help="held-out loss and bits per byte",
-                              description="Evaluate a model on the validation split of a dataset (the last 10% "
-                                          "of a file; fixed episodes for recall): mean loss in nats per byte, bits "
-                                          "per byte and next-byte accuracy.")
+    p = subparsers.add_parser(
+        "eval",
+        help="held-out loss and bits per byte",
+        description="Evaluate a model on the validation split of a dataset (the last 10% "
+        "of a file; fixed episodes for recall): mean loss in nats per byte, bits "
+        "per byte and next-byte accuracy.",
+    )
     p.add_argument("model_dir", metavar="DIR", help="model directory")
     p.add_argument("--data", required=True, help="file path | tinyshakespeare | recall[:K]")
-    p.add_argument("--split", default="val", choices=("val", "train"),
-                   help="val (default: the held-out last 10%%) or train (the first 90%%)")
+    p.add_argument(
+        "--split",
+        default="val",
+        choices=("val", "train"),
+        help="val (default: the held-out last 10%%) or train (the first 90%%)",
+    )
     p.add_argument("--block-size", type=int, help="bytes per window (default: the training run's, else 256)")
     p.add_argument("--batch-size", type=int, default=16, help="windows per batch (default 16)")
     p.add_argument("--max-batches", type=int, default=50, help="at most this many batches (default 50)")
@@ -28,11 +35,10 @@ def add_parser(subparsers):
 
 
 def run(args) -> int:
+    from bdh.commands.train import attention_chunk
+    from bdh.errors import InputError, load_model, resolve_device
     from bdh_gpu.data import make_dataset
     from bdh_gpu.train import TRAIN_STATE_JSON, evaluate
-
-    from bdh.errors import InputError, load_model, resolve_device
-    from bdh.commands.train import attention_chunk
 
     if args.batch_size < 1 or args.max_batches < 1:
         raise InputError(f"--batch-size and --max-batches must be >= 1 (got {args.batch_size}, {args.max_batches})")
@@ -53,6 +59,8 @@ def run(args) -> int:
     if args.json:
         print(json.dumps(r))
     else:
-        print(f"{data.name} ({args.split}, {r['scored_bytes']:,} scored bytes, block {block}): "
-              f"loss {r['loss']:.4f} nats/byte, {r['bits_per_byte']:.4f} bits/byte, accuracy {r['accuracy']:.4f}")
+        print(
+            f"{data.name} ({args.split}, {r['scored_bytes']:,} scored bytes, block {block}): "
+            f"loss {r['loss']:.4f} nats/byte, {r['bits_per_byte']:.4f} bits/byte, accuracy {r['accuracy']:.4f}"
+        )
     return 0

@@ -1,5 +1,6 @@
 """`bdh export-graph`: a model's compiled neuron graph (and, after a prompt, its synaptic state) as GraphML
 (networkx, for Gephi / Cytoscape) or as a PyG HeteroData (a safetensors file; `bdh_graph.export.load_pyg`)."""
+
 from __future__ import annotations
 
 import os
@@ -9,22 +10,36 @@ MAX_EDGES = 5_000_000
 
 def add_parser(subparsers):
     p = subparsers.add_parser(
-        "export-graph", help="the compiled neuron graph as GraphML or PyG",
+        "export-graph",
+        help="the compiled neuron graph as GraphML or PyG",
         description="Compile DIR to its neuron graph (as bdh verify does) and write it: --format graphml (one node "
-                    "per neuron or hub, 'population:index', one edge per synapse with its group, weight and sigma) "
-                    "or --format pyg (a torch_geometric HeteroData saved as safetensors, read it with "
-                    "bdh_graph.export.load_pyg). With --prompt the synaptic state sigma after that text is included.")
+        "per neuron or hub, 'population:index', one edge per synapse with its group, weight and sigma) "
+        "or --format pyg (a torch_geometric HeteroData saved as safetensors, read it with "
+        "bdh_graph.export.load_pyg). With --prompt the synaptic state sigma after that text is included.",
+    )
     p.add_argument("model_dir", metavar="DIR", help="model directory")
     p.add_argument("--format", required=True, choices=("graphml", "pyg"), help="graphml | pyg")
     p.add_argument("--out", required=True, help="file to write (.graphml, or .safetensors for pyg)")
-    p.add_argument("--compile", dest="how", choices=("dense", "circuit", "official"),
-                   help="construction (default: the variant's default)")
+    p.add_argument(
+        "--compile",
+        dest="how",
+        choices=("dense", "circuit", "official"),
+        help="construction (default: the variant's default)",
+    )
     p.add_argument("--prompt", help="run this text through the graph first and export sigma after it")
-    p.add_argument("--backend", default="numba", choices=("numba", "numpy", "pyg"),
-                   help="graph engine for --prompt (default numba)")
+    p.add_argument(
+        "--backend",
+        default="numba",
+        choices=("numba", "numpy", "pyg"),
+        help="graph engine for --prompt (default numba)",
+    )
     p.add_argument("--device", help="with --backend pyg: torch device, e.g. cuda (default cpu)")
-    p.add_argument("--max-edges", type=int, default=MAX_EDGES,
-                   help=f"refuse GraphML beyond this many edges (default {MAX_EDGES:,}; GraphML is text)")
+    p.add_argument(
+        "--max-edges",
+        type=int,
+        default=MAX_EDGES,
+        help=f"refuse GraphML beyond this many edges (default {MAX_EDGES:,}; GraphML is text)",
+    )
     p.set_defaults(func=run)
     return p
 
@@ -52,14 +67,17 @@ def run(args) -> int:
     net = compiled.network
     edges = sum(g.nnz for g in net.groups.values())
     if args.format == "graphml" and edges > args.max_edges:
-        raise InputError(f"--max-edges: the graph has {edges:,} edges, more than {args.max_edges:,} for GraphML; "
-                         "use --format pyg or raise --max-edges")
+        raise InputError(
+            f"--max-edges: the graph has {edges:,} edges, more than {args.max_edges:,} for GraphML; "
+            "use --format pyg or raise --max-edges"
+        )
     sigma = None
     if args.prompt:
         ids = list(args.prompt.encode("utf-8"))
         if max(ids) >= model.config.vocab_size:
-            raise InputError(f"--prompt: byte {max(ids)} is outside the model's vocabulary of "
-                             f"{model.config.vocab_size}")
+            raise InputError(
+                f"--prompt: byte {max(ids)} is outside the model's vocabulary of {model.config.vocab_size}"
+            )
         runner = equivalence.GraphRunner(compiled, args.backend, device=args.device)
         for _ in runner.feed(ids, progress="prompt"):
             pass
@@ -67,11 +85,14 @@ def run(args) -> int:
     tmp = args.out + ".tmp"
     if args.format == "graphml":
         import networkx as nx
+
         nx.write_graphml(graphml_graph(net, sigma), tmp)
     else:
         save_pyg(net, tmp, sigma, metadata={"summary": compiled.summary()})
     os.replace(tmp, args.out)
     after = f", sigma after {len(args.prompt.encode())} bytes" if args.prompt else ""
-    print(f"wrote {args.out}: {args.format}, {sum(p.size for p in net.populations.values()):,} nodes, "
-          f"{edges:,} edges{after} ({compiled.summary().split(':')[0]})")
+    print(
+        f"wrote {args.out}: {args.format}, {sum(p.size for p in net.populations.values()):,} nodes, "
+        f"{edges:,} edges{after} ({compiled.summary().split(':')[0]})"
+    )
     return 0

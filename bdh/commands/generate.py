@@ -1,4 +1,5 @@
 """`bdh generate`: sample bytes from a model directory with the recurrent form (O(1) per token)."""
+
 from __future__ import annotations
 
 import json
@@ -11,8 +12,11 @@ MAX_PROMPT_BYTES = 1_000_000
 
 
 def add_parser(subparsers):
-    p = subparsers.add_parser("generate", help="sample text with the recurrent form",
-                              description="Sample bytes after a prompt, decoding with the recurrent state.")
+    p = subparsers.add_parser(
+        "generate",
+        help="sample text with the recurrent form",
+        description="Sample bytes after a prompt, decoding with the recurrent state.",
+    )
     p.add_argument("model_dir", metavar="DIR", help="model directory (config.json + model.safetensors)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--prompt", help="prompt text (utf-8)")
@@ -36,13 +40,16 @@ def read_prompt(args) -> bytes:
         prompt = args.prompt.encode("utf-8")
     else:
         from bdh.errors import read_input
+
         prompt = read_input(args.prompt_file, "--prompt-file", MAX_PROMPT_BYTES)
     if not prompt:
         raise UsageError(f"{_flag(args)}: the prompt is empty, expected at least 1 byte")
     if len(prompt) > MAX_PROMPT_BYTES:
-        raise UsageError(f"{_flag(args)}: the prompt is longer than allowed: expected at most {MAX_PROMPT_BYTES:,} "
-                         "bytes, "
-                         f"got {'more' if args.prompt is None else f'{len(prompt):,}'}")
+        raise UsageError(
+            f"{_flag(args)}: the prompt is longer than allowed: expected at most {MAX_PROMPT_BYTES:,} "
+            "bytes, "
+            f"got {'more' if args.prompt is None else f'{len(prompt):,}'}"
+        )
     return prompt
 
 
@@ -63,14 +70,25 @@ def run(args) -> int:
     t0 = time.perf_counter()
     out = model.generate(idx, args.tokens, temperature=args.temperature, top_k=args.top_k, generator=gen)
     seconds = time.perf_counter() - t0
-    ids = out[0, len(prompt):].tolist()
+    ids = out[0, len(prompt) :].tolist()
     text = bytes(ids).decode("utf-8", errors="replace")
     tps = len(ids) / seconds if seconds > 0 else float("inf")
     if args.json:
-        print(json.dumps({"completion_ids": ids, "completion": text, "tokens_per_s": tps,
-                          "prompt_tokens": len(prompt), "new_tokens": len(ids), "seconds": seconds}))
+        print(
+            json.dumps(
+                {
+                    "completion_ids": ids,
+                    "completion": text,
+                    "tokens_per_s": tps,
+                    "prompt_tokens": len(prompt),
+                    "new_tokens": len(ids),
+                    "seconds": seconds,
+                }
+            )
+        )
     else:
         sys.stdout.write(prompt.decode("utf-8", errors="replace") + text + "\n")
-        print(f"[{len(ids)} bytes in {seconds:.2f} s, {tps:,.1f} tokens/s, prompt {len(prompt)} bytes]",
-              file=sys.stderr)
+        print(
+            f"[{len(ids)} bytes in {seconds:.2f} s, {tps:,.1f} tokens/s, prompt {len(prompt)} bytes]", file=sys.stderr
+        )
     return 0

@@ -3,6 +3,7 @@
 Engines are functions `(model, ids (T,) int64) -> np.ndarray (T, V) float32` in `ENGINES`; the equivalence
 package adds its graph engines to the same dict.
 """
+
 from __future__ import annotations
 
 import os
@@ -27,7 +28,7 @@ def recurrent_engine(model, ids):
         state = model.init_state(1)
         rows = []
         for t in range(len(ids)):
-            logits, state = model.step(ids[t:t + 1], state, inplace=True)
+            logits, state = model.step(ids[t : t + 1], state, inplace=True)
             rows.append(logits[0])
         return torch.stack(rows).float().cpu().numpy()
 
@@ -41,7 +42,9 @@ def _graph_engine(how):
         """The compiled neuron graph (equivalence, compile `how`), float64, token by token (a progress bar on
         stderr)."""
         import equivalence
+
         return equivalence.graph_logits(model, ids.cpu().numpy(), how, backend, device=device, progress=True)
+
     engine.graph = True
     return engine
 
@@ -51,14 +54,18 @@ MAX_TEXT_BYTES = 1_000_000
 
 
 def add_parser(subparsers):
-    p = subparsers.add_parser("logits", help="write the logits of a text as (T, 256) float32 .npy",
-                              description="Compute the next-byte logits of every position of a text.")
+    p = subparsers.add_parser(
+        "logits",
+        help="write the logits of a text as (T, 256) float32 .npy",
+        description="Compute the next-byte logits of every position of a text.",
+    )
     p.add_argument("model_dir", metavar="DIR", help="model directory")
     p.add_argument("--text-file", required=True, help="file whose bytes are the input")
     p.add_argument("--engine", default="tensor", help=f"one of {', '.join(ENGINES)} (default tensor)")
     p.add_argument("--out", required=True, help="output .npy path")
     p.add_argument("--backend", choices=BACKENDS, help="graph engines only: numba (default) | pyg | numpy")
     from bdh.commands.train import add_attention_args
+
     add_attention_args(p)
     p.add_argument("--device", help="graph engines with --backend pyg: torch device, e.g. cuda (default cpu)")
     p.set_defaults(func=run)
@@ -81,8 +88,8 @@ def save_npy_atomic(path: str, array: np.ndarray) -> None:
 def run(args) -> int:
     import torch
 
-    from bdh.errors import InputError, check_compile, load_model, read_input
     from bdh.commands.train import attention_chunk
+    from bdh.errors import InputError, check_compile, load_model, read_input
 
     if args.engine not in ENGINES:
         raise InputError(f"--engine: expected one of {', '.join(ENGINES)}, got {args.engine!r}")
@@ -109,14 +116,17 @@ def run(args) -> int:
     model = load_model(args.model_dir).eval()
     model.chunk_size = chunk
     if graph:
-        check_compile(model, args.engine[len("graph-"):], flag="--engine", value="graph-{}")
+        check_compile(model, args.engine[len("graph-") :], flag="--engine", value="graph-{}")
     ids = torch.tensor(list(raw), dtype=torch.long)
     if int(ids.max()) >= model.config.vocab_size:
-        raise InputError(f"--text-file {args.text_file}: byte {int(ids.max())} is outside the model's vocabulary "
-                         f"of {model.config.vocab_size}")
+        raise InputError(
+            f"--text-file {args.text_file}: byte {int(ids.max())} is outside the model's vocabulary "
+            f"of {model.config.vocab_size}"
+        )
     logits = np.ascontiguousarray(engine(model, ids, **kw), dtype=np.float32)
     from bdh_graph.comm import world_rank
-    if world_rank() == 0:          # under mpiexec every rank has the logits; rank 0 alone writes them
+
+    if world_rank() == 0:  # under mpiexec every rank has the logits; rank 0 alone writes them
         save_npy_atomic(args.out, logits)
     print(f"wrote {args.out}: logits {logits.shape} float32 ({args.engine} engine)")
     return 0

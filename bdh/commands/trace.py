@@ -4,27 +4,31 @@ local rule as the paper writes it with the numbers that flowed (`bdh_graph.analy
 `bdh trace --example` runs the worked 3-neuron example of docs/bdh_graph.md (checkable by hand);
 `bdh trace DIR --prompt TEXT` compiles the model in DIR to its graph (`equivalence`) and traces the prompt.
 """
+
 from __future__ import annotations
 
 import json
 
 EXAMPLE_N = 3
-MAX_AUTO_NEURONS = 24   # graphs up to this size show every neuron; bigger ones the most active few
+MAX_AUTO_NEURONS = 24  # graphs up to this size show every neuron; bigger ones the most active few
 AUTO_NEURONS = 8
 
 
 def add_parser(subparsers):
     p = subparsers.add_parser(
-        "trace", help="the scheduler round by round, each rule with the numbers that flowed",
+        "trace",
+        help="the scheduler round by round, each rule with the numbers that flowed",
         description="Walk through the BDH graph scheduler sub-round by sub-round. For a model directory the model "
-                    "is compiled to its neuron graph first; --example runs the 3-neuron worked example of "
-                    "docs/bdh_graph.md.")
+        "is compiled to its neuron graph first; --example runs the 3-neuron worked example of "
+        "docs/bdh_graph.md.",
+    )
     p.add_argument("model", nargs="?", help="model directory (omit with --example)")
     p.add_argument("--example", action="store_true", help="the worked 3-neuron example (two tokens, L = 1)")
     p.add_argument("--prompt", help="text to feed, one byte per token (required with a model)")
     p.add_argument("--rounds", type=int, help="stop after this many rounds (default: all of every token)")
-    p.add_argument("--neurons", help="comma-separated neuron indices to show (default: all if n <= 24, else the "
-                                     "8 most active)")
+    p.add_argument(
+        "--neurons", help="comma-separated neuron indices to show (default: all if n <= 24, else the 8 most active)"
+    )
     p.add_argument("--hubs", type=int, default=4, help="nodes shown per hub population (default 4)")
     p.add_argument("--max-flows", type=int, default=12, help="messages shown per rule (default 12)")
     p.add_argument("--compile", dest="how", help="dense | circuit | official (default: the variant's default)")
@@ -37,6 +41,7 @@ def add_parser(subparsers):
 
 def parse_neurons(spec: str, n: int) -> list[int]:
     from bdh.cli import UsageError
+
     try:
         idx = [int(s) for s in spec.split(",") if s.strip() != ""]
     except ValueError:
@@ -54,13 +59,17 @@ def example_network():
     import numpy as np
 
     from bdh_graph import Network
+
     Z = np.zeros((3, 3))
     Gx_e, Gx_i, Gy_e, Gy_i = Z.copy(), Z.copy(), Z.copy(), Z.copy()
     Gx_e[1, 0], Gx_i[1, 2], Gy_e[1, 0], Gy_e[0, 2], Gy_i[1, 2] = 1.0, 0.5, 2.0, 1.0, 1.0
-    net = Network.from_dense(Gx_e=Gx_e, Gx_i=Gx_i, Gy_e=Gy_e, Gy_i=Gy_i, Gs=np.ones((3, 3)),
-                             u=np.array([1.0, 0.5, 1.0]), layers=1)
-    tokens = [("(x0=(1,0,0), y0=(1,0,1))", np.array([1.0, 0, 0]), np.array([1.0, 0, 1]), None),
-              ("(x0=(0,1,0), y0=0)", np.array([0, 1.0, 0]), np.zeros(3), None)]
+    net = Network.from_dense(
+        Gx_e=Gx_e, Gx_i=Gx_i, Gy_e=Gy_e, Gy_i=Gy_i, Gs=np.ones((3, 3)), u=np.array([1.0, 0.5, 1.0]), layers=1
+    )
+    tokens = [
+        ("(x0=(1,0,0), y0=(1,0,1))", np.array([1.0, 0, 0]), np.array([1.0, 0, 1]), None),
+        ("(x0=(0,1,0), y0=0)", np.array([0, 1.0, 0]), np.zeros(3), None),
+    ]
     return net, tokens
 
 
@@ -84,8 +93,10 @@ def run(args) -> int:
             raise UsageError(f"give either a model directory or --example, not both (got {args.model!r})")
         net, tokens = example_network()
         sim = net.simulator(backend=args.backend, **dev)
-        header = ("worked example of docs/bdh_graph.md: 3 neurons, L = 1, Gx_e 0→1 (1), Gx_i 2→1 (.5), "
-                  "Gy_e 0→1 (2), 2→0 (1), Gy_i 2→1 (1), Gs all ones, u = (1, .5, 1)")
+        header = (
+            "worked example of docs/bdh_graph.md: 3 neurons, L = 1, Gx_e 0→1 (1), Gx_i 2→1 (.5), "
+            "Gy_e 0→1 (2), 2→0 (1), Gy_i 2→1 (1), Gs all ones, u = (1, .5, 1)"
+        )
         top = None
     else:
         if args.model is None:
@@ -95,28 +106,32 @@ def run(args) -> int:
         from bdh.errors import check_compile, load_model
         from equivalence import compile_model
         from equivalence.run import TensorRunner, _Simulator
+
         model = load_model(args.model)
         ids = list(args.prompt.encode("utf-8"))
         if max(ids) >= model.config.vocab_size:
-            raise UsageError(f"--prompt: byte {max(ids)} is outside the model's vocabulary of "
-                             f"{model.config.vocab_size}")
+            raise UsageError(
+                f"--prompt: byte {max(ids)} is outside the model's vocabulary of {model.config.vocab_size}"
+            )
         tm = TensorRunner(model).model
         compiled = compile_model(tm, check_compile(model, args.how))
         net = compiled.network
         sim = _Simulator(net, backend=args.backend, **dev)
         x0, y0, extra = compiled.token_inputs(ids)
-        tokens = [(repr(chr(b)) if 32 <= b < 127 else f"0x{b:02x}", x0[t], y0[t], extra[t])
-                  for t, b in enumerate(ids)]
+        tokens = [(repr(chr(b)) if 32 <= b < 127 else f"0x{b:02x}", x0[t], y0[t], extra[t]) for t, b in enumerate(ids)]
         header = compiled.summary()
         top = None
         if net.n > MAX_AUTO_NEURONS and args.neurons is None:
             import torch
 
             from bdh_gpu.analysis import top_active
+
             tr = tm.trace(torch.tensor(ids))
             top = top_active(tr["y"].reshape(-1, net.n).numpy(), AUTO_NEURONS).tolist()
-            notes.append(f"note: n = {net.n} neurons; showing the {len(top)} most active in y ({top}); choose "
-                         f"others with --neurons i,j,...; hub populations show their first {args.hubs} nodes")
+            notes.append(
+                f"note: n = {net.n} neurons; showing the {len(top)} most active in y ({top}); choose "
+                f"others with --neurons i,j,...; hub populations show their first {args.hubs} nodes"
+            )
     n = net.n
     if args.neurons is not None:
         shown_neurons = parse_neurons(args.neurons, n)
@@ -133,6 +148,8 @@ def run(args) -> int:
         print(json.dumps(dict(header=header, notes=notes, shown=shown, tokens=tr), indent=1))
     else:
         print(format_trace(tr, header="\n".join([header] + notes)))
-        print(f"\nlegend: q(i) -> r(j) [G] sends q along the edges i→j of G; X(i), sigma(i,j) -> A(j) reads the "
-              f"synaptic state; ↓ resets; (p - n)^+ thresholds; values shown as before → after")
+        print(
+            "\nlegend: q(i) -> r(j) [G] sends q along the edges i→j of G; X(i), sigma(i,j) -> A(j) reads the "
+            "synaptic state; ↓ resets; (p - n)^+ thresholds; values shown as before → after"
+        )
     return 0

@@ -1,4 +1,5 @@
 """`bdh train`: train a BDH-GPU model on bytes (a file, tiny Shakespeare, or the built-in recall task)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -14,10 +15,12 @@ SHAPE_FIELDS = ("n_head", "d", "N", "n_layer", "vocab_size")
 
 def add_parser(subparsers):
     p = subparsers.add_parser(
-        "train", help="train a BDH-GPU model",
+        "train",
+        help="train a BDH-GPU model",
         description="Train BDH-GPU on bytes. DATA is a file path, 'tinyshakespeare' (downloaded once into "
-                    "$BDH_CACHE or ~/.cache/bdh; $BDH_TINYSHAKESPEARE names a local copy), or 'recall' / "
-                    "'recall:K' (the built-in associative-recall task with K pairs, default 8).")
+        "$BDH_CACHE or ~/.cache/bdh; $BDH_TINYSHAKESPEARE names a local copy), or 'recall' / "
+        "'recall:K' (the built-in associative-recall task with K pairs, default 8).",
+    )
     p.add_argument("--data", help="file path | tinyshakespeare | recall[:K] (on --resume: from the checkpoint)")
     p.add_argument("--out", required=True, help="model directory to write (checkpoints go there too)")
     p.add_argument("--preset", help="tiny (default) | small | paper-25m")
@@ -37,12 +40,22 @@ def add_parser(subparsers):
     p.add_argument("--grad-clip", type=float, help="max global gradient norm, 0 disables (default 1.0)")
     p.add_argument("--dtype", choices=("float32", "float64"), help="parameter dtype of a new model (default float32)")
     p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out exactly")
-    p.add_argument("--force", action="store_true",
-                   help="replace what --out holds (a model, a run: its model, checkpoint and metrics files)")
-    p.add_argument("--fsdp", action="store_true",
-                   help="under torchrun: shard parameters, gradients and optimizer state (FSDP2) instead of DDP")
-    p.add_argument("--dist-timeout", type=float, default=300.0,
-                   help="under torchrun: seconds a collective may wait for the other ranks (default 300)")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace what --out holds (a model, a run: its model, checkpoint and metrics files)",
+    )
+    p.add_argument(
+        "--fsdp",
+        action="store_true",
+        help="under torchrun: shard parameters, gradients and optimizer state (FSDP2) instead of DDP",
+    )
+    p.add_argument(
+        "--dist-timeout",
+        type=float,
+        default=300.0,
+        help="under torchrun: seconds a collective may wait for the other ranks (default 300)",
+    )
     p.add_argument("--json", action="store_true", help="print the final summary as one JSON line")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_attention_args(p)
@@ -52,11 +65,18 @@ def add_parser(subparsers):
 
 def add_attention_args(p) -> None:
     """--attention and --chunk-size (train, eval, logits): which equal form of Eq. 4 the forward uses."""
-    p.add_argument("--attention", choices=("auto", "full", "chunked"),
-                   help="auto (default): chunked from the measured crossover length on, full below | full: one "
-                        "T x T score matrix per head | chunked: blocks of --chunk-size tokens, memory linear in T")
-    p.add_argument("--chunk-size", type=int, help="tokens per block of the chunked form (implies --attention "
-                                                   "chunked; default bdh_gpu.model.AUTO_CHUNK_SIZE)")
+    p.add_argument(
+        "--attention",
+        choices=("auto", "full", "chunked"),
+        help="auto (default): chunked from the measured crossover length on, full below | full: one "
+        "T x T score matrix per head | chunked: blocks of --chunk-size tokens, memory linear in T",
+    )
+    p.add_argument(
+        "--chunk-size",
+        type=int,
+        help="tokens per block of the chunked form (implies --attention "
+        "chunked; default bdh_gpu.model.AUTO_CHUNK_SIZE)",
+    )
 
 
 def attention_chunk(args):
@@ -118,11 +138,15 @@ def check_out_dir(out: str, resume: bool, force: bool) -> None:
         raise UsageError(f"--out {out} is a file, not a directory")
     if resume:
         if not os.path.exists(out):
-            raise UsageError(f"--resume: {out} does not exist, so there is no training checkpoint to continue; "
-                             f"start a new run there without --resume")
+            raise UsageError(
+                f"--resume: {out} does not exist, so there is no training checkpoint to continue; "
+                f"start a new run there without --resume"
+            )
         if not has_checkpoint(out):
-            raise UsageError(f"--resume: {out} holds no {TRAIN_STATE}, so there is no training checkpoint to "
-                             f"continue; start a new run with another --out, or replace {out} with --force")
+            raise UsageError(
+                f"--resume: {out} holds no {TRAIN_STATE}, so there is no training checkpoint to "
+                f"continue; start a new run with another --out, or replace {out} with --force"
+            )
         return
     entries = sorted(os.listdir(out)) if os.path.isdir(out) else []
     if not entries:
@@ -150,8 +174,7 @@ def resume_command(out: str, world: int, fsdp: bool) -> str:
     """The command line that resumes this run (torchrun with the same number of ranks when distributed)."""
     tail = f"train --out {shlex.quote(out)} --resume"
     if world > 1:
-        return (f"torchrun --nproc-per-node {world} -m bdh {tail}{' --fsdp' if fsdp else ''} "
-                f"(the same number of ranks)")
+        return f"torchrun --nproc-per-node {world} -m bdh {tail}{' --fsdp' if fsdp else ''} (the same number of ranks)"
     return f"bdh {tail}"
 
 
@@ -189,6 +212,7 @@ def run(args) -> int:
 
 def _is_peer_loss(e: Exception, msg: str) -> bool:
     import torch.distributed as dist
+
     return isinstance(e, getattr(dist, "DistError", ())) or any(w in msg for w in ("gloo", "NCCL", "Connection"))
 
 
@@ -202,9 +226,13 @@ def _short(msg: str) -> str:
 
 def _last(out: str) -> str:
     from bdh_gpu.train import has_checkpoint, read_train_state
+
     try:
-        return (f"the last checkpoint, {out} (step {read_train_state(out)[1]['step']}), is intact"
-                if has_checkpoint(out) else "no checkpoint was written")
+        return (
+            f"the last checkpoint, {out} (step {read_train_state(out)[1]['step']}), is intact"
+            if has_checkpoint(out)
+            else "no checkpoint was written"
+        )
     except ValueError:
         return f"the checkpoint in {out} is unreadable"
 
@@ -228,12 +256,15 @@ def _run(args, ranks, device) -> int:
             want = get_preset(args.preset)
             for f in SHAPE_FIELDS:
                 if getattr(want, f) != getattr(config, f):
-                    raise ValueError(f"--resume: --preset {args.preset} has {f}={getattr(want, f)}, the checkpoint "
-                                     f"in {args.out} has {f}={getattr(config, f)}")
+                    raise ValueError(
+                        f"--resume: --preset {args.preset} has {f}={getattr(want, f)}, the checkpoint "
+                        f"in {args.out} has {f}={getattr(config, f)}"
+                    )
         for f in ("variant", "U", "dropout"):
             if getattr(args, f) is not None and getattr(args, f) != getattr(config, f):
-                raise ValueError(f"--resume: --{f} {getattr(args, f)} differs from the checkpoint's "
-                                 f"{f}={getattr(config, f)!r}")
+                raise ValueError(
+                    f"--resume: --{f} {getattr(args, f)} differs from the checkpoint's {f}={getattr(config, f)!r}"
+                )
         if args.dtype is not None and getattr(torch, args.dtype) != model.E.dtype:
             raise ValueError(f"--resume: --dtype {args.dtype} differs from the checkpoint's {model.E.dtype}")
     else:
@@ -246,14 +277,28 @@ def _run(args, ranks, device) -> int:
             raise ValueError("--data is required (a file path, tinyshakespeare, or recall)")
         recall = args.data.startswith("recall")
         steps = args.steps if args.steps is not None else 1000
-        cfg = TrainConfig(data=data_spec(args.data), steps=steps, lr=3e-3 if recall else 1e-3,
-                          block_size=64 if recall else 256, warmup_steps=min(100, max(1, steps // 10)),
-                          eval_every=100, ckpt_every=500)
+        cfg = TrainConfig(
+            data=data_spec(args.data),
+            steps=steps,
+            lr=3e-3 if recall else 1e-3,
+            block_size=64 if recall else 256,
+            warmup_steps=min(100, max(1, steps // 10)),
+            eval_every=100,
+            ckpt_every=500,
+        )
         model = None
-    explicit = {"data": None if args.data is None else data_spec(args.data), "steps": args.steps,
-                "batch_size": args.batch_size, "block_size": args.block_size, "lr": args.lr,
-                "warmup_steps": args.warmup, "seed": args.seed, "eval_every": args.eval_every,
-                "ckpt_every": args.ckpt_every, "grad_clip": args.grad_clip}
+    explicit = {
+        "data": None if args.data is None else data_spec(args.data),
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "block_size": args.block_size,
+        "lr": args.lr,
+        "warmup_steps": args.warmup,
+        "seed": args.seed,
+        "eval_every": args.eval_every,
+        "ckpt_every": args.ckpt_every,
+        "grad_clip": args.grad_clip,
+    }
     for k, v in explicit.items():
         if v is not None:
             setattr(cfg, k, v)
@@ -267,19 +312,29 @@ def _run(args, ranks, device) -> int:
             model.to(getattr(torch, args.dtype))
     model.chunk_size = chunk
     n_params = sum(p.numel() for p in model.parameters())
-    on = f"device {device}" if not ranks.distributed else \
-        f"{ranks.world} ranks ({ranks.mode.upper()}, {cfg.batch_size // ranks.world} windows each), {device} per rank"
-    say(f"bdh train: {config.variant}/{config.U}, h={config.n_head} d={config.d} N={config.N} "
+    on = (
+        f"device {device}"
+        if not ranks.distributed
+        else f"{ranks.world} ranks ({ranks.mode.upper()}, {cfg.batch_size // ranks.world} windows each), "
+        f"{device} per rank"
+    )
+    say(
+        f"bdh train: {config.variant}/{config.U}, h={config.n_head} d={config.d} N={config.N} "
         f"L={config.n_layer} ({n_params:,} parameters) on {data.name}, {cfg.steps} steps of "
-        f"{cfg.batch_size}x{cfg.block_size} bytes, {on}, attention {attention_name(chunk)}", flush=True)
-    summary = train(model, data, cfg, args.out, resume=args.resume, progress=False if args.quiet else None,
-                    log=print)
+        f"{cfg.batch_size}x{cfg.block_size} bytes, {on}, attention {attention_name(chunk)}",
+        flush=True,
+    )
+    summary = train(model, data, cfg, args.out, resume=args.resume, progress=False if args.quiet else None, log=print)
     if summary["interrupted"]:
         if ranks.main:
-            print(f"bdh train: stopped by {summary['interrupted']} after step {summary['step']}; checkpoint in "
-                  f"{args.out}; resume with: {resume_command(args.out, ranks.world, args.fsdp)}",
-                  file=sys.stderr, flush=True)
+            print(
+                f"bdh train: stopped by {summary['interrupted']} after step {summary['step']}; checkpoint in "
+                f"{args.out}; resume with: {resume_command(args.out, ranks.world, args.fsdp)}",
+                file=sys.stderr,
+                flush=True,
+            )
         import signal
+
         return 128 + int(getattr(signal, summary["interrupted"], signal.SIGTERM))
     if not ranks.main:
         return 0
@@ -289,13 +344,16 @@ def _run(args, ranks, device) -> int:
     val = summary["val"]
     tail = ""
     if val is not None:
-        tail = (f"; val loss {val['loss']:.4f} nats/byte ({val['bits_per_byte']:.4f} bpb), "
-                f"accuracy {val['accuracy']:.3f}")
+        tail = (
+            f"; val loss {val['loss']:.4f} nats/byte ({val['bits_per_byte']:.4f} bpb), accuracy {val['accuracy']:.3f}"
+        )
         if getattr(data, "chance", None):
             tail += f" (chance {data.chance:.3f})"
     if ranks.distributed:
         tail += "; peak memory per rank " + ", ".join(f"{b / 2**20:,.0f}" for b in summary["peak_rss_bytes_per_rank"])
         tail += " MiB"
-    print(f"done: step {summary['step']} in {summary['seconds']:.1f} s "
-          f"({summary.get('tokens_per_s', 0):,.0f} tokens/s){tail}; model in {args.out}")
+    print(
+        f"done: step {summary['step']} in {summary['seconds']:.1f} s "
+        f"({summary.get('tokens_per_s', 0):,.0f} tokens/s){tail}; model in {args.out}"
+    )
     return 0

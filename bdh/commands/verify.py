@@ -3,6 +3,7 @@
 Exit 0 iff every compared quantity (logits, x, y, rho, and v for official models) is within tolerance, 1 if
 not, 2 on bad input (including a compile that does not apply to the model's variant).
 """
+
 from __future__ import annotations
 
 import json
@@ -12,16 +13,22 @@ MAX_TEXT_BYTES = 4096
 
 
 def add_parser(subparsers):
-    p = subparsers.add_parser("verify", help="check that the neuron graph computes what the tensor model computes",
-                              description="Compile DIR into a BDH neuron graph, run both on the same bytes, compare "
-                                          "logits, x, y and state per token and layer.")
+    p = subparsers.add_parser(
+        "verify",
+        help="check that the neuron graph computes what the tensor model computes",
+        description="Compile DIR into a BDH neuron graph, run both on the same bytes, compare "
+        "logits, x, y and state per token and layer.",
+    )
     p.add_argument("model_dir", metavar="DIR", help="model directory")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--text", help=f"input text (default {DEFAULT_TEXT!r})")
     src.add_argument("--text-file", help="file whose bytes are the input")
-    p.add_argument("--compile", dest="how", choices=("dense", "circuit", "official"),
-                   help="construction (default: official for official/paper models, dense for normfree, "
-                        "circuit when n > 4096)")
+    p.add_argument(
+        "--compile",
+        dest="how",
+        choices=("dense", "circuit", "official"),
+        help="construction (default: official for official/paper models, dense for normfree, circuit when n > 4096)",
+    )
     p.add_argument("--backend", default="numba", choices=("numba", "pyg", "numpy"), help="graph engine (default numba)")
     p.add_argument("--device", help="with --backend pyg: torch device, e.g. cuda or cuda:1 (default cpu)")
     p.add_argument("--tolerance", type=float, help="relative tolerance per token and layer (default 1e-9)")
@@ -33,6 +40,7 @@ def add_parser(subparsers):
 
 def read_text(args) -> bytes:
     from bdh.errors import InputError, read_input
+
     if args.text_file is not None:
         raw = read_input(args.text_file, "--text-file", MAX_TEXT_BYTES)
     else:
@@ -41,8 +49,10 @@ def read_text(args) -> bytes:
     if not raw:
         raise InputError(f"{where}: empty text, expected at least 1 byte")
     if len(raw) > MAX_TEXT_BYTES:
-        raise InputError(f"{where}: expected at most {MAX_TEXT_BYTES} bytes, got more "
-                         "(the graph runs token by token; verify on a short text)")
+        raise InputError(
+            f"{where}: expected at most {MAX_TEXT_BYTES} bytes, got more "
+            "(the graph runs token by token; verify on a short text)"
+        )
     return raw
 
 
@@ -60,17 +70,27 @@ def run(args) -> int:
     from types import SimpleNamespace
 
     from bdh_graph.comm import world_rank
-    if world_rank() == 0:    # the tensor side: rank 0 alone loads the model; the others read only config.json
+
+    if world_rank() == 0:  # the tensor side: rank 0 alone loads the model; the others read only config.json
         model = spec = load_model(args.model_dir).eval()
     else:
         import bdh_gpu
+
         model, spec = None, SimpleNamespace(config=bdh_gpu.load_config(args.model_dir))
     if max(raw) >= spec.config.vocab_size:
         raise InputError(f"--text: byte {max(raw)} is outside the model's vocabulary of {spec.config.vocab_size}")
     how = check_compile(spec, args.how)
-    compiled = equivalence.compile_model(args.model_dir, how)   # each rank reads only its slice of the weights
-    rep = equivalence.compare(model, compiled, raw, backend=args.backend, rtol=args.tolerance,
-                              state=not args.no_state, device=args.device, progress=True)
+    compiled = equivalence.compile_model(args.model_dir, how)  # each rank reads only its slice of the weights
+    rep = equivalence.compare(
+        model,
+        compiled,
+        raw,
+        backend=args.backend,
+        rtol=args.tolerance,
+        state=not args.no_state,
+        device=args.device,
+        progress=True,
+    )
     if args.json:
         print(json.dumps(rep.to_dict(), default=str))
     else:

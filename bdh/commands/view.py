@@ -3,6 +3,7 @@ by sub-round): a self-contained HTML file (--out), or a local server where you t
 
 The work is in `bdh.teach.view` (the session and the page) and `bdh.teach.serve` (the server); see docs/tutorial.md.
 """
+
 from __future__ import annotations
 
 import os
@@ -10,24 +11,35 @@ import os
 
 def add_parser(subparsers):
     p = subparsers.add_parser(
-        "view", help="interactive page: step a prompt through the neuron graph, click neurons and synapses",
+        "view",
+        help="interactive page: step a prompt through the neuron graph, click neurons and synapses",
         description="Compile DIR to its neuron graph, step a prompt through the graph simulator sub-round by "
-                    "sub-round and write one self-contained HTML page (data embedded, works offline), or serve "
-                    "the page on a local port where you type prompts and step the live simulator (--serve).")
+        "sub-round and write one self-contained HTML page (data embedded, works offline), or serve "
+        "the page on a local port where you type prompts and step the live simulator (--serve).",
+    )
     p.add_argument("model_dir", metavar="DIR", help="model directory (config.json + model.safetensors)")
     p.add_argument("--prompt", help="text to step through the graph, one byte per token (required without --serve)")
     p.add_argument("--out", default="view.html", help="the page to write (default view.html)")
     p.add_argument("--serve", action="store_true", help="serve the page instead, stepping the live simulator")
     p.add_argument("--port", type=int, default=0, help="with --serve: the port (default 0 = a free one, printed)")
-    p.add_argument("--host", default="127.0.0.1",
-                   help="with --serve: the address to bind (default 127.0.0.1, this machine only)")
-    p.add_argument("--compile", dest="how", choices=("dense", "circuit", "official"),
-                   help="construction (default: the variant's default, as bdh verify)")
+    p.add_argument(
+        "--host", default="127.0.0.1", help="with --serve: the address to bind (default 127.0.0.1, this machine only)"
+    )
+    p.add_argument(
+        "--compile",
+        dest="how",
+        choices=("dense", "circuit", "official"),
+        help="construction (default: the variant's default, as bdh verify)",
+    )
     p.add_argument("--backend", default="numba", choices=("numba", "numpy", "pyg"), help="graph engine (default numba)")
     p.add_argument("--device", help="with --backend pyg: torch device, e.g. cuda (default cpu)")
     p.add_argument("--neurons", type=int, default=256, help="neurons shown, the most active first (default 256)")
-    p.add_argument("--synapses", type=int, default=8,
-                   help="synapses listed per group and per state variable of a clicked node (default 8)")
+    p.add_argument(
+        "--synapses",
+        type=int,
+        default=8,
+        help="synapses listed per group and per state variable of a clicked node (default 8)",
+    )
     p.add_argument("--max-prompt", type=int, default=256, help="longest prompt in bytes (default 256)")
     p.set_defaults(func=run)
     return p
@@ -52,24 +64,31 @@ def run(args) -> int:
         d = os.path.dirname(os.path.abspath(args.out))
         if not os.path.isdir(d):
             raise UsageError(f"--out {args.out}: the directory {d} does not exist")
-    from equivalence import TensorRunner, compile_model
-
     from bdh.errors import check_compile, load_model
     from bdh.teach.view import ViewSession, write_page
+    from equivalence import TensorRunner, compile_model
 
     model = load_model(args.model_dir)
     compiled = compile_model(TensorRunner(model).model, check_compile(model, args.how))
-    session = ViewSession(compiled, backend=args.backend, neurons=args.neurons, synapses=args.synapses,
-                          max_prompt=args.max_prompt, title=f"{os.path.basename(os.path.abspath(args.model_dir))}: "
-                                                            f"{compiled.summary().split(':')[0]}",
-                          device=args.device)
+    session = ViewSession(
+        compiled,
+        backend=args.backend,
+        neurons=args.neurons,
+        synapses=args.synapses,
+        max_prompt=args.max_prompt,
+        title=f"{os.path.basename(os.path.abspath(args.model_dir))}: {compiled.summary().split(':')[0]}",
+        device=args.device,
+    )
     if args.serve:
         from bdh.teach.serve import serve
+
         serve(session, args.host, args.port)
         return 0
     session.load(list(raw))
     frames = session.step("all")
     path = write_page(args.out, session.data())
-    print(f"{path}: {len(raw)} tokens, {len(frames)} steps, {len(session.shown['neurons'])} of {compiled.network.n} "
-          f"neurons shown ({os.path.getsize(path) / 1e6:.1f} MB); open it in a browser")
+    print(
+        f"{path}: {len(raw)} tokens, {len(frames)} steps, {len(session.shown['neurons'])} of {compiled.network.n} "
+        f"neurons shown ({os.path.getsize(path) / 1e6:.1f} MB); open it in a browser"
+    )
     return 0

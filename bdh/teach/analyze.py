@@ -1,5 +1,6 @@
 """`bdh analyze`: the measurements of the paper's Sec. 5-6 on any model (sparsity, weight graphs, the sigma graph,
 monosemantic synapses), with figures and an HTML report."""
+
 from __future__ import annotations
 
 import json
@@ -9,11 +10,9 @@ import time
 import numpy as np
 
 from .demo import byte_label
-from .figures import betas_for_density
-from .figures import captioned, fit_text
+from .figures import betas_for_density, captioned, fit_text
 from .html import write_html
 from .words import notation_html
-
 
 PAPER = {  # reference section 6
     "sparsity_y": "about 5% (4.0-7.5% while memorising, about 2.5% while repeating; n = 65536, L = 4, layer 2)",
@@ -25,6 +24,7 @@ PAPER = {  # reference section 6
 
 def _lines(path: str, flag: str = "file") -> list[bytes]:
     from bdh.errors import InputError, read_input
+
     out = [ln.strip() for ln in read_input(path, flag).splitlines() if ln.strip()]
     if len(out) < 2:
         raise InputError(f"{flag} {path}: expected at least 2 non-empty lines (one sentence per line), got {len(out)}")
@@ -33,20 +33,35 @@ def _lines(path: str, flag: str = "file") -> list[bytes]:
 
 def _sigma_layer(model, layer):
     from bdh_gpu.analysis import layer_names
+
     names = layer_names(model)
     ok = [l for l in names if l >= 1 and l - 1 in names]
     if layer is None:
         return ok[len(ok) // 2] if ok else None
     if layer not in ok:
         from bdh.errors import InputError
+
         raise InputError(f"--sigma-layer: expected one of {ok} for the {model.config.variant} variant, got {layer}")
     return layer
 
 
-def analyze_model(model, ids, out_dir: str | None = None, *, betas=None,
-                  density=(0.001, 0.002, 0.005, 0.01, 0.02), heads=(0,), seeds: int = 5, sigma_layer=None,
-                  sigma_neurons: int = 2048, concept=None, contrast=None, candidates: int = 48,
-                  log=print, progress: bool = False) -> dict:
+def analyze_model(
+    model,
+    ids,
+    out_dir: str | None = None,
+    *,
+    betas=None,
+    density=(0.001, 0.002, 0.005, 0.01, 0.02),
+    heads=(0,),
+    seeds: int = 5,
+    sigma_layer=None,
+    sigma_neurons: int = 2048,
+    concept=None,
+    contrast=None,
+    candidates: int = 48,
+    log=print,
+    progress: bool = False,
+) -> dict:
     """Reference section 6 on `model` over the token ids `ids`: sparsity per layer; G_x = D_x E and G_y = D_y E
     per head thresholded at beta (degrees, tail exponents, Louvain modularity vs beta beside G(n,m) and random
     low-rank); the sigma graph (positive part, thresholded) after the text; optionally the monosemantic-synapse
@@ -71,21 +86,34 @@ def analyze_model(model, ids, out_dir: str | None = None, *, betas=None,
         tr = model.trace(torch.as_tensor(list(ids), dtype=torch.long))
     sp_ = sparsity(model, None, trace=tr)
     res["sparsity"] = sp_
-    log(f"sparsity over {len(ids)} tokens (fraction of n = {C.n} neurons active), per layer {sp_['layers']}:\n"
+    log(
+        f"sparsity over {len(ids)} tokens (fraction of n = {C.n} neurons active), per layer {sp_['layers']}:\n"
         f"  x > 0: {' '.join(f'{v:.4f}' for v in sp_['x'])}\n  y > 0: {' '.join(f'{v:.4f}' for v in sp_['y'])}"
-        f"   (paper: y {PAPER['sparsity_y']})")
+        f"   (paper: y {PAPER['sparsity_y']})"
+    )
     names = layer_names(model)
     if out_dir:
-        figs.append(GA.plot_bars(os.path.join(out_dir, "sparsity_per_layer.png"),
-                                 {"x > 0": sp_["x"], "y > 0": sp_["y"]},
-                                 [str(l) for l in names], title=f"active fraction per layer ({len(ids)} tokens)",
-                                 ylabel="fraction of neurons"))
-        Y = tr["y"][:, :min(len(ids), 96)].permute(1, 0, 2).reshape(min(len(ids), 96), -1).double().numpy()
+        figs.append(
+            GA.plot_bars(
+                os.path.join(out_dir, "sparsity_per_layer.png"),
+                {"x > 0": sp_["x"], "y > 0": sp_["y"]},
+                [str(l) for l in names],
+                title=f"active fraction per layer ({len(ids)} tokens)",
+                ylabel="fraction of neurons",
+            )
+        )
+        Y = tr["y"][:, : min(len(ids), 96)].permute(1, 0, 2).reshape(min(len(ids), 96), -1).double().numpy()
         idx = top_active(Y, 96)
-        figs.append(GA.plot_raster(os.path.join(out_dir, "activity_raster.png"), Y[:, idx],
-                                   [byte_label(b) for b in list(ids)[:96]],
-                                   title="y > 0 of the 96 most active (layer, neuron), first tokens",
-                                   ylabel="(layer, neuron), index order", clabel="y (activity)"))
+        figs.append(
+            GA.plot_raster(
+                os.path.join(out_dir, "activity_raster.png"),
+                Y[:, idx],
+                [byte_label(b) for b in list(ids)[:96]],
+                title="y > 0 of the 96 most active (layer, neuron), first tokens",
+                ylabel="(layer, neuron), index order",
+                clabel="y (activity)",
+            )
+        )
 
     pbar.update(), pbar.set_postfix_str("weight graphs")
     # weight graphs
@@ -99,21 +127,38 @@ def analyze_model(model, ids, out_dir: str | None = None, *, betas=None,
             A = GA.threshold_graph(G, mid)
             k_in, k_out = GA.degrees(A)
             fi, fo = GA.tail_exponent(k_in), GA.tail_exponent(k_out)
-            entry.update(beta_degrees=mid, edges=int(A.nnz), tail_in=fi.to_dict() if fi else None,
-                         tail_out=fo.to_dict() if fo else None, max_in=int(k_in.max()), max_out=int(k_out.max()),
-                         zero_in=float((k_in == 0).mean()), zero_out=float((k_out == 0).mean()))
+            entry.update(
+                beta_degrees=mid,
+                edges=int(A.nnz),
+                tail_in=fi.to_dict() if fi else None,
+                tail_out=fo.to_dict() if fo else None,
+                max_in=int(k_in.max()),
+                max_out=int(k_out.max()),
+                zero_in=float((k_in == 0).mean()),
+                zero_out=float((k_out == 0).mean()),
+            )
             if which == "x":
                 s = weight_scales(model, "x")
-                R = GA.random_low_rank(G.shape[0], s["d"], s["std_D"], s["std_E"], seed=1 + h, mean_D=s["mean_D"],
-                                       mean_E=s["mean_E"])
+                R = GA.random_low_rank(
+                    G.shape[0], s["d"], s["std_D"], s["std_E"], seed=1 + h, mean_D=s["mean_D"], mean_E=s["mean_E"]
+                )
                 entry["modularity"] = GA.modularity_vs_beta(G, bs, baselines={"low-rank": R}, seeds=seeds)
                 if out_dir:
-                    figs.append(GA.plot_modularity(os.path.join(out_dir, f"modularity_vs_beta_h{h}.png"),
-                                                   entry["modularity"], title=f"G_x = D_x E, head {h}"))
+                    figs.append(
+                        GA.plot_modularity(
+                            os.path.join(out_dir, f"modularity_vs_beta_h{h}.png"),
+                            entry["modularity"],
+                            title=f"G_x = D_x E, head {h}",
+                        )
+                    )
             if out_dir:
-                figs.append(GA.plot_degree_distribution(
-                    os.path.join(out_dir, f"degrees_G{which}_h{h}.png"), {"in-degree": k_in, "out-degree": k_out},
-                    title=f"G_{which} = D_{which} E, head {h}, beta = {mid:.3g} ({A.nnz} edges)"))
+                figs.append(
+                    GA.plot_degree_distribution(
+                        os.path.join(out_dir, f"degrees_G{which}_h{h}.png"),
+                        {"in-degree": k_in, "out-degree": k_out},
+                        title=f"G_{which} = D_{which} E, head {h}, beta = {mid:.3g} ({A.nnz} edges)",
+                    )
+                )
             res["graphs"].append(entry)
             log(_graph_line(entry))
             pbar.update(), pbar.set_postfix_str(f"G_{which} head {h}")
@@ -125,44 +170,68 @@ def analyze_model(model, ids, out_dir: str | None = None, *, betas=None,
         xl = tr["x"][names.index(l)].double().numpy()
         rows, cols = top_active(yprev, sigma_neurons), top_active(xl, sigma_neurons)
         S = sigma_synapses(model, tr, l, rows, cols)
-        both = np.intersect1d(rows, cols)                          # a square graph on neurons active on both ends
+        both = np.intersect1d(rows, cols)  # a square graph on neurons active on both ends
         ri, ci = np.searchsorted(rows, both), np.searchsorted(cols, both)
-        Sq = np.maximum(S[np.ix_(ri, ci)], 0.0)                   # positive part; Sq[a, b]: edge b -> a
+        Sq = np.maximum(S[np.ix_(ri, ci)], 0.0)  # positive part; Sq[a, b]: edge b -> a
         pos_vals = Sq[Sq > 0]
         beta_s = float(np.quantile(pos_vals, 0.9)) if pos_vals.size else 0.0
         A = GA.threshold_graph(Sq, beta_s) if pos_vals.size else GA.threshold_graph(Sq, 1.0)
         k_in, k_out = GA.degrees(A)
         fi, fo = GA.tail_exponent(k_in), GA.tail_exponent(k_out)
-        res["sigma"] = dict(layer=l, neurons=int(len(both)), beta=beta_s, edges=int(A.nnz),
-                            positive_fraction=float((S > 0).mean()), tail_in=fi.to_dict() if fi else None,
-                            tail_out=fo.to_dict() if fo else None)
-        log(f"sigma_{l} after the text, on the {len(both)} neurons active on both ends, positive part >= "
+        res["sigma"] = dict(
+            layer=l,
+            neurons=int(len(both)),
+            beta=beta_s,
+            edges=int(A.nnz),
+            positive_fraction=float((S > 0).mean()),
+            tail_in=fi.to_dict() if fi else None,
+            tail_out=fo.to_dict() if fo else None,
+        )
+        log(
+            f"sigma_{l} after the text, on the {len(both)} neurons active on both ends, positive part >= "
             f"{beta_s:.3g} (its 90th percentile): {A.nnz} edges; tail exponent in "
-            f"{_alpha_s(fi)}, out {_alpha_s(fo)}")
+            f"{_alpha_s(fi)}, out {_alpha_s(fo)}"
+        )
         if out_dir:
-            figs.append(GA.plot_degree_distribution(os.path.join(out_dir, "degrees_sigma.png"),
-                                                    {"in-degree": k_in, "out-degree": k_out},
-                                                    title=f"sigma_{l} (positive part >= {beta_s:.3g})"))
+            figs.append(
+                GA.plot_degree_distribution(
+                    os.path.join(out_dir, "degrees_sigma.png"),
+                    {"in-degree": k_in, "out-degree": k_out},
+                    title=f"sigma_{l} (positive part >= {beta_s:.3g})",
+                )
+            )
             T = min(len(ids), 128)
-            ch = np.abs(np.diff(np.stack([sigma_synapses(model, tr, l, rows[:32], cols[:32], t=t).ravel()
-                                          for t in range(T)]), axis=0)).sum(0)
+            ch = np.abs(
+                np.diff(
+                    np.stack([sigma_synapses(model, tr, l, rows[:32], cols[:32], t=t).ravel() for t in range(T)]),
+                    axis=0,
+                )
+            ).sum(0)
             pick = np.argsort(-ch)[:6]
             series = {}
             for p in pick:
                 a, b = rows[p // 32], cols[p % 32]
                 series[f"{b}->{a}"] = [float(sigma_synapses(model, tr, l, [a], [b], t=t)[0, 0]) for t in range(T)]
-            figs.append(GA.plot_series(os.path.join(out_dir, "sigma_synapses.png"), series,
-                                       [byte_label(b) for b in list(ids)[:T]],
-                                       title=f"sigma_{l}(i->j) over the text (most changing)", ylabel="sigma"))
+            figs.append(
+                GA.plot_series(
+                    os.path.join(out_dir, "sigma_synapses.png"),
+                    series,
+                    [byte_label(b) for b in list(ids)[:T]],
+                    title=f"sigma_{l}(i->j) over the text (most changing)",
+                    ylabel="sigma",
+                )
+            )
 
     pbar.update(), pbar.set_postfix_str("synapse finder")
     # monosemantic synapses
     if concept is not None and contrast is not None and l is not None:
         res["synapses"] = find_synapses(model, concept, contrast, l, candidates)
         best = res["synapses"]["top"][:3]
-        log(f"monosemantic-synapse search, sigma_{l}, {len(concept)} concept vs {len(contrast)} contrast sentences, "
-            f"{res['synapses']['candidates']} candidate synapses: best " + "; ".join(
-                f"{s['synapse']} U = {s['U']:.0f} of {s['U_max']} (p = {s['p']:.2g})" for s in best))
+        log(
+            f"monosemantic-synapse search, sigma_{l}, {len(concept)} concept vs {len(contrast)} contrast sentences, "
+            f"{res['synapses']['candidates']} candidate synapses: best "
+            + "; ".join(f"{s['synapse']} U = {s['U']:.0f} of {s['U_max']} (p = {s['p']:.2g})" for s in best)
+        )
         pbar.update()
     res["seconds"] = time.perf_counter() - t0
     if out_dir:
@@ -183,13 +252,17 @@ def _alpha_s(fit):
 
 def _graph_line(e) -> str:
     t = lambda f: "-" if f is None else f"{f['alpha']:.2f} (k >= {f['k_min']})"
-    s = (f"{e['graph']} head {e['head']}: entries std {e['std']:.3g}, max {e['max']:.3g}; at beta = "
-         f"{e['beta_degrees']:.3g}: {e['edges']} edges, max in/out degree {e['max_in']}/{e['max_out']}, tail exponent "
-         f"in {t(e['tail_in'])}, out {t(e['tail_out'])}")
+    s = (
+        f"{e['graph']} head {e['head']}: entries std {e['std']:.3g}, max {e['max']:.3g}; at beta = "
+        f"{e['beta_degrees']:.3g}: {e['edges']} edges, max in/out degree {e['max_in']}/{e['max_out']}, tail exponent "
+        f"in {t(e['tail_in'])}, out {t(e['tail_out'])}"
+    )
     for r in e.get("modularity", []):
-        s += (f"\n    beta {r['beta']:.4g}: {r['edges']} edges, modularity {_f(r['modularity'])} "
-              f"(G(n,m) {_f(r.get('G(n,m)'))}; random low-rank {_f(r.get('low-rank'))} with {r.get('low-rank_edges')} "
-              f"edges at this beta, {_f(r.get('low-rank (same m)'))} with the same edge count)")
+        s += (
+            f"\n    beta {r['beta']:.4g}: {r['edges']} edges, modularity {_f(r['modularity'])} "
+            f"(G(n,m) {_f(r.get('G(n,m)'))}; random low-rank {_f(r.get('low-rank'))} with {r.get('low-rank_edges')} "
+            f"edges at this beta, {_f(r.get('low-rank (same m)'))} with the same edge count)"
+        )
     return s
 
 
@@ -205,6 +278,7 @@ def find_synapses(model, concept, contrast, layer: int, candidates: int = 48, to
 
     from bdh_gpu.analysis import layer_names, sigma_synapses, top_active
     from bdh_graph.analysis import mann_whitney_rank
+
     names = layer_names(model)
     traces = []
     with torch.no_grad():
@@ -214,7 +288,7 @@ def find_synapses(model, concept, contrast, layer: int, candidates: int = 48, to
     ys = np.concatenate([t["y"][names.index(layer - 1)].double().numpy() for t in traces])
     xs = np.concatenate([t["x"][names.index(layer)].double().numpy() for t in traces])
     rows, cols = top_active(ys, candidates), top_active(xs, candidates)
-    vals = np.stack([sigma_synapses(model, t, layer, rows, cols).ravel() for t in traces])   # (m, R*C)
+    vals = np.stack([sigma_synapses(model, t, layer, rows, cols).ravel() for t in traces])  # (m, R*C)
     m1 = len(concept)
     ranked = mann_whitney_rank(vals[:m1], vals[m1:], top=top)
     out = []
@@ -228,51 +302,114 @@ def _report_blocks(res, figs) -> list:
     """The analyze report in words: each measurement beside the paper's value, the notation, captioned figures."""
     C, sp_ = res["config"], res["sparsity"]
     blocks = [
-        ("p", f"The measurements of the paper's Sec. 5-6 on one model (n = {C['N'] * C['n_head']} neurons, "
-              f"d = {C['d']}, "
-              f"L = {C['n_layer']} layers, {C['n_head']} heads, variant {C['variant']}) over a text of "
-              f"{res['tokens']} bytes: how sparse the activity is, what graph the learned weights form, what graph "
-              "the synaptic state forms after the text, and (with --concept/--contrast) which single synapse "
-              "tells two kinds of sentences apart. The numbers are also in analysis.json."),
-        ("h2", "Notation"), ("html", notation_html()),
+        (
+            "p",
+            f"The measurements of the paper's Sec. 5-6 on one model (n = {C['N'] * C['n_head']} neurons, "
+            f"d = {C['d']}, "
+            f"L = {C['n_layer']} layers, {C['n_head']} heads, variant {C['variant']}) over a text of "
+            f"{res['tokens']} bytes: how sparse the activity is, what graph the learned weights form, what graph "
+            "the synaptic state forms after the text, and (with --concept/--contrast) which single synapse "
+            "tells two kinds of sentences apart. The numbers are also in analysis.json.",
+        ),
+        ("h2", "Notation"),
+        ("html", notation_html()),
         ("h2", "Sparsity: how many neurons are active"),
-        ("table", (("layer", "fraction with x > 0", "fraction with y > 0"),
-                   [(l, f"{a:.2%}", f"{b:.2%}") for l, a, b in zip(sp_["layers"], sp_["x"], sp_["y"])])),
+        (
+            "table",
+            (
+                ("layer", "fraction with x > 0", "fraction with y > 0"),
+                [(l, f"{a:.2%}", f"{b:.2%}") for l, a, b in zip(sp_["layers"], sp_["x"], sp_["y"])],
+            ),
+        ),
         ("p", f"Paper: y {res['paper']['sparsity_y']}."),
         ("h2", "Weight graphs G_x = D_x E and G_y = D_y E"),
-        ("p", "Each head's n x n product read as a graph: an edge i -> j where the entry is >= beta (chosen for a "
-              "given edge density). Degrees are the number of edges in and out of a neuron; the tail exponent "
-              "alpha fits P(k) ~ k^-alpha to the largest degrees (a heavy tail: a few hub neurons). Modularity: "
-              "Louvain, best of 5 seeds, beside G(n,m) (uniformly random, same n and m) and a random low-rank "
-              f"product of the same d and scale. Paper: {res['paper']['graph']}; modularity "
-              f"{res['paper']['modularity']}."),
-        ("table", (("graph", "head", "beta", "edges", "max in / out degree", "in-degree tail", "out-degree tail"),
-                   [(e["graph"], e["head"], f"{e['beta_degrees']:.3g}", e["edges"], f"{e['max_in']} / {e['max_out']}",
-                     fit_text(e["tail_in"]), fit_text(e["tail_out"])) for e in res["graphs"]])),
+        (
+            "p",
+            "Each head's n x n product read as a graph: an edge i -> j where the entry is >= beta (chosen for a "
+            "given edge density). Degrees are the number of edges in and out of a neuron; the tail exponent "
+            "alpha fits P(k) ~ k^-alpha to the largest degrees (a heavy tail: a few hub neurons). Modularity: "
+            "Louvain, best of 5 seeds, beside G(n,m) (uniformly random, same n and m) and a random low-rank "
+            f"product of the same d and scale. Paper: {res['paper']['graph']}; modularity "
+            f"{res['paper']['modularity']}.",
+        ),
+        (
+            "table",
+            (
+                ("graph", "head", "beta", "edges", "max in / out degree", "in-degree tail", "out-degree tail"),
+                [
+                    (
+                        e["graph"],
+                        e["head"],
+                        f"{e['beta_degrees']:.3g}",
+                        e["edges"],
+                        f"{e['max_in']} / {e['max_out']}",
+                        fit_text(e["tail_in"]),
+                        fit_text(e["tail_out"]),
+                    )
+                    for e in res["graphs"]
+                ],
+            ),
+        ),
     ]
     for e in res["graphs"]:
         if e.get("modularity"):
-            blocks.append(("table", ((f"{e['graph']} head {e['head']}: threshold beta", "edges", "modularity",
-                                      "G(n,m)", "random low-rank (same beta)", "random low-rank (same edges)"),
-                                     [(f"{r['beta']:.4g}", r["edges"], _f(r["modularity"]), _f(r.get("G(n,m)")),
-                                       _f(r.get("low-rank")), _f(r.get("low-rank (same m)")))
-                                      for r in e["modularity"]])))
+            blocks.append(
+                (
+                    "table",
+                    (
+                        (
+                            f"{e['graph']} head {e['head']}: threshold beta",
+                            "edges",
+                            "modularity",
+                            "G(n,m)",
+                            "random low-rank (same beta)",
+                            "random low-rank (same edges)",
+                        ),
+                        [
+                            (
+                                f"{r['beta']:.4g}",
+                                r["edges"],
+                                _f(r["modularity"]),
+                                _f(r.get("G(n,m)")),
+                                _f(r.get("low-rank")),
+                                _f(r.get("low-rank (same m)")),
+                            )
+                            for r in e["modularity"]
+                        ],
+                    ),
+                )
+            )
     if "sigma" in res:
         sg = res["sigma"]
-        blocks += [("h2", f"The state graph: sigma_{sg['layer']} after the text"),
-                   ("p", f"On the {sg['neurons']} neurons active at both ends of a synapse, the positive part of "
-                         f"sigma thresholded at its 90th percentile ({sg['beta']:.3g}): {sg['edges']} edges; "
-                         f"{sg['positive_fraction']:.1%} of the synapses are positive; in-degree tail "
-                         f"{fit_text(sg['tail_in'])}, out-degree tail {fit_text(sg['tail_out'])}. Paper: "
-                         "heavy-tailed degrees.")]
+        blocks += [
+            ("h2", f"The state graph: sigma_{sg['layer']} after the text"),
+            (
+                "p",
+                f"On the {sg['neurons']} neurons active at both ends of a synapse, the positive part of "
+                f"sigma thresholded at its 90th percentile ({sg['beta']:.3g}): {sg['edges']} edges; "
+                f"{sg['positive_fraction']:.1%} of the synapses are positive; in-degree tail "
+                f"{fit_text(sg['tail_in'])}, out-degree tail {fit_text(sg['tail_out'])}. Paper: "
+                "heavy-tailed degrees.",
+            ),
+        ]
     if "synapses" in res:
         sy = res["synapses"]
-        blocks += [("h2", "Monosemantic synapses"),
-                   ("p", f"sigma_{sy['layer']}(i->j) after each sentence, {sy['n_concept']} concept vs "
-                         f"{sy['n_contrast']} contrast sentences, over {sy['candidates']} candidate synapses, ranked "
-                         "by the one-sided Mann-Whitney U (U_max = all pairs: the synapse is larger on every concept "
-                         f"sentence than on every contrast one). Paper: {res['paper']['synapse']}."),
-                   ("table", (("synapse key->value", "U", "of U_max", "p"),
-                              [(t["synapse"], f"{t['U']:.0f}", t["U_max"], f"{t['p']:.2g}") for t in sy["top"]]))]
+        blocks += [
+            ("h2", "Monosemantic synapses"),
+            (
+                "p",
+                f"sigma_{sy['layer']}(i->j) after each sentence, {sy['n_concept']} concept vs "
+                f"{sy['n_contrast']} contrast sentences, over {sy['candidates']} candidate synapses, ranked "
+                "by the one-sided Mann-Whitney U (U_max = all pairs: the synapse is larger on every concept "
+                f"sentence than on every contrast one). Paper: {res['paper']['synapse']}.",
+            ),
+            (
+                "table",
+                (
+                    ("synapse key->value", "U", "of U_max", "p"),
+                    [(t["synapse"], f"{t['U']:.0f}", t["U_max"], f"{t['p']:.2g}") for t in sy["top"]],
+                ),
+            ),
+        ]
     blocks += [("h2", "Figures"), *[("img", c) for c in captioned(figs)]]
     return blocks

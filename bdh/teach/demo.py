@@ -5,6 +5,7 @@
 
 Reads the bridge (`equivalence.compile_model`, `equivalence.GraphRunner`); the bridge never reads this package.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -21,14 +22,18 @@ DEMO_PRESET = "tiny"
 # the demo's two models: part 1 tells the paper's story (Normfree, Eq. 7, as the Table 1(b) graph of Obs. 4 with
 # neuron -> neuron synapses; ALiBi damping, so the synapses forget slowly and sigma stays >= 0), part 2 is the
 # released LayerNorm model (official) as a graph with hub populations
-PARTS = {"normfree": dict(variant="normfree", U="alibi", steps=400),
-         "official": dict(variant="official", U="rope", steps=300)}
+PARTS = {
+    "normfree": dict(variant="normfree", U="alibi", steps=400),
+    "official": dict(variant="official", U="rope", steps=300),
+}
 DEMO_TRAIN = dict(batch_size=32, block_size=64, lr=3e-3, warmup_steps=20, eval_every=100, eval_batches=4)
-FAST_TRAIN = dict(steps=4, batch_size=4, block_size=32, lr=3e-3, warmup_steps=1, eval_every=4, ckpt_every=4,
-                  eval_batches=1)
+FAST_TRAIN = dict(
+    steps=4, batch_size=4, block_size=32, lr=3e-3, warmup_steps=1, eval_every=4, ckpt_every=4, eval_batches=1
+)
 
 
 # ---- the model: train once, cache ------------------------------------------------------------------------------
+
 
 def cache_key(config: dict, train: dict) -> str:
     """Stable key of (model config, training config incl. steps and seed)."""
@@ -36,8 +41,7 @@ def cache_key(config: dict, train: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def demo_model(fast: bool = False, cache: str | None = None, log=print, use_cache: bool = True,
-               part: str = "normfree"):
+def demo_model(fast: bool = False, cache: str | None = None, log=print, use_cache: bool = True, part: str = "normfree"):
     """The demo's trained `tiny` model of `part` (PARTS) on the recall task: loaded from the cache if this
     (config, training config) was trained before, else trained now and cached. Returns (model in float64 eval
     mode, info dict)."""
@@ -56,8 +60,16 @@ def demo_model(fast: bool = False, cache: str | None = None, log=print, use_cach
     tcfg = TrainConfig(data="recall", **train_kw)
     key = cache_key(dict(config.to_dict(), gains=config.resolved_gains()), tcfg.to_dict())
     root = os.path.join(cache if cache is not None else cache_dir(), "demo", key)
-    info = dict(preset=DEMO_PRESET, variant=config.variant, U=config.U, key=key, dir=root, steps=tcfg.steps,
-                cached=False, seconds=0.0)
+    info = dict(
+        preset=DEMO_PRESET,
+        variant=config.variant,
+        U=config.U,
+        key=key,
+        dir=root,
+        steps=tcfg.steps,
+        cached=False,
+        seconds=0.0,
+    )
     t0 = time.perf_counter()
     done = os.path.exists(os.path.join(root, "done.json"))
     if use_cache and done:
@@ -68,26 +80,35 @@ def demo_model(fast: bool = False, cache: str | None = None, log=print, use_cach
     else:
         data = RecallData(tcfg.block_size)
         work = root + ".partial"
-        if os.path.isdir(work):                                  # an interrupted earlier run: start over
+        if os.path.isdir(work):  # an interrupted earlier run: start over
             import shutil
+
             shutil.rmtree(work)
         torch.manual_seed(tcfg.seed)
         model = bdh_gpu.BDH(config)
         n_params = sum(p.numel() for p in model.parameters())
-        log(f"  training the {DEMO_PRESET} preset, variant {config.variant}, U = {config.U} ({n_params:,} "
+        log(
+            f"  training the {DEMO_PRESET} preset, variant {config.variant}, U = {config.U} ({n_params:,} "
             f"parameters, n = {config.n} neurons, L = {config.n_layer}) on the recall task for {tcfg.steps} "
-            "steps ...")
+            "steps ..."
+        )
         summary = train(model, data, tcfg, work, progress=False, log=lambda s: log("    " + s))
         val = summary["val"] or {}
-        meta = dict(steps=tcfg.steps, val_accuracy=val.get("accuracy"), val_loss=val.get("loss"),
-                    chance=data.chance, train_seconds=time.perf_counter() - t0)
+        meta = dict(
+            steps=tcfg.steps,
+            val_accuracy=val.get("accuracy"),
+            val_loss=val.get("loss"),
+            chance=data.chance,
+            train_seconds=time.perf_counter() - t0,
+        )
         with open(os.path.join(work, "done.json"), "w") as f:
             json.dump(meta, f)
         os.makedirs(os.path.dirname(root), exist_ok=True)
         if os.path.isdir(root):
             import shutil
+
             shutil.rmtree(root)
-        os.replace(work, root)                                   # the cache entry appears whole or not at all
+        os.replace(work, root)  # the cache entry appears whole or not at all
         info.update(meta)
         model = bdh_gpu.load(root)
     info["seconds"] = time.perf_counter() - t0
@@ -100,6 +121,7 @@ def recall_prompt(n_pairs: int = 8, seed: int = 7):
     import torch
 
     from bdh_gpu.data import RECALL_KEYS, RECALL_PAIR_BASE, RECALL_SEP, RECALL_VALUES
+
     g = torch.Generator().manual_seed(seed)
     keys = torch.randperm(len(RECALL_KEYS), generator=g)[:n_pairs].tolist()
     vals = torch.randint(len(RECALL_VALUES), (n_pairs,), generator=g).tolist()
@@ -116,6 +138,7 @@ def recall_prompt(n_pairs: int = 8, seed: int = 7):
 def byte_label(b: int) -> str:
     """A readable label of a byte: recall pair bytes as 'k=v', printable ASCII as itself, else hex."""
     from bdh_gpu.data import RECALL_KEYS, RECALL_PAIR_BASE, RECALL_VALUES
+
     nv = len(RECALL_VALUES)
     if RECALL_PAIR_BASE <= b < RECALL_PAIR_BASE + nv * len(RECALL_KEYS):
         k, v = divmod(b - RECALL_PAIR_BASE, nv)
@@ -127,11 +150,13 @@ def byte_label(b: int) -> str:
 
 # ---- stepping the graph ------------------------------------------------------------------------------------------
 
+
 @dataclass
 class GraphWalk:
     """What the graph did on a prompt, per token t: logits (T, V), x, y (T, L+1, n) (official: layer 0 unused),
     sigma_delta[t] = [(layer, synapse index, pre, post, old, new)] largest |change| first, sigma_trace
     {(layer, synapse): (T,) values} of the synapses that changed most overall."""
+
     compiled: Compiled
     ids: list
     logits: np.ndarray
@@ -159,11 +184,19 @@ def synapse_name(compiled: Compiled, sigma: str, e: int) -> tuple[str, str]:
             d = compiled.weights.d
             return f"att[h{k // d},{k % d}]"
         return f"{pop}[{k}]"
+
     return name(g.pre, i), name(g.post, j)
 
 
-def graph_walk(model, ids, compiled: Compiled | None = None, backend: str = "numba", top: int = 5,
-               track: int = 6, progress: bool = False) -> GraphWalk:
+def graph_walk(
+    model,
+    ids,
+    compiled: Compiled | None = None,
+    backend: str = "numba",
+    top: int = 5,
+    track: int = 6,
+    progress: bool = False,
+) -> GraphWalk:
     """Feed `ids` through the compiled graph of `model` one token at a time; per token the prediction (argmax of
     the output nodes' logits), X and Y per layer, and the synapses whose sigma changed most."""
     t0 = time.perf_counter()
@@ -188,18 +221,20 @@ def graph_walk(model, ids, compiled: Compiled | None = None, backend: str = "num
         prev = now
     trace = {}
     for l, k in enumerate(names):
-        series = np.stack([h[k] for h in history])                                # (T, nnz)
+        series = np.stack([h[k] for h in history])  # (T, nnz)
         change = np.abs(np.diff(np.vstack([np.zeros_like(series[:1]), series]), axis=0)).sum(0)
-        for e in np.argsort(-change, kind="stable")[:max(1, track // len(names))]:
+        for e in np.argsort(-change, kind="stable")[: max(1, track // len(names))]:
             trace[(l + 1, int(e))] = series[:, e]
-    return GraphWalk(compiled, list(ids), np.stack(logits), np.stack(xs), np.stack(ys), deltas, trace,
-                     time.perf_counter() - t0)
+    return GraphWalk(
+        compiled, list(ids), np.stack(logits), np.stack(xs), np.stack(ys), deltas, trace, time.perf_counter() - t0
+    )
 
 
 def prompt_facts(ids, n_pairs: int):
     """The facts of a recall prompt (recall_prompt): {pair position: label} and {pair position: (position of
     its first question, answer byte)}."""
     from bdh_gpu.data import RECALL_KEYS, RECALL_PAIR_BASE, RECALL_VALUES
+
     nv = len(RECALL_VALUES)
     pairs, queries = {}, {}
     for p in range(n_pairs):

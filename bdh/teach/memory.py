@@ -14,6 +14,7 @@ there, and keeps the fewest that carry a fraction `carry` of the pair's whole re
 those synapses in the running graph (after the pairs, before the questions) and asks every question again:
 the recall of that pair should break while the others stand. Reads the bridge (`equivalence`), never the reverse.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -22,26 +23,27 @@ import numpy as np
 
 from equivalence import Compiled, GraphRunner
 
-CARRY = 0.8   # keep the fewest synapses that carry this fraction of a pair's read at its question
+CARRY = 0.8  # keep the fewest synapses that carry this fraction of a pair's read at its question
 
 
 @dataclass
 class PairMemory:
     """One key-value pair of the prompt: where it was heard (`pos`), its first question (`query`), and per layer
     the synapses (edge indices of sigma_l) that hold it, with their sigma before and after the pair was heard."""
+
     label: str
     pos: int
     query: int
     answer: int
-    edges: dict = field(default_factory=dict)          # sigma name -> (k,) edge indices, strongest first
-    share: dict = field(default_factory=dict)          # sigma name -> fraction of the pair's read they carry
-    top: list = field(default_factory=list)            # [(layer, key neuron i, value neuron j, write)] per layer
-    p_before: float = 0.0                              # probability of the right answer at the question
-    p_after: float = 0.0                               # ... with the pair's synapses zeroed
-    others_before: int = 0                             # other questions answered right, intact graph
-    others_after: int = 0                              # ... with this pair's synapses zeroed
+    edges: dict = field(default_factory=dict)  # sigma name -> (k,) edge indices, strongest first
+    share: dict = field(default_factory=dict)  # sigma name -> fraction of the pair's read they carry
+    top: list = field(default_factory=list)  # [(layer, key neuron i, value neuron j, write)] per layer
+    p_before: float = 0.0  # probability of the right answer at the question
+    p_after: float = 0.0  # ... with the pair's synapses zeroed
+    others_before: int = 0  # other questions answered right, intact graph
+    others_after: int = 0  # ... with this pair's synapses zeroed
     others: int = 0
-    others_kept: bool = False                          # every other question answered exactly as before
+    others_kept: bool = False  # every other question answered exactly as before
 
     @property
     def n_synapses(self):
@@ -78,8 +80,10 @@ def memory_synapses(compiled: Compiled, ids, x, y, pairs: dict, queries: dict, c
         raise ValueError(f"memory synapses need neuron -> neuron synapses (the dense compile), got {compiled.name!r}")
     net, W = compiled.network, compiled.weights
     if W.theta is not None:
-        raise ValueError("memory synapses: the attribution assumes damping only (U = alibi or none); a rotation "
-                         "(RoPE) mixes each synapse with its pair's and makes sigma signed")
+        raise ValueError(
+            "memory synapses: the attribution assumes damping only (U = alibi or none); a rotation "
+            "(RoPE) mixes each synapse with its pair's and makes sigma signed"
+        )
     u = W.u if W.u is not None else np.ones(W.n)
     names = net.sigma_names
     out = []
@@ -90,7 +94,7 @@ def memory_synapses(compiled: Compiled, ids, x, y, pairs: dict, queries: dict, c
         mem = PairMemory(label, p, q, answer)
         for l, name in enumerate(names):
             g = net.groups[net.edge_vars[name].group]
-            i, j = g.source, g.indices                         # key neuron i (X), value neuron j (Y)
+            i, j = g.source, g.indices  # key neuron i (X), value neuron j (Y)
             contrib = lambda s: x[s, l + 1][i] * y[s, l][j] * u[i] ** (q - s) * x[q, l + 1][i]
             mine = contrib(p)
             rest = sum(contrib(s) for s in pairs if s != p)
@@ -103,7 +107,7 @@ def memory_synapses(compiled: Compiled, ids, x, y, pairs: dict, queries: dict, c
             cum = np.cumsum(mine[cand]) / total
             k = int(np.searchsorted(cum, carry)) + 1 if cum[-1] >= carry else cand.size
             mem.edges[name], mem.share[name] = cand[:k], float(cum[k - 1])
-            e = cand[0]                                        # its strongest synapse and what the pair wrote
+            e = cand[0]  # its strongest synapse and what the pair wrote
             mem.top.append((l + 1, int(i[e]), int(j[e]), float(x[p, l + 1][i[e]] * y[p, l][j[e]])))
         out.append(mem)
     return out
@@ -118,18 +122,18 @@ def ablate(compiled: Compiled, ids, memories, split: int, backend: str = "numba"
     watch = [(first, int(m.edges[first][0])) if len(m.edges.get(first, ())) else (first, 0) for m in memories]
     rows = []
     runner = GraphRunner(compiled, backend)
-    _feed(runner, ids[:split + 1], watch, rows)                  # the facts and the separator
+    _feed(runner, ids[: split + 1], watch, rows)  # the facts and the separator
     edges = runner.sim.state.edges
-    intact = _feed(runner, ids[split + 1:], watch, rows)         # the questions, synapses intact
+    intact = _feed(runner, ids[split + 1 :], watch, rows)  # the questions, synapses intact
     asked = _questions(ids, split, memories)
     for m in memories:
         cut = {k: v.copy() for k, v in edges.items()}
         for name, idx in m.edges.items():
             cut[name][idx] = 0.0
-        broken = _feed(GraphRunner(compiled, backend, sigma0=cut), ids[split + 1:], watch, [])
+        broken = _feed(GraphRunner(compiled, backend, sigma0=cut), ids[split + 1 :], watch, [])
         m.p_before = float(_softmax(intact[m.query - split - 1])[m.answer])
         m.p_after = float(_softmax(broken[m.query - split - 1])[m.answer])
-        others = [(t, a) for t, a in asked if ids[t] != ids[m.query]]          # questions about other keys
+        others = [(t, a) for t, a in asked if ids[t] != ids[m.query]]  # questions about other keys
         m.others = len(others)
         before = [int(np.argmax(intact[t - split - 1])) == a for t, a in others]
         after = [int(np.argmax(broken[t - split - 1])) == a for t, a in others]
@@ -141,8 +145,11 @@ def _questions(ids, split, memories):
     """Every question after `split` as (position of the key byte, answer byte): a key byte of a memorised pair
     followed by its answer."""
     key_answer = {ids[m.query]: m.answer for m in memories}
-    return [(t, key_answer[ids[t]]) for t in range(split + 1, len(ids) - 1)
-            if ids[t] in key_answer and ids[t + 1] == key_answer[ids[t]]]
+    return [
+        (t, key_answer[ids[t]])
+        for t in range(split + 1, len(ids) - 1)
+        if ids[t] in key_answer and ids[t + 1] == key_answer[ids[t]]
+    ]
 
 
 def memory_figures(memories, sigma_rows, labels, out_dir: str) -> list[str]:
@@ -151,15 +158,27 @@ def memory_figures(memories, sigma_rows, labels, out_dir: str) -> list[str]:
     import os
 
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     from bdh_graph.analysis import plot_series
-    series = {(f"{m.label}: neuron {m.top[0][1]} -> {m.top[0][2]}" if m.top and m.top[0][0] == 1
-               else f"{m.label}: (no layer-1 synapse)"): sigma_rows[:, k] for k, m in enumerate(memories)}
-    a = plot_series(os.path.join(out_dir, "memory_synapses.png"), series, labels,
-                    title="sigma of the strongest synapse of each fact (layer 1): it jumps when the pair is heard",
-                    ylabel="sigma(i, j)")
+
+    series = {
+        (
+            f"{m.label}: neuron {m.top[0][1]} -> {m.top[0][2]}"
+            if m.top and m.top[0][0] == 1
+            else f"{m.label}: (no layer-1 synapse)"
+        ): sigma_rows[:, k]
+        for k, m in enumerate(memories)
+    }
+    a = plot_series(
+        os.path.join(out_dir, "memory_synapses.png"),
+        series,
+        labels,
+        title="sigma of the strongest synapse of each fact (layer 1): it jumps when the pair is heard",
+        ylabel="sigma(i, j)",
+    )
     b = os.path.join(out_dir, "memory_ablation.png")
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
     k = np.arange(len(memories))
@@ -169,6 +188,6 @@ def memory_figures(memories, sigma_rows, labels, out_dir: str) -> list[str]:
     ax.set_ylim(0, 1.05), ax.set_ylabel("p(right answer)"), ax.set_xlabel("fact (key=value)")
     ax.set_title("probability of the right answer at each fact's question", fontsize=10)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, frameon=False)
-    ax.grid(True, axis="y", alpha=.3)
+    ax.grid(True, axis="y", alpha=0.3)
     fig.tight_layout(), fig.savefig(b, dpi=110), plt.close(fig)
     return [a, b]

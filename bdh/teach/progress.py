@@ -1,4 +1,5 @@
 """Progress bars of the teaching layer: tqdm on stderr (stdout keeps the results), or nothing."""
+
 from __future__ import annotations
 
 import sys
@@ -20,4 +21,5 @@ def bar(total: int, desc: str, enabled: bool = True, unit: str = "step"):
     if not enabled:
         return _Off()
     from tqdm import tqdm
+
     return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, leave=False, dynamic_ncols=True)

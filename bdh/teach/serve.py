@@ -8,6 +8,7 @@
 Binds 127.0.0.1 unless told otherwise; one request at a time (the simulator is one object); request bodies and
 prompts are bounded; every bad request is a 4xx with a one-line JSON {"error": ...}, never a traceback.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,9 +35,9 @@ def make_handler(session: ViewSession, log=None):
     class Handler(BaseHTTPRequestHandler):
         server_version = "bdh-view"
 
-        def log_message(self, fmt, *args):            # quiet unless asked
+        def log_message(self, fmt, *args):  # quiet unless asked
             if log is not None:
-                log("%s %s" % (self.address_string(), fmt % args))
+                log(f"{self.address_string()} {fmt % args}")
 
         def _send(self, status, body: bytes, ctype="application/json"):
             self.send_response(status)
@@ -85,8 +86,9 @@ def make_handler(session: ViewSession, log=None):
                             raise _BadRequest(400, "prompt: expected a non-empty string")
                         raw = prompt.encode("utf-8")
                         if len(raw) > session.max_prompt:
-                            raise _BadRequest(413, f"prompt: expected at most {session.max_prompt} bytes, got "
-                                                   f"{len(raw)}")
+                            raise _BadRequest(
+                                413, f"prompt: expected at most {session.max_prompt} bytes, got {len(raw)}"
+                            )
                         return self._json(200, session.load(list(raw)))
                     if method == "POST" and url.path == "/api/step":
                         by = self._body().get("by", "sub")
@@ -94,15 +96,16 @@ def make_handler(session: ViewSession, log=None):
                         return self._json(200, dict(frames=frames, done=session.done))
                     if url.path in ("/", "/index.html", "/api/node", "/api/load", "/api/step"):
                         raise _BadRequest(405, f"{method} {url.path}: method not allowed")
-                    raise _BadRequest(404, f"{url.path}: not found (the viewer serves /, /api/load, /api/step, "
-                                           "/api/node)")
+                    raise _BadRequest(
+                        404, f"{url.path}: not found (the viewer serves /, /api/load, /api/step, /api/node)"
+                    )
             except _BadRequest as e:
                 self._json(e.status, {"error": str(e)})
             except ViewError as e:
                 self._json(400, {"error": str(e)})
             except (BrokenPipeError, ConnectionResetError):
                 pass
-            except Exception as e:                     # a bug: the traceback goes to the server's stderr
+            except Exception as e:  # a bug: the traceback goes to the server's stderr
                 traceback.print_exc()
                 self._json(500, {"error": f"internal error ({type(e).__name__}: {e}); see the server's output"})
 

@@ -19,6 +19,7 @@ Size: at most `neurons` neurons (the most active of pass A) and `hub_cap` nodes 
 shown; per shown node the `synapses` strongest edges of each group and the `synapses` largest |sigma| of each
 edge variable. At paper-25m (n = 32768) that keeps the page to a few MB; `--serve` adds any node on demand.
 """
+
 from __future__ import annotations
 
 import html
@@ -28,15 +29,15 @@ import time
 
 import numpy as np
 
-from equivalence import Compiled, GraphRunner
 from bdh_graph import EventMonitor, StateMonitor
+from equivalence import Compiled, GraphRunner
 
 from .demo import byte_label
 
-MAX_PROMPT = 256          # bytes a page or a server session may step (the graph runs token by token)
-NEURONS = 256             # neurons shown (the most active first)
-HUB_CAP = 1024            # nodes shown of every other population
-SYNAPSES = 8              # strongest edges per group and largest |sigma| per edge variable, per node
+MAX_PROMPT = 256  # bytes a page or a server session may step (the graph runs token by token)
+NEURONS = 256  # neurons shown (the most active first)
+HUB_CAP = 1024  # nodes shown of every other population
+SYNAPSES = 8  # strongest edges per group and largest |sigma| per edge variable, per node
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -76,9 +77,18 @@ def _qual(pop: str, var: str) -> str:
 class ViewSession:
     """One prompt on one compiled network, stepped frame by frame (module docstring). Not thread-safe."""
 
-    def __init__(self, compiled: Compiled, backend: str = "numba", neurons: int = NEURONS, hub_cap: int = HUB_CAP,
-                 synapses: int = SYNAPSES, max_prompt: int = MAX_PROMPT, title: str = "", label=byte_label,
-                 device=None):
+    def __init__(
+        self,
+        compiled: Compiled,
+        backend: str = "numba",
+        neurons: int = NEURONS,
+        hub_cap: int = HUB_CAP,
+        synapses: int = SYNAPSES,
+        max_prompt: int = MAX_PROMPT,
+        title: str = "",
+        label=byte_label,
+        device=None,
+    ):
         for name, v in (("neurons", neurons), ("hub_cap", hub_cap), ("synapses", synapses), ("max_prompt", max_prompt)):
             if int(v) < 1:
                 raise ViewError(f"{name}: expected an integer >= 1, got {v}")
@@ -98,26 +108,63 @@ class ViewSession:
         for r, rnd in enumerate(k.rounds):
             comm = []
             for rule in rnd.communication:
-                key = rule.group if rule.kind == "send" else (f"{rule.src[1]}.read" if rule.kind == "read"
-                                                              else f"{rule.dst}.write")
-                comm.append(dict(text=str(rule), kind=rule.kind, dst=rule.dst, key=key,
-                                 sign=_sign(rule.group) if rule.kind == "send" else ""))
+                key = (
+                    rule.group
+                    if rule.kind == "send"
+                    else (f"{rule.src[1]}.read" if rule.kind == "read" else f"{rule.dst}.write")
+                )
+                comm.append(
+                    dict(
+                        text=str(rule),
+                        kind=rule.kind,
+                        dst=rule.dst,
+                        key=key,
+                        sign=_sign(rule.group) if rule.kind == "send" else "",
+                    )
+                )
             comp = [dict(text=str(rule), kind=rule.kind, dst=rule.dst) for rule in rnd.computation]
             rounds.append(dict(label=rnd.label or "", layer=layer_of[r], comm=comm, comp=comp))
-        pops = [dict(name=p.name, size=p.size, variables=[_qual(p.name, v) for v in p.variables],
-                     ei=[[_qual(p.name, a), _qual(p.name, b)] for a, b in _ei_pairs(p.variables)])
-                for p in net.populations.values()]
-        groups = [dict(name=g.name, pre=g.pre, post=g.post, nnz=int(g.nnz), sign=_sign(g.name),
-                       state=[ev.name for ev in net.edge_vars.values() if ev.group == g.name])
-                  for g in net.groups.values()]
-        edge_vars = [dict(name=ev.name, group=ev.group, layer=i + 1, kind=ev.kind)
-                     for i, ev in enumerate(net.edge_vars.values())]
+        pops = [
+            dict(
+                name=p.name,
+                size=p.size,
+                variables=[_qual(p.name, v) for v in p.variables],
+                ei=[[_qual(p.name, a), _qual(p.name, b)] for a, b in _ei_pairs(p.variables)],
+            )
+            for p in net.populations.values()
+        ]
+        groups = [
+            dict(
+                name=g.name,
+                pre=g.pre,
+                post=g.post,
+                nnz=int(g.nnz),
+                sign=_sign(g.name),
+                state=[ev.name for ev in net.edge_vars.values() if ev.group == g.name],
+            )
+            for g in net.groups.values()
+        ]
+        edge_vars = [
+            dict(name=ev.name, group=ev.group, layer=i + 1, kind=ev.kind) for i, ev in enumerate(net.edge_vars.values())
+        ]
         c = self.compiled
-        return dict(title=self.title or c.summary().split(":")[0], summary=c.summary(),
-                    compile=c.name, variant=c.variant, kernel=k.name, layers=len(k.layers), rounds=rounds,
-                    populations=pops, groups=groups, edge_vars=edge_vars, logits=c.logits_var,
-                    boundary=c.boundary, readout=c.readout, backend=self.backend,
-                    caps=dict(neurons=self.K, hub_cap=self.hub_cap, synapses=self.M, max_prompt=self.max_prompt))
+        return dict(
+            title=self.title or c.summary().split(":")[0],
+            summary=c.summary(),
+            compile=c.name,
+            variant=c.variant,
+            kernel=k.name,
+            layers=len(k.layers),
+            rounds=rounds,
+            populations=pops,
+            groups=groups,
+            edge_vars=edge_vars,
+            logits=c.logits_var,
+            boundary=c.boundary,
+            readout=c.readout,
+            backend=self.backend,
+            caps=dict(neurons=self.K, hub_cap=self.hub_cap, synapses=self.M, max_prompt=self.max_prompt),
+        )
 
     def meta(self) -> dict:
         return dict(self._meta)
@@ -130,8 +177,10 @@ class ViewSession:
         if not ids:
             raise ViewError("prompt: expected at least 1 byte, got an empty prompt")
         if len(ids) > self.max_prompt:
-            raise ViewError(f"prompt: expected at most {self.max_prompt} bytes, got {len(ids)} "
-                            "(the graph runs token by token; raise the limit with --max-prompt)")
+            raise ViewError(
+                f"prompt: expected at most {self.max_prompt} bytes, got {len(ids)} "
+                "(the graph runs token by token; raise the limit with --max-prompt)"
+            )
         if min(ids) < 0 or max(ids) >= V:
             bad = max(ids) if max(ids) >= V else min(ids)
             raise ViewError(f"prompt: byte values must lie in [0, {V - 1}], got {bad}")
@@ -146,10 +195,13 @@ class ViewSession:
         final = runner.sim.state.edges
         y, x = self.pass_a["y"][:, 1:], self.pass_a["x"][:, 1:]
         n = self.net.n
-        score = (y > 0).sum((0, 1)) * 1.0 + (x > 0).sum((0, 1)) / (1.0 + x.size) + \
-            np.abs(y).sum((0, 1)) / (1.0 + np.abs(y).sum())
+        score = (
+            (y > 0).sum((0, 1)) * 1.0
+            + (x > 0).sum((0, 1)) / (1.0 + x.size)
+            + np.abs(y).sum((0, 1)) / (1.0 + np.abs(y).sum())
+        )
         order = np.argsort(-score, kind="stable")
-        self.shown = {"neurons": np.sort(order[:min(self.K, n)])}
+        self.shown = {"neurons": np.sort(order[: min(self.K, n)])}
         for p in self.net.populations.values():
             if p.name != "neurons":
                 self.shown[p.name] = np.arange(min(p.size, self.hub_cap))
@@ -159,10 +211,10 @@ class ViewSession:
         self._tracked_pos = {ev: {} for ev in self.net.edge_vars}
         self.synapses = {p: [self._node_synapses(p, int(i), final) for i in v] for p, v in self.shown.items()}
         # pass B: a fresh simulator, stepped sub-round by sub-round
-        self.sim = GraphRunner(self.compiled, self.backend, device=self.device).sim   # stepped by hand below
+        self.sim = GraphRunner(self.compiled, self.backend, device=self.device).sim  # stepped by hand below
         self._in_token = False
         self.events = EventMonitor(self.sim)
-        self.sigmon = {}                  # one monitor per synapse group: one state read per token
+        self.sigmon = {}  # one monitor per synapse group: one state read per token
         for gname in dict.fromkeys(ev.group for ev in self.net.edge_vars.values()):
             evs = [ev for ev, e in self.tracked.items() if e and self.net.edge_vars[ev].group == gname]
             if evs:
@@ -177,7 +229,7 @@ class ViewSession:
         return self.data()
 
     def _in_csr(self, g):
-        if g.name not in self._csr:                 # in-edges of each target: edge ids sorted by target
+        if g.name not in self._csr:  # in-edges of each target: edge ids sorted by target
             order = np.argsort(g.indices, kind="stable")
             ptr = np.concatenate([[0], np.cumsum(np.bincount(g.indices, minlength=g.n_post))])
             self._csr[g.name] = (ptr, order)
@@ -195,15 +247,23 @@ class ViewSession:
                     other, opop = g.indices[e], g.post
                 else:
                     ptr, order = self._in_csr(g)
-                    e = order[ptr[i]:ptr[i + 1]]
+                    e = order[ptr[i] : ptr[i + 1]]
                     other, opop = g.source[e], g.pre
                 evs = [ev for ev in self.net.edge_vars.values() if ev.group == g.name]
                 if not evs:
-                    keep = g.weight[e] != 0                       # structural zeros are not synapses
+                    keep = g.weight[e] != 0  # structural zeros are not synapses
                     e, other = e[keep], other[keep]
                     top = _top(g.weight[e], self.M)
-                    out.append(dict(group=g.name, dir=direction, sign=_sign(g.name), pop=opop, total=int(len(e)),
-                                    edges=[[int(other[t]), _r(g.weight[e[t]])] for t in top]))
+                    out.append(
+                        dict(
+                            group=g.name,
+                            dir=direction,
+                            sign=_sign(g.name),
+                            pop=opop,
+                            total=int(len(e)),
+                            edges=[[int(other[t]), _r(g.weight[e[t]])] for t in top],
+                        )
+                    )
                     continue
                 for ev in evs:
                     vals = np.abs(np.asarray(sigma[ev.name])[e])
@@ -216,8 +276,18 @@ class ViewSession:
                             pos[eid] = len(self.tracked[ev.name])
                             self.tracked[ev.name].append(eid)
                         edges.append([int(other[t]), pos[eid]])
-                    out.append(dict(group=g.name, dir=direction, sign="", pop=opop, total=int(len(e)), var=ev.name,
-                                    layer=list(self.net.edge_vars).index(ev.name) + 1, edges=edges))
+                    out.append(
+                        dict(
+                            group=g.name,
+                            dir=direction,
+                            sign="",
+                            pop=opop,
+                            total=int(len(e)),
+                            var=ev.name,
+                            layer=list(self.net.edge_vars).index(ev.name) + 1,
+                            edges=edges,
+                        )
+                    )
         return out
 
     # ---- stepping ----------------------------------------------------------------------------------------------
@@ -244,7 +314,7 @@ class ViewSession:
 
     def _step_one(self) -> dict:
         sim, k = self.sim, self.compiled.kernel
-        if not self._in_token:                                  # the next token's input
+        if not self._in_token:  # the next token's input
             t = self._token
             sim.ingest(self._x0[t], self._y0[t], self._extra[t])
             self._sub, self._in_token = 0, True
@@ -259,16 +329,20 @@ class ViewSession:
         self._sub += 1
         frame = dict(t=self._token, k=r, ph=ph)
         if ph == 0:
-            frame["ev"] = {j: int(self.events.count.get(m["key"], 0) - counts.get(m["key"], 0))
-                           for j, m in enumerate(self._meta["rounds"][r]["comm"])}
+            frame["ev"] = {
+                j: int(self.events.count.get(m["key"], 0) - counts.get(m["key"], 0))
+                for j, m in enumerate(self._meta["rounds"][r]["comm"])
+            }
         frame["nch"] = {v: int((np.asarray(sim.node(v)) != before[v]).sum()) for v in written}
-        if self._sub == 2 * len(k.rounds):                      # the token is complete
+        if self._sub == 2 * len(k.rounds):  # the token is complete
             self._in_token = False
             L = np.asarray(sim.node(self.compiled.logits_var))
             top = np.argsort(-L, kind="stable")[:5]
-            frame["end"] = dict(pred=int(top[0]), top=[[int(b), _r(L[b])] for b in top],
-                                sig={ev: [_r(a) for a in getattr(m, ev)[cols, -1]]
-                                     for ev, (m, cols) in self.sigmon.items()})
+            frame["end"] = dict(
+                pred=int(top[0]),
+                top=[[int(b), _r(L[b])] for b in top],
+                sig={ev: [_r(a) for a in getattr(m, ev)[cols, -1]] for ev, (m, cols) in self.sigmon.items()},
+            )
             self._token += 1
         return self._record(frame, written)
 
@@ -293,22 +367,33 @@ class ViewSession:
         if self.ids is None:
             return d
         pa = self.pass_a
-        d.update(ids=self.ids, labels=[self.label(b) for b in self.ids],
-                 shown={p: v.tolist() for p, v in self.shown.items()},
-                 synapses=self.synapses, tracked={k: len(v) for k, v in self.tracked.items()},
-                 frames=self.frames, total_frames=len(self.ids) * (1 + 2 * len(self.compiled.kernel.rounds)),
-                 notes=self.notes(), byte_labels=[self.label(b) for b in range(self.compiled.weights.V)],
-                 pass_a=dict(pred=pa["logits"].argmax(-1).tolist()))
+        d.update(
+            ids=self.ids,
+            labels=[self.label(b) for b in self.ids],
+            shown={p: v.tolist() for p, v in self.shown.items()},
+            synapses=self.synapses,
+            tracked={k: len(v) for k, v in self.tracked.items()},
+            frames=self.frames,
+            total_frames=len(self.ids) * (1 + 2 * len(self.compiled.kernel.rounds)),
+            notes=self.notes(),
+            byte_labels=[self.label(b) for b in range(self.compiled.weights.V)],
+            pass_a=dict(pred=pa["logits"].argmax(-1).tolist()),
+        )
         return d
 
     def notes(self) -> list:
         out = []
         n = self.net.n
         if len(self.shown["neurons"]) < n:
-            more = ("type an index to add one" if getattr(self, "serving", False)
-                    else "run bdh view --serve to open any other on demand")
-            out.append(f"Showing the {len(self.shown['neurons'])} most active of n = {n:,} neurons (most often "
-                       f"y > 0 over the prompt); {more}.")
+            more = (
+                "type an index to add one"
+                if getattr(self, "serving", False)
+                else "run bdh view --serve to open any other on demand"
+            )
+            out.append(
+                f"Showing the {len(self.shown['neurons'])} most active of n = {n:,} neurons (most often "
+                f"y > 0 over the prompt); {more}."
+            )
         for p in self.net.populations.values():
             if p.name != "neurons" and p.size > self.hub_cap:
                 out.append(f"Population {p.name}: showing the first {self.hub_cap} of {p.size} nodes.")
@@ -342,7 +427,7 @@ class ViewSession:
         series = {ev: [[] for _ in e] for ev, e in want.items()}
         if want and self._token:
             replay = GraphRunner(self.compiled, self.backend, device=self.device)
-            for _ in replay.feed(self.ids[:self._token]):
+            for _ in replay.feed(self.ids[: self._token]):
                 edges = replay.sim.state.edges
                 for ev, e in want.items():
                     for k, eid in enumerate(e):
@@ -355,6 +440,7 @@ class ViewSession:
 
 # ---- the page --------------------------------------------------------------------------------------------------
 
+
 def _asset(name):
     with open(os.path.join(HERE, name), encoding="utf-8") as f:
         return f.read()
@@ -365,11 +451,13 @@ def page(data: dict, serve: bool = False) -> str:
     blob = json.dumps(dict(data, mode="serve" if serve else "static"), separators=(",", ":"))
     blob = blob.replace("</", "<\\/")
     title = html.escape(data.get("title", "bdh view"))
-    return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>bdh view: {title}</title>"
-            f"<meta name='viewport' content='width=device-width,initial-scale=1'>"
-            f"<style>{_asset('view.css')}</style></head><body>{_asset('view.html')}"
-            f"<script type='application/json' id='bdh-data'>{blob}</script>"
-            f"<script>{_asset('view.js')}</script></body></html>")
+    return (
+        f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>bdh view: {title}</title>"
+        f"<meta name='viewport' content='width=device-width,initial-scale=1'>"
+        f"<style>{_asset('view.css')}</style></head><body>{_asset('view.html')}"
+        f"<script type='application/json' id='bdh-data'>{blob}</script>"
+        f"<script>{_asset('view.js')}</script></body></html>"
+    )
 
 
 def write_page(path: str, data: dict) -> str:
@@ -384,8 +472,12 @@ def write_page(path: str, data: dict) -> str:
 def view_page(model_or_compiled, ids, path, how=None, backend="numba", **kw) -> tuple[str, ViewSession]:
     """Compile (if needed), step `ids` through the whole graph and write the static page at `path`."""
     from equivalence import TensorRunner, compile_model
-    c = model_or_compiled if isinstance(model_or_compiled, Compiled) else \
-        compile_model(TensorRunner(model_or_compiled).model, how)
+
+    c = (
+        model_or_compiled
+        if isinstance(model_or_compiled, Compiled)
+        else compile_model(TensorRunner(model_or_compiled).model, how)
+    )
     s = ViewSession(c, backend=backend, **kw)
     s.load(ids)
     s.step("all")

@@ -9,6 +9,7 @@ and `compute(rules, state)` returning a new state, and `to_numpy_state(state)`. 
 never mutated; the numba and pyg backends update edge arrays (sigma) in place for speed, so a round consumes
 the state it is given.
 """
+
 import numpy as np
 
 BACKENDS = ("numpy", "numba", "pyg")
@@ -29,11 +30,13 @@ def numpy_ops(rng=None):
         a = np.abs(q)
         f = np.floor(a)
         return np.sign(q) * (f + (rng.random(np.shape(q)) < (a - f)))
+
     return Ops(np, lambda v: np.maximum(v, 0.0), np.zeros_like, spike)
 
 
 def make_backend(name, net, spiking=False, seed=None, device=None):
     from ..errors import GraphError
+
     if name not in BACKENDS:
         raise GraphError(f"backend: expected one of {BACKENDS}, got {name!r}")
     if spiking and name != "numpy":
@@ -42,9 +45,12 @@ def make_backend(name, net, spiking=False, seed=None, device=None):
         raise GraphError(f"device: only backend='pyg' takes a device, got backend={name!r}")
     if name == "numpy":
         from .numpy_backend import NumpyBackend
+
         return NumpyBackend(net, spiking=spiking, seed=seed)
     if name == "numba":
         from .numba_backend import NumbaBackend
+
         return NumbaBackend(net)
     from .pyg_backend import PygBackend
+
     return PygBackend(net, device=device)

@@ -14,6 +14,7 @@ Kernels are private and see plain arrays; the Python class validates nothing (th
 do). No allocation inside prange; fastmath off (bdh_graph.config); the Hebbian write is owner-computes: each
 thread owns the synapses of its source (key) neurons, so there are no races.
 """
+
 import numba
 import numpy as np
 from numba import njit, prange
@@ -165,9 +166,12 @@ def is_complete(g) -> bool:
     """Every source's out-edges are exactly the targets 0..n_post-1 in order (a complete, sorted group)."""
     if g.nnz != g.n_pre * g.n_post or g.nnz == 0:
         return False
-    return bool(np.array_equal(np.diff(g.indptr), np.full(g.n_pre, g.n_post))
-                and np.array_equal(g.indices.reshape(g.n_pre, g.n_post),
-                                   np.broadcast_to(np.arange(g.n_post), (g.n_pre, g.n_post))))
+    return bool(
+        np.array_equal(np.diff(g.indptr), np.full(g.n_pre, g.n_post))
+        and np.array_equal(
+            g.indices.reshape(g.n_pre, g.n_post), np.broadcast_to(np.arange(g.n_post), (g.n_pre, g.n_post))
+        )
+    )
 
 
 class NumbaBackend:
@@ -177,8 +181,10 @@ class NumbaBackend:
         self.net = net
         self.ops = numpy_ops(None)
         # "column": u per key neuron, one clock per key; "edge": u per synapse, one clock per synapse
-        self.lazy = {k: (None if ev.kind != "diagonal" else "column" if np.ndim(ev.u) == 1 else "edge")
-                     for k, ev in net.edge_vars.items()}
+        self.lazy = {
+            k: (None if ev.kind != "diagonal" else "column" if np.ndim(ev.u) == 1 else "edge")
+            for k, ev in net.edge_vars.items()
+        }
         self._dummy_f = np.zeros(1)
         self._dummy_i = np.zeros(1, dtype=np.int64)
         self.complete = {k: is_complete(net.groups[ev.group]) for k, ev in net.edge_vars.items()}
@@ -186,9 +192,14 @@ class NumbaBackend:
     def initial_state(self, sigma0):
         nodes = {v: np.zeros(self.net.size_of(v)) for v in self.net.node_variables}
         edges = {k: np.array(sigma0[k], dtype=np.float64) for k in self.net.edge_vars}
-        self.last = {k: np.zeros(len(edges[k]) if self.lazy[k] == "edge" else
-                                 self.net.groups[self.net.edge_vars[k].group].n_pre, dtype=np.int64) for k in edges}
-        self.clock = {k: 0 for k in edges}
+        self.last = {
+            k: np.zeros(
+                len(edges[k]) if self.lazy[k] == "edge" else self.net.groups[self.net.edge_vars[k].group].n_pre,
+                dtype=np.int64,
+            )
+            for k in edges
+        }
+        self.clock = dict.fromkeys(edges, 0)
         return NetworkState(nodes, edges)
 
     def _lazy_args(self, s, sigma, active):
@@ -212,8 +223,9 @@ class NumbaBackend:
 
     def to_numpy_state(self, state):
         self.flush(state)
-        return state._replace(nodes={k: v.copy() for k, v in state.nodes.items()},
-                              edges={k: v.copy() for k, v in state.edges.items()})
+        return state._replace(
+            nodes={k: v.copy() for k, v in state.nodes.items()}, edges={k: v.copy() for k, v in state.edges.items()}
+        )
 
     def set_node(self, state, var, values):
         return state.replace(nodes={**state.nodes, var: np.array(values, dtype=np.float64)})
@@ -230,8 +242,17 @@ class NumbaBackend:
                 g = self.net.groups[r.group]
                 src = get(g, r.src[0])
                 out = nodes[r.dst] = nodes[r.dst].copy()
-                _scatter(g.indptr, g.indices, g.weight, src, np.flatnonzero(src), out,
-                         self._dummy_f, self._dummy_i, _NO_CLOCK)
+                _scatter(
+                    g.indptr,
+                    g.indices,
+                    g.weight,
+                    src,
+                    np.flatnonzero(src),
+                    out,
+                    self._dummy_f,
+                    self._dummy_i,
+                    _NO_CLOCK,
+                )
             elif r.kind == "read":
                 q, s = r.src
                 g = self.net.groups[self.net.edge_vars[s].group]
@@ -240,16 +261,45 @@ class NumbaBackend:
                 active = np.flatnonzero(src)
                 if self.complete[s] and self.lazy[s] != "edge":  # complete Gs: parallel over targets
                     par = len(active) * g.n_post >= config.PARALLEL_MIN_EDGES
-                    u_pre, last, clock = ((self.net.edge_vars[s].u, self.last[s], self.clock[s])
-                                          if self.lazy[s] == "column" else (self._dummy_f, self._dummy_i, _NO_CLOCK))
-                    _read_complete[par](g.indptr, state.edges[s], src, active, out, g.n_post, u_pre, last, clock,
-                                        numba.get_num_threads() if par else 1)
-                elif self.lazy[s] == "column":                    # catch-up fused into the read
-                    _scatter_columns(g.indptr, g.indices, state.edges[s], src, active, out,
-                                     self.net.edge_vars[s].u, self.last[s], self.clock[s])
+                    u_pre, last, clock = (
+                        (self.net.edge_vars[s].u, self.last[s], self.clock[s])
+                        if self.lazy[s] == "column"
+                        else (self._dummy_f, self._dummy_i, _NO_CLOCK)
+                    )
+                    _read_complete[par](
+                        g.indptr,
+                        state.edges[s],
+                        src,
+                        active,
+                        out,
+                        g.n_post,
+                        u_pre,
+                        last,
+                        clock,
+                        numba.get_num_threads() if par else 1,
+                    )
+                elif self.lazy[s] == "column":  # catch-up fused into the read
+                    _scatter_columns(
+                        g.indptr,
+                        g.indices,
+                        state.edges[s],
+                        src,
+                        active,
+                        out,
+                        self.net.edge_vars[s].u,
+                        self.last[s],
+                        self.clock[s],
+                    )
                 else:
-                    _scatter(g.indptr, g.indices, state.edges[s], src, active, out,
-                             *self._lazy_args(s, state.edges[s], active))
+                    _scatter(
+                        g.indptr,
+                        g.indices,
+                        state.edges[s],
+                        src,
+                        active,
+                        out,
+                        *self._lazy_args(s, state.edges[s], active),
+                    )
             else:
                 p, q = r.src
                 g = self.net.groups[self.net.edge_vars[r.dst].group]
@@ -260,13 +310,27 @@ class NumbaBackend:
                     active_post = np.flatnonzero(post)
                     work = len(active) * len(active_post)
                     _hebbian_complete[work >= config.PARALLEL_MIN_EDGES](
-                        g.indptr, g.weight, state.edges[r.dst], pre, post, active, active_post,
-                        *self._lazy_args(r.dst, state.edges[r.dst], active))
+                        g.indptr,
+                        g.weight,
+                        state.edges[r.dst],
+                        pre,
+                        post,
+                        active,
+                        active_post,
+                        *self._lazy_args(r.dst, state.edges[r.dst], active),
+                    )
                     continue
                 work = g.nnz * len(active) // max(1, g.n_pre)
                 _hebbian[work >= config.PARALLEL_MIN_EDGES](
-                    g.indptr, g.indices, g.weight, state.edges[r.dst], pre, state.nodes[q], active,
-                    *self._lazy_args(r.dst, state.edges[r.dst], active))
+                    g.indptr,
+                    g.indices,
+                    g.weight,
+                    state.edges[r.dst],
+                    pre,
+                    state.nodes[q],
+                    active,
+                    *self._lazy_args(r.dst, state.edges[r.dst], active),
+                )
         return state.replace(nodes=nodes)
 
     def compute(self, rules, state):
@@ -278,7 +342,8 @@ class NumbaBackend:
                     self.clock[r.dst] += 1
                 elif ev.kind == "rotation":
                     _rotate[len(ev.mate) >= config.PARALLEL_MIN_EDGES](
-                        state.edges[r.dst], ev.pair_first, ev.mate, ev.coef_self, ev.coef_mate)
+                        state.edges[r.dst], ev.pair_first, ev.mate, ev.coef_self, ev.coef_mate
+                    )
             else:
                 names = r.src + ((r.dst,) if r.dst else ())
                 nodes.update(K.COMPUTATION_RULES[r.kind](r, {v: nodes[v] for v in names}, self.ops))

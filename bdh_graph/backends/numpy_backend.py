@@ -3,6 +3,7 @@
 Slow and obviously right; it runs the kernel rule by rule, `dst += G @ src` for `send`, and is the only
 backend with the spiking mode (reference 2d: every product of rates becomes an AND of independent spikes).
 """
+
 import numpy as np
 
 from .. import kernels as K

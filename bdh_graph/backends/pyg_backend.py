@@ -15,6 +15,7 @@ To make the fused product a plain CSR product, this backend keeps every group's 
 `initial_state` / `to_numpy_state` translate (nothing outside the backend sees the internal order).
 Runs on CUDA when available (or on the `device` given), float64. Imported only when backend="pyg" is asked for.
 """
+
 import warnings
 
 import numpy as np
@@ -36,15 +37,15 @@ class Synapses(MessagePassing):
         super().__init__(aggr="sum", flow="source_to_target", node_dim=0)
 
     def forward(self, adj_t, q):
-        if adj_t.layout == torch.strided:                # a complete group: the fused step on a dense matrix
+        if adj_t.layout == torch.strided:  # a complete group: the fused step on a dense matrix
             return self.message_and_aggregate(adj_t, q)
         return self.propagate(adj_t, q=q)
 
-    def message(self, q_j, w):                           # the unfused form, kept for reference (edge lists)
+    def message(self, q_j, w):  # the unfused form, kept for reference (edge lists)
         return w * q_j
 
     def message_and_aggregate(self, adj_t, q):
-        if adj_t.layout == torch.strided:                # a complete group: a dense matrix
+        if adj_t.layout == torch.strided:  # a complete group: a dense matrix
             return adj_t @ q
         return torch.sparse.mm(adj_t, q[:, None])[:, 0]
 
@@ -70,10 +71,10 @@ class PygBackend:
         t = lambda a, dt=torch.float64: torch.as_tensor(np.asarray(a), dtype=dt, device=self.device)  # noqa: E731
         self.perm, self.crow, self.col, self.row, self.weight, self.size, self.complete = ({} for _ in range(7))
         for k, g in net.groups.items():
-            perm = np.lexsort((g.source, g.indices))              # target-major: by target, then source
+            perm = np.lexsort((g.source, g.indices))  # target-major: by target, then source
             crow = np.zeros(g.n_post + 1, dtype=np.int64)
             np.cumsum(np.bincount(g.indices, minlength=g.n_post), out=crow[1:])
-            idx = torch.int32 if g.nnz < 2 ** 31 - 1 else torch.long   # int32: the sparse kernels' native index
+            idx = torch.int32 if g.nnz < 2**31 - 1 else torch.long  # int32: the sparse kernels' native index
             self.perm[k] = perm
             self.crow[k], self.col[k] = t(crow, idx), t(g.source[perm], idx)
             self.row[k] = t(g.indices[perm], torch.long)
@@ -99,24 +100,25 @@ class PygBackend:
         CSR, or a dense view for a complete group."""
         if self.complete[group]:
             return values.view(self.size[group])
-        return torch.sparse_csr_tensor(self.crow[group], self.col[group], values, size=self.size[group],
-                                       check_invariants=False)
+        return torch.sparse_csr_tensor(
+            self.crow[group], self.col[group], values, size=self.size[group], check_invariants=False
+        )
 
     def initial_state(self, sigma0):
-        nodes = {v: torch.zeros(self.net.size_of(v), dtype=torch.float64, device=self.device)
-                 for v in self.net.node_variables}
-        edges = {k: self._t(np.asarray(sigma0[k])[self.perm[ev.group]]).clone()
-                 for k, ev in self.net.edge_vars.items()}
+        nodes = {
+            v: torch.zeros(self.net.size_of(v), dtype=torch.float64, device=self.device)
+            for v in self.net.node_variables
+        }
+        edges = {k: self._t(np.asarray(sigma0[k])[self.perm[ev.group]]).clone() for k, ev in self.net.edge_vars.items()}
         return NetworkState(nodes, edges)
 
     def to_numpy_state(self, state):
         edges = {}
         for k, ev in self.net.edge_vars.items():
             out = np.empty(len(self.perm[ev.group]))
-            out[self.perm[ev.group]] = state.edges[k].detach().cpu().numpy()   # back to source-major numbering
+            out[self.perm[ev.group]] = state.edges[k].detach().cpu().numpy()  # back to source-major numbering
             edges[k] = out
-        return state._replace(nodes={k: v.detach().cpu().numpy().copy() for k, v in state.nodes.items()},
-                              edges=edges)
+        return state._replace(nodes={k: v.detach().cpu().numpy().copy() for k, v in state.nodes.items()}, edges=edges)
 
     def set_node(self, state, var, values):
         return state.replace(nodes={**state.nodes, var: self._t(values).clone()})
@@ -139,9 +141,13 @@ class PygBackend:
                 p, q = r.src
                 g = self.net.edge_vars[r.dst].group
                 full = self.complete[g]
-                self.conv.hebbian(edges[r.dst].view(self.size[g]) if full else edges[r.dst],
-                                  None if full else (self.col[g], self.row[g]), get(g, p), state.nodes[q],
-                                  self.weight[g].view(self.size[g]) if full else self.weight[g])
+                self.conv.hebbian(
+                    edges[r.dst].view(self.size[g]) if full else edges[r.dst],
+                    None if full else (self.col[g], self.row[g]),
+                    get(g, p),
+                    state.nodes[q],
+                    self.weight[g].view(self.size[g]) if full else self.weight[g],
+                )
         return state.replace(nodes=nodes, edges=edges)
 
     def compute(self, rules, state):

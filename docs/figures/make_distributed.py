@@ -6,6 +6,7 @@ The blocks are the ones `bdh_graph.comm.block` gives (n = 16 neurons here so tha
 blocks 6, 6, 4); the
 exchange drawn is the one the simulator performs (docs/distributed.md).
 """
+
 import os
 import sys
 
@@ -22,7 +23,8 @@ N, P, HUBS = 16, 3, 6
 COLORS = ["#4C72B0", "#DD8452", "#55A868"]
 
 
-def main(out=os.path.join(os.path.dirname(__file__), "distributed.png")):
+def main(out=None):
+    out = out or os.path.join(os.path.dirname(__file__), "distributed.png")
     fig, ax = plt.subplots(figsize=(11, 5.6))
     ax.set_xlim(-0.5, 12.3)
     ax.set_ylim(-1.1, 6.2)
@@ -49,20 +51,47 @@ def main(out=os.path.join(os.path.dirname(__file__), "distributed.png")):
             ax.add_patch(plt.Circle((cx, 3.4), 0.16, color="#8172B3"))
         ax.text(x0 + w / 2, 3.85, "hubs (2d, replicated)", ha="center", fontsize=9)
         # groups and their owners
-        ax.add_patch(FancyArrowPatch((x0 + 0.6, 1.0), (x0 + 0.6, 3.15), arrowstyle="-|>", mutation_scale=12,
-                                     color=COLORS[r], lw=1.5))
+        ax.add_patch(
+            FancyArrowPatch(
+                (x0 + 0.6, 1.0), (x0 + 0.6, 3.15), arrowstyle="-|>", mutation_scale=12, color=COLORS[r], lw=1.5
+            )
+        )
         ax.text(x0 + 0.72, 2.05, "E', sigma_l\n(source owns:\npartial sums)", fontsize=7.5, color=COLORS[r])
-        ax.add_patch(FancyArrowPatch((x0 + w - 0.6, 3.15), (x0 + w - 0.6, 1.0), arrowstyle="-|>", mutation_scale=12,
-                                     color="#8172B3", lw=1.5))
+        ax.add_patch(
+            FancyArrowPatch(
+                (x0 + w - 0.6, 3.15), (x0 + w - 0.6, 1.0), arrowstyle="-|>", mutation_scale=12, color="#8172B3", lw=1.5
+            )
+        )
         ax.text(x0 + w - 1.75, 2.05, "De, Di, Gy\n(target owns:\nno traffic)", fontsize=7.5, color="#8172B3")
     # the Allreduce across ranks
-    ax.add_patch(FancyArrowPatch((0.2, 2.75), (3 * (w + 0.6) - 0.8, 2.75), arrowstyle="<|-|>", mutation_scale=14,
-                                 color="black", lw=1.2, connectionstyle="arc3,rad=0"))
-    ax.text(6.0, 2.9, "Allreduce: hub inputs = sum over ranks", ha="center", fontsize=9,
-            bbox=dict(fc="white", ec="none", pad=1))
-    ax.text(6.0, 5.55, "per communication sub-round: one Allreduce of the partial sums into the replicated hubs "
-            "(O(d) numbers);\nneuron -> neuron groups (dense compile): one Allgatherv of the active (index, value) "
-            "pairs; silent neurons send nothing", ha="center", fontsize=9)
+    ax.add_patch(
+        FancyArrowPatch(
+            (0.2, 2.75),
+            (3 * (w + 0.6) - 0.8, 2.75),
+            arrowstyle="<|-|>",
+            mutation_scale=14,
+            color="black",
+            lw=1.2,
+            connectionstyle="arc3,rad=0",
+        )
+    )
+    ax.text(
+        6.0,
+        2.9,
+        "Allreduce: hub inputs = sum over ranks",
+        ha="center",
+        fontsize=9,
+        bbox=dict(fc="white", ec="none", pad=1),
+    )
+    ax.text(
+        6.0,
+        5.55,
+        "per communication sub-round: one Allreduce of the partial sums into the replicated hubs "
+        "(O(d) numbers);\nneuron -> neuron groups (dense compile): one Allgatherv of the active (index, value) "
+        "pairs; silent neurons send nothing",
+        ha="center",
+        fontsize=9,
+    )
     fig.tight_layout()
     fig.savefig(out, dpi=130)
     print(f"wrote {out}")
