@@ -1,13 +1,14 @@
 """The `bdh` command: a thin layer over the packages.
 
-Each subcommand lives in `bdh/commands/<name>.py` with `add_parser(subparsers)` and `run(args) -> int`.
-Bad input raises `UsageError` (= `bdh.errors.InputError`) or one of the packages' input errors
-(`bdh.errors.input_errors()`) and becomes one line on stderr with exit code 2. Every other exception is a bug and
-keeps its traceback (exit code 1). A closed pipe (`bdh trace --json | head`) ends the command quietly.
+Each subcommand lives in `bdh/commands/<name>.py` with `add_parser(subparsers)` and `run(args) -> int`; the flags
+they share are made in `bdh/options.py`. How a command ends is `bdh/errors.py`'s table: bad input raises
+`bdh.errors.InputError` (or a package's input error) and becomes one line on stderr with exit code 2; a full disk
+or a missing permission, one line and exit code 3; a diverged run, one line and 4; every other exception is a bug
+and keeps its traceback (exit code 1). A closed pipe (`bdh trace --json | head`) ends the command quietly.
 
 Under `mpiexec -n P` (P > 1; docs/distributed.md) every rank runs the same command on its block of the graph and
-rank 0 alone prints. An error on any rank prints its one line and aborts the whole MPI job with the exit code
-(2 for bad input, 1 otherwise), so no rank is left waiting in a collective.
+rank 0 alone prints. An error on any rank prints its one line and aborts the whole MPI job with the exit code,
+so no rank is left waiting in a collective.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import os
 import sys
 
 from bdh import __version__
-from bdh.errors import InputError, input_errors
+from bdh.errors import EXIT_BUG, EXIT_PIPE, EXIT_SIGINT, exit_code, one_line
 
 COMMANDS = [
     "train",
@@ -37,12 +38,6 @@ COMMANDS = [
 ]
 
 
-UsageError = InputError  # the name the commands use
-
-# Commands whose ValueErrors are still their input errors (not yet converted to InputError by their owner).
-LEGACY_VALUE_ERRORS = {"train"}
-
-
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # argparse's own errors: one line, exit 2
         self.exit(2, f"{self.prog}: error: {message}\n")
@@ -58,13 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     for name in COMMANDS:
-        try:
-            mod = importlib.import_module(f"bdh.commands.{name}")
-        except ModuleNotFoundError as e:
-            if e.name == f"bdh.commands.{name}":
-                continue  # not built yet
-            raise
-        mod.add_parser(sub)
+        importlib.import_module(f"bdh.commands.{name}").add_parser(sub)
     return parser
 
 
@@ -85,7 +74,6 @@ def _mpi_world():
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    expected = input_errors() + ((ValueError,) if args.command in LEGACY_VALUE_ERRORS else ())
     rank, size, abort = _mpi_world()
     if rank > 0:
         sys.stdout = open(os.devnull, "w")  # rank 0 alone prints
@@ -102,17 +90,18 @@ def main(argv=None) -> int:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("bdh: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_SIGINT
     except BrokenPipeError:  # the reader went away (| head): stop quietly, as cat does
         with contextlib.suppress(OSError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 141
-    except expected as e:
-        return fail(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__, 2)
+        return EXIT_PIPE
     except Exception as e:
+        code = exit_code(e)
+        if code != EXIT_BUG:
+            return fail(one_line(e), code)
         if size == 1:
             raise  # a bug: its traceback, exit code 1
-        return fail(f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}", 1)
+        return fail(f"{type(e).__name__}: {one_line(e)}", code)
 
 
 if __name__ == "__main__":

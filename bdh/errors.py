@@ -1,17 +1,39 @@
-"""What the user got wrong, told in one line: the CLI's one input-error class and the helpers that raise it.
+"""How a `bdh` command ends: the exit codes, the one input-error class, and which exception means what.
 
-`InputError` (alias `bdh.cli.UsageError`) is bad input: a flag's value, a file named on the command line, a model
-directory. The packages raise their own subclasses of ValueError for bad input to their functions
-(`bdh_gpu.InputError`: configs and model directories; `bdh_graph.GraphError`: networks and simulator
-arguments); `INPUT_ERRORS` lists them all, and the CLI turns exactly these into one line on stderr and exit code
-2. Any other exception is a bug: the CLI lets it through (a traceback, exit code 1).
+| code | meaning | what is printed |
+|---|---|---|
+| 0 | done | the command's output |
+| 1 | a bug in bdh | its traceback |
+| 2 | bad input: a flag, a file named on the command line, a model directory | one line naming it |
+| 3 | the environment: disk full, permissions, no network | one line naming the file or resource and the OS error |
+| 4 | the run failed: training diverged (the last good checkpoint is kept) | one line |
+| 130, 143 | interrupted by SIGINT, SIGTERM | one line |
+
+`InputError` is the command line's bad input. The packages raise their own subclasses of ValueError for bad input
+to their functions (`bdh_gpu.InputError`: configs and model directories; `bdh_graph.GraphError`: networks and
+simulator arguments; `bdh.teach.view.ViewError`); `exit_code(e)` maps each exception to its code, so every command
+ends the same way. Every other exception is a bug.
 """
 
 from __future__ import annotations
 
+EXIT_OK = 0
+EXIT_BUG = 1
+EXIT_INPUT = 2
+EXIT_ENVIRONMENT = 3
+EXIT_FAILED = 4
+EXIT_SIGINT = 130
+EXIT_SIGTERM = 143
+EXIT_PIPE = 141  # the reader of stdout went away (`bdh trace --json | head`): stopped quietly, as cat does
+
 
 class InputError(Exception):
     """Bad input from the user: printed as one line naming the flag or file, exit code 2."""
+
+
+class EnvironmentFault(Exception):
+    """The machine, not the input: a full disk, a permission, a network that is not there (exit code 3). The
+    message names the file or resource and the OS error."""
 
 
 def input_errors() -> tuple:
@@ -21,6 +43,38 @@ def input_errors() -> tuple:
     from bdh_graph import GraphError
 
     return InputError, ModelInputError, GraphError, ViewError
+
+
+def failure_errors() -> tuple:
+    """The exception classes that mean "the run failed, the input was fine" (a diverging training run)."""
+    from bdh_gpu.train import NonFiniteLossError
+
+    return (NonFiniteLossError,)
+
+
+def exit_code(e: BaseException) -> int:
+    """The exit code for an exception that ended a command (see the table above)."""
+    if isinstance(e, KeyboardInterrupt):
+        return EXIT_SIGINT
+    if isinstance(e, BrokenPipeError):
+        return EXIT_PIPE
+    if isinstance(e, input_errors()):
+        return EXIT_INPUT
+    if isinstance(e, failure_errors()):
+        return EXIT_FAILED
+    if isinstance(e, (EnvironmentFault, OSError)):
+        return EXIT_ENVIRONMENT
+    return EXIT_BUG
+
+
+def one_line(e: BaseException) -> str:
+    """The first line of an exception's message (its class name when it has none)."""
+    s = str(e).strip()
+    line = s.splitlines()[0] if s else type(e).__name__
+    if isinstance(e, OSError) and not isinstance(e, EnvironmentFault) and e.strerror:
+        where = f"{e.filename}: " if e.filename else ""
+        line = f"{where}{e.strerror}"
+    return line
 
 
 def read_input(path: str, flag: str, limit: int | None = None) -> bytes:
@@ -42,33 +96,3 @@ def load_model(path: str, flag: str = "DIR", **kw):
     except bdh_gpu.InputError as e:
         msg = str(e)
         raise InputError(msg if msg.startswith(path) and flag == "DIR" else f"{flag}: {msg}") from None
-
-
-def check_compile(model, how, flag="--compile", value=None):
-    """The compile `how` (None: the variant's default) if it applies to the model's variant, else an InputError
-    naming the flag and the value that would work."""
-    from equivalence import APPLIES, COMPILES, default_compile
-
-    if how is None:
-        return default_compile(model)
-    if how not in COMPILES:
-        raise InputError(f"{flag}: expected one of {', '.join(COMPILES)}, got {how!r}")
-    v = model.config.variant
-    if v not in APPLIES[how]:
-        good = default_compile(model)
-        shown = (value or "{}").format
-        raise InputError(
-            f"{flag} {shown(how)}: does not apply to a {v} model (it applies to "
-            f"{' and '.join(APPLIES[how])}); use {flag} {shown(good)}"
-        )
-    return how
-
-
-def resolve_device(spec: str):
-    """`bdh.commands.train.resolve_device` with its ValueError (an unknown or unavailable --device) as InputError."""
-    from bdh.commands.train import resolve_device as resolve
-
-    try:
-        return resolve(spec)
-    except ValueError as e:
-        raise InputError(str(e)) from None

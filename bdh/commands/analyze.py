@@ -43,26 +43,26 @@ def add_parser(subparsers):
 
 
 def _floats(spec, what):
-    from bdh.cli import UsageError
+    from bdh.errors import InputError
 
     try:
         vals = [float(s) for s in spec.split(",") if s.strip()]
     except ValueError:
-        raise UsageError(f"{what}: expected comma-separated numbers, got {spec!r}") from None
+        raise InputError(f"{what}: expected comma-separated numbers, got {spec!r}") from None
     if not vals:
-        raise UsageError(f"{what}: expected at least one number, got {spec!r}")
+        raise InputError(f"{what}: expected at least one number, got {spec!r}")
     return vals
 
 
 def run(args) -> int:
-    from bdh.cli import UsageError
+    from bdh.errors import InputError
 
     if args.max_tokens < 2:
-        raise UsageError(f"--max-tokens: expected >= 2, got {args.max_tokens}")
+        raise InputError(f"--max-tokens: expected >= 2, got {args.max_tokens}")
     if args.seeds < 1 or args.candidates < 1:
-        raise UsageError(f"--seeds and --candidates: expected >= 1, got {args.seeds} and {args.candidates}")
+        raise InputError(f"--seeds and --candidates: expected >= 1, got {args.seeds} and {args.candidates}")
     if (args.concept is None) != (args.contrast is None):
-        raise UsageError("--concept and --contrast go together: give both files or neither")
+        raise InputError("--concept and --contrast go together: give both files or neither")
     if args.text_file is not None:
         from bdh.errors import read_input
 
@@ -70,7 +70,7 @@ def run(args) -> int:
     else:
         data = args.text.encode("utf-8")[: args.max_tokens]
     if len(data) < 2:
-        raise UsageError(f"the text must have at least 2 bytes, got {len(data)}")
+        raise InputError(f"the text must have at least 2 bytes, got {len(data)}")
     from bdh.errors import load_model
     from bdh.teach.analyze import _lines, analyze_model
 
@@ -82,7 +82,7 @@ def run(args) -> int:
         heads = [int(h) for h in _floats(args.heads, "--heads")]
         bad = [h for h in heads if not 0 <= h < C.n_head]
         if bad:
-            raise UsageError(f"--heads: expected indices in [0, {C.n_head - 1}] or 'all', got {bad[0]}")
+            raise InputError(f"--heads: expected indices in [0, {C.n_head - 1}] or 'all', got {bad[0]}")
     betas = _floats(args.betas, "--betas") if args.betas else None
     concept = _lines(args.concept, "--concept") if args.concept else None
     contrast = _lines(args.contrast, "--contrast") if args.contrast else None

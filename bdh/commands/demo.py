@@ -13,6 +13,8 @@ from __future__ import annotations
 import os
 import time
 
+from bdh.options import add_backend
+
 
 def add_parser(subparsers):
     p = subparsers.add_parser(
@@ -25,7 +27,7 @@ def add_parser(subparsers):
     p.add_argument("--out", default=os.path.join("runs", "demo"), help="report directory (default runs/demo)")
     p.add_argument("--fast", action="store_true", help="seconds instead of minutes: 4 training steps, short prompt")
     p.add_argument("--no-cache", action="store_true", help="train again even if a cached model exists")
-    p.add_argument("--backend", default="numba", help="graph backend: numba (default) | numpy | pyg")
+    add_backend(p)
     p.add_argument("--pairs", type=int, default=None, help="key-value pairs in the prompt (default 8; --fast 3)")
     p.add_argument(
         "--part",
@@ -39,15 +41,13 @@ def add_parser(subparsers):
 
 
 def run(args) -> int:
-    from bdh.cli import UsageError
+    from bdh.errors import InputError
 
-    if args.backend not in ("numba", "numpy", "pyg"):
-        raise UsageError(f"--backend: expected numba, numpy or pyg, got {args.backend!r}")
     pairs = args.pairs if args.pairs is not None else (3 if args.fast else 8)
     if not 1 <= pairs <= 16:
-        raise UsageError(f"--pairs: expected 1..16, got {pairs}")
+        raise InputError(f"--pairs: expected 1..16, got {pairs}")
     if os.path.exists(args.out) and not os.path.isdir(args.out):
-        raise UsageError(f"--out {args.out}: exists and is not a directory")
+        raise InputError(f"--out {args.out}: exists and is not a directory")
     os.makedirs(args.out, exist_ok=True)
     from bdh.teach.html import write_html
     from bdh.teach.words import notation_html

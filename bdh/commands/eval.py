@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-from bdh.commands.train import add_attention_args
+from bdh.options import add_attention, add_device, attention_chunk, resolve_device
 
 
 def add_parser(subparsers):
@@ -27,16 +27,15 @@ def add_parser(subparsers):
     p.add_argument("--block-size", type=int, help="bytes per window (default: the training run's, else 256)")
     p.add_argument("--batch-size", type=int, default=16, help="windows per batch (default 16)")
     p.add_argument("--max-batches", type=int, default=50, help="at most this many batches (default 50)")
-    p.add_argument("--device", default="cpu", help="cpu (default) | cuda | cuda:N | auto")
+    add_device(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    add_attention_args(p)
+    add_attention(p)
     p.set_defaults(func=run)
     return p
 
 
 def run(args) -> int:
-    from bdh.commands.train import attention_chunk
-    from bdh.errors import InputError, load_model, resolve_device
+    from bdh.errors import InputError, load_model
     from bdh_gpu.data import make_dataset
     from bdh_gpu.train import TRAIN_STATE_JSON, evaluate
 

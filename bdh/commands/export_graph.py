@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 
+from bdh.options import add_backend, add_compile, add_graph_device, check_compile, graph_device
+
 MAX_EDGES = 5_000_000
 
 
@@ -20,20 +22,10 @@ def add_parser(subparsers):
     p.add_argument("model_dir", metavar="DIR", help="model directory")
     p.add_argument("--format", required=True, choices=("graphml", "pyg"), help="graphml | pyg")
     p.add_argument("--out", required=True, help="file to write (.graphml, or .safetensors for pyg)")
-    p.add_argument(
-        "--compile",
-        dest="how",
-        choices=("dense", "circuit", "official"),
-        help="construction (default: the variant's default)",
-    )
+    add_compile(p)
     p.add_argument("--prompt", help="run this text through the graph first and export sigma after it")
-    p.add_argument(
-        "--backend",
-        default="numba",
-        choices=("numba", "numpy", "pyg"),
-        help="graph engine for --prompt (default numba)",
-    )
-    p.add_argument("--device", help="with --backend pyg: torch device, e.g. cuda (default cpu)")
+    add_backend(p)
+    add_graph_device(p)
     p.add_argument(
         "--max-edges",
         type=int,
@@ -45,13 +37,12 @@ def add_parser(subparsers):
 
 
 def run(args) -> int:
-    from bdh.errors import InputError, check_compile, load_model
+    from bdh.errors import InputError, load_model
 
     d = os.path.dirname(os.path.abspath(args.out))
     if not os.path.isdir(d):
         raise InputError(f"--out {args.out}: the directory {d} does not exist")
-    if args.device is not None and args.backend != "pyg":
-        raise InputError(f"--device: only --backend pyg takes a device, got --backend {args.backend}")
+    device = graph_device(args)
     if args.prompt is not None and not args.prompt:
         raise InputError("--prompt: expected a non-empty text")
     if args.format == "pyg":
@@ -78,7 +69,7 @@ def run(args) -> int:
             raise InputError(
                 f"--prompt: byte {max(ids)} is outside the model's vocabulary of {model.config.vocab_size}"
             )
-        runner = equivalence.GraphRunner(compiled, args.backend, device=args.device)
+        runner = equivalence.GraphRunner(compiled, args.backend, device=device)
         for _ in runner.feed(ids, progress="prompt"):
             pass
         sigma = runner.sim.state.edges

@@ -6,7 +6,8 @@ import json
 import sys
 import time
 
-from bdh.errors import InputError as UsageError
+from bdh.errors import InputError
+from bdh.options import add_device, resolve_device
 
 MAX_PROMPT_BYTES = 1_000_000
 
@@ -25,7 +26,7 @@ def add_parser(subparsers):
     p.add_argument("--temperature", type=float, default=1.0, help="0 = greedy (default 1.0)")
     p.add_argument("--top-k", type=int, default=None, help="sample among the k most likely bytes")
     p.add_argument("--seed", type=int, default=1337, help="sampling seed (default 1337)")
-    p.add_argument("--device", default="cpu", help="cpu (default) | cuda | cuda:N")
+    add_device(p)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the text")
     p.set_defaults(func=run)
     return p
@@ -43,9 +44,9 @@ def read_prompt(args) -> bytes:
 
         prompt = read_input(args.prompt_file, "--prompt-file", MAX_PROMPT_BYTES)
     if not prompt:
-        raise UsageError(f"{_flag(args)}: the prompt is empty, expected at least 1 byte")
+        raise InputError(f"{_flag(args)}: the prompt is empty, expected at least 1 byte")
     if len(prompt) > MAX_PROMPT_BYTES:
-        raise UsageError(
+        raise InputError(
             f"{_flag(args)}: the prompt is longer than allowed: expected at most {MAX_PROMPT_BYTES:,} "
             "bytes, "
             f"got {'more' if args.prompt is None else f'{len(prompt):,}'}"
@@ -56,12 +57,12 @@ def read_prompt(args) -> bytes:
 def run(args) -> int:
     import torch
 
-    from bdh.errors import load_model, resolve_device
+    from bdh.errors import load_model
 
     if args.tokens < 0:
-        raise UsageError(f"--tokens: expected a count >= 0, got {args.tokens}")
+        raise InputError(f"--tokens: expected a count >= 0, got {args.tokens}")
     if args.top_k is not None and not 1 <= args.top_k <= 256:
-        raise UsageError(f"--top-k: expected 1..256, got {args.top_k}")
+        raise InputError(f"--top-k: expected 1..256, got {args.top_k}")
     prompt = read_prompt(args)
     device = resolve_device(args.device)
     model = load_model(args.model_dir, map_location=device).eval()

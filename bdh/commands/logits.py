@@ -11,6 +11,16 @@ import tempfile
 
 import numpy as np
 
+from bdh.options import (
+    BACKENDS,
+    COMPILE_CHOICES,
+    add_attention,
+    add_graph_device,
+    attention_chunk,
+    check_compile,
+    graph_device,
+)
+
 
 def tensor_engine(model, ids):
     """Token-parallel form (Eq. 4): one forward over the whole text."""
@@ -34,7 +44,6 @@ def recurrent_engine(model, ids):
 
 
 ENGINES = {"tensor": tensor_engine, "recurrent": recurrent_engine}
-BACKENDS = ("numba", "pyg", "numpy")
 
 
 def _graph_engine(how):
@@ -49,7 +58,7 @@ def _graph_engine(how):
     return engine
 
 
-ENGINES.update({f"graph-{how}": _graph_engine(how) for how in ("dense", "circuit", "official")})
+ENGINES.update({f"graph-{how}": _graph_engine(how) for how in COMPILE_CHOICES})
 MAX_TEXT_BYTES = 1_000_000
 
 
@@ -63,11 +72,9 @@ def add_parser(subparsers):
     p.add_argument("--text-file", required=True, help="file whose bytes are the input")
     p.add_argument("--engine", default="tensor", help=f"one of {', '.join(ENGINES)} (default tensor)")
     p.add_argument("--out", required=True, help="output .npy path")
-    p.add_argument("--backend", choices=BACKENDS, help="graph engines only: numba (default) | pyg | numpy")
-    from bdh.commands.train import add_attention_args
-
-    add_attention_args(p)
-    p.add_argument("--device", help="graph engines with --backend pyg: torch device, e.g. cuda (default cpu)")
+    p.add_argument("--backend", choices=BACKENDS, help=f"graph engines only: {' | '.join(BACKENDS)} (default numba)")
+    add_attention(p)
+    add_graph_device(p)
     p.set_defaults(func=run)
     return p
 
@@ -88,8 +95,7 @@ def save_npy_atomic(path: str, array: np.ndarray) -> None:
 def run(args) -> int:
     import torch
 
-    from bdh.commands.train import attention_chunk
-    from bdh.errors import InputError, check_compile, load_model, read_input
+    from bdh.errors import InputError, load_model, read_input
 
     if args.engine not in ENGINES:
         raise InputError(f"--engine: expected one of {', '.join(ENGINES)}, got {args.engine!r}")
@@ -106,10 +112,9 @@ def run(args) -> int:
     if getattr(args, "backend", None) is not None and not graph:
         raise InputError(f"--backend: applies to the graph engines only, got --engine {args.engine}")
     kw = {"backend": args.backend} if getattr(args, "backend", None) is not None else {}
-    if getattr(args, "device", None) is not None:
-        if args.backend != "pyg":
-            raise InputError(f"--device: applies to --backend pyg only, got --backend {args.backend}")
-        kw["device"] = args.device
+    device = graph_device(args)
+    if device is not None:
+        kw["device"] = device
     d = os.path.dirname(os.path.abspath(args.out))
     if not os.path.isdir(d):
         raise InputError(f"--out {args.out}: the directory {d} does not exist")

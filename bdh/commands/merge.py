@@ -27,11 +27,10 @@ def run(args) -> int:
 
     from tqdm import tqdm
 
-    from bdh.cli import UsageError
-    from bdh.errors import load_model
+    from bdh.errors import InputError, load_model
 
     if os.path.exists(os.path.join(args.out, "model.safetensors")):
-        raise UsageError(f"--out {args.out}: already holds a model; choose another directory")
+        raise InputError(f"--out {args.out}: already holds a model; choose another directory")
     import bdh_gpu
     from bdh_gpu.analysis import merge
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 
+from bdh.options import add_backend, add_compile, add_graph_device, check_compile, graph_device
+
 EXAMPLE_N = 3
 MAX_AUTO_NEURONS = 24  # graphs up to this size show every neuron; bigger ones the most active few
 AUTO_NEURONS = 8
@@ -31,26 +33,26 @@ def add_parser(subparsers):
     )
     p.add_argument("--hubs", type=int, default=4, help="nodes shown per hub population (default 4)")
     p.add_argument("--max-flows", type=int, default=12, help="messages shown per rule (default 12)")
-    p.add_argument("--compile", dest="how", help="dense | circuit | official (default: the variant's default)")
-    p.add_argument("--backend", default="numpy", help="simulator backend: numpy (default) | numba | pyg")
-    p.add_argument("--device", help="with --backend pyg: torch device, e.g. cuda (default cpu)")
+    add_compile(p)
+    add_backend(p, default="numpy")
+    add_graph_device(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=run)
     return p
 
 
 def parse_neurons(spec: str, n: int) -> list[int]:
-    from bdh.cli import UsageError
+    from bdh.errors import InputError
 
     try:
         idx = [int(s) for s in spec.split(",") if s.strip() != ""]
     except ValueError:
-        raise UsageError(f"--neurons: expected comma-separated integers like 0,5,17, got {spec!r}") from None
+        raise InputError(f"--neurons: expected comma-separated integers like 0,5,17, got {spec!r}") from None
     if not idx:
-        raise UsageError(f"--neurons: expected at least one index, got {spec!r}")
+        raise InputError(f"--neurons: expected at least one index, got {spec!r}")
     bad = [i for i in idx if not 0 <= i < n]
     if bad:
-        raise UsageError(f"--neurons: indices must lie in [0, {n - 1}], got {bad[0]}")
+        raise InputError(f"--neurons: indices must lie in [0, {n - 1}], got {bad[0]}")
     return sorted(set(idx))
 
 
@@ -74,23 +76,20 @@ def example_network():
 
 
 def run(args) -> int:
-    from bdh.cli import UsageError
+    from bdh.errors import InputError
 
     if args.rounds is not None and args.rounds < 1:
-        raise UsageError(f"--rounds: expected a positive integer, got {args.rounds}")
+        raise InputError(f"--rounds: expected a positive integer, got {args.rounds}")
     if args.hubs < 0 or args.max_flows < 1:
-        raise UsageError(f"--hubs >= 0 and --max-flows >= 1 expected, got {args.hubs} and {args.max_flows}")
-    if args.backend not in ("numpy", "numba", "pyg"):
-        raise UsageError(f"--backend: expected numpy, numba or pyg, got {args.backend!r}")
-    if args.device is not None and args.backend != "pyg":
-        raise UsageError(f"--device: only --backend pyg takes a device, got --backend {args.backend}")
-    dev = {"device": args.device} if args.device is not None else {}
+        raise InputError(f"--hubs >= 0 and --max-flows >= 1 expected, got {args.hubs} and {args.max_flows}")
+    device = graph_device(args)
+    dev = {"device": device} if device is not None else {}
     from bdh_graph.analysis import format_trace, trace_rounds
 
     notes = []
     if args.example:
         if args.model is not None:
-            raise UsageError(f"give either a model directory or --example, not both (got {args.model!r})")
+            raise InputError(f"give either a model directory or --example, not both (got {args.model!r})")
         net, tokens = example_network()
         sim = net.simulator(backend=args.backend, **dev)
         header = (
@@ -100,17 +99,17 @@ def run(args) -> int:
         top = None
     else:
         if args.model is None:
-            raise UsageError("expected a model directory (or --example for the worked 3-neuron example)")
+            raise InputError("expected a model directory (or --example for the worked 3-neuron example)")
         if args.prompt is None or args.prompt == "":
-            raise UsageError("--prompt: expected a non-empty text to trace")
-        from bdh.errors import check_compile, load_model
+            raise InputError("--prompt: expected a non-empty text to trace")
+        from bdh.errors import load_model
         from equivalence import compile_model
         from equivalence.run import TensorRunner, _Simulator
 
         model = load_model(args.model)
         ids = list(args.prompt.encode("utf-8"))
         if max(ids) >= model.config.vocab_size:
-            raise UsageError(
+            raise InputError(
                 f"--prompt: byte {max(ids)} is outside the model's vocabulary of {model.config.vocab_size}"
             )
         tm = TensorRunner(model).model

@@ -8,7 +8,8 @@ import os
 import shlex
 import sys
 
-from bdh.cli import UsageError
+from bdh.errors import InputError
+from bdh.options import add_attention, add_device, attention_chunk, attention_name, resolve_device
 
 SHAPE_FIELDS = ("n_head", "d", "N", "n_layer", "vocab_size")
 
@@ -35,8 +36,8 @@ def add_parser(subparsers):
     p.add_argument("--seed", type=int, help="seed for weights, batches and dropout (default 1337)")
     p.add_argument("--eval-every", type=int, help="steps between held-out evaluations (default 100)")
     p.add_argument("--ckpt-every", type=int, help="steps between checkpoints (default 500)")
-    p.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | auto (default)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model (useful on CUDA)")
+    add_device(p)
+    p.add_argument("--torch-compile", action="store_true", help="torch.compile the model (useful on CUDA)")
     p.add_argument("--grad-clip", type=float, help="max global gradient norm, 0 disables (default 1.0)")
     p.add_argument("--dtype", choices=("float32", "float64"), help="parameter dtype of a new model (default float32)")
     p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out exactly")
@@ -58,62 +59,9 @@ def add_parser(subparsers):
     )
     p.add_argument("--json", action="store_true", help="print the final summary as one JSON line")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_attention_args(p)
+    add_attention(p)
     p.set_defaults(func=run)
     return p
-
-
-def add_attention_args(p) -> None:
-    """--attention and --chunk-size (train, eval, logits): which equal form of Eq. 4 the forward uses."""
-    p.add_argument(
-        "--attention",
-        choices=("auto", "full", "chunked"),
-        help="auto (default): chunked from the measured crossover length on, full below | full: one "
-        "T x T score matrix per head | chunked: blocks of --chunk-size tokens, memory linear in T",
-    )
-    p.add_argument(
-        "--chunk-size",
-        type=int,
-        help="tokens per block of the chunked form (implies --attention "
-        "chunked; default bdh_gpu.model.AUTO_CHUNK_SIZE)",
-    )
-
-
-def attention_chunk(args):
-    """The model's chunk_size for --attention / --chunk-size: "auto", None (full) or a positive int."""
-    from bdh.errors import InputError
-    from bdh_gpu.model import AUTO_CHUNK_SIZE
-
-    form, C = getattr(args, "attention", None), getattr(args, "chunk_size", None)
-    if C is not None and C < 1:
-        raise InputError(f"--chunk-size: expected a positive number of tokens, got {C}")
-    if C is not None and form in ("auto", "full"):
-        raise InputError(f"--chunk-size: applies to --attention chunked, got --attention {form}")
-    if form == "full":
-        return None
-    if form == "chunked" or C is not None:
-        return C or AUTO_CHUNK_SIZE
-    return "auto"
-
-
-def attention_name(chunk) -> str:
-    from bdh_gpu.model import AUTO_CHUNK_MIN_T, AUTO_CHUNK_SIZE
-
-    if chunk == "auto":
-        return f"auto (chunks of {AUTO_CHUNK_SIZE} from T >= {AUTO_CHUNK_MIN_T}, full below)"
-    return "full" if chunk is None else f"chunked (C = {chunk})"
-
-
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {device}: CUDA is not available on this machine (use --device cpu)")
-    if not (device == "cpu" or device.startswith("cuda")):
-        raise ValueError(f"--device: expected cpu, cuda, cuda:N or auto, got {device!r}")
-    return device
 
 
 def data_spec(spec: str) -> str:
@@ -133,17 +81,17 @@ def check_out_dir(out: str, resume: bool, force: bool) -> None:
     from bdh_gpu.train import TRAIN_STATE, has_checkpoint, read_train_state
 
     if resume and force:
-        raise UsageError("--resume continues the run in --out and --force replaces it: pass one of them")
+        raise InputError("--resume continues the run in --out and --force replaces it: pass one of them")
     if os.path.exists(out) and not os.path.isdir(out):
-        raise UsageError(f"--out {out} is a file, not a directory")
+        raise InputError(f"--out {out} is a file, not a directory")
     if resume:
         if not os.path.exists(out):
-            raise UsageError(
+            raise InputError(
                 f"--resume: {out} does not exist, so there is no training checkpoint to continue; "
                 f"start a new run there without --resume"
             )
         if not has_checkpoint(out):
-            raise UsageError(
+            raise InputError(
                 f"--resume: {out} holds no {TRAIN_STATE}, so there is no training checkpoint to "
                 f"continue; start a new run with another --out, or replace {out} with --force"
             )
@@ -167,7 +115,7 @@ def check_out_dir(out: str, resume: bool, force: bool) -> None:
     else:
         shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
         what = f"is not empty ({len(entries)} entries: {shown}) and is not a bdh train run"
-    raise UsageError(f"--out {out} {what}: continue a run with --resume, or replace it with --force")
+    raise InputError(f"--out {out} {what}: continue a run with --resume, or replace it with --force")
 
 
 def resume_command(out: str, world: int, fsdp: bool) -> str:
@@ -184,7 +132,7 @@ def run(args) -> int:
     env = parallel.Ranks.env()
     try:
         check_out_dir(args.out, args.resume, args.force)
-    except UsageError:
+    except InputError:
         if env is not None and env["rank"] != 0:
             return 2  # the same verdict on every rank: rank 0 says it, once
         raise
@@ -192,7 +140,7 @@ def run(args) -> int:
     try:
         ranks, device = parallel.setup(args.fsdp, device, args.dist_timeout)
     except ValueError as e:
-        raise UsageError(str(e)) from None
+        raise InputError(str(e)) from None
     try:
         return _run(args, ranks, device)
     except Exception as e:
@@ -200,7 +148,7 @@ def run(args) -> int:
             raise  # a single process: bdh's usual error handling (bdh.cli)
         # under torchrun every rank says what ended it in one line (its own error, or a peer that died), exits
         # non-zero, and torchrun stops the others: never a hang. Bad input (the same on every rank): exit 2.
-        code = 2 if isinstance(e, (UsageError, ValueError)) else 1
+        code = 2 if isinstance(e, (InputError, ValueError)) else 1
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if _is_peer_loss(e, msg):
             msg = f"lost contact with another rank, which failed or was killed ({_short(msg)}); {_last(args.out)}"
@@ -302,7 +250,7 @@ def _run(args, ranks, device) -> int:
     for k, v in explicit.items():
         if v is not None:
             setattr(cfg, k, v)
-    cfg.device, cfg.compile = device, bool(args.compile)
+    cfg.device, cfg.compile = device, bool(args.torch_compile)
     cfg.validate()
     data = make_dataset(cfg.data, cfg.block_size)  # errors (missing, empty, too short) before any work
     if model is None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 
+from bdh.options import add_backend, add_compile, add_graph_device, check_compile, graph_device
+
 DEFAULT_TEXT = "The Dragon Hatchling"
 MAX_TEXT_BYTES = 4096
 
@@ -23,14 +25,9 @@ def add_parser(subparsers):
     src = p.add_mutually_exclusive_group()
     src.add_argument("--text", help=f"input text (default {DEFAULT_TEXT!r})")
     src.add_argument("--text-file", help="file whose bytes are the input")
-    p.add_argument(
-        "--compile",
-        dest="how",
-        choices=("dense", "circuit", "official"),
-        help="construction (default: official for official/paper models, dense for normfree, circuit when n > 4096)",
-    )
-    p.add_argument("--backend", default="numba", choices=("numba", "pyg", "numpy"), help="graph engine (default numba)")
-    p.add_argument("--device", help="with --backend pyg: torch device, e.g. cuda or cuda:1 (default cpu)")
+    add_compile(p)
+    add_backend(p)
+    add_graph_device(p)
     p.add_argument("--tolerance", type=float, help="relative tolerance per token and layer (default 1e-9)")
     p.add_argument("--no-state", action="store_true", help="skip the state (rho) comparison")
     p.add_argument("--json", action="store_true", help="print one JSON object with each quantity's max error")
@@ -60,12 +57,11 @@ def run(args) -> int:
     import math
 
     import equivalence
-    from bdh.errors import InputError, check_compile, load_model
+    from bdh.errors import InputError, load_model
 
     if args.tolerance is not None and not (math.isfinite(args.tolerance) and args.tolerance > 0):
         raise InputError(f"--tolerance: expected a finite number > 0, got {args.tolerance}")
-    if args.device is not None and args.backend != "pyg":
-        raise InputError(f"--device: only --backend pyg takes a device, got --backend {args.backend}")
+    device = graph_device(args)
     raw = read_text(args)
     from types import SimpleNamespace
 
@@ -88,7 +84,7 @@ def run(args) -> int:
         backend=args.backend,
         rtol=args.tolerance,
         state=not args.no_state,
-        device=args.device,
+        device=device,
         progress=True,
     )
     if args.json:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 
+from bdh.options import add_backend, add_compile, add_graph_device, check_compile, graph_device
+
 
 def add_parser(subparsers):
     p = subparsers.add_parser(
@@ -25,14 +27,9 @@ def add_parser(subparsers):
     p.add_argument(
         "--host", default="127.0.0.1", help="with --serve: the address to bind (default 127.0.0.1, this machine only)"
     )
-    p.add_argument(
-        "--compile",
-        dest="how",
-        choices=("dense", "circuit", "official"),
-        help="construction (default: the variant's default, as bdh verify)",
-    )
-    p.add_argument("--backend", default="numba", choices=("numba", "numpy", "pyg"), help="graph engine (default numba)")
-    p.add_argument("--device", help="with --backend pyg: torch device, e.g. cuda (default cpu)")
+    add_compile(p)
+    add_backend(p)
+    add_graph_device(p)
     p.add_argument("--neurons", type=int, default=256, help="neurons shown, the most active first (default 256)")
     p.add_argument(
         "--synapses",
@@ -46,25 +43,24 @@ def add_parser(subparsers):
 
 
 def run(args) -> int:
-    from bdh.cli import UsageError
+    from bdh.errors import InputError
 
     for flag, v in (("--neurons", args.neurons), ("--synapses", args.synapses), ("--max-prompt", args.max_prompt)):
         if v < 1:
-            raise UsageError(f"{flag}: expected an integer >= 1, got {v}")
+            raise InputError(f"{flag}: expected an integer >= 1, got {v}")
     if not 0 <= args.port <= 65535:
-        raise UsageError(f"--port: expected 0..65535, got {args.port}")
-    if args.device is not None and args.backend != "pyg":
-        raise UsageError(f"--device: only --backend pyg takes a device, got --backend {args.backend}")
+        raise InputError(f"--port: expected 0..65535, got {args.port}")
+    device = graph_device(args)
     if not args.serve:
         if not args.prompt:
-            raise UsageError("--prompt: expected a non-empty text (or --serve to type prompts in the browser)")
+            raise InputError("--prompt: expected a non-empty text (or --serve to type prompts in the browser)")
         raw = args.prompt.encode("utf-8")
         if len(raw) > args.max_prompt:
-            raise UsageError(f"--prompt: expected at most {args.max_prompt} bytes (--max-prompt), got {len(raw)}")
+            raise InputError(f"--prompt: expected at most {args.max_prompt} bytes (--max-prompt), got {len(raw)}")
         d = os.path.dirname(os.path.abspath(args.out))
         if not os.path.isdir(d):
-            raise UsageError(f"--out {args.out}: the directory {d} does not exist")
-    from bdh.errors import check_compile, load_model
+            raise InputError(f"--out {args.out}: the directory {d} does not exist")
+    from bdh.errors import load_model
     from bdh.teach.view import ViewSession, write_page
     from equivalence import TensorRunner, compile_model
 
@@ -77,7 +73,7 @@ def run(args) -> int:
         synapses=args.synapses,
         max_prompt=args.max_prompt,
         title=f"{os.path.basename(os.path.abspath(args.model_dir))}: {compiled.summary().split(':')[0]}",
-        device=args.device,
+        device=device,
     )
     if args.serve:
         from bdh.teach.serve import serve

@@ -1,0 +1,144 @@
+"""The command line's options, in one place: one meaning and one default per flag name in every command.
+
+| flag | meaning | default |
+|---|---|---|
+| `--device` | the torch device of the tensor model, and of the graph with `--backend pyg` | `auto` (cuda if present) |
+| `--backend` | the graph engine, from `bdh_graph.backends.BACKENDS` | `numba` |
+| `--compile` | the graph compile (equivalence.COMPILES: dense, circuit, official) | the variant's default |
+| `--torch-compile` | `torch.compile` the tensor model (`bdh train`) | off |
+| `--attention`, `--chunk-size` | which equal form of Eq. 4 the tensor model's forward uses | `auto` |
+
+Each `add_*` puts one flag on a parser; each `resolve_*`/`check_*` turns its value into what the packages take, or
+raises `bdh.errors.InputError` naming the flag. Nothing here imports torch at parse time (`bdh --help` stays fast).
+"""
+
+from __future__ import annotations
+
+from bdh.errors import InputError
+from bdh_graph.backends import BACKENDS
+
+DEFAULT_BACKEND = "numba"
+DEFAULT_DEVICE = "auto"
+# equivalence.COMPILES, spelled here so that building the parser does not import torch (a test keeps them equal)
+COMPILE_CHOICES = ("dense", "circuit", "official")
+
+
+def add_device(p, what: str = "the tensor model") -> None:
+    """--device: the torch device (cpu, cuda, cuda:N, auto)."""
+    p.add_argument(
+        "--device",
+        default=DEFAULT_DEVICE,
+        help=f"torch device of {what}: cpu | cuda | cuda:N | auto (default: cuda if present, else cpu)",
+    )
+
+
+def add_graph_device(p) -> None:
+    """--device for the graph commands: it applies to `--backend pyg` (numba and numpy run on the CPU)."""
+    add_device(p, "the tensor model and, with --backend pyg, of the graph")
+
+
+def resolve_device(spec: str) -> str:
+    """The torch device named by --device ('auto': cuda if available, else cpu)."""
+    import torch
+
+    if spec == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if not (spec == "cpu" or spec == "cuda" or (spec.startswith("cuda:") and spec[5:].isdigit())):
+        raise InputError(f"--device: expected cpu, cuda, cuda:N or auto, got {spec!r}")
+    if spec.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"--device {spec}: CUDA is not available on this machine (use --device cpu)")
+    return spec
+
+
+def graph_device(args) -> str | None:
+    """The torch device the graph runs on: --device for --backend pyg; None (the CPU) for numba and numpy, where an
+    explicit non-CPU --device is refused."""
+    spec = getattr(args, "device", DEFAULT_DEVICE)
+    backend = getattr(args, "backend", None) or DEFAULT_BACKEND
+    if backend != "pyg":
+        if spec not in ("auto", "cpu"):
+            raise InputError(f"--device: only --backend pyg takes a device, got --device {spec} --backend {backend}")
+        return None
+    return resolve_device(spec)
+
+
+def add_backend(p, default: str = DEFAULT_BACKEND) -> None:
+    """--backend: the graph engine."""
+    p.add_argument(
+        "--backend",
+        default=default,
+        choices=BACKENDS,
+        help=f"graph engine: {' | '.join(BACKENDS)} (default {default})",
+    )
+
+
+def add_compile(p) -> None:
+    """--compile: how the tensor model becomes a neuron graph (equivalence.compile_model)."""
+    p.add_argument(
+        "--compile",
+        dest="how",
+        choices=COMPILE_CHOICES,
+        help=f"graph compile: {' | '.join(COMPILE_CHOICES)} (default: the variant's own: official for official, "
+        "dense for normfree)",
+    )
+
+
+def check_compile(model, how, flag: str = "--compile", value: str | None = None):
+    """The compile `how` (None: the variant's default) if it applies to the model's variant, else an InputError
+    naming the flag and the value that would work."""
+    from equivalence import APPLIES, COMPILES, default_compile
+
+    if how is None:
+        return default_compile(model)
+    if how not in COMPILES:
+        raise InputError(f"{flag}: expected one of {', '.join(COMPILES)}, got {how!r}")
+    v = model.config.variant
+    if v not in APPLIES[how]:
+        good = default_compile(model)
+        shown = (value or "{}").format
+        raise InputError(
+            f"{flag} {shown(how)}: does not apply to a {v} model (it applies to "
+            f"{' and '.join(APPLIES[how])}); use {flag} {shown(good)}"
+        )
+    return how
+
+
+def add_attention(p) -> None:
+    """--attention and --chunk-size (train, eval, logits): which equal form of Eq. 4 the forward uses."""
+    p.add_argument(
+        "--attention",
+        choices=("auto", "full", "chunked"),
+        help="auto (default): chunked from the measured crossover length on, full below | full: one "
+        "T x T score matrix per head | chunked: blocks of --chunk-size tokens, memory linear in T",
+    )
+    p.add_argument(
+        "--chunk-size",
+        type=int,
+        help="tokens per block of the chunked form (implies --attention chunked; default "
+        "bdh_gpu.model.AUTO_CHUNK_SIZE)",
+    )
+
+
+def attention_chunk(args):
+    """The model's chunk_size for --attention / --chunk-size: "auto", None (full) or a positive int."""
+    from bdh_gpu.model import AUTO_CHUNK_SIZE
+
+    form, C = getattr(args, "attention", None), getattr(args, "chunk_size", None)
+    if C is not None and C < 1:
+        raise InputError(f"--chunk-size: expected a positive number of tokens, got {C}")
+    if C is not None and form in ("auto", "full"):
+        raise InputError(f"--chunk-size: applies to --attention chunked, got --attention {form}")
+    if form == "full":
+        return None
+    if form == "chunked" or C is not None:
+        return C or AUTO_CHUNK_SIZE
+    return "auto"
+
+
+def attention_name(chunk) -> str:
+    """How the attention form of `attention_chunk` reads in a command's first line."""
+    from bdh_gpu.model import AUTO_CHUNK_MIN_T, AUTO_CHUNK_SIZE
+
+    if chunk == "auto":
+        return f"auto (chunks of {AUTO_CHUNK_SIZE} from T >= {AUTO_CHUNK_MIN_T}, full below)"
+    return "full" if chunk is None else f"chunked (C = {chunk})"
