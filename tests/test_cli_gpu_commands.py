@@ -253,9 +253,10 @@ def test_error_state_dict_not_released(tmp_path, capsys):
 
 
 def test_error_non_finite_loss_keeps_last_checkpoint(tmp_path):
-    """Through the real command: lr 1e20 makes the loss non-finite; exit 2, one line, no traceback."""
+    """Through the real command: lr 1e20 makes the loss non-finite; the run failed (exit 4, bdh.errors.EXIT_FAILED:
+    the input was well-formed, so not 2), one line, no traceback."""
     r = _bdh("train", "--data", "recall:4", "--out", str(tmp_path / "n"), "--lr", "1e20", "--warmup", "0", *QUICK)
-    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.returncode == 4 and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "non-finite" in r.stderr
 
 
