@@ -11,8 +11,8 @@
 
 `InputError` is the command line's bad input. The packages raise their own subclasses of ValueError for bad input
 to their functions (`bdh_gpu.InputError`: configs and model directories; `bdh_graph.GraphError`: networks and
-simulator arguments; `bdh.teach.view.ViewError`); `exit_code(e)` maps each exception to its code, so every command
-ends the same way. Every other exception is a bug.
+simulator arguments); the teaching layer's errors subclass `InputError`. `exit_code(e)` maps each exception to its
+code, so every command ends the same way. Every other exception is a bug.
 """
 
 from __future__ import annotations
@@ -38,11 +38,10 @@ class EnvironmentFault(Exception):
 
 def input_errors() -> tuple:
     """The exception classes that mean "bad input" (imported lazily: the packages are heavy)."""
-    from bdh.teach.view import ViewError
     from bdh_gpu import InputError as ModelInputError
     from bdh_graph import GraphError
 
-    return InputError, ModelInputError, GraphError, ViewError
+    return InputError, ModelInputError, GraphError
 
 
 def failure_errors() -> tuple:

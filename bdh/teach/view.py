@@ -29,6 +29,7 @@ import time
 
 import numpy as np
 
+from bdh.errors import InputError
 from bdh_graph import EventMonitor, StateMonitor
 from equivalence import Compiled, GraphRunner
 
@@ -50,8 +51,8 @@ def _top(v, k):
     return np.argsort(-v, kind="stable")[:k]
 
 
-class ViewError(ValueError):
-    """Bad input to the viewer (prompt too long, unknown node, ...): one line."""
+class ViewError(InputError, ValueError):
+    """Bad input to the viewer (prompt too long, unknown node, ...): one line (a bdh.errors.InputError)."""
 
 
 def _r(v) -> float:
