@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-long bench clean
+.PHONY: install demo lint test test-long bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,12 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/bdh demo
+
+# the architecture (import-linter contracts in pyproject.toml, drawn in docs/architecture.md), lint and format
+lint: $(STAMP)
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 test: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" --hypothesis-profile=ci
