@@ -8,6 +8,7 @@ one of these references measured in the same process, and the goals are stated a
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import platform
 import time
@@ -104,3 +105,11 @@ def goal(text: str, measured: float, target: float, *, unit: str = "x", higher: 
         "met": "met" if met else "not met",
         "note": note,
     }
+
+
+def write_json(path: str | None, obj) -> int:
+    """A benchmark's closing step: its report as indented JSON at `path` (when --json was given); exit code 0."""
+    if path:
+        with open(path, "w") as f:
+            json.dump(obj, f, indent=1)
+    return 0

@@ -21,6 +21,8 @@ import sys
 import tempfile
 import time
 
+from benchmarks.common import write_json
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZES = {"tiny": (16, 64), "small": (8, 64), "paper-25m": (4, 64)}  # global batch, block
 
@@ -165,10 +167,7 @@ def main(argv=None) -> int:
         f"{os.getloadavg()[0]:.1f} at the end. No GPU in this session.\n"
     )
     print(to_markdown(rows))
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(rows, f, indent=1)
-    return 0
+    return write_json(a.json, rows)
 
 
 if __name__ == "__main__":

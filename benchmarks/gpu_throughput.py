@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 from bdh_gpu import BDH
 from bdh_gpu.config import BDHConfig, get_preset
+from benchmarks.common import write_json
 
 # dense bf16 peak, FLOP/s (vendor data sheets, without sparsity)
 PEAK_BF16 = {
@@ -209,10 +210,7 @@ def main(argv=None) -> int:
             del model, net
             if device == "cuda":
                 torch.cuda.empty_cache()
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(report, f, indent=1)
-    return 0
+    return write_json(a.json, report)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ import sys
 import time
 
 from bdh_gpu.model import AUTO_CHUNK_SIZE
+from benchmarks.common import write_json
 
 
 def child(T: int, chunk: int | None, steps: int) -> dict:
@@ -157,10 +158,7 @@ def main(argv=None) -> int:
             else:
                 print(f"{T:>6} {form:>8} {'-':>10} {'-':>8} {'-':>12} {'-':>15}  {r['status']}", flush=True)
     report["load_avg_end"] = os.getloadavg()[0]
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(report, f, indent=1)
-    return 0
+    return write_json(a.json, report)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ import torch
 from bdh_gpu import BDH, BDHConfig
 from bdh_gpu.data import RecallData, TextData, read_bytes, tinyshakespeare_path
 from bdh_gpu.train import TrainConfig, evaluate, loss_fn, lr_at, make_optimizer
+from benchmarks.common import write_json
 
 from .baselines import n_params, sized
 
@@ -341,10 +342,7 @@ def main(argv=None) -> int:
         return 0
     report = run_profile("quick" if a.quick else a.profile, a.tasks, a.out, device, a.data)
     print(summary_table(report))
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(report, f, indent=1)
-    return 0
+    return write_json(a.json, report)
 
 
 if __name__ == "__main__":

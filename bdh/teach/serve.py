@@ -29,105 +29,122 @@ class _BadRequest(Exception):
         self.status = status
 
 
-def make_handler(session: ViewSession, log=None):
-    lock = threading.Lock()
+def _page(h, session, url):
+    return h._send(200, page(session.data(), serve=True).encode(), "text/html; charset=utf-8")
 
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "bdh-view"
 
-        def log_message(self, fmt, *args):  # quiet unless asked
-            if log is not None:
-                log(f"{self.address_string()} {fmt % args}")
+def _node(h, session, url):
+    q = parse_qs(url.query)
+    pop = q.get("pop", ["neurons"])[0]
+    try:
+        i = int(q.get("i", [""])[0])
+    except ValueError:
+        raise _BadRequest(400, "i: expected an integer node index") from None
+    return h._json(200, session.node(pop, i))
 
-        def _send(self, status, body: bytes, ctype="application/json"):
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Cache-Control", "no-store")
-            self.end_headers()
-            self.wfile.write(body)
 
-        def _json(self, status, obj):
-            self._send(status, json.dumps(obj, separators=(",", ":")).encode())
+def _load(h, session, url):
+    prompt = h._body().get("prompt")
+    if not isinstance(prompt, str) or not prompt:
+        raise _BadRequest(400, "prompt: expected a non-empty string")
+    raw = prompt.encode("utf-8")
+    if len(raw) > session.max_prompt:
+        raise _BadRequest(413, f"prompt: expected at most {session.max_prompt} bytes, got {len(raw)}")
+    return h._json(200, session.load(list(raw)))
 
-        def _body(self) -> dict:
-            try:
-                size = int(self.headers.get("Content-Length", "0"))
-            except ValueError:
-                raise _BadRequest(400, "Content-Length: expected an integer") from None
-            if size > MAX_BODY:
-                raise _BadRequest(413, f"request body: expected at most {MAX_BODY} bytes, got {size}")
-            raw = self.rfile.read(size) if size > 0 else b""
-            try:
-                obj = json.loads(raw or b"{}")
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                raise _BadRequest(400, "request body: expected a JSON object") from None
-            if not isinstance(obj, dict):
-                raise _BadRequest(400, "request body: expected a JSON object")
-            return obj
 
-        def _handle(self, method):
-            url = urlparse(self.path)
-            try:
-                with lock:
-                    if method == "GET" and url.path in ("/", "/index.html"):
-                        return self._send(200, page(session.data(), serve=True).encode(), "text/html; charset=utf-8")
-                    if method == "GET" and url.path == "/api/node":
-                        q = parse_qs(url.query)
-                        pop = q.get("pop", ["neurons"])[0]
-                        try:
-                            i = int(q.get("i", [""])[0])
-                        except ValueError:
-                            raise _BadRequest(400, "i: expected an integer node index") from None
-                        return self._json(200, session.node(pop, i))
-                    if method == "POST" and url.path == "/api/load":
-                        prompt = self._body().get("prompt")
-                        if not isinstance(prompt, str) or not prompt:
-                            raise _BadRequest(400, "prompt: expected a non-empty string")
-                        raw = prompt.encode("utf-8")
-                        if len(raw) > session.max_prompt:
-                            raise _BadRequest(
-                                413, f"prompt: expected at most {session.max_prompt} bytes, got {len(raw)}"
-                            )
-                        return self._json(200, session.load(list(raw)))
-                    if method == "POST" and url.path == "/api/step":
-                        by = self._body().get("by", "sub")
-                        frames = session.step(by)
-                        return self._json(200, dict(frames=frames, done=session.done))
-                    if url.path in ("/", "/index.html", "/api/node", "/api/load", "/api/step"):
-                        raise _BadRequest(405, f"{method} {url.path}: method not allowed")
-                    raise _BadRequest(
-                        404, f"{url.path}: not found (the viewer serves /, /api/load, /api/step, /api/node)"
-                    )
-            except _BadRequest as e:
-                self._json(e.status, {"error": str(e)})
-            except ViewError as e:
-                self._json(400, {"error": str(e)})
-            except (BrokenPipeError, ConnectionResetError):
-                pass
-            except Exception as e:  # a bug: the traceback goes to the server's stderr
-                traceback.print_exc()
-                self._json(500, {"error": f"internal error ({type(e).__name__}: {e}); see the server's output"})
+def _step(h, session, url):
+    frames = session.step(h._body().get("by", "sub"))
+    return h._json(200, dict(frames=frames, done=session.done))
 
-        def do_GET(self):
-            self._handle("GET")
 
-        def do_POST(self):
-            self._handle("POST")
+# (method, path) -> the function that answers it
+ROUTES = {
+    ("GET", "/"): _page,
+    ("GET", "/index.html"): _page,
+    ("GET", "/api/node"): _node,
+    ("POST", "/api/load"): _load,
+    ("POST", "/api/step"): _step,
+}
 
-        def do_PUT(self):
-            self._handle("PUT")
 
-        def do_DELETE(self):
-            self._handle("DELETE")
+class Handler(BaseHTTPRequestHandler):
+    """One request: routed by ROUTES to the server's session (`server.session`, under `server.lock`)."""
 
-    return Handler
+    server_version = "bdh-view"
+
+    def log_message(self, fmt, *args):  # quiet unless asked
+        if self.server.log is not None:
+            self.server.log(f"{self.address_string()} {fmt % args}")
+
+    def _send(self, status, body: bytes, ctype="application/json"):
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _json(self, status, obj):
+        self._send(status, json.dumps(obj, separators=(",", ":")).encode())
+
+    def _body(self) -> dict:
+        try:
+            size = int(self.headers.get("Content-Length", "0"))
+        except ValueError:
+            raise _BadRequest(400, "Content-Length: expected an integer") from None
+        if size > MAX_BODY:
+            raise _BadRequest(413, f"request body: expected at most {MAX_BODY} bytes, got {size}")
+        raw = self.rfile.read(size) if size > 0 else b""
+        try:
+            obj = json.loads(raw or b"{}")
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise _BadRequest(400, "request body: expected a JSON object") from None
+        if not isinstance(obj, dict):
+            raise _BadRequest(400, "request body: expected a JSON object")
+        return obj
+
+    def _route(self, method, url):
+        answer = ROUTES.get((method, url.path))
+        if answer is not None:
+            with self.server.lock:
+                return answer(self, self.server.session, url)
+        if any(path == url.path for _, path in ROUTES):
+            raise _BadRequest(405, f"{method} {url.path}: method not allowed")
+        raise _BadRequest(404, f"{url.path}: not found (the viewer serves /, /api/load, /api/step, /api/node)")
+
+    def _handle(self, method):
+        try:
+            self._route(method, urlparse(self.path))
+        except _BadRequest as e:
+            self._json(e.status, {"error": str(e)})
+        except ViewError as e:
+            self._json(400, {"error": str(e)})
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        except Exception as e:  # a bug: the traceback goes to the server's stderr
+            traceback.print_exc()
+            self._json(500, {"error": f"internal error ({type(e).__name__}: {e}); see the server's output"})
+
+    def do_GET(self):
+        self._handle("GET")
+
+    def do_POST(self):
+        self._handle("POST")
+
+    def do_PUT(self):
+        self._handle("PUT")
+
+    def do_DELETE(self):
+        self._handle("DELETE")
 
 
 def make_server(session: ViewSession, host: str = "127.0.0.1", port: int = 0, log=None) -> HTTPServer:
     """An HTTPServer for `session` (port 0: a free port, see server.server_address)."""
     session.serving = True
-    return HTTPServer((host, port), make_handler(session, log))
+    srv = HTTPServer((host, port), Handler)
+    srv.session, srv.lock, srv.log = session, threading.Lock(), log
+    return srv
 
 
 def serve(session: ViewSession, host="127.0.0.1", port=0, out=sys.stdout) -> None:
