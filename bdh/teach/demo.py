@@ -45,11 +45,29 @@ def demo_model(fast: bool = False, cache: str | None = None, log=print, use_cach
     """The demo's trained `tiny` model of `part` (PARTS) on the recall task: loaded from the cache if this
     (config, training config) was trained before, else trained now and cached. Returns (model in float64 eval
     mode, info dict)."""
-    import torch
-
     import bdh_gpu
-    from bdh_gpu.data import RecallData, cache_dir
-    from bdh_gpu.train import TrainConfig, train
+    from bdh_gpu.data import cache_dir
+
+    config, tcfg = demo_configs(part, fast)
+    key = cache_key(dict(config.to_dict(), gains=config.resolved_gains()), tcfg.to_dict())
+    root = os.path.join(cache if cache is not None else cache_dir(), "demo", key)
+    info = dict(preset=DEMO_PRESET, variant=config.variant, U=config.U, key=key, dir=root, steps=tcfg.steps)
+    info.update(cached=False, seconds=0.0)
+    t0 = time.perf_counter()
+    if use_cache and os.path.exists(os.path.join(root, "done.json")):
+        with open(os.path.join(root, "done.json")) as f:
+            info.update(json.load(f), cached=True)
+        log(f"  reusing the cached model {root} (trained {info['steps']} steps)")
+    else:
+        info.update(_train_into_cache(config, tcfg, root, log, replace=not use_cache))
+    info["seconds"] = time.perf_counter() - t0
+    return bdh_gpu.load(root).double().eval(), info
+
+
+def demo_configs(part: str, fast: bool):
+    """(model config, training config) of a demo part."""
+    import bdh_gpu
+    from bdh_gpu.train import TrainConfig
 
     if part not in PARTS:
         raise ValueError(f"demo part: expected one of {', '.join(PARTS)}, got {part!r}")
@@ -57,33 +75,28 @@ def demo_model(fast: bool = False, cache: str | None = None, log=print, use_cach
     config = bdh_gpu.get_preset(DEMO_PRESET)
     config.variant, config.U = spec["variant"], spec["U"]
     train_kw = FAST_TRAIN if fast else dict(DEMO_TRAIN, steps=spec["steps"], ckpt_every=spec["steps"])
-    tcfg = TrainConfig(data="recall", **train_kw)
-    key = cache_key(dict(config.to_dict(), gains=config.resolved_gains()), tcfg.to_dict())
-    root = os.path.join(cache if cache is not None else cache_dir(), "demo", key)
-    info = dict(
-        preset=DEMO_PRESET,
-        variant=config.variant,
-        U=config.U,
-        key=key,
-        dir=root,
-        steps=tcfg.steps,
-        cached=False,
-        seconds=0.0,
-    )
-    t0 = time.perf_counter()
-    done = os.path.exists(os.path.join(root, "done.json"))
-    if use_cache and done:
-        model = bdh_gpu.load(root)
-        with open(os.path.join(root, "done.json")) as f:
-            info.update(json.load(f), cached=True)
-        log(f"  reusing the cached model {root} (trained {info['steps']} steps)")
-    else:
-        data = RecallData(tcfg.block_size)
-        work = root + ".partial"
-        if os.path.isdir(work):  # an interrupted earlier run: start over
-            import shutil
+    return config, TrainConfig(data="recall", **train_kw)
 
-            shutil.rmtree(work)
+
+def _train_into_cache(config, tcfg, root: str, log, replace: bool = False) -> dict:
+    """Train the demo model in a directory of its own and publish it as the cache entry `root` in one rename: the
+    entry appears whole or not at all, and when two processes train the same entry at once the first to finish
+    wins (the other's copy is discarded); replace=True (--no-cache) puts this run's model in place of an existing
+    entry. Returns what done.json records."""
+    import shutil
+    import tempfile
+
+    import torch
+
+    import bdh_gpu
+    from bdh_gpu.data import RecallData
+    from bdh_gpu.train import train
+
+    t0 = time.perf_counter()
+    os.makedirs(os.path.dirname(root), exist_ok=True)
+    work = tempfile.mkdtemp(dir=os.path.dirname(root), prefix=os.path.basename(root) + ".partial-")
+    try:
+        data = RecallData(tcfg.block_size)
         torch.manual_seed(tcfg.seed)
         model = bdh_gpu.BDH(config)
         n_params = sum(p.numel() for p in model.parameters())
@@ -94,25 +107,22 @@ def demo_model(fast: bool = False, cache: str | None = None, log=print, use_cach
         )
         summary = train(model, data, tcfg, work, progress=False, log=lambda s: log("    " + s))
         val = summary["val"] or {}
-        meta = dict(
-            steps=tcfg.steps,
-            val_accuracy=val.get("accuracy"),
-            val_loss=val.get("loss"),
-            chance=data.chance,
-            train_seconds=time.perf_counter() - t0,
-        )
+        meta = dict(steps=tcfg.steps, val_accuracy=val.get("accuracy"), val_loss=val.get("loss"))
+        meta.update(chance=data.chance, train_seconds=time.perf_counter() - t0)
         with open(os.path.join(work, "done.json"), "w") as f:
             json.dump(meta, f)
-        os.makedirs(os.path.dirname(root), exist_ok=True)
-        if os.path.isdir(root):
-            import shutil
-
-            shutil.rmtree(root)
-        os.replace(work, root)  # the cache entry appears whole or not at all
-        info.update(meta)
-        model = bdh_gpu.load(root)
-    info["seconds"] = time.perf_counter() - t0
-    return model.double().eval(), info
+        if replace and os.path.isdir(root):
+            old = tempfile.mkdtemp(dir=os.path.dirname(root), prefix=os.path.basename(root) + ".old-")
+            os.rename(root, os.path.join(old, "entry"))
+            shutil.rmtree(old, ignore_errors=True)
+        try:
+            os.rename(work, root)  # fails if another process published the entry first: theirs is kept
+        except OSError:
+            if not os.path.exists(os.path.join(root, "done.json")):
+                raise
+        return meta
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def recall_prompt(n_pairs: int = 8, seed: int = 7):
