@@ -14,6 +14,10 @@ raises `bdh.errors.InputError` naming the flag. Nothing here imports torch at pa
 
 from __future__ import annotations
 
+import argparse
+import math
+import os
+
 from bdh.errors import InputError
 from bdh_graph.backends import BACKENDS
 
@@ -142,3 +146,61 @@ def attention_name(chunk) -> str:
     if chunk == "auto":
         return f"auto (chunks of {AUTO_CHUNK_SIZE} from T >= {AUTO_CHUNK_MIN_T}, full below)"
     return "full" if chunk is None else f"chunked (C = {chunk})"
+
+
+# ---- value types: argparse calls them on the flag's text; a bad value is one line, exit 2, before any work -------
+
+
+def count(lo: int = 0, hi: int | None = None):
+    """An integer flag in [lo, hi]."""
+
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if v < lo or (hi is not None and v > hi):
+            raise argparse.ArgumentTypeError(
+                f"expected {lo}..{hi:,}, got {v:,}" if hi else f"expected >= {lo}, got {v}"
+            )
+        return v
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def real(lo: float | None = None, hi: float | None = None, *, open_lo: bool = False):
+    """A finite float flag in [lo, hi] ((lo, hi] with open_lo)."""
+
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        low = lo is not None and (v <= lo if open_lo else v < lo)
+        if not math.isfinite(v) or low or (hi is not None and v > hi):
+            side = f"> {lo}" if open_lo else f">= {lo}"
+            want = f"a finite number {side}" if lo is not None else "a finite number"
+            raise argparse.ArgumentTypeError(f"expected {want}{f' and <= {hi}' if hi is not None else ''}, got {text}")
+        return v
+
+    parse.__name__ = "number"
+    return parse
+
+
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def local_host(text: str) -> str:
+    """A host to bind on this machine only (the viewer's server has no authentication)."""
+    if text not in LOCAL_HOSTS and not text.startswith("127."):
+        raise argparse.ArgumentTypeError(
+            f"expected a loopback address ({', '.join(LOCAL_HOSTS)} or 127.x.y.z): the viewer has no "
+            f"authentication, so it serves this machine only; got {text!r}"
+        )
+    return text
+
+
+def prompt_bytes(text: str) -> bytes:
+    """A prompt given on the command line, as the bytes the user typed (undecodable bytes kept as they are)."""
+    return os.fsencode(text)

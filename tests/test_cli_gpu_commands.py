@@ -266,7 +266,7 @@ def test_error_prompt_too_long_or_empty_and_negative_tokens(trained, tmp_path, c
         f.truncate(1_000_001)
     assert "longer than allowed" in _err(capsys, ["generate", trained, "--prompt-file", str(big)])
     assert "prompt is empty" in _err(capsys, ["generate", trained, "--prompt", ""])
-    assert "expected a count >= 0, got -1" in _err(capsys, ["generate", trained, "--prompt", "a", "--tokens", "-1"])
+    assert "expected 0..1,000,000, got -1" in _err(capsys, ["generate", trained, "--prompt", "a", "--tokens", "-1"])
 
 
 def test_errors_through_the_command_line_are_one_line(trained):

@@ -7,9 +7,10 @@ import sys
 import time
 
 from bdh.errors import InputError
-from bdh.options import add_device, resolve_device
+from bdh.options import add_device, count, prompt_bytes, real, resolve_device
 
 MAX_PROMPT_BYTES = 1_000_000
+MAX_NEW_TOKENS = 1_000_000  # the completion is held in memory: 8 bytes per token
 
 
 def add_parser(subparsers):
@@ -20,11 +21,11 @@ def add_parser(subparsers):
     )
     p.add_argument("model_dir", metavar="DIR", help="model directory (config.json + model.safetensors)")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--prompt", help="prompt text (utf-8)")
+    src.add_argument("--prompt", type=prompt_bytes, help="prompt text (its bytes as typed, utf-8 or not)")
     src.add_argument("--prompt-file", help="file whose bytes are the prompt")
-    p.add_argument("--tokens", type=int, default=256, help="new bytes to generate (default 256)")
-    p.add_argument("--temperature", type=float, default=1.0, help="0 = greedy (default 1.0)")
-    p.add_argument("--top-k", type=int, default=None, help="sample among the k most likely bytes")
+    p.add_argument("--tokens", type=count(0, MAX_NEW_TOKENS), default=256, help="new bytes to generate (default 256)")
+    p.add_argument("--temperature", type=real(0.0), default=1.0, help="0 = greedy (default 1.0)")
+    p.add_argument("--top-k", type=count(1, 256), default=None, help="sample among the k most likely bytes")
     p.add_argument("--seed", type=int, default=1337, help="sampling seed (default 1337)")
     add_device(p)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the text")
@@ -38,7 +39,7 @@ def _flag(args) -> str:
 
 def read_prompt(args) -> bytes:
     if args.prompt is not None:
-        prompt = args.prompt.encode("utf-8")
+        prompt = args.prompt
     else:
         from bdh.errors import read_input
 
@@ -59,10 +60,6 @@ def run(args) -> int:
 
     from bdh.errors import load_model
 
-    if args.tokens < 0:
-        raise InputError(f"--tokens: expected a count >= 0, got {args.tokens}")
-    if args.top_k is not None and not 1 <= args.top_k <= 256:
-        raise InputError(f"--top-k: expected 1..256, got {args.top_k}")
     prompt = read_prompt(args)
     device = resolve_device(args.device)
     model = load_model(args.model_dir, map_location=device).eval()

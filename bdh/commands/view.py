@@ -8,7 +8,16 @@ from __future__ import annotations
 
 import os
 
-from bdh.options import add_backend, add_compile, add_graph_device, check_compile, graph_device
+from bdh.options import (
+    add_backend,
+    add_compile,
+    add_graph_device,
+    check_compile,
+    count,
+    graph_device,
+    local_host,
+    prompt_bytes,
+)
 
 
 def add_parser(subparsers):
@@ -20,24 +29,33 @@ def add_parser(subparsers):
         "the page on a local port where you type prompts and step the live simulator (--serve).",
     )
     p.add_argument("model_dir", metavar="DIR", help="model directory (config.json + model.safetensors)")
-    p.add_argument("--prompt", help="text to step through the graph, one byte per token (required without --serve)")
+    p.add_argument(
+        "--prompt",
+        type=prompt_bytes,
+        help="text to step through the graph, one byte per token (required without --serve)",
+    )
     p.add_argument("--out", default="view.html", help="the page to write (default view.html)")
     p.add_argument("--serve", action="store_true", help="serve the page instead, stepping the live simulator")
-    p.add_argument("--port", type=int, default=0, help="with --serve: the port (default 0 = a free one, printed)")
     p.add_argument(
-        "--host", default="127.0.0.1", help="with --serve: the address to bind (default 127.0.0.1, this machine only)"
+        "--port", type=count(0, 65535), default=0, help="with --serve: the port (default 0 = a free one, printed)"
+    )
+    p.add_argument(
+        "--host",
+        type=local_host,
+        default="127.0.0.1",
+        help="with --serve: the address to bind (default 127.0.0.1, this machine only)",
     )
     add_compile(p)
     add_backend(p)
     add_graph_device(p)
-    p.add_argument("--neurons", type=int, default=256, help="neurons shown, the most active first (default 256)")
+    p.add_argument("--neurons", type=count(1), default=256, help="neurons shown, the most active first (default 256)")
     p.add_argument(
         "--synapses",
-        type=int,
+        type=count(1),
         default=8,
         help="synapses listed per group and per state variable of a clicked node (default 8)",
     )
-    p.add_argument("--max-prompt", type=int, default=256, help="longest prompt in bytes (default 256)")
+    p.add_argument("--max-prompt", type=count(1), default=256, help="longest prompt in bytes (default 256)")
     p.set_defaults(func=run)
     return p
 
@@ -45,16 +63,11 @@ def add_parser(subparsers):
 def run(args) -> int:
     from bdh.errors import InputError
 
-    for flag, v in (("--neurons", args.neurons), ("--synapses", args.synapses), ("--max-prompt", args.max_prompt)):
-        if v < 1:
-            raise InputError(f"{flag}: expected an integer >= 1, got {v}")
-    if not 0 <= args.port <= 65535:
-        raise InputError(f"--port: expected 0..65535, got {args.port}")
     device = graph_device(args)
     if not args.serve:
         if not args.prompt:
             raise InputError("--prompt: expected a non-empty text (or --serve to type prompts in the browser)")
-        raw = args.prompt.encode("utf-8")
+        raw = args.prompt
         if len(raw) > args.max_prompt:
             raise InputError(f"--prompt: expected at most {args.max_prompt} bytes (--max-prompt), got {len(raw)}")
         d = os.path.dirname(os.path.abspath(args.out))
