@@ -8,7 +8,7 @@ import os
 import shlex
 import sys
 
-from bdh.errors import InputError
+from bdh.errors import InputError, exit_code
 from bdh.options import add_attention, add_device, attention_chunk, attention_name, resolve_device
 
 SHAPE_FIELDS = ("n_head", "d", "N", "n_layer", "vocab_size")
@@ -148,7 +148,7 @@ def run(args) -> int:
             raise  # a single process: bdh's usual error handling (bdh.cli)
         # under torchrun every rank says what ended it in one line (its own error, or a peer that died), exits
         # non-zero, and torchrun stops the others: never a hang. Bad input (the same on every rank): exit 2.
-        code = 2 if isinstance(e, (InputError, ValueError)) else 1
+        code = exit_code(e)
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if _is_peer_loss(e, msg):
             msg = f"lost contact with another rank, which failed or was killed ({_short(msg)}); {_last(args.out)}"
@@ -186,56 +186,96 @@ def _last(out: str) -> str:
 
 
 def _run(args, ranks, device) -> int:
+    """The run, in steps: the configs (from the checkpoint on --resume, else the preset and the flags), the data,
+    the model, one line saying what runs where, the training loop (bdh_gpu.train), the closing line."""
+    import bdh_gpu
+    from bdh_gpu.data import make_dataset
+    from bdh_gpu.train import train
+
+    chunk = attention_chunk(args)
+    model, config, cfg = _resumed(args) if args.resume else _fresh(args)
+    for k, v in _explicit(args).items():
+        if v is not None:
+            setattr(cfg, k, v)
+    cfg.device, cfg.compile = device, bool(args.torch_compile)
+    cfg.validate()
+    data = make_dataset(cfg.data, cfg.block_size)  # errors (missing, empty, too short) before any work
+    if model is None:
+        import torch
+
+        torch.manual_seed(cfg.seed)
+        model = bdh_gpu.BDH(config)
+        if args.dtype is not None:
+            model.to(getattr(torch, args.dtype))
+    model.chunk_size = chunk
+    if ranks.main:
+        print(_first_line(model, config, cfg, data, ranks, device, chunk), flush=True)
+    summary = train(model, data, cfg, args.out, resume=args.resume, progress=False if args.quiet else None, log=print)
+    if summary["interrupted"]:
+        return _interrupted(args, summary, ranks)
+    if ranks.main:
+        print(json.dumps(summary) if args.json else _last_line(args, summary, data, ranks))
+    return 0
+
+
+def _resumed(args):
+    """(model, model config, training config) of the checkpoint in --out; a flag that contradicts it is refused."""
     import torch
 
     import bdh_gpu
     from bdh_gpu.config import get_preset
-    from bdh_gpu.data import make_dataset
-    from bdh_gpu.train import TrainConfig, read_train_state, train
+    from bdh_gpu.train import TrainConfig, read_train_state
 
-    say = print if ranks.main else (lambda *a, **k: None)
-    chunk = attention_chunk(args)
-    if args.resume:
-        model = bdh_gpu.load(args.out)
-        config = model.config
-        _, meta = read_train_state(args.out)
-        cfg = TrainConfig.from_dict(meta["train_config"])
-        if args.preset is not None:
-            want = get_preset(args.preset)
-            for f in SHAPE_FIELDS:
-                if getattr(want, f) != getattr(config, f):
-                    raise ValueError(
-                        f"--resume: --preset {args.preset} has {f}={getattr(want, f)}, the checkpoint "
-                        f"in {args.out} has {f}={getattr(config, f)}"
-                    )
-        for f in ("variant", "U", "dropout"):
-            if getattr(args, f) is not None and getattr(args, f) != getattr(config, f):
-                raise ValueError(
-                    f"--resume: --{f} {getattr(args, f)} differs from the checkpoint's {f}={getattr(config, f)!r}"
+    model = bdh_gpu.load(args.out)
+    config = model.config
+    _, meta = read_train_state(args.out)
+    if args.preset is not None:
+        want = get_preset(args.preset)
+        for f in SHAPE_FIELDS:
+            if getattr(want, f) != getattr(config, f):
+                raise InputError(
+                    f"--resume: --preset {args.preset} has {f}={getattr(want, f)}, the checkpoint "
+                    f"in {args.out} has {f}={getattr(config, f)}"
                 )
-        if args.dtype is not None and getattr(torch, args.dtype) != model.E.dtype:
-            raise ValueError(f"--resume: --dtype {args.dtype} differs from the checkpoint's {model.E.dtype}")
-    else:
-        config = get_preset(args.preset or "tiny")
-        for f in ("variant", "U", "dropout"):
-            if getattr(args, f) is not None:
-                setattr(config, f, getattr(args, f))
-        config.validate()
-        if args.data is None:
-            raise ValueError("--data is required (a file path, tinyshakespeare, or recall)")
-        recall = args.data.startswith("recall")
-        steps = args.steps if args.steps is not None else 1000
-        cfg = TrainConfig(
-            data=data_spec(args.data),
-            steps=steps,
-            lr=3e-3 if recall else 1e-3,
-            block_size=64 if recall else 256,
-            warmup_steps=min(100, max(1, steps // 10)),
-            eval_every=100,
-            ckpt_every=500,
-        )
-        model = None
-    explicit = {
+    for f in ("variant", "U", "dropout"):
+        if getattr(args, f) is not None and getattr(args, f) != getattr(config, f):
+            raise InputError(
+                f"--resume: --{f} {getattr(args, f)} differs from the checkpoint's {f}={getattr(config, f)!r}"
+            )
+    if args.dtype is not None and getattr(torch, args.dtype) != model.E.dtype:
+        raise InputError(f"--resume: --dtype {args.dtype} differs from the checkpoint's {model.E.dtype}")
+    return model, config, TrainConfig.from_dict(meta["train_config"])
+
+
+def _fresh(args):
+    """(None, model config, training config) of a new run: the preset with the flags, the task's defaults."""
+    from bdh_gpu.config import get_preset
+    from bdh_gpu.train import TrainConfig
+
+    config = get_preset(args.preset or "tiny")
+    for f in ("variant", "U", "dropout"):
+        if getattr(args, f) is not None:
+            setattr(config, f, getattr(args, f))
+    config.validate()
+    if args.data is None:
+        raise InputError("--data is required (a file path, tinyshakespeare, or recall)")
+    recall = args.data.startswith("recall")
+    steps = args.steps if args.steps is not None else 1000
+    cfg = TrainConfig(
+        data=data_spec(args.data),
+        steps=steps,
+        lr=3e-3 if recall else 1e-3,
+        block_size=64 if recall else 256,
+        warmup_steps=min(100, max(1, steps // 10)),
+        eval_every=100,
+        ckpt_every=500,
+    )
+    return None, config, cfg
+
+
+def _explicit(args) -> dict:
+    """The training-config fields given on the command line (None: not given, keep the default or checkpoint)."""
+    return {
         "data": None if args.data is None else data_spec(args.data),
         "steps": args.steps,
         "batch_size": args.batch_size,
@@ -247,18 +287,9 @@ def _run(args, ranks, device) -> int:
         "ckpt_every": args.ckpt_every,
         "grad_clip": args.grad_clip,
     }
-    for k, v in explicit.items():
-        if v is not None:
-            setattr(cfg, k, v)
-    cfg.device, cfg.compile = device, bool(args.torch_compile)
-    cfg.validate()
-    data = make_dataset(cfg.data, cfg.block_size)  # errors (missing, empty, too short) before any work
-    if model is None:
-        torch.manual_seed(cfg.seed)
-        model = bdh_gpu.BDH(config)
-        if args.dtype is not None:
-            model.to(getattr(torch, args.dtype))
-    model.chunk_size = chunk
+
+
+def _first_line(model, config, cfg, data, ranks, device, chunk) -> str:
     n_params = sum(p.numel() for p in model.parameters())
     on = (
         f"device {device}"
@@ -266,29 +297,28 @@ def _run(args, ranks, device) -> int:
         else f"{ranks.world} ranks ({ranks.mode.upper()}, {cfg.batch_size // ranks.world} windows each), "
         f"{device} per rank"
     )
-    say(
+    return (
         f"bdh train: {config.variant}/{config.U}, h={config.n_head} d={config.d} N={config.N} "
         f"L={config.n_layer} ({n_params:,} parameters) on {data.name}, {cfg.steps} steps of "
-        f"{cfg.batch_size}x{cfg.block_size} bytes, {on}, attention {attention_name(chunk)}",
-        flush=True,
+        f"{cfg.batch_size}x{cfg.block_size} bytes, {on}, attention {attention_name(chunk)}"
     )
-    summary = train(model, data, cfg, args.out, resume=args.resume, progress=False if args.quiet else None, log=print)
-    if summary["interrupted"]:
-        if ranks.main:
-            print(
-                f"bdh train: stopped by {summary['interrupted']} after step {summary['step']}; checkpoint in "
-                f"{args.out}; resume with: {resume_command(args.out, ranks.world, args.fsdp)}",
-                file=sys.stderr,
-                flush=True,
-            )
-        import signal
 
-        return 128 + int(getattr(signal, summary["interrupted"], signal.SIGTERM))
-    if not ranks.main:
-        return 0
-    if args.json:
-        print(json.dumps(summary))
-        return 0
+
+def _interrupted(args, summary, ranks) -> int:
+    """A run stopped by a signal: where its checkpoint is, how to resume; exit 128 + the signal number."""
+    import signal
+
+    if ranks.main:
+        print(
+            f"bdh train: stopped by {summary['interrupted']} after step {summary['step']}; checkpoint in "
+            f"{args.out}; resume with: {resume_command(args.out, ranks.world, args.fsdp)}",
+            file=sys.stderr,
+            flush=True,
+        )
+    return 128 + int(getattr(signal, summary["interrupted"], signal.SIGTERM))
+
+
+def _last_line(args, summary, data, ranks) -> str:
     val = summary["val"]
     tail = ""
     if val is not None:
@@ -300,8 +330,7 @@ def _run(args, ranks, device) -> int:
     if ranks.distributed:
         tail += "; peak memory per rank " + ", ".join(f"{b / 2**20:,.0f}" for b in summary["peak_rss_bytes_per_rank"])
         tail += " MiB"
-    print(
+    return (
         f"done: step {summary['step']} in {summary['seconds']:.1f} s "
         f"({summary.get('tokens_per_s', 0):,.0f} tokens/s){tail}; model in {args.out}"
     )
-    return 0
