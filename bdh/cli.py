@@ -73,7 +73,10 @@ def _mpi_world():
 
 def main(argv=None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, --version (0) or a flag argparse refused (2, its one line already printed)
+        return e.code if isinstance(e.code, int) else 2
     rank, size, abort = _mpi_world()
     if rank > 0:
         sys.stdout = open(os.devnull, "w")  # rank 0 alone prints
