@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from bdh_graph import kernels as K
-from bdh_graph.backends import numpy_ops
+from bdh_graph.ops import numpy_ops
 from equivalence import APPLIES, COMPILES, as_ids, compare, compile_model, default_compile, rules
 from equivalence.strategies import Case
 
@@ -80,7 +80,7 @@ def test_local_rules_normalize_and_linear(xp):
     if xp == "numpy":
         vals, ops = {"p": p, "q": q, "s": s, "r": np.zeros(12)}, numpy_ops()
     else:
-        from bdh_graph.backends import Ops
+        from bdh_graph.ops import Ops
 
         vals = {k: torch.tensor(v) for k, v in (("p", p), ("q", q), ("s", s), ("r", np.zeros(12)))}
         ops = Ops(torch, None, torch.zeros_like, lambda z: z)

@@ -21,8 +21,8 @@ from numba import njit, prange
 
 from .. import config
 from .. import kernels as K
+from ..ops import numpy_ops
 from ..state import NetworkState
-from . import numpy_ops
 
 _jit = dict(fastmath=config.FASTMATH, cache=config.CACHE, nogil=True)
 _NO_CLOCK = -1

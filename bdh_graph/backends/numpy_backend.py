@@ -7,9 +7,9 @@ backend with the spiking mode (reference 2d: every product of rates becomes an A
 import numpy as np
 
 from .. import kernels as K
+from ..ops import numpy_ops
 from ..reference import apply_U
 from ..state import NetworkState
-from . import numpy_ops
 
 
 class NumpyBackend:

@@ -23,8 +23,8 @@ import torch
 from torch_geometric.nn import MessagePassing
 
 from .. import kernels as K
+from ..ops import Ops
 from ..state import NetworkState
-from . import Ops
 
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
 
