@@ -266,6 +266,13 @@ def _product(rule, v, ops):
     return {rule.dst: v[rule.dst] + ops.spike(v[p]) * ops.spike(v[g])}
 
 
+def apply_rule(rule, nodes, ops):
+    """Run node-local computation `rule` on `nodes` ({variable: array}); returns {rule.dst: new array}. The one
+    call every backend (and the locality probe, and `bdh_graph.trace`) makes into COMPUTATION_RULES."""
+    names = rule.src + ((rule.dst,) if rule.dst else ())
+    return COMPUTATION_RULES[rule.kind](rule, {v: nodes[v] for v in names}, ops)
+
+
 COMPUTATION_RULES: dict[str, Callable] = {
     "reset": _reset,
     "threshold": _threshold,
@@ -311,7 +318,7 @@ def _same(a, b):
 def _run_rule(rule, values, ops, where):
     """The rule's output array on copies of `values`; GraphError if it writes anything but its own target."""
     with np.errstate(all="ignore"):
-        out = COMPUTATION_RULES[rule.kind](rule, {v: a.copy() for v, a in values.items()}, ops)
+        out = apply_rule(rule, {v: a.copy() for v, a in values.items()}, ops)
     if set(out) != {rule.dst}:
         raise GraphError(
             f"{where}rule {rule} writes {sorted(out)}; a computation rule writes only its own target {rule.dst!r}"

@@ -103,6 +103,12 @@ class SynapseGroup:
     def dense(self, values=None):
         return self.matrix(values).toarray()
 
+    def read_source(self, var, local, remote):
+        """The values of source variable `var` as this group reads them: `remote[var]`, the full vector exchanged
+        at the start of the communication sub-round, when the group is `gathered` (its source is split over
+        ranks and indexed globally), else this rank's own `local[var]` (docs/distributed.md)."""
+        return remote[var] if self.gathered else local[var]
+
 
 @dataclass(frozen=True)
 class EdgeVariable:
@@ -387,6 +393,12 @@ class Network:
         )
         self.kernel = kernel
         return self
+
+    def group_of(self, rule):
+        """The synapse group a communication rule runs over: its `group` (send), else its edge variable's."""
+        if rule.kind == "send":
+            return self.groups[rule.group]
+        return self.groups[self.edge_vars[rule.src[1] if rule.kind == "read" else rule.dst].group]
 
     @property
     def node_variables(self):

@@ -139,6 +139,16 @@ class RunResult:
         return RunResult(self.net, np.moveaxis(x, 0, -1), np.moveaxis(y, 0, -1), edges, None, coords, (0, n))
 
 
+class _Nodes:
+    """`nodes[var]`: the simulator's current values of `var` as a NumPy array (what `sim.node(var)` returns)."""
+
+    def __init__(self, sim):
+        self.sim = sim
+
+    def __getitem__(self, var):
+        return self.sim.node(var)
+
+
 class Simulator:
     """Step a network token by token (`feed`) or sub-round by sub-round (`ingest` + `step`).
 
@@ -177,23 +187,18 @@ class Simulator:
         self._plans = [self._plan(rnd.communication) for rnd in self._rounds]
 
     # -- the exchange of a communication sub-round (docs/distributed.md) --
-    def _group_of(self, rule):
-        net = self.net
-        if rule.kind == "send":
-            return net.groups[rule.group]
-        return net.groups[net.edge_vars[rule.src[1] if rule.kind == "read" else rule.dst].group]
-
     def _plan(self, rules):
         """(split variables to exchange, rules run as they are, rules into replicated targets completed by an
         Allreduce, their targets)."""
-        gather = sorted({r.src[0] for r in rules if self._group_of(r).gathered})
-        partial = tuple(r for r in rules if r.kind != "hebbian" and self._group_of(r).partial)
+        group_of = self.net.group_of
+        gather = sorted({r.src[0] for r in rules if group_of(r).gathered})
+        partial = tuple(r for r in rules if r.kind != "hebbian" and group_of(r).partial)
         local = tuple(r for r in rules if r not in partial)
         return gather, local, partial, sorted({r.dst for r in partial})
 
     def source(self, group, var):
-        """The values of `var` as `group` reads them: the exchanged full vector for a gathered group."""
-        return self._remote[var] if group.gathered else self.node(var)
+        """The values of `var` as `group` reads them (`SynapseGroup.read_source`), as a NumPy array."""
+        return group.read_source(var, _Nodes(self), self._remote)
 
     def _communicate(self, k):
         gather, local, partial, dsts = self._plans[k]
