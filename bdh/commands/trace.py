@@ -1,5 +1,5 @@
 """`bdh trace`: walk through the graph scheduler round by round (communication, then computation), printing each
-local rule as the paper writes it with the numbers that flowed (`bdh_graph.analysis.trace_rounds`).
+local rule as the paper writes it with the numbers that flowed (`bdh_graph.trace.trace_rounds`).
 
 `bdh trace --example` runs the worked 3-neuron example of docs/bdh_graph.md (checkable by hand);
 `bdh trace DIR --prompt TEXT` compiles the model in DIR to its graph (`equivalence`) and traces the prompt.
@@ -85,7 +85,7 @@ def run(args) -> int:
     if args.device is not None and args.backend != "pyg":
         raise UsageError(f"--device: only --backend pyg takes a device, got --backend {args.backend}")
     dev = {"device": args.device} if args.device is not None else {}
-    from bdh_graph.analysis import format_trace, trace_rounds
+    from bdh_graph.trace import format_trace, trace_rounds
 
     notes = []
     if args.example:
