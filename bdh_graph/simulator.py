@@ -240,8 +240,13 @@ class Simulator:
         return "communication" if self._sub % 2 == 0 else "computation"
 
     # -- the loop --
-    def ingest(self, x0_t, y0_t):
-        """Start a token: X, Y <- the boundary inputs x_{t,0}, y_{t,0} (per the token policies)."""
+    def ingest(self, x0_t, y0_t, inputs=None):
+        """Start a token: X, Y <- the boundary inputs x_{t,0}, y_{t,0} of Eq. 6 (per the token policies).
+
+        inputs: {qualified variable: values}, set as well, for sensory input at nodes other than the neurons'
+        X and Y, e.g. the official model's embedding row z = embed(i) at its residual hubs, `res.V <- z` (the
+        graph then normalises it, v_0 = LN(z); docs/equivalence.md). values: this rank's nodes of the variable
+        (the whole population when it is replicated); they are set, whatever the token policies."""
         if self._sub != 0:
             raise GraphError(
                 f"ingest: token {self.token} is still running (sub-round {self._sub} of "
@@ -259,7 +264,14 @@ class Simulator:
         L = len(self.kernel.layers)
         self._x, self._y = np.zeros((L + 1, len(x))), np.zeros((L + 1, len(x)))
         self._x[0], self._y[0] = x, y
+        for var, values in (inputs or {}).items():
+            self._state = self.backend.set_node(self._state, var, self._input(var, values))
         self._loaded = True
+
+    def _input(self, var, values):
+        if var not in self.net.node_variables:
+            raise GraphError(f"inputs: unknown variable {var!r}; known: {sorted(self.net.node_variables)}")
+        return as_inputs(f"inputs[{var!r}]", values, None, self.net.size_of(var))
 
     def step(self):
         """Run one sub-round (communication or computation); returns which one ran."""
@@ -285,10 +297,10 @@ class Simulator:
             self._notify("token")
         return "communication" if phase == 0 else "computation"
 
-    def feed(self, x0_t, y0_t):
-        """Run one token (all rounds); returns x, y of shape (L+1, n), layer 0 = the inputs (sharded: this rank's
-        block of the n neurons, `sim.lo:sim.hi`)."""
-        self.ingest(x0_t, y0_t)
+    def feed(self, x0_t, y0_t, inputs=None):
+        """Run one token (all rounds; `inputs` as for `ingest`); returns x, y of shape (L+1, n), layer 0 = the
+        inputs (sharded: this rank's block of the n neurons, `sim.lo:sim.hi`)."""
+        self.ingest(x0_t, y0_t, inputs)
         while self._loaded:
             self.step()
         return self._x.copy(), self._y.copy()

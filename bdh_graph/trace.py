@@ -31,7 +31,7 @@ def trace_rounds(sim, tokens, shown: dict, max_rounds: int | None = None, max_fl
     """Run `tokens` through `sim` sub-round by sub-round and describe every rule with the numbers that flowed.
 
     tokens: list of (label, x0_t, y0_t, extra) where extra is {qualified variable: values} or None (set at the
-    token's start, as `equivalence.run`'s simulator does). shown: {population: node indices} to report (flows
+    token's start: `Simulator.ingest`'s `inputs`). shown: {population: node indices} to report (flows
     into, and values of, these nodes only). Returns a list of token dicts:
     {token, label, rounds: [{round, layer, label, communication: [rule], computation: [rule]}]}, each rule
     {text, kind, flows: [{src, dst, weight, value, message}] (communication), changes: [{node, before, after,
@@ -61,10 +61,7 @@ def trace_rounds(sim, tokens, shown: dict, max_rounds: int | None = None, max_fl
 
 def _start_token(sim, t, label, x0, y0, extra, show):
     """Ingest one token; its dict with the non-zero inputs at the shown nodes and no rounds yet."""
-    if extra:
-        sim.ingest(x0, y0, extra)
-    else:
-        sim.ingest(x0, y0)
+    sim.ingest(x0, y0, extra)
     st = sim.state
     inputs = {}
     for v in ["X", "Y"] + list(extra or {}):

@@ -105,7 +105,7 @@ def run(args) -> int:
             raise UsageError("--prompt: expected a non-empty text to trace")
         from bdh.errors import check_compile, load_model
         from equivalence import compile_model
-        from equivalence.run import TensorRunner, _Simulator
+        from equivalence.run import TensorRunner
 
         model = load_model(args.model)
         ids = list(args.prompt.encode("utf-8"))
@@ -116,7 +116,7 @@ def run(args) -> int:
         tm = TensorRunner(model).model
         compiled = compile_model(tm, check_compile(model, args.how))
         net = compiled.network
-        sim = _Simulator(net, backend=args.backend, **dev)
+        sim = net.simulator(backend=args.backend, **dev)
         x0, y0, extra = compiled.token_inputs(ids)
         tokens = [(repr(chr(b)) if 32 <= b < 127 else f"0x{b:02x}", x0[t], y0[t], extra[t]) for t, b in enumerate(ids)]
         header = compiled.summary()
