@@ -11,7 +11,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .errors import GraphError
-from .network import GROUPS
+from .kernels import GROUPS
 
 
 def _one_process(net, what):

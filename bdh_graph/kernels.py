@@ -155,6 +155,7 @@ def sigma_name(l, shared_sigma=False):
 
 # ---- Table 1(b): BDH with E/I circuits and thresholds ------------------------------------------------------
 
+GROUPS = ("Gx_e", "Gx_i", "Gy_e", "Gy_i", "Gs")  # the synapse groups Table 1 names (the network's constructors)
 DAMPING_ORDERS = ("eq6", "table1")
 HEBBIAN_ORIENTATIONS = ("eq6", "printed")
 

@@ -24,8 +24,8 @@ import scipy.sparse as sp
 
 from . import config
 from .backends import make_backend
+from .checks import as_inputs
 from .errors import GraphError
-from .network import as_inputs
 from .state import NetworkState
 
 TOKEN_POLICIES = ("set", "add")
@@ -323,14 +323,3 @@ class Simulator:
         for m in self.monitors:
             if m.when == when:
                 m._record(self)
-
-
-def simulator(net, backend="numba", **kw):
-    """A token-by-token Simulator (see Simulator for the options); bound as `Network.simulator`."""
-    return Simulator(net, backend=backend, **kw)
-
-
-def run(net, x0, y0, backend="numba", sigma0=None, **kw):
-    """Run the kernel on boundary inputs x0, y0 of shape (T, n); returns a RunResult (Eq. 6 by default).
-    Bound as `Network.run`."""
-    return Simulator(net, backend=backend, sigma0=sigma0, **kw).run(x0, y0)
