@@ -314,7 +314,23 @@ class Network:
         `u`, `theta` are global (per key neuron of the whole population), each rank keeps its slice."""
         if group not in self.groups:
             raise GraphError(f"edge variable {name}: unknown group {group!r}; known: {sorted(self.groups)}")
+        u, theta = self._local_u_theta(self.groups[group], u, theta)
+        if theta is not None and group not in self._closed:
+            self._close_under_pairing(group)
         g = self.groups[group]
+        same = lambda a, b: (
+            (a is None and b is None)
+            or (a is not None and b is not None and a.shape == b.shape and np.array_equal(a, b))
+        )
+        for ev in self.edge_vars.values():  # one U for every layer (BDH-GPU shares it): share its arrays
+            if ev.group == group and same(ev.u, u) and same(ev.theta, theta):
+                self.edge_vars[name] = dataclasses.replace(ev, name=name)
+                return self
+        self.edge_vars[name] = _edge_variable(name, g, u, theta)
+        return self
+
+    def _local_u_theta(self, g, u, theta):
+        """Check global `u`, `theta` of group g's U and cut out this rank's slice (its columns, rows)."""
         n_pre, n_post = self.populations[g.pre].size, self.populations[g.post].size
         if theta is not None and n_pre % 2:
             raise GraphError(
@@ -338,32 +354,26 @@ class Network:
                     f"theta: expected shape ({n_pre // 2},) (one angle per neuron pair), got {theta.shape}"
                 )
             theta = theta[g.col0 // 2 : (g.col0 + g.n_pre) // 2]
-        if theta is not None and group not in self._closed:
-            closed = _group_from_csc(
-                group,
-                g.pre,
-                g.post,
-                _pair_closure(g.matrix(), g.col0),
-                col0=g.col0,
-                row0=g.row0,
-                gathered=g.gathered,
-                partial=g.partial,
-            )
-            if closed.nnz != g.nnz:
-                if any(ev.group == group for ev in self.edge_vars.values()):
-                    raise GraphError(f"{group}: cannot add rotation partners after other edge variables exist")
-                self.groups[group] = g = closed
-            self._closed.add(group)
-        same = lambda a, b: (
-            (a is None and b is None)
-            or (a is not None and b is not None and a.shape == b.shape and np.array_equal(a, b))
+        return u, theta
+
+    def _close_under_pairing(self, group):
+        """Add the missing rotation partners of `group` (weight 0), before any edge variable numbers its edges."""
+        g = self.groups[group]
+        closed = _group_from_csc(
+            group,
+            g.pre,
+            g.post,
+            _pair_closure(g.matrix(), g.col0),
+            col0=g.col0,
+            row0=g.row0,
+            gathered=g.gathered,
+            partial=g.partial,
         )
-        for ev in self.edge_vars.values():  # one U for every layer (BDH-GPU shares it): share its arrays
-            if ev.group == group and same(ev.u, u) and same(ev.theta, theta):
-                self.edge_vars[name] = dataclasses.replace(ev, name=name)
-                return self
-        self.edge_vars[name] = _edge_variable(name, g, u, theta)
-        return self
+        if closed.nnz != g.nnz:
+            if any(ev.group == group for ev in self.edge_vars.values()):
+                raise GraphError(f"{group}: cannot add rotation partners after other edge variables exist")
+            self.groups[group] = closed
+        self._closed.add(group)
 
     def with_kernel(self, kernel):
         K.validate(
