@@ -8,9 +8,7 @@ Quick start::
 No torch here: the PyG backend and the PyG export import torch lazily. See docs/bdh_graph.md.
 """
 
-from . import export as _export
 from . import kernels
-from . import simulator as _simulator
 from .errors import GraphError, MonitorIndexError
 from .kernels import Kernel, Round, Rule, register_rule, table_1a, table_1b
 from .monitors import EventMonitor, SpikeMonitor, StateMonitor
@@ -18,14 +16,6 @@ from .network import EdgeVariable, Network, Population, SynapseGroup
 from .reference import eq6
 from .simulator import RunResult, Simulator
 from .state import NetworkState
-
-# Convenience methods, bound here so that network.py imports neither the simulator nor the exporters (both depend
-# on network.py, not the reverse).
-Network.simulator = _simulator.simulator
-Network.run = _simulator.run
-Network.to_networkx = _export.to_networkx
-Network.to_pyg = _export.to_pyg
-Network.from_pyg = classmethod(_export.network_from_pyg)
 
 __all__ = [
     "Network",

@@ -1,4 +1,5 @@
-"""Export a network (and its sigma state) to networkx and to PyG; read it back from PyG.
+"""Export a network (and its sigma state) to networkx and to PyG; read it back from PyG. Also a plain matrix to
+networkx (`matrix_to_networkx`, for the graph statistics of bdh_graph.stats).
 
 networkx: a MultiDiGraph, nodes = neuron indices (other populations: (population, index)), one edge per
 synapse with key = group name, `weight`, and on the edges of an edge variable's group its values
@@ -7,9 +8,10 @@ synapse with key = group name, `weight`, and on the edges of an edge variable's 
 """
 
 import numpy as np
+import scipy.sparse as sp
 
 from .errors import GraphError
-from .network import GROUPS
+from .kernels import GROUPS
 
 
 def _one_process(net, what):
@@ -59,6 +61,18 @@ def to_networkx(net, sigma=None):
             attrs = {"weight": float(w), **{k: float(v[e]) for k, v in on.items()}}
             G.add_edge(_node_id(g.pre, i), _node_id(g.post, j), key=g.name, **attrs)
     return G
+
+
+def matrix_to_networkx(A, directed: bool = True):
+    """A networkx (Di)Graph of a matrix A (edge i -> j for A[j, i] != 0), all n nodes kept, no attributes: the
+    thresholded neuron graphs of bdh_graph.stats. For a Network with its groups and sigma, `to_networkx`."""
+    import networkx as nx
+
+    A = sp.coo_matrix(A)
+    g = nx.DiGraph() if directed else nx.Graph()
+    g.add_nodes_from(range(A.shape[0]))
+    g.add_edges_from(zip(A.col.tolist(), A.row.tolist()))
+    return g
 
 
 def to_pyg(net, sigma=None):

@@ -54,7 +54,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from .errors import GraphError
+from .ops import numpy_ops
 
 COMMUNICATION = ("send", "read", "hebbian")
 
@@ -152,6 +155,7 @@ def sigma_name(l, shared_sigma=False):
 
 # ---- Table 1(b): BDH with E/I circuits and thresholds ------------------------------------------------------
 
+GROUPS = ("Gx_e", "Gx_i", "Gy_e", "Gy_i", "Gs")  # the synapse groups Table 1 names (the network's constructors)
 DAMPING_ORDERS = ("eq6", "table1")
 HEBBIAN_ORIENTATIONS = ("eq6", "printed")
 
@@ -263,6 +267,13 @@ def _product(rule, v, ops):
     return {rule.dst: v[rule.dst] + ops.spike(v[p]) * ops.spike(v[g])}
 
 
+def apply_rule(rule, nodes, ops):
+    """Run node-local computation `rule` on `nodes` ({variable: array}); returns {rule.dst: new array}. The one
+    call every backend (and the locality probe, and `bdh_graph.trace`) makes into COMPUTATION_RULES."""
+    names = rule.src + ((rule.dst,) if rule.dst else ())
+    return COMPUTATION_RULES[rule.kind](rule, {v: nodes[v] for v in names}, ops)
+
+
 COMPUTATION_RULES: dict[str, Callable] = {
     "reset": _reset,
     "threshold": _threshold,
@@ -291,6 +302,61 @@ _BUILTIN = tuple(COMPUTATION_RULES)
 _PROBE_NODES = 3  # nodes perturbed, one at a time, by the locality probe
 
 
+# ---- validation: known names, one population per computation rule, and the locality probe -------------------
+
+
+def _not_local(rule, where, what):
+    return GraphError(
+        f"{where}rule {rule} is not node-local: {what}; a rule reads only its own node (send what "
+        "crosses nodes over edges)"
+    )
+
+
+def _same(a, b):
+    return (a == b) | (np.isnan(a) & np.isnan(b))
+
+
+def _run_rule(rule, values, ops, where):
+    """The rule's output array on copies of `values`; GraphError if it writes anything but its own target."""
+    with np.errstate(all="ignore"):
+        out = apply_rule(rule, {v: a.copy() for v, a in values.items()}, ops)
+    if set(out) != {rule.dst}:
+        raise GraphError(
+            f"{where}rule {rule} writes {sorted(out)}; a computation rule writes only its own target {rule.dst!r}"
+        )
+    return np.asarray(out[rule.dst], dtype=np.float64)
+
+
+def _probe_one_node(rule, run, base, ref, rng, size, where):
+    """1. change one node's inputs (a few nodes, one at a time): every other node's output stays the same."""
+    for k in rng.choice(size, min(size, _PROBE_NODES), replace=False):
+        poked = {v: a.copy() for v, a in base.items()}
+        for a in poked.values():
+            a[k] = a[k] * 1.5 + 0.25
+        moved = ~_same(run(poked), ref)
+        moved[k] = False
+        if moved.any():
+            raise _not_local(
+                rule, where, f"changing node {k}'s inputs changed {rule.dst} at node {int(np.argmax(moved))}"
+            )
+
+
+def _probe_sub_population(rule, run, base, ref, rng, size, where):
+    """2. a sub-population (one node, half of them) computes the same values as the whole."""
+    for m in (1, max(1, size // 2)):
+        S = np.sort(rng.choice(size, m, replace=False))
+        try:
+            part = run({v: a[S] for v, a in base.items()})
+        except GraphError:
+            raise
+        except Exception as e:  # e.g. a reshape over a whole group
+            raise _not_local(rule, where, f"it fails on a sub-population of {m} node(s) ({type(e).__name__})") from e
+        if part.shape != (m,) or not _same(part, ref[S]).all():
+            raise _not_local(
+                rule, where, f"on a sub-population of {m} node(s) it computes other values than on the whole"
+            )
+
+
 def check_local(rule, size, where=""):
     """Probe that computation `rule` is node-local on a population of `size` nodes; GraphError if not.
 
@@ -299,56 +365,73 @@ def check_local(rule, size, where=""):
     a rule that reads any other node (a sum, a mean, a shift over the population) fails the first probe whose
     node it mixes in, which for a group-wide or population-wide read is the first probe.
     """
-    import numpy as np
-
-    from .backends import numpy_ops
-
-    fn = COMPUTATION_RULES[rule.kind]
     ops = numpy_ops(None)
     names = tuple(dict.fromkeys(rule.src + ((rule.dst,) if rule.dst else ())))
     rng = np.random.default_rng(0)
-
-    def run(values):
-        with np.errstate(all="ignore"):
-            out = fn(rule, {v: a.copy() for v, a in values.items()}, ops)
-        if set(out) != {rule.dst}:
-            raise GraphError(
-                f"{where}rule {rule} writes {sorted(out)}; a computation rule writes only its own target {rule.dst!r}"
-            )
-        return np.asarray(out[rule.dst], dtype=np.float64)
-
-    def same(a, b):
-        return (a == b) | (np.isnan(a) & np.isnan(b))
-
-    def refuse(what):
-        raise GraphError(
-            f"{where}rule {rule} is not node-local: {what}; a rule reads only its own node (send what "
-            "crosses nodes over edges)"
-        )
-
+    run = lambda values: _run_rule(rule, values, ops, where)  # noqa: E731
     for base in (
         {v: rng.uniform(0.5, 2.0, size) for v in names},  # positive, away from every threshold
-        {v: rng.normal(0.0, 1.0, size) for v in names},
-    ):  # signed
+        {v: rng.normal(0.0, 1.0, size) for v in names},  # signed
+    ):
         ref = run(base)
-        for k in rng.choice(size, min(size, _PROBE_NODES), replace=False):  # 1. change one node, watch the rest
-            poked = {v: a.copy() for v, a in base.items()}
-            for a in poked.values():
-                a[k] = a[k] * 1.5 + 0.25
-            moved = ~same(run(poked), ref)
-            moved[k] = False
-            if moved.any():
-                refuse(f"changing node {k}'s inputs changed {rule.dst} at node {int(np.argmax(moved))}")
-        for m in (1, max(1, size // 2)):  # 2. a sub-population computes the same
-            S = np.sort(rng.choice(size, m, replace=False))
-            try:
-                part = run({v: a[S] for v, a in base.items()})
-            except GraphError:
-                raise
-            except Exception as e:  # e.g. a reshape over a whole group
-                refuse(f"it fails on a sub-population of {m} node(s) ({type(e).__name__})")
-            if part.shape != (m,) or not same(part, ref[S]).all():
-                refuse(f"on a sub-population of {m} node(s) it computes other values than on the whole")
+        _probe_one_node(rule, run, base, ref, rng, size, where)
+        _probe_sub_population(rule, run, base, ref, rng, size, where)
+
+
+def _need(where, var, kinds, rule, node_vars, edge_vars):
+    pool = node_vars if kinds == "node" else edge_vars
+    if var not in pool:
+        raise GraphError(f"{where}: unknown {kinds} variable {var!r} in rule {rule}; known: {sorted(pool)}")
+
+
+def _check_communication(where, rule, node_vars, edge_vars, groups):
+    """A send / read / hebbian rule names known variables and a group whose ends match its variables'."""
+    need = lambda var, kinds: _need(where, var, kinds, rule, node_vars, edge_vars)  # noqa: E731
+    if rule.kind not in COMMUNICATION:
+        raise GraphError(f"{where}: {rule.kind!r} is not a communication rule; expected one of {COMMUNICATION}")
+    if rule.kind == "send":
+        if rule.group not in groups:
+            raise GraphError(f"{where}: unknown synapse group {rule.group!r} in rule {rule}; known: {sorted(groups)}")
+        need(rule.src[0], "node"), need(rule.dst, "node")
+        pre, post = groups[rule.group]
+        ends, lives = (node_vars[rule.src[0]], node_vars[rule.dst]), f"group {rule.group} goes"
+    elif rule.kind == "read":
+        need(rule.src[0], "node"), need(rule.src[1], "edge"), need(rule.dst, "node")
+        pre, post = groups[edge_vars[rule.src[1]]]
+        ends, lives = (node_vars[rule.src[0]], node_vars[rule.dst]), f"{rule.src[1]} lives on"
+    else:
+        need(rule.src[0], "node"), need(rule.src[1], "node"), need(rule.dst, "edge")
+        pre, post = groups[edge_vars[rule.dst]]
+        if (node_vars[rule.src[0]], node_vars[rule.src[1]]) != (pre, post):
+            raise GraphError(
+                f"{where}: rule {rule} pairs {node_vars[rule.src[0]]}(i), {node_vars[rule.src[1]]}(j), "
+                f"but {rule.dst} lives on {pre} -> {post}"
+            )
+        return
+    if ends != (pre, post):
+        raise GraphError(f"{where}: rule {rule} goes {ends[0]} -> {ends[1]}, but {lives} {pre} -> {post}")
+
+
+def _check_computation(where, rule, node_vars, edge_vars):
+    """A computation rule of a known kind whose variables are known and of one population; that population."""
+    if rule.kind == "damp":
+        _need(where, rule.dst, "edge", rule, node_vars, edge_vars)
+        return None
+    if rule.kind not in COMPUTATION_RULES:
+        raise GraphError(
+            f"{where}: unknown rule kind {rule.kind!r}; known: "
+            f"{sorted(COMPUTATION_RULES) + list(EDGE_COMPUTATION)} (add one with register_rule)"
+        )
+    names = rule.src + ((rule.dst,) if rule.dst else ())
+    for var in names:
+        _need(where, var, "node", rule, node_vars, edge_vars)
+    pops = {node_vars[v] for v in names}
+    if len(pops) > 1:
+        raise GraphError(
+            f"{where}: rule {rule} is not node-local: it names variables of populations "
+            f"{sorted(pops)}; a computation rule reads only its own node's variables"
+        )
+    return next(iter(pops), None)
 
 
 def validate(kernel, node_vars, edge_vars, groups, sizes=None):
@@ -361,67 +444,16 @@ def validate(kernel, node_vars, edge_vars, groups, sizes=None):
     probed = set()
     for k, rnd in enumerate(kernel.rounds):
         where = f"kernel round {k} ({rnd.label or 'unlabelled'})"
-
-        def need(var, kinds, rule):
-            pool = node_vars if kinds == "node" else edge_vars
-            if var not in pool:
-                raise GraphError(f"{where}: unknown {kinds} variable {var!r} in rule {rule}; known: {sorted(pool)}")
-
         written, read_vars = set(), set()
         for rule in rnd.communication:
-            if rule.kind not in COMMUNICATION:
-                raise GraphError(f"{where}: {rule.kind!r} is not a communication rule; expected one of {COMMUNICATION}")
-            if rule.kind == "send":
-                if rule.group not in groups:
-                    raise GraphError(
-                        f"{where}: unknown synapse group {rule.group!r} in rule {rule}; known: {sorted(groups)}"
-                    )
-                need(rule.src[0], "node", rule), need(rule.dst, "node", rule)
-                pre, post = groups[rule.group]
-                if node_vars[rule.src[0]] != pre or node_vars[rule.dst] != post:
-                    raise GraphError(
-                        f"{where}: rule {rule} goes {node_vars[rule.src[0]]} -> {node_vars[rule.dst]}, "
-                        f"but group {rule.group} goes {pre} -> {post}"
-                    )
-            elif rule.kind == "read":
-                need(rule.src[0], "node", rule), need(rule.src[1], "edge", rule), need(rule.dst, "node", rule)
-                pre, post = groups[edge_vars[rule.src[1]]]
-                if node_vars[rule.src[0]] != pre or node_vars[rule.dst] != post:
-                    raise GraphError(
-                        f"{where}: rule {rule} goes {node_vars[rule.src[0]]} -> {node_vars[rule.dst]}, "
-                        f"but {rule.src[1]} lives on {pre} -> {post}"
-                    )
-            else:
-                need(rule.src[0], "node", rule), need(rule.src[1], "node", rule), need(rule.dst, "edge", rule)
-                pre, post = groups[edge_vars[rule.dst]]
-                if (node_vars[rule.src[0]], node_vars[rule.src[1]]) != (pre, post):
-                    raise GraphError(
-                        f"{where}: rule {rule} pairs {node_vars[rule.src[0]]}(i), {node_vars[rule.src[1]]}(j), "
-                        f"but {rule.dst} lives on {pre} -> {post}"
-                    )
+            _check_communication(where, rule, node_vars, edge_vars, groups)
             read_vars |= set(rule.src)
             written.add(rule.dst)
         clash = written & read_vars
         if clash:
             raise GraphError(f"{where}: communication rules of one sub-round both read and write {sorted(clash)}")
         for rule in rnd.computation:
-            if rule.kind == "damp":
-                need(rule.dst, "edge", rule)
-                continue
-            if rule.kind not in COMPUTATION_RULES:
-                raise GraphError(
-                    f"{where}: unknown rule kind {rule.kind!r}; known: "
-                    f"{sorted(COMPUTATION_RULES) + list(EDGE_COMPUTATION)} (add one with register_rule)"
-                )
-            for var in rule.src + ((rule.dst,) if rule.dst else ()):
-                need(var, "node", rule)
-            pops = {node_vars[v] for v in rule.src + ((rule.dst,) if rule.dst else ())}
-            if len(pops) > 1:
-                raise GraphError(
-                    f"{where}: rule {rule} is not node-local: it names variables of populations "
-                    f"{sorted(pops)}; a computation rule reads only its own node's variables"
-                )
-            pop = next(iter(pops), None)
+            pop = _check_computation(where, rule, node_vars, edge_vars)
             if sizes is not None and pop is not None and (rule, pop) not in probed:
                 check_local(rule, sizes[pop], f"{where}: ")
                 probed.add((rule, pop))

@@ -180,17 +180,15 @@ class EventMonitor(_Monitor):
     def _before_communication(self, sim, rules):
         net = sim.net
         for r in rules:
+            g = net.group_of(r)
+            src = sim.source(g, r.src[0])
             if r.kind == "send":
-                key, g = r.group, net.groups[r.group]
-                edges = _out_edges(g, np.flatnonzero(sim.source(g, r.src[0])))
+                key, edges = r.group, _out_edges(g, np.flatnonzero(src))
             elif r.kind == "read":
-                key, g = f"{r.src[1]}.read", net.groups[net.edge_vars[r.src[1]].group]
-                edges = _out_edges(g, np.flatnonzero(sim.source(g, r.src[0])))
+                key, edges = f"{r.src[1]}.read", _out_edges(g, np.flatnonzero(src))
             else:
-                key, g = f"{r.dst}.write", net.groups[net.edge_vars[r.dst].group]
-                pre, post = sim.source(g, r.src[0]), sim.node(r.src[1])
-                cand = _out_edges(g, np.flatnonzero(pre))
-                edges = cand[post[g.indices[cand]] != 0]
+                cand = _out_edges(g, np.flatnonzero(src))
+                key, edges = f"{r.dst}.write", cand[sim.node(r.src[1])[g.indices[cand]] != 0]
             self.count[key] = self.count.get(key, 0) + len(edges)
             if self.record:
                 self._i.append(g.source[edges] + g.col0)

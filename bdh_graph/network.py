@@ -42,11 +42,12 @@ import numpy as np
 import scipy.sparse as sp
 
 from . import kernels as K
+from .checks import check_finite
 from .comm import as_comm, block
 from .errors import GraphError
+from .kernels import GROUPS
 
 NEURON_VARIABLES = ("X", "Y", "A", "Xe", "Xi", "Ye", "Yi")
-GROUPS = ("Gx_e", "Gx_i", "Gy_e", "Gy_i", "Gs")
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,12 @@ class SynapseGroup:
     def dense(self, values=None):
         return self.matrix(values).toarray()
 
+    def read_source(self, var, local, remote):
+        """The values of source variable `var` as this group reads them: `remote[var]`, the full vector exchanged
+        at the start of the communication sub-round, when the group is `gathered` (its source is split over
+        ranks and indexed globally), else this rank's own `local[var]` (docs/distributed.md)."""
+        return remote[var] if self.gathered else local[var]
+
 
 @dataclass(frozen=True)
 class EdgeVariable:
@@ -123,14 +130,6 @@ class EdgeVariable:
 # ---- validation -----------------------------------------------------------------------------------------------
 
 
-def _check_finite(name, a):
-    if not np.all(np.isfinite(a)):
-        bad = np.argwhere(~np.isfinite(np.asarray(a)))[0]
-        raise GraphError(
-            f"{name}: expected finite values, got {np.asarray(a)[tuple(bad)]} at index {tuple(bad.tolist())}"
-        )
-
-
 def as_group_matrix(name, M, shape):
     """Validate a group given as a dense array or scipy sparse matrix (Eq. 6 orientation); scipy CSC out."""
     if sp.issparse(M):
@@ -143,7 +142,7 @@ def as_group_matrix(name, M, shape):
         vals = M
     if M.shape != tuple(shape):
         raise GraphError(f"{name}: expected shape {tuple(shape)} (row = receiving node), got {M.shape}")
-    _check_finite(name, vals)
+    check_finite(name, vals)
     if vals.size and vals.min() < 0:
         if sp.issparse(M):
             k = int(np.argmin(M.data))
@@ -205,7 +204,7 @@ def _edge_variable(name, group, u=None, theta=None):
             raise GraphError(
                 f"u: expected shape ({g.n_pre},) (per key neuron) or {(g.n_post, g.n_pre)} (per synapse), got {u.shape}"
             )
-        _check_finite("u", u)
+        check_finite("u", u)
         if u.size and (u.min() < 0 or u.max() > 1):
             raise GraphError(f"u: retention must lie in [0, 1], got values in [{u.min():g}, {u.max():g}]")
         u_edge = u[src] if u.ndim == 1 else u[dst, src]
@@ -220,7 +219,7 @@ def _edge_variable(name, group, u=None, theta=None):
         )
     if theta.shape != (g.n_pre // 2,):
         raise GraphError(f"theta: expected shape ({g.n_pre // 2},) (one angle per neuron pair), got {theta.shape}")
-    _check_finite("theta", theta)
+    check_finite("theta", theta)
     keys = src * g.n_post + dst  # ascending in source-major order
     mate = np.searchsorted(keys, (src ^ 1) * g.n_post + dst).astype(np.int64)
     if not np.array_equal(keys[np.minimum(mate, g.nnz - 1)], (src ^ 1) * g.n_post + dst):
@@ -233,17 +232,6 @@ def _edge_variable(name, group, u=None, theta=None):
     return EdgeVariable(name, g.name, "rotation", u_edge, coef_self, coef_mate, mate, pair_first, u, theta)
 
 
-def as_inputs(name, a, T, n):
-    a = np.asarray(a, dtype=np.float64)
-    expect = (n,) if T is None else (T, n)
-    if a.shape != expect:
-        raise GraphError(
-            f"{name}: expected shape {expect} ({'n' if T is None else '(T, n)'} with n = {n}), got {a.shape}"
-        )
-    _check_finite(name, a)
-    return a
-
-
 # ---- the network ----------------------------------------------------------------------------------------------
 
 
@@ -252,8 +240,8 @@ class Network:
 
     Build the paper's network with `from_dense`, `from_edges`, `from_scipy` or `from_pyg`; extend it with
     `add_population`, `add_group`, `add_edge_variable` and `with_kernel` (see docs/bdh_graph.md, "Extending").
-    `simulator`, `run`, `from_pyg`, `to_pyg` and `to_networkx` are bound by the package (bdh_graph/__init__.py)
-    from bdh_graph.simulator and bdh_graph.export, which depend on this module and not the reverse.
+    `simulator`, `run`, `to_networkx`, `to_pyg` and `from_pyg` are thin: the work is in bdh_graph.simulator and
+    bdh_graph.export, which take the network as an argument and do not import this module.
     """
 
     def __init__(self, comm=None):
@@ -326,7 +314,23 @@ class Network:
         `u`, `theta` are global (per key neuron of the whole population), each rank keeps its slice."""
         if group not in self.groups:
             raise GraphError(f"edge variable {name}: unknown group {group!r}; known: {sorted(self.groups)}")
+        u, theta = self._local_u_theta(self.groups[group], u, theta)
+        if theta is not None and group not in self._closed:
+            self._close_under_pairing(group)
         g = self.groups[group]
+        same = lambda a, b: (
+            (a is None and b is None)
+            or (a is not None and b is not None and a.shape == b.shape and np.array_equal(a, b))
+        )
+        for ev in self.edge_vars.values():  # one U for every layer (BDH-GPU shares it): share its arrays
+            if ev.group == group and same(ev.u, u) and same(ev.theta, theta):
+                self.edge_vars[name] = dataclasses.replace(ev, name=name)
+                return self
+        self.edge_vars[name] = _edge_variable(name, g, u, theta)
+        return self
+
+    def _local_u_theta(self, g, u, theta):
+        """Check global `u`, `theta` of group g's U and cut out this rank's slice (its columns, rows)."""
         n_pre, n_post = self.populations[g.pre].size, self.populations[g.post].size
         if theta is not None and n_pre % 2:
             raise GraphError(
@@ -339,7 +343,7 @@ class Network:
                 raise GraphError(
                     f"u: expected shape ({n_pre},) (per key neuron) or {(n_post, n_pre)} (per synapse), got {u.shape}"
                 )
-            _check_finite("u", u)
+            check_finite("u", u)
             if u.min() < 0 or u.max() > 1:  # checked globally: a rank's block may be empty
                 raise GraphError(f"u: retention must lie in [0, 1], got values in [{u.min():g}, {u.max():g}]")
             u = u[cols] if u.ndim == 1 else u[rows, cols]
@@ -350,32 +354,26 @@ class Network:
                     f"theta: expected shape ({n_pre // 2},) (one angle per neuron pair), got {theta.shape}"
                 )
             theta = theta[g.col0 // 2 : (g.col0 + g.n_pre) // 2]
-        if theta is not None and group not in self._closed:
-            closed = _group_from_csc(
-                group,
-                g.pre,
-                g.post,
-                _pair_closure(g.matrix(), g.col0),
-                col0=g.col0,
-                row0=g.row0,
-                gathered=g.gathered,
-                partial=g.partial,
-            )
-            if closed.nnz != g.nnz:
-                if any(ev.group == group for ev in self.edge_vars.values()):
-                    raise GraphError(f"{group}: cannot add rotation partners after other edge variables exist")
-                self.groups[group] = g = closed
-            self._closed.add(group)
-        same = lambda a, b: (
-            (a is None and b is None)
-            or (a is not None and b is not None and a.shape == b.shape and np.array_equal(a, b))
+        return u, theta
+
+    def _close_under_pairing(self, group):
+        """Add the missing rotation partners of `group` (weight 0), before any edge variable numbers its edges."""
+        g = self.groups[group]
+        closed = _group_from_csc(
+            group,
+            g.pre,
+            g.post,
+            _pair_closure(g.matrix(), g.col0),
+            col0=g.col0,
+            row0=g.row0,
+            gathered=g.gathered,
+            partial=g.partial,
         )
-        for ev in self.edge_vars.values():  # one U for every layer (BDH-GPU shares it): share its arrays
-            if ev.group == group and same(ev.u, u) and same(ev.theta, theta):
-                self.edge_vars[name] = dataclasses.replace(ev, name=name)
-                return self
-        self.edge_vars[name] = _edge_variable(name, g, u, theta)
-        return self
+        if closed.nnz != g.nnz:
+            if any(ev.group == group for ev in self.edge_vars.values()):
+                raise GraphError(f"{group}: cannot add rotation partners after other edge variables exist")
+            self.groups[group] = closed
+        self._closed.add(group)
 
     def with_kernel(self, kernel):
         K.validate(
@@ -387,6 +385,12 @@ class Network:
         )
         self.kernel = kernel
         return self
+
+    def group_of(self, rule):
+        """The synapse group a communication rule runs over: its `group` (send), else its edge variable's."""
+        if rule.kind == "send":
+            return self.groups[rule.group]
+        return self.groups[self.edge_vars[rule.src[1] if rule.kind == "read" else rule.dst].group]
 
     @property
     def node_variables(self):
@@ -566,6 +570,37 @@ class Network:
         return cls.from_scipy(
             mats["Gx_e"], mats["Gx_i"], mats["Gy_e"], mats["Gy_i"], mats["Gs"], u=u, theta=theta, layers=layers, **kw
         )
+
+    # -- running and exporting (thin: bdh_graph.simulator and bdh_graph.export do the work) --
+    def simulator(self, backend="numba", **kw):
+        """A token-by-token Simulator on this network (options: bdh_graph.simulator.Simulator)."""
+        from .simulator import Simulator
+
+        return Simulator(self, backend=backend, **kw)
+
+    def run(self, x0, y0, backend="numba", sigma0=None, **kw):
+        """Run the kernel on boundary inputs x0, y0 of shape (T, n); returns a RunResult (Eq. 6 by default)."""
+        return self.simulator(backend=backend, sigma0=sigma0, **kw).run(x0, y0)
+
+    def to_networkx(self, sigma=None):
+        """A networkx MultiDiGraph: one edge per synapse, key = group, `weight` and the sigma values
+        (bdh_graph.export)."""
+        from .export import to_networkx
+
+        return to_networkx(self, sigma)
+
+    def to_pyg(self, sigma=None):
+        """A PyG HeteroData: edge type (pre, group, post), `edge_index`, `edge_weight`, sigma (bdh_graph.export)."""
+        from .export import to_pyg
+
+        return to_pyg(self, sigma)
+
+    @classmethod
+    def from_pyg(cls, data, layers=None, **kw):
+        """The paper's network from a HeteroData with edge types ('neurons', G, 'neurons') for G in GROUPS."""
+        from .export import network_from_pyg
+
+        return network_from_pyg(cls, data, layers=layers, **kw)
 
     def __repr__(self):
         pops = ", ".join(f"{p.name}:{p.size}" for p in self.populations.values())

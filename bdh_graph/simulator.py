@@ -24,8 +24,8 @@ import scipy.sparse as sp
 
 from . import config
 from .backends import make_backend
+from .checks import as_inputs
 from .errors import GraphError
-from .network import as_inputs
 from .state import NetworkState
 
 TOKEN_POLICIES = ("set", "add")
@@ -139,6 +139,16 @@ class RunResult:
         return RunResult(self.net, np.moveaxis(x, 0, -1), np.moveaxis(y, 0, -1), edges, None, coords, (0, n))
 
 
+class _Nodes:
+    """`nodes[var]`: the simulator's current values of `var` as a NumPy array (what `sim.node(var)` returns)."""
+
+    def __init__(self, sim):
+        self.sim = sim
+
+    def __getitem__(self, var):
+        return self.sim.node(var)
+
+
 class Simulator:
     """Step a network token by token (`feed`) or sub-round by sub-round (`ingest` + `step`).
 
@@ -177,23 +187,18 @@ class Simulator:
         self._plans = [self._plan(rnd.communication) for rnd in self._rounds]
 
     # -- the exchange of a communication sub-round (docs/distributed.md) --
-    def _group_of(self, rule):
-        net = self.net
-        if rule.kind == "send":
-            return net.groups[rule.group]
-        return net.groups[net.edge_vars[rule.src[1] if rule.kind == "read" else rule.dst].group]
-
     def _plan(self, rules):
         """(split variables to exchange, rules run as they are, rules into replicated targets completed by an
         Allreduce, their targets)."""
-        gather = sorted({r.src[0] for r in rules if self._group_of(r).gathered})
-        partial = tuple(r for r in rules if r.kind != "hebbian" and self._group_of(r).partial)
+        group_of = self.net.group_of
+        gather = sorted({r.src[0] for r in rules if group_of(r).gathered})
+        partial = tuple(r for r in rules if r.kind != "hebbian" and group_of(r).partial)
         local = tuple(r for r in rules if r not in partial)
         return gather, local, partial, sorted({r.dst for r in partial})
 
     def source(self, group, var):
-        """The values of `var` as `group` reads them: the exchanged full vector for a gathered group."""
-        return self._remote[var] if group.gathered else self.node(var)
+        """The values of `var` as `group` reads them (`SynapseGroup.read_source`), as a NumPy array."""
+        return group.read_source(var, _Nodes(self), self._remote)
 
     def _communicate(self, k):
         gather, local, partial, dsts = self._plans[k]
@@ -235,8 +240,13 @@ class Simulator:
         return "communication" if self._sub % 2 == 0 else "computation"
 
     # -- the loop --
-    def ingest(self, x0_t, y0_t):
-        """Start a token: X, Y <- the boundary inputs x_{t,0}, y_{t,0} (per the token policies)."""
+    def ingest(self, x0_t, y0_t, inputs=None):
+        """Start a token: X, Y <- the boundary inputs x_{t,0}, y_{t,0} of Eq. 6 (per the token policies).
+
+        inputs: {qualified variable: values}, set as well, for sensory input at nodes other than the neurons'
+        X and Y, e.g. the official model's embedding row z = embed(i) at its residual hubs, `res.V <- z` (the
+        graph then normalises it, v_0 = LN(z); docs/equivalence.md). values: this rank's nodes of the variable
+        (the whole population when it is replicated); they are set, whatever the token policies."""
         if self._sub != 0:
             raise GraphError(
                 f"ingest: token {self.token} is still running (sub-round {self._sub} of "
@@ -254,7 +264,14 @@ class Simulator:
         L = len(self.kernel.layers)
         self._x, self._y = np.zeros((L + 1, len(x))), np.zeros((L + 1, len(x)))
         self._x[0], self._y[0] = x, y
+        for var, values in (inputs or {}).items():
+            self._state = self.backend.set_node(self._state, var, self._input(var, values))
         self._loaded = True
+
+    def _input(self, var, values):
+        if var not in self.net.node_variables:
+            raise GraphError(f"inputs: unknown variable {var!r}; known: {sorted(self.net.node_variables)}")
+        return as_inputs(f"inputs[{var!r}]", values, None, self.net.size_of(var))
 
     def step(self):
         """Run one sub-round (communication or computation); returns which one ran."""
@@ -280,10 +297,10 @@ class Simulator:
             self._notify("token")
         return "communication" if phase == 0 else "computation"
 
-    def feed(self, x0_t, y0_t):
-        """Run one token (all rounds); returns x, y of shape (L+1, n), layer 0 = the inputs (sharded: this rank's
-        block of the n neurons, `sim.lo:sim.hi`)."""
-        self.ingest(x0_t, y0_t)
+    def feed(self, x0_t, y0_t, inputs=None):
+        """Run one token (all rounds; `inputs` as for `ingest`); returns x, y of shape (L+1, n), layer 0 = the
+        inputs (sharded: this rank's block of the n neurons, `sim.lo:sim.hi`)."""
+        self.ingest(x0_t, y0_t, inputs)
         while self._loaded:
             self.step()
         return self._x.copy(), self._y.copy()
@@ -306,14 +323,3 @@ class Simulator:
         for m in self.monitors:
             if m.when == when:
                 m._record(self)
-
-
-def simulator(net, backend="numba", **kw):
-    """A token-by-token Simulator (see Simulator for the options); bound as `Network.simulator`."""
-    return Simulator(net, backend=backend, **kw)
-
-
-def run(net, x0, y0, backend="numba", sigma0=None, **kw):
-    """Run the kernel on boundary inputs x0, y0 of shape (T, n); returns a RunResult (Eq. 6 by default).
-    Bound as `Network.run`."""
-    return Simulator(net, backend=backend, sigma0=sigma0, **kw).run(x0, y0)

@@ -13,26 +13,6 @@ from bdh_graph import Simulator, StateMonitor
 from .compile import Compiled
 
 
-class _Simulator(Simulator):
-    """The bdh_graph Simulator plus sensory input at a hub population: `ingest(x0, y0, inputs)` also sets
-    `inputs = {qualified variable: values}` (e.g. the official model's embedding row at `res.V`)."""
-
-    _inputs = None
-
-    def ingest(self, x0_t, y0_t, inputs=None):
-        super().ingest(x0_t, y0_t)
-        for var, values in (inputs if inputs is not None else (self._inputs or {})).items():
-            self._state = self.backend.set_node(self._state, var, values)
-
-    def feed_inputs(self, x0_t, y0_t, inputs):
-        """`feed` (one whole token) with hub inputs; returns x, y (L+1, n)."""
-        self._inputs = inputs
-        try:
-            return self.feed(x0_t, y0_t)
-        finally:
-            self._inputs = None
-
-
 class GraphRunner:
     """Feed token ids through a Compiled network on a backend ("numba", "pyg", "numpy")."""
 
@@ -41,7 +21,7 @@ class GraphRunner:
         another run, edited), default zeros."""
         self.compiled = compiled
         kw = {"device": device} if device is not None else {}
-        self.sim = _Simulator(compiled.network, backend=backend, sigma0=sigma0, **kw)
+        self.sim = Simulator(compiled.network, backend=backend, sigma0=sigma0, **kw)
         self._out = StateMonitor(self.sim, variables=(compiled.logits_var,), when="token")
         self._hubs = None
         if compiled.record:
@@ -59,7 +39,7 @@ class GraphRunner:
         x0, y0, extra = self.compiled.token_inputs(ids)
         comm = self.compiled.network.comm
         for t in _progress(range(len(x0)), progress, "graph"):
-            x, y = self.sim.feed_inputs(x0[t], y0[t], extra[t])
+            x, y = self.sim.feed(x0[t], y0[t], extra[t])  # extra: sensory input at hubs (res.V)
             if comm.size > 1:
                 x, y = (comm.gather_blocks(a.T, root) for a in (x, y))
                 x, y = (None, None) if x is None else (x.T, y.T)

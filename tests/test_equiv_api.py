@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from bdh_graph import kernels as K
-from bdh_graph.backends import numpy_ops
+from bdh_graph.ops import numpy_ops
 from equivalence import APPLIES, COMPILES, as_ids, compare, compile_model, default_compile, rules
 from equivalence.strategies import Case
 
@@ -80,7 +80,7 @@ def test_local_rules_normalize_and_linear(xp):
     if xp == "numpy":
         vals, ops = {"p": p, "q": q, "s": s, "r": np.zeros(12)}, numpy_ops()
     else:
-        from bdh_graph.backends import Ops
+        from bdh_graph.ops import Ops
 
         vals = {k: torch.tensor(v) for k, v in (("p", p), ("q", q), ("s", s), ("r", np.zeros(12)))}
         ops = Ops(torch, None, torch.zeros_like, lambda z: z)
@@ -111,12 +111,10 @@ def test_layer_norm_rounds_equal_layernorm(backend):
     net.add_group("G", "neurons", "neurons", np.zeros((2, 2)))
     net.with_kernel(K.Kernel((rules.layer_norm_rounds("hub", "Z", "N", "ln"),), name="LN"))
     assert net.groups["ln"].nnz == groups * g * g
-    from equivalence.run import _Simulator
-
-    sim = _Simulator(net, backend=backend)
+    sim = net.simulator(backend=backend)
     ref = torch.nn.functional.layer_norm(torch.tensor(z).view(T, groups, g), (g,), eps=1e-5).view(T, -1).numpy()
     for t in range(T):
-        sim.feed_inputs(np.zeros(2), np.zeros(2), {"hub.Z": z[t]})
+        sim.feed(np.zeros(2), np.zeros(2), {"hub.Z": z[t]})
         np.testing.assert_allclose(sim.node("hub.N"), ref[t], rtol=1e-12, atol=1e-14)
         for v in rules.LN_VARIABLES:
             assert not np.any(sim.node(f"hub.{v}")), v

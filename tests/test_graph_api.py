@@ -332,6 +332,30 @@ def test_user_kernel_with_hub_population_and_registered_rule():
         K.register_rule("send", divide, local=True)
 
 
+@pytest.mark.parametrize("backend", ["numpy", "numba", "pyg"])
+def test_ingest_inputs_at_a_hub(backend):
+    """`ingest(x0, y0, inputs)` sets variables of other populations at the token's start (sensory input at hubs):
+    a hub value V sent to X over D adds D @ V to x_{t,1} (X0 = Y0 = 0 otherwise); unknown names are refused."""
+    D = rng.random((N, 3))
+    net = Network().add_population("neurons", N).add_population("hub", 3, variables=("V",))
+    net.add_group("D", "hub", "neurons", D)
+    net.with_kernel(
+        K.Kernel(((K.Round(communication=(K.send("hub.V", "X", "D"),), computation=(K.reset("hub.V"),)),),))
+    )
+    sim = net.simulator(backend=backend)
+    V = np.array([1.0, 2.0, 0.5])
+    x, _ = sim.feed(np.zeros(N), np.zeros(N), {"hub.V": V})
+    np.testing.assert_allclose(x[1], D @ V, rtol=1e-12)
+    x, _ = sim.feed(np.zeros(N), np.zeros(N))  # no inputs: V was reset, nothing flows
+    assert not np.any(x[1])
+    with pytest.raises(GraphError) as e:
+        sim.ingest(np.zeros(N), np.zeros(N), {"hub.W": V})
+    one_line(e, "hub.W", "hub.V")
+    with pytest.raises(GraphError) as e:
+        sim.ingest(np.zeros(N), np.zeros(N), {"hub.V": V[:2]})
+    one_line(e, "hub.V", "(3,)")
+
+
 def test_locality_is_enforced():
     """Locality (the paper's local rules, Def. 1): a rule reads only its own node. register_rule needs the
     declaration; the validator refuses a rule that names two populations and, by its probe, a registered rule

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 import bdh_gpu
 from bdh_gpu.analysis import merge, neuron_graph, sigma_synapses, sparsity
-from bdh_graph import analysis as GA
+from bdh_graph import stats as GS
 
 
 def tiny(variant="official", U="rope", h=2, N=8, d=4, L=2, seed=0):
@@ -27,13 +27,13 @@ def tiny(variant="official", U="rope", h=2, N=8, d=4, L=2, seed=0):
 def test_threshold_graph_and_degrees_by_hand():
     """G[j, i] is the edge i -> j (reference 1); entries >= beta off the diagonal are edges; degrees count them."""
     G = np.array([[9.0, 1.0, 0.2], [1.5, 0.0, 2.0], [-3.0, 1.2, 0.0]])
-    A = GA.threshold_graph(G, 1.0)
+    A = GS.threshold_graph(G, 1.0)
     assert sorted(zip(*A.nonzero())) == [(0, 1), (1, 0), (1, 2), (2, 1)]  # (j, i): 1->0, 0->1, 2->1, 1->2
-    k_in, k_out = GA.degrees(A)
+    k_in, k_out = GS.degrees(A)
     assert k_in.tolist() == [1, 2, 1] and k_out.tolist() == [1, 2, 1]
-    k_in, k_out = GA.degrees(GA.threshold_graph(G, 1.3))  # 0->1 (1.5), 2->1 (2.0)
+    k_in, k_out = GS.degrees(GS.threshold_graph(G, 1.3))  # 0->1 (1.5), 2->1 (2.0)
     assert k_in.tolist() == [0, 2, 0] and k_out.tolist() == [1, 0, 1]
-    assert GA.threshold_graph(G, 1.0, self_loops=True).nnz == 5  # + the 9.0 self-loop
+    assert GS.threshold_graph(G, 1.0, self_loops=True).nnz == 5  # + the 9.0 self-loop
 
 
 def test_neuron_graph_is_head_block_of_Dx_E():
@@ -51,32 +51,32 @@ def test_modularity_planted_high_random_low():
     """Louvain modularity (best of 5) finds 4 planted communities (Q about 0.7); G(n, m) with the same edge count
     scores far lower (Q < 0.25: sparse random graphs have some modularity by chance, which is why the paper
     compares against baselines, Sec. 5.5), and a dense G(n, m) is near 0 (Q < 0.08)."""
-    A = GA.planted_partition([25] * 4, p_in=0.5, p_out=0.01, seed=1)
-    q, parts = GA.louvain_modularity(A)
+    A = GS.planted_partition([25] * 4, p_in=0.5, p_out=0.01, seed=1)
+    q, parts = GS.louvain_modularity(A)
     assert q > 0.6 and len(parts) == 4
-    R = GA.gnm_like(A, seed=2)
+    R = GS.gnm_like(A, seed=2)
     assert R.nnz == A.nnz and R.diagonal().sum() == 0
-    assert GA.louvain_modularity(R)[0] < 0.25
-    dense = GA.gnm_like(GA.planted_partition([100], p_in=0.5, p_out=0.0, seed=3), seed=4)
-    assert abs(GA.louvain_modularity(dense)[0]) < 0.08
+    assert GS.louvain_modularity(R)[0] < 0.25
+    dense = GS.gnm_like(GS.planted_partition([100], p_in=0.5, p_out=0.0, seed=3), seed=4)
+    assert abs(GS.louvain_modularity(dense)[0]) < 0.08
 
 
 def test_modularity_vs_beta_rows_and_baselines():
     """Rows per beta with the edge count, G(n,m) and a baseline at the same beta and at the same edge count."""
     rng = np.random.default_rng(0)
     G = rng.normal(size=(40, 40))
-    rows = GA.modularity_vs_beta(G, [1.0, 2.0], baselines={"low-rank": GA.random_low_rank(40, 3, 1, 1)}, seeds=1)
-    assert [r["edges"] for r in rows] == [GA.threshold_graph(G, b).nnz for b in (1.0, 2.0)]
+    rows = GS.modularity_vs_beta(G, [1.0, 2.0], baselines={"low-rank": GS.random_low_rank(40, 3, 1, 1)}, seeds=1)
+    assert [r["edges"] for r in rows] == [GS.threshold_graph(G, b).nnz for b in (1.0, 2.0)]
     assert all(k in rows[0] for k in ("modularity", "G(n,m)", "low-rank", "low-rank (same m)", "low-rank_edges"))
-    assert GA.top_edges(G, 17).nnz == 17
+    assert GS.top_edges(G, 17).nnz == 17
 
 
 def test_tail_exponent_recovers_zipf():
     """The discrete power-law MLE with a KS-chosen k_min recovers the exponent of a Zipf sample (2.5 +- 0.1)."""
     k = np.random.default_rng(3).zipf(2.5, 4000)
-    fit = GA.tail_exponent(k)
+    fit = GS.tail_exponent(k)
     assert abs(fit.alpha - 2.5) < 0.1 and fit.ks < 0.05
-    assert GA.tail_exponent([1, 2, 3]) is None
+    assert GS.tail_exponent([1, 2, 3]) is None
 
 
 def test_mann_whitney_finder_recovers_planted_synapse():
@@ -85,14 +85,14 @@ def test_mann_whitney_finder_recovers_planted_synapse():
     rng = np.random.default_rng(5)
     concept, contrast = rng.normal(size=(50, 300)), rng.normal(size=(50, 300))
     concept[:, 123] += 3.0
-    top = GA.mann_whitney_rank(concept, contrast, top=3)
+    top = GS.mann_whitney_rank(concept, contrast, top=3)
     assert top[0].index == 123 and top[0].U > 2300 and top[0].p < 1e-14
     assert top[1].U < top[0].U
     # U by definition: the number of (concept, contrast) pairs where concept is larger
     U = sum((concept[:, 123][:, None] > contrast[:, 123][None, :]).ravel())
     assert top[0].U == U
     with pytest.raises(ValueError, match="same S"):
-        GA.mann_whitney_rank(concept, contrast[:, :5])
+        GS.mann_whitney_rank(concept, contrast[:, :5])
 
 
 # ---- activations -------------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import pytest
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from bdh_graph import analysis as GA  # noqa: E402
+from bdh_graph import plots as GP  # noqa: E402
 
 
 @pytest.mark.parametrize("T", [10, 40, 200])
@@ -17,7 +17,7 @@ def test_token_labels_never_overlap(T):
     labels = [f"{chr(97 + i % 8)}={i % 8}" for i in range(T)]
     fig, ax = plt.subplots(figsize=(6.0, 3.0))
     ax.plot(range(T), np.zeros(T))
-    GA._token_ticks(ax, labels, 5.0)
+    GP._token_ticks(ax, labels, 5.0)
     fig.canvas.draw()
     boxes = [t.get_window_extent() for t in ax.get_xticklabels() if t.get_text()]
     assert len(boxes) >= min(T, 10)
@@ -38,7 +38,7 @@ def test_raster_has_a_colour_bar_and_sigma_legend_is_outside(tmp_path, monkeypat
     monkeypatch.setattr(plt, "subplots", spy)
     monkeypatch.setattr(plt, "close", lambda fig: None)
     rng = np.random.default_rng(0)
-    GA.plot_raster(
+    GP.plot_raster(
         str(tmp_path / "r.png"),
         rng.random((30, 20)) * (rng.random((30, 20)) < 0.3),
         [str(i) for i in range(30)],
@@ -46,7 +46,7 @@ def test_raster_has_a_colour_bar_and_sigma_legend_is_outside(tmp_path, monkeypat
     )
     fig, ax = made[-1]
     assert len(fig.axes) == 2 and fig.axes[1].get_ylabel() == "y (activity)"
-    GA.plot_series(
+    GP.plot_series(
         str(tmp_path / "s.png"),
         {f"L1 neuron {i} -> att[h0,{i}]": rng.random(30) for i in range(6)},
         [str(i) for i in range(30)],

@@ -1,5 +1,5 @@
 """`bdh trace`: walk through the graph scheduler round by round (communication, then computation), printing each
-local rule as the paper writes it with the numbers that flowed (`bdh_graph.analysis.trace_rounds`).
+local rule as the paper writes it with the numbers that flowed (`bdh_graph.trace.trace_rounds`).
 
 `bdh trace --example` runs the worked 3-neuron example of docs/bdh_graph.md (checkable by hand);
 `bdh trace DIR --prompt TEXT` compiles the model in DIR to its graph (`equivalence`) and traces the prompt.
@@ -84,7 +84,7 @@ def run(args) -> int:
         raise InputError(f"--hubs >= 0 and --max-flows >= 1 expected, got {args.hubs} and {args.max_flows}")
     device = graph_device(args)
     dev = {"device": device} if device is not None else {}
-    from bdh_graph.analysis import format_trace, trace_rounds
+    from bdh_graph.trace import format_trace, trace_rounds
 
     notes = []
     if args.example:
@@ -104,7 +104,7 @@ def run(args) -> int:
             raise InputError("--prompt: expected a non-empty text to trace")
         from bdh.errors import load_model
         from equivalence import compile_model
-        from equivalence.run import TensorRunner, _Simulator
+        from equivalence.run import TensorRunner
 
         model = load_model(args.model)
         ids = list(args.prompt.encode("utf-8"))
@@ -115,7 +115,7 @@ def run(args) -> int:
         tm = TensorRunner(model).model
         compiled = compile_model(tm, check_compile(model, args.how))
         net = compiled.network
-        sim = _Simulator(net, backend=args.backend, **dev)
+        sim = net.simulator(backend=args.backend, **dev)
         x0, y0, extra = compiled.token_inputs(ids)
         tokens = [(repr(chr(b)) if 32 <= b < 127 else f"0x{b:02x}", x0[t], y0[t], extra[t]) for t, b in enumerate(ids)]
         header = compiled.summary()

@@ -70,7 +70,8 @@ def analyze_model(
     import torch
 
     from bdh_gpu.analysis import layer_names, neuron_graph, sigma_synapses, sparsity, top_active, weight_scales
-    from bdh_graph import analysis as GA
+    from bdh_graph import plots as GP
+    from bdh_graph import stats as GS
 
     from .progress import bar as progress_bar
 
@@ -94,7 +95,7 @@ def analyze_model(
     names = layer_names(model)
     if out_dir:
         figs.append(
-            GA.plot_bars(
+            GP.plot_bars(
                 os.path.join(out_dir, "sparsity_per_layer.png"),
                 {"x > 0": sp_["x"], "y > 0": sp_["y"]},
                 [str(l) for l in names],
@@ -105,7 +106,7 @@ def analyze_model(
         Y = tr["y"][:, : min(len(ids), 96)].permute(1, 0, 2).reshape(min(len(ids), 96), -1).double().numpy()
         idx = top_active(Y, 96)
         figs.append(
-            GA.plot_raster(
+            GP.plot_raster(
                 os.path.join(out_dir, "activity_raster.png"),
                 Y[:, idx],
                 [byte_label(b) for b in list(ids)[:96]],
@@ -124,9 +125,9 @@ def analyze_model(
             bs = list(betas) if betas is not None else betas_for_density(G, density)
             entry = dict(graph=f"G_{which}", head=h, betas=bs, std=float(G.std()), max=float(G.max()))
             mid = bs[len(bs) // 2]
-            A = GA.threshold_graph(G, mid)
-            k_in, k_out = GA.degrees(A)
-            fi, fo = GA.tail_exponent(k_in), GA.tail_exponent(k_out)
+            A = GS.threshold_graph(G, mid)
+            k_in, k_out = GS.degrees(A)
+            fi, fo = GS.tail_exponent(k_in), GS.tail_exponent(k_out)
             entry.update(
                 beta_degrees=mid,
                 edges=int(A.nnz),
@@ -139,13 +140,13 @@ def analyze_model(
             )
             if which == "x":
                 s = weight_scales(model, "x")
-                R = GA.random_low_rank(
+                R = GS.random_low_rank(
                     G.shape[0], s["d"], s["std_D"], s["std_E"], seed=1 + h, mean_D=s["mean_D"], mean_E=s["mean_E"]
                 )
-                entry["modularity"] = GA.modularity_vs_beta(G, bs, baselines={"low-rank": R}, seeds=seeds)
+                entry["modularity"] = GS.modularity_vs_beta(G, bs, baselines={"low-rank": R}, seeds=seeds)
                 if out_dir:
                     figs.append(
-                        GA.plot_modularity(
+                        GP.plot_modularity(
                             os.path.join(out_dir, f"modularity_vs_beta_h{h}.png"),
                             entry["modularity"],
                             title=f"G_x = D_x E, head {h}",
@@ -153,7 +154,7 @@ def analyze_model(
                     )
             if out_dir:
                 figs.append(
-                    GA.plot_degree_distribution(
+                    GP.plot_degree_distribution(
                         os.path.join(out_dir, f"degrees_G{which}_h{h}.png"),
                         {"in-degree": k_in, "out-degree": k_out},
                         title=f"G_{which} = D_{which} E, head {h}, beta = {mid:.3g} ({A.nnz} edges)",
@@ -175,9 +176,9 @@ def analyze_model(
         Sq = np.maximum(S[np.ix_(ri, ci)], 0.0)  # positive part; Sq[a, b]: edge b -> a
         pos_vals = Sq[Sq > 0]
         beta_s = float(np.quantile(pos_vals, 0.9)) if pos_vals.size else 0.0
-        A = GA.threshold_graph(Sq, beta_s) if pos_vals.size else GA.threshold_graph(Sq, 1.0)
-        k_in, k_out = GA.degrees(A)
-        fi, fo = GA.tail_exponent(k_in), GA.tail_exponent(k_out)
+        A = GS.threshold_graph(Sq, beta_s) if pos_vals.size else GS.threshold_graph(Sq, 1.0)
+        k_in, k_out = GS.degrees(A)
+        fi, fo = GS.tail_exponent(k_in), GS.tail_exponent(k_out)
         res["sigma"] = dict(
             layer=l,
             neurons=int(len(both)),
@@ -194,7 +195,7 @@ def analyze_model(
         )
         if out_dir:
             figs.append(
-                GA.plot_degree_distribution(
+                GP.plot_degree_distribution(
                     os.path.join(out_dir, "degrees_sigma.png"),
                     {"in-degree": k_in, "out-degree": k_out},
                     title=f"sigma_{l} (positive part >= {beta_s:.3g})",
@@ -213,7 +214,7 @@ def analyze_model(
                 a, b = rows[p // 32], cols[p % 32]
                 series[f"{b}->{a}"] = [float(sigma_synapses(model, tr, l, [a], [b], t=t)[0, 0]) for t in range(T)]
             figs.append(
-                GA.plot_series(
+                GP.plot_series(
                     os.path.join(out_dir, "sigma_synapses.png"),
                     series,
                     [byte_label(b) for b in list(ids)[:T]],
@@ -277,7 +278,7 @@ def find_synapses(model, concept, contrast, layer: int, candidates: int = 48, to
     import torch
 
     from bdh_gpu.analysis import layer_names, sigma_synapses, top_active
-    from bdh_graph.analysis import mann_whitney_rank
+    from bdh_graph.stats import mann_whitney_rank
 
     names = layer_names(model)
     traces = []

@@ -15,7 +15,7 @@ def walk_figures(walk: GraphWalk, out_dir: str, max_neurons: int = 64) -> list[s
     """PNGs of a graph walk: activity raster (Y of every layer, the most active neurons), sigma of the synapses
     that changed most, sparsity per layer. Returns the paths."""
     from bdh_gpu.analysis import top_active
-    from bdh_graph.analysis import plot_bars, plot_raster, plot_series
+    from bdh_graph.plots import plot_bars, plot_raster, plot_series
 
     labels = [byte_label(b) for b in walk.ids]
     official = walk.compiled.variant == "official"
@@ -68,15 +68,8 @@ def weight_graph_figures(
     G(n,m) and random low-rank baselines. Betas are the quantiles of G_x's off-diagonal entries that give the
     edge densities `density`. Returns (paths, numbers)."""
     from bdh_gpu.analysis import neuron_graph, weight_scales
-    from bdh_graph.analysis import (
-        degrees,
-        modularity_vs_beta,
-        plot_degree_distribution,
-        plot_modularity,
-        random_low_rank,
-        tail_exponent,
-        threshold_graph,
-    )
+    from bdh_graph.plots import plot_degree_distribution, plot_modularity
+    from bdh_graph.stats import degrees, modularity_vs_beta, random_low_rank, tail_exponent, threshold_graph
 
     G = neuron_graph(model, "x", head)
     betas = betas_for_density(G, density)

@@ -162,7 +162,7 @@ def memory_figures(memories, sigma_rows, labels, out_dir: str) -> list[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from bdh_graph.analysis import plot_series
+    from bdh_graph.plots import plot_series
 
     series = {
         (

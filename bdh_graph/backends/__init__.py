@@ -7,31 +7,10 @@
 Each backend offers `initial_state(sigma0) -> NetworkState` (its own array type), `communicate(rules, state)`
 and `compute(rules, state)` returning a new state, and `to_numpy_state(state)`. Node arrays are replaced,
 never mutated; the numba and pyg backends update edge arrays (sigma) in place for speed, so a round consumes
-the state it is given.
+the state it is given. What a computation rule may use (`Ops`, `numpy_ops`) lives in bdh_graph.ops.
 """
 
-import numpy as np
-
 BACKENDS = ("numpy", "numba", "pyg")
-
-
-class Ops:
-    """What a computation rule may use: `xp` (numpy or torch), relu, zeros_like and spike (identity unless
-    spiking: then a rate q fires floor(|q|) + Bernoulli(frac(|q|)) spikes with the sign of q, so E = q)."""
-
-    def __init__(self, xp, relu, zeros_like, spike):
-        self.xp, self.relu, self.zeros_like, self.spike = xp, relu, zeros_like, spike
-
-
-def numpy_ops(rng=None):
-    def spike(q):
-        if rng is None:
-            return q
-        a = np.abs(q)
-        f = np.floor(a)
-        return np.sign(q) * (f + (rng.random(np.shape(q)) < (a - f)))
-
-    return Ops(np, lambda v: np.maximum(v, 0.0), np.zeros_like, spike)
 
 
 def make_backend(name, net, spiking=False, seed=None, device=None):

@@ -21,8 +21,8 @@ from numba import njit, prange
 
 from .. import config
 from .. import kernels as K
+from ..ops import numpy_ops
 from ..state import NetworkState
-from . import numpy_ops
 
 _jit = dict(fastmath=config.FASTMATH, cache=config.CACHE, nogil=True)
 _NO_CLOCK = -1
@@ -188,6 +188,7 @@ class NumbaBackend:
         self._dummy_f = np.zeros(1)
         self._dummy_i = np.zeros(1, dtype=np.int64)
         self.complete = {k: is_complete(net.groups[ev.group]) for k, ev in net.edge_vars.items()}
+        self._rules = {"send": self._send, "read": self._read, "hebbian": self._hebbian, "damp": self._damp}
 
     def initial_state(self, sigma0):
         nodes = {v: np.zeros(self.net.size_of(v)) for v in self.net.node_variables}
@@ -235,116 +236,67 @@ class NumbaBackend:
 
     def communicate(self, rules, state, remote=None):
         """remote: {variable: full vector} exchanged for the gathered groups (bdh_graph.simulator)."""
-        nodes = dict(state.nodes)
-        get = lambda g, v: remote[v] if g.gathered else state.nodes[v]
+        nodes, edges = dict(state.nodes), dict(state.edges)
         for r in rules:
-            if r.kind == "send":
-                g = self.net.groups[r.group]
-                src = get(g, r.src[0])
-                out = nodes[r.dst] = nodes[r.dst].copy()
-                _scatter(
-                    g.indptr,
-                    g.indices,
-                    g.weight,
-                    src,
-                    np.flatnonzero(src),
-                    out,
-                    self._dummy_f,
-                    self._dummy_i,
-                    _NO_CLOCK,
-                )
-            elif r.kind == "read":
-                q, s = r.src
-                g = self.net.groups[self.net.edge_vars[s].group]
-                src = get(g, q)
-                out = nodes[r.dst] = nodes[r.dst].copy()
-                active = np.flatnonzero(src)
-                if self.complete[s] and self.lazy[s] != "edge":  # complete Gs: parallel over targets
-                    par = len(active) * g.n_post >= config.PARALLEL_MIN_EDGES
-                    u_pre, last, clock = (
-                        (self.net.edge_vars[s].u, self.last[s], self.clock[s])
-                        if self.lazy[s] == "column"
-                        else (self._dummy_f, self._dummy_i, _NO_CLOCK)
-                    )
-                    _read_complete[par](
-                        g.indptr,
-                        state.edges[s],
-                        src,
-                        active,
-                        out,
-                        g.n_post,
-                        u_pre,
-                        last,
-                        clock,
-                        numba.get_num_threads() if par else 1,
-                    )
-                elif self.lazy[s] == "column":  # catch-up fused into the read
-                    _scatter_columns(
-                        g.indptr,
-                        g.indices,
-                        state.edges[s],
-                        src,
-                        active,
-                        out,
-                        self.net.edge_vars[s].u,
-                        self.last[s],
-                        self.clock[s],
-                    )
-                else:
-                    _scatter(
-                        g.indptr,
-                        g.indices,
-                        state.edges[s],
-                        src,
-                        active,
-                        out,
-                        *self._lazy_args(s, state.edges[s], active),
-                    )
-            else:
-                p, q = r.src
-                g = self.net.groups[self.net.edge_vars[r.dst].group]
-                pre = get(g, p)
-                active = np.flatnonzero(pre)
-                if self.complete[r.dst]:
-                    post = state.nodes[q]
-                    active_post = np.flatnonzero(post)
-                    work = len(active) * len(active_post)
-                    _hebbian_complete[work >= config.PARALLEL_MIN_EDGES](
-                        g.indptr,
-                        g.weight,
-                        state.edges[r.dst],
-                        pre,
-                        post,
-                        active,
-                        active_post,
-                        *self._lazy_args(r.dst, state.edges[r.dst], active),
-                    )
-                    continue
-                work = g.nnz * len(active) // max(1, g.n_pre)
-                _hebbian[work >= config.PARALLEL_MIN_EDGES](
-                    g.indptr,
-                    g.indices,
-                    g.weight,
-                    state.edges[r.dst],
-                    pre,
-                    state.nodes[q],
-                    active,
-                    *self._lazy_args(r.dst, state.edges[r.dst], active),
-                )
-        return state.replace(nodes=nodes)
+            self._rules[r.kind](r, state, remote, nodes, edges)
+        return state.replace(nodes=nodes, edges=edges)
 
     def compute(self, rules, state):
-        nodes = dict(state.nodes)
+        nodes, edges = dict(state.nodes), dict(state.edges)
         for r in rules:
-            if r.kind == "damp":
-                ev = self.net.edge_vars[r.dst]
-                if ev.kind == "diagonal":
-                    self.clock[r.dst] += 1
-                elif ev.kind == "rotation":
-                    _rotate[len(ev.mate) >= config.PARALLEL_MIN_EDGES](
-                        state.edges[r.dst], ev.pair_first, ev.mate, ev.coef_self, ev.coef_mate
-                    )
-            else:
-                names = r.src + ((r.dst,) if r.dst else ())
-                nodes.update(K.COMPUTATION_RULES[r.kind](r, {v: nodes[v] for v in names}, self.ops))
-        return state.replace(nodes=nodes)
+            if r.kind in self._rules:  # damp: on the synapses
+                self._rules[r.kind](r, state, None, nodes, edges)
+            else:  # node-local: the rule functions every backend shares
+                nodes.update(K.apply_rule(r, nodes, self.ops))
+        return state.replace(nodes=nodes, edges=edges)
+
+    # -- the rules on edges, one method per kind (self._rules); sigma is updated in place, node arrays copied --
+    def _send(self, r, state, remote, nodes, edges):
+        g = self.net.group_of(r)
+        src = g.read_source(r.src[0], state.nodes, remote)
+        out = nodes[r.dst] = nodes[r.dst].copy()
+        _scatter(g.indptr, g.indices, g.weight, src, np.flatnonzero(src), out, self._dummy_f, self._dummy_i, _NO_CLOCK)
+
+    def _read(self, r, state, remote, nodes, edges):
+        q, s = r.src
+        g = self.net.group_of(r)
+        src = g.read_source(q, state.nodes, remote)
+        out = nodes[r.dst] = nodes[r.dst].copy()
+        active = np.flatnonzero(src)
+        sigma = state.edges[s]
+        if self.complete[s] and self.lazy[s] != "edge":  # complete Gs: parallel over targets
+            par = len(active) * g.n_post >= config.PARALLEL_MIN_EDGES
+            u_pre, last, clock = (
+                (self.net.edge_vars[s].u, self.last[s], self.clock[s])
+                if self.lazy[s] == "column"
+                else (self._dummy_f, self._dummy_i, _NO_CLOCK)
+            )
+            nblk = numba.get_num_threads() if par else 1
+            _read_complete[par](g.indptr, sigma, src, active, out, g.n_post, u_pre, last, clock, nblk)
+        elif self.lazy[s] == "column":  # catch-up fused into the read
+            u_pre = self.net.edge_vars[s].u
+            _scatter_columns(g.indptr, g.indices, sigma, src, active, out, u_pre, self.last[s], self.clock[s])
+        else:
+            _scatter(g.indptr, g.indices, sigma, src, active, out, *self._lazy_args(s, sigma, active))
+
+    def _hebbian(self, r, state, remote, nodes, edges):
+        p, q = r.src
+        g = self.net.group_of(r)
+        pre, post, sigma = g.read_source(p, state.nodes, remote), state.nodes[q], state.edges[r.dst]
+        active = np.flatnonzero(pre)
+        if self.complete[r.dst]:  # visit only (active pre) x (active post)
+            active_post = np.flatnonzero(post)
+            par = len(active) * len(active_post) >= config.PARALLEL_MIN_EDGES
+            lazy = self._lazy_args(r.dst, sigma, active)
+            _hebbian_complete[par](g.indptr, g.weight, sigma, pre, post, active, active_post, *lazy)
+            return
+        par = g.nnz * len(active) // max(1, g.n_pre) >= config.PARALLEL_MIN_EDGES
+        _hebbian[par](g.indptr, g.indices, g.weight, sigma, pre, post, active, *self._lazy_args(r.dst, sigma, active))
+
+    def _damp(self, r, state, remote, nodes, edges):
+        ev = self.net.edge_vars[r.dst]
+        if ev.kind == "diagonal":  # lazy: advance the clock, synapses catch up when next touched
+            self.clock[r.dst] += 1
+        elif ev.kind == "rotation":
+            par = len(ev.mate) >= config.PARALLEL_MIN_EDGES
+            _rotate[par](edges[r.dst], ev.pair_first, ev.mate, ev.coef_self, ev.coef_mate)

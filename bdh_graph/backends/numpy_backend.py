@@ -7,9 +7,9 @@ backend with the spiking mode (reference 2d: every product of rates becomes an A
 import numpy as np
 
 from .. import kernels as K
+from ..ops import numpy_ops
 from ..reference import apply_U
 from ..state import NetworkState
-from . import numpy_ops
 
 
 class NumpyBackend:
@@ -21,6 +21,7 @@ class NumpyBackend:
         self.ops = numpy_ops(self.rng)
         self.W = {k: g.dense() for k, g in net.groups.items()}
         self.mask = {k: g.dense(np.ones(g.nnz)) for k, g in net.groups.items()}
+        self._rules = {"send": self._send, "read": self._read, "hebbian": self._hebbian, "damp": self._damp}
 
     def initial_state(self, sigma0):
         nodes = {v: np.zeros(self.net.size_of(v)) for v in self.net.node_variables}
@@ -42,30 +43,39 @@ class NumpyBackend:
 
     def communicate(self, rules, state, remote=None):
         """remote: {variable: full vector} exchanged for the gathered groups (bdh_graph.simulator)."""
-        spike = self.ops.spike
         nodes, edges = dict(state.nodes), dict(state.edges)
-        get = lambda g, v: remote[v] if self.net.groups[g].gathered else state.nodes[v]
         for r in rules:  # validated: no rule of this sub-round reads what another writes
-            if r.kind == "send":
-                nodes[r.dst] = nodes[r.dst] + self.W[r.group] @ spike(get(r.group, r.src[0]))
-            elif r.kind == "read":
-                q, s = r.src
-                nodes[r.dst] = nodes[r.dst] + spike(state.edges[s]) @ spike(get(self.net.edge_vars[s].group, q))
-            else:  # hebbian: s(i,j) += Gs(i,j) p(i) q(j), i.e. S[j, i] += W[j, i] q[j] p[i]
-                p, q = r.src
-                g = self.net.edge_vars[r.dst].group
-                edges[r.dst] = edges[r.dst] + self.W[g] * np.outer(spike(state.nodes[q]), spike(get(g, p)))
+            self._rules[r.kind](r, state, remote, nodes, edges)
         return state.replace(nodes=nodes, edges=edges)
 
     def compute(self, rules, state):
         nodes, edges = dict(state.nodes), dict(state.edges)
         for r in rules:
-            if r.kind == "damp":
-                ev = self.net.edge_vars[r.dst]
-                if ev.kind != "identity":
-                    u = ev.u if ev.u is not None else None
-                    edges[r.dst] = apply_U(edges[r.dst], u, ev.theta) * self.mask[ev.group]
-            else:
-                names = r.src + ((r.dst,) if r.dst else ())
-                nodes.update(K.COMPUTATION_RULES[r.kind](r, {v: nodes[v] for v in names}, self.ops))
+            if r.kind in self._rules:  # damp: on the synapses
+                self._rules[r.kind](r, state, None, nodes, edges)
+            else:  # node-local: the rule functions every backend shares
+                nodes.update(K.apply_rule(r, nodes, self.ops))
         return state.replace(nodes=nodes, edges=edges)
+
+    # -- the rules on edges, one method per kind (self._rules); each updates the working dicts nodes, edges --
+    def _send(self, r, state, remote, nodes, edges):
+        g = self.net.group_of(r)
+        nodes[r.dst] = nodes[r.dst] + self.W[g.name] @ self.ops.spike(g.read_source(r.src[0], state.nodes, remote))
+
+    def _read(self, r, state, remote, nodes, edges):
+        q, s = r.src
+        src = self.net.group_of(r).read_source(q, state.nodes, remote)
+        nodes[r.dst] = nodes[r.dst] + self.ops.spike(state.edges[s]) @ self.ops.spike(src)
+
+    def _hebbian(self, r, state, remote, nodes, edges):
+        """s(i,j) += Gs(i,j) p(i) q(j), i.e. S[j, i] += W[j, i] q[j] p[i]."""
+        p, q = r.src
+        g, spike = self.net.group_of(r), self.ops.spike
+        edges[r.dst] = edges[r.dst] + self.W[g.name] * np.outer(
+            spike(state.nodes[q]), spike(g.read_source(p, state.nodes, remote))
+        )
+
+    def _damp(self, r, state, remote, nodes, edges):
+        ev = self.net.edge_vars[r.dst]
+        if ev.kind != "identity":
+            edges[r.dst] = apply_U(edges[r.dst], ev.u, ev.theta) * self.mask[ev.group]

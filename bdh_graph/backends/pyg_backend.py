@@ -23,8 +23,8 @@ import torch
 from torch_geometric.nn import MessagePassing
 
 from .. import kernels as K
+from ..ops import Ops
 from ..state import NetworkState
-from . import Ops
 
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
 
@@ -94,6 +94,7 @@ class PygBackend:
         self.conv = Synapses()
         self.ops = Ops(torch, lambda v: torch.clamp(v, min=0.0), torch.zeros_like, lambda q: q)
         self._t = t
+        self._rules = {"send": self._send, "read": self._read, "hebbian": self._hebbian, "damp": self._damp}
 
     def adj(self, group, values):
         """The group as an (n_post, n_pre) matrix with the given per-edge values (target-major order): a sparse
@@ -129,39 +130,48 @@ class PygBackend:
     def communicate(self, rules, state, remote=None):
         """remote: {variable: full vector} exchanged for the gathered groups (bdh_graph.simulator)."""
         nodes, edges = dict(state.nodes), dict(state.edges)
-        get = lambda g, v: self._t(remote[v]) if self.net.groups[g].gathered else state.nodes[v]  # noqa: E731
+        remote = {v: self._t(a) for v, a in (remote or {}).items()}
         for r in rules:
-            if r.kind == "send":
-                nodes[r.dst] = nodes[r.dst] + self.conv(self._static[r.group], get(r.group, r.src[0]))
-            elif r.kind == "read":
-                q, s = r.src
-                g = self.net.edge_vars[s].group
-                nodes[r.dst] = nodes[r.dst] + self.conv(self.adj(g, state.edges[s]), get(g, q))
-            else:
-                p, q = r.src
-                g = self.net.edge_vars[r.dst].group
-                full = self.complete[g]
-                self.conv.hebbian(
-                    edges[r.dst].view(self.size[g]) if full else edges[r.dst],
-                    None if full else (self.col[g], self.row[g]),
-                    get(g, p),
-                    state.nodes[q],
-                    self.weight[g].view(self.size[g]) if full else self.weight[g],
-                )
+            self._rules[r.kind](r, state, remote, nodes, edges)
         return state.replace(nodes=nodes, edges=edges)
 
     def compute(self, rules, state):
         nodes, edges = dict(state.nodes), dict(state.edges)
         for r in rules:
-            if r.kind == "damp":
-                ev = self.net.edge_vars[r.dst]
-                cs, cm, mate = self.U[r.dst]
-                if ev.kind == "diagonal":
-                    edges[r.dst].mul_(cs)
-                elif ev.kind == "rotation":
-                    s = edges[r.dst]
-                    edges[r.dst] = torch.addcmul(cs * s, cm, s[mate])
-            else:
-                names = r.src + ((r.dst,) if r.dst else ())
-                nodes.update(K.COMPUTATION_RULES[r.kind](r, {v: nodes[v] for v in names}, self.ops))
+            if r.kind in self._rules:  # damp: on the synapses
+                self._rules[r.kind](r, state, None, nodes, edges)
+            else:  # node-local: the rule functions every backend shares
+                nodes.update(K.apply_rule(r, nodes, self.ops))
         return state.replace(nodes=nodes, edges=edges)
+
+    # -- the rules on edges, one method per kind (self._rules); each updates the working dicts nodes, edges --
+    def _send(self, r, state, remote, nodes, edges):
+        g = self.net.group_of(r)
+        nodes[r.dst] = nodes[r.dst] + self.conv(self._static[g.name], g.read_source(r.src[0], state.nodes, remote))
+
+    def _read(self, r, state, remote, nodes, edges):
+        q, s = r.src
+        g = self.net.group_of(r)
+        src = g.read_source(q, state.nodes, remote)
+        nodes[r.dst] = nodes[r.dst] + self.conv(self.adj(g.name, state.edges[s]), src)
+
+    def _hebbian(self, r, state, remote, nodes, edges):
+        p, q = r.src
+        g = self.net.group_of(r)
+        k, full = g.name, self.complete[g.name]
+        self.conv.hebbian(
+            edges[r.dst].view(self.size[k]) if full else edges[r.dst],
+            None if full else (self.col[k], self.row[k]),
+            g.read_source(p, state.nodes, remote),
+            state.nodes[q],
+            self.weight[k].view(self.size[k]) if full else self.weight[k],
+        )
+
+    def _damp(self, r, state, remote, nodes, edges):
+        ev = self.net.edge_vars[r.dst]
+        cs, cm, mate = self.U[r.dst]
+        if ev.kind == "diagonal":
+            edges[r.dst].mul_(cs)
+        elif ev.kind == "rotation":
+            s = edges[r.dst]
+            edges[r.dst] = torch.addcmul(cs * s, cm, s[mate])
