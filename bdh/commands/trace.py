@@ -77,6 +77,7 @@ def example_network():
 
 def run(args) -> int:
     from bdh.errors import InputError
+    from bdh_graph.trace import format_trace, trace_rounds
 
     if args.rounds is not None and args.rounds < 1:
         raise InputError(f"--rounds: expected a positive integer, got {args.rounds}")
@@ -84,64 +85,15 @@ def run(args) -> int:
         raise InputError(f"--hubs >= 0 and --max-flows >= 1 expected, got {args.hubs} and {args.max_flows}")
     device = graph_device(args)
     dev = {"device": device} if device is not None else {}
-    from bdh_graph.trace import format_trace, trace_rounds
-
-    notes = []
     if args.example:
         if args.model is not None:
             raise InputError(f"give either a model directory or --example, not both (got {args.model!r})")
         net, tokens = example_network()
-        sim = net.simulator(backend=args.backend, **dev)
-        header = (
-            "worked example of docs/bdh_graph.md: 3 neurons, L = 1, Gx_e 0→1 (1), Gx_i 2→1 (.5), "
-            "Gy_e 0→1 (2), 2→0 (1), Gy_i 2→1 (1), Gs all ones, u = (1, .5, 1)"
-        )
-        top = None
+        header, notes, top = EXAMPLE_HEADER, [], None
     else:
-        if args.model is None:
-            raise InputError("expected a model directory (or --example for the worked 3-neuron example)")
-        if args.prompt is None or args.prompt == "":
-            raise InputError("--prompt: expected a non-empty text to trace")
-        from bdh.errors import load_model
-        from equivalence import compile_model
-        from equivalence.run import TensorRunner
-
-        model = load_model(args.model)
-        ids = list(args.prompt.encode("utf-8"))
-        if max(ids) >= model.config.vocab_size:
-            raise InputError(
-                f"--prompt: byte {max(ids)} is outside the model's vocabulary of {model.config.vocab_size}"
-            )
-        tm = TensorRunner(model).model
-        compiled = compile_model(tm, check_compile(model, args.how))
-        net = compiled.network
-        sim = net.simulator(backend=args.backend, **dev)
-        x0, y0, extra = compiled.token_inputs(ids)
-        tokens = [(repr(chr(b)) if 32 <= b < 127 else f"0x{b:02x}", x0[t], y0[t], extra[t]) for t, b in enumerate(ids)]
-        header = compiled.summary()
-        top = None
-        if net.n > MAX_AUTO_NEURONS and args.neurons is None:
-            import torch
-
-            from bdh_gpu.analysis import top_active
-
-            tr = tm.trace(torch.tensor(ids))
-            top = top_active(tr["y"].reshape(-1, net.n).numpy(), AUTO_NEURONS).tolist()
-            notes.append(
-                f"note: n = {net.n} neurons; showing the {len(top)} most active in y ({top}); choose "
-                f"others with --neurons i,j,...; hub populations show their first {args.hubs} nodes"
-            )
-    n = net.n
-    if args.neurons is not None:
-        shown_neurons = parse_neurons(args.neurons, n)
-    elif top is not None:
-        shown_neurons = top
-    else:
-        shown_neurons = list(range(min(n, MAX_AUTO_NEURONS)))
-    shown = {"neurons": shown_neurons}
-    for p in net.populations.values():
-        if p.name != "neurons":
-            shown[p.name] = list(range(min(p.size, args.hubs)))
+        net, tokens, header, notes, top = _model_graph(args)
+    sim = net.simulator(backend=args.backend, **dev)
+    shown = _shown(args, net, top)
     tr = trace_rounds(sim, tokens, shown, max_rounds=args.rounds, max_flows=args.max_flows)
     if args.json:
         print(json.dumps(dict(header=header, notes=notes, shown=shown, tokens=tr), indent=1))
@@ -152,3 +104,59 @@ def run(args) -> int:
             "synaptic state; ↓ resets; (p - n)^+ thresholds; values shown as before → after"
         )
     return 0
+
+
+EXAMPLE_HEADER = (
+    "worked example of docs/bdh_graph.md: 3 neurons, L = 1, Gx_e 0→1 (1), Gx_i 2→1 (.5), "
+    "Gy_e 0→1 (2), 2→0 (1), Gy_i 2→1 (1), Gs all ones, u = (1, .5, 1)"
+)
+
+
+def _model_graph(args):
+    """The model directory's compiled graph and the prompt's tokens: (network, tokens, header, notes, the most active
+    neurons to show when the graph is too big to show all, else None)."""
+    from bdh.errors import InputError, load_model
+    from equivalence import TensorRunner, compile_model
+
+    if args.model is None:
+        raise InputError("expected a model directory (or --example for the worked 3-neuron example)")
+    if args.prompt is None or args.prompt == "":
+        raise InputError("--prompt: expected a non-empty text to trace")
+    model = load_model(args.model)
+    ids = list(args.prompt.encode("utf-8"))
+    if max(ids) >= model.config.vocab_size:
+        raise InputError(f"--prompt: byte {max(ids)} is outside the model's vocabulary of {model.config.vocab_size}")
+    tm = TensorRunner(model).model
+    compiled = compile_model(tm, check_compile(model, args.how))
+    net = compiled.network
+    x0, y0, extra = compiled.token_inputs(ids)
+    tokens = [(repr(chr(b)) if 32 <= b < 127 else f"0x{b:02x}", x0[t], y0[t], extra[t]) for t, b in enumerate(ids)]
+    notes, top = [], None
+    if net.n > MAX_AUTO_NEURONS and args.neurons is None:
+        import torch
+
+        from bdh_gpu.analysis import top_active
+
+        tr = tm.trace(torch.tensor(ids))
+        top = top_active(tr["y"].reshape(-1, net.n).numpy(), AUTO_NEURONS).tolist()
+        notes.append(
+            f"note: n = {net.n} neurons; showing the {len(top)} most active in y ({top}); choose "
+            f"others with --neurons i,j,...; hub populations show their first {args.hubs} nodes"
+        )
+    return net, tokens, compiled.summary(), notes, top
+
+
+def _shown(args, net, top) -> dict:
+    """The nodes the trace shows, per population: --neurons, else the most active, else the first few; hubs: the
+    first --hubs of each population."""
+    if args.neurons is not None:
+        neurons = parse_neurons(args.neurons, net.n)
+    elif top is not None:
+        neurons = top
+    else:
+        neurons = list(range(min(net.n, MAX_AUTO_NEURONS)))
+    shown = {"neurons": neurons}
+    for p in net.populations.values():
+        if p.name != "neurons":
+            shown[p.name] = list(range(min(p.size, args.hubs)))
+    return shown
