@@ -69,31 +69,57 @@ def analyze_model(
     into out_dir when given; progress=True draws a bar on stderr, one step per measurement. Returns the numbers."""
     import torch
 
-    from bdh_gpu.analysis import layer_names, neuron_graph, sigma_synapses, sparsity, top_active, weight_scales
-    from bdh_graph import plots as GP
-    from bdh_graph import stats as GS
-
     from .progress import bar as progress_bar
 
-    C = model.config
     model = model.eval()
     pbar = progress_bar(2 + 2 * len(heads) + (concept is not None) + bool(out_dir), "analyze", progress)
     pbar.set_postfix_str("sparsity")
-    figs, res = [], dict(config=C.to_dict(), tokens=len(ids), paper=PAPER)
+    figs, res = [], dict(config=model.config.to_dict(), tokens=len(ids), paper=PAPER)
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)
     t0 = time.perf_counter()
     with torch.no_grad():
         tr = model.trace(torch.as_tensor(list(ids), dtype=torch.long))
-    sp_ = sparsity(model, None, trace=tr)
-    res["sparsity"] = sp_
-    log(
-        f"sparsity over {len(ids)} tokens (fraction of n = {C.n} neurons active), per layer {sp_['layers']}:\n"
-        f"  x > 0: {' '.join(f'{v:.4f}' for v in sp_['x'])}\n  y > 0: {' '.join(f'{v:.4f}' for v in sp_['y'])}"
-        f"   (paper: y {PAPER['sparsity_y']})"
-    )
-    names = layer_names(model)
+    res["sparsity"] = _sparsity(model, tr, ids, out_dir, figs, log)
+    pbar.update(), pbar.set_postfix_str("weight graphs")
+    res["graphs"] = []
+    for h in heads:
+        for which in ("x", "y"):
+            res["graphs"].append(_weight_graph(model, which, h, betas, density, seeds, out_dir, figs))
+            log(_graph_line(res["graphs"][-1]))
+            pbar.update(), pbar.set_postfix_str(f"G_{which} head {h}")
+    l = _sigma_layer(model, sigma_layer)
+    if l is not None:
+        res["sigma"] = _sigma_graph(model, tr, ids, l, sigma_neurons, out_dir, figs, log)
+    pbar.update(), pbar.set_postfix_str("synapse finder")
+    if concept is not None and contrast is not None and l is not None:
+        res["synapses"] = _synapse_search(model, concept, contrast, l, candidates, log)
+        pbar.update()
+    res["seconds"] = time.perf_counter() - t0
     if out_dir:
+        pbar.set_postfix_str("report")
+        with open(os.path.join(out_dir, "analysis.json"), "w") as f:
+            json.dump(res, f, indent=1, default=float)
+        res["report"] = write_html(os.path.join(out_dir, "report.html"), "bdh analyze", _report_blocks(res, figs))
+        res["figures"] = figs
+        pbar.update()
+    pbar.close()
+    return res
+
+
+def _sparsity(model, tr, ids, out_dir, figs, log) -> dict:
+    """The fraction of neurons with x > 0 and y > 0 per layer (paper Sec. 6.1), its bar chart and the raster."""
+    from bdh_gpu.analysis import layer_names, sparsity, top_active
+    from bdh_graph import plots as GP
+
+    sp_ = sparsity(model, None, trace=tr)
+    log(
+        f"sparsity over {len(ids)} tokens (fraction of n = {model.config.n} neurons active), per layer "
+        f"{sp_['layers']}:\n  x > 0: {' '.join(f'{v:.4f}' for v in sp_['x'])}\n"
+        f"  y > 0: {' '.join(f'{v:.4f}' for v in sp_['y'])}   (paper: y {PAPER['sparsity_y']})"
+    )
+    if out_dir:
+        names = layer_names(model)
         figs.append(
             GP.plot_bars(
                 os.path.join(out_dir, "sparsity_per_layer.png"),
@@ -103,7 +129,8 @@ def analyze_model(
                 ylabel="fraction of neurons",
             )
         )
-        Y = tr["y"][:, : min(len(ids), 96)].permute(1, 0, 2).reshape(min(len(ids), 96), -1).double().numpy()
+        T = min(len(ids), 96)
+        Y = tr["y"][:, :T].permute(1, 0, 2).reshape(T, -1).double().numpy()
         idx = top_active(Y, 96)
         figs.append(
             GP.plot_raster(
@@ -115,136 +142,120 @@ def analyze_model(
                 clabel="y (activity)",
             )
         )
+    return sp_
 
-    pbar.update(), pbar.set_postfix_str("weight graphs")
-    # weight graphs
-    res["graphs"] = []
-    for h in heads:
-        for which in ("x", "y"):
-            G = neuron_graph(model, which, h)
-            bs = list(betas) if betas is not None else betas_for_density(G, density)
-            entry = dict(graph=f"G_{which}", head=h, betas=bs, std=float(G.std()), max=float(G.max()))
-            mid = bs[len(bs) // 2]
-            A = GS.threshold_graph(G, mid)
-            k_in, k_out = GS.degrees(A)
-            fi, fo = GS.tail_exponent(k_in), GS.tail_exponent(k_out)
-            entry.update(
-                beta_degrees=mid,
-                edges=int(A.nnz),
-                tail_in=fi.to_dict() if fi else None,
-                tail_out=fo.to_dict() if fo else None,
-                max_in=int(k_in.max()),
-                max_out=int(k_out.max()),
-                zero_in=float((k_in == 0).mean()),
-                zero_out=float((k_out == 0).mean()),
-            )
-            if which == "x":
-                s = weight_scales(model, "x")
-                R = GS.random_low_rank(
-                    G.shape[0], s["d"], s["std_D"], s["std_E"], seed=1 + h, mean_D=s["mean_D"], mean_E=s["mean_E"]
-                )
-                entry["modularity"] = GS.modularity_vs_beta(G, bs, baselines={"low-rank": R}, seeds=seeds)
-                if out_dir:
-                    figs.append(
-                        GP.plot_modularity(
-                            os.path.join(out_dir, f"modularity_vs_beta_h{h}.png"),
-                            entry["modularity"],
-                            title=f"G_x = D_x E, head {h}",
-                        )
-                    )
-            if out_dir:
-                figs.append(
-                    GP.plot_degree_distribution(
-                        os.path.join(out_dir, f"degrees_G{which}_h{h}.png"),
-                        {"in-degree": k_in, "out-degree": k_out},
-                        title=f"G_{which} = D_{which} E, head {h}, beta = {mid:.3g} ({A.nnz} edges)",
-                    )
-                )
-            res["graphs"].append(entry)
-            log(_graph_line(entry))
-            pbar.update(), pbar.set_postfix_str(f"G_{which} head {h}")
 
-    # the sigma graph after the text
-    l = _sigma_layer(model, sigma_layer)
-    if l is not None:
-        yprev = tr["y"][names.index(l - 1)].double().numpy()
-        xl = tr["x"][names.index(l)].double().numpy()
-        rows, cols = top_active(yprev, sigma_neurons), top_active(xl, sigma_neurons)
-        S = sigma_synapses(model, tr, l, rows, cols)
-        both = np.intersect1d(rows, cols)  # a square graph on neurons active on both ends
-        ri, ci = np.searchsorted(rows, both), np.searchsorted(cols, both)
-        Sq = np.maximum(S[np.ix_(ri, ci)], 0.0)  # positive part; Sq[a, b]: edge b -> a
-        pos_vals = Sq[Sq > 0]
-        beta_s = float(np.quantile(pos_vals, 0.9)) if pos_vals.size else 0.0
-        A = GS.threshold_graph(Sq, beta_s) if pos_vals.size else GS.threshold_graph(Sq, 1.0)
-        k_in, k_out = GS.degrees(A)
-        fi, fo = GS.tail_exponent(k_in), GS.tail_exponent(k_out)
-        res["sigma"] = dict(
-            layer=l,
-            neurons=int(len(both)),
-            beta=beta_s,
-            edges=int(A.nnz),
-            positive_fraction=float((S > 0).mean()),
-            tail_in=fi.to_dict() if fi else None,
-            tail_out=fo.to_dict() if fo else None,
+def _weight_graph(model, which, h, betas, density, seeds, out_dir, figs) -> dict:
+    """G_which = D_which E of head h thresholded (paper Sec. 5.5): degrees, tail exponents; for G_x also Louvain
+    modularity against beta beside the random baselines."""
+    from bdh_gpu.analysis import neuron_graph, weight_scales
+    from bdh_graph import plots as GP
+    from bdh_graph import stats as GS
+
+    G = neuron_graph(model, which, h)
+    bs = list(betas) if betas is not None else betas_for_density(G, density)
+    entry = dict(graph=f"G_{which}", head=h, betas=bs, std=float(G.std()), max=float(G.max()))
+    mid = bs[len(bs) // 2]
+    A = GS.threshold_graph(G, mid)
+    k_in, k_out = GS.degrees(A)
+    entry.update(beta_degrees=mid, edges=int(A.nnz), **_tails(GS, k_in, k_out))
+    entry.update(max_in=int(k_in.max()), max_out=int(k_out.max()))
+    entry.update(zero_in=float((k_in == 0).mean()), zero_out=float((k_out == 0).mean()))
+    if which == "x":
+        s = weight_scales(model, "x")
+        R = GS.random_low_rank(
+            G.shape[0], s["d"], s["std_D"], s["std_E"], seed=1 + h, mean_D=s["mean_D"], mean_E=s["mean_E"]
         )
-        log(
-            f"sigma_{l} after the text, on the {len(both)} neurons active on both ends, positive part >= "
-            f"{beta_s:.3g} (its 90th percentile): {A.nnz} edges; tail exponent in "
-            f"{_alpha_s(fi)}, out {_alpha_s(fo)}"
-        )
+        entry["modularity"] = GS.modularity_vs_beta(G, bs, baselines={"low-rank": R}, seeds=seeds)
         if out_dir:
-            figs.append(
-                GP.plot_degree_distribution(
-                    os.path.join(out_dir, "degrees_sigma.png"),
-                    {"in-degree": k_in, "out-degree": k_out},
-                    title=f"sigma_{l} (positive part >= {beta_s:.3g})",
-                )
-            )
-            T = min(len(ids), 128)
-            ch = np.abs(
-                np.diff(
-                    np.stack([sigma_synapses(model, tr, l, rows[:32], cols[:32], t=t).ravel() for t in range(T)]),
-                    axis=0,
-                )
-            ).sum(0)
-            pick = np.argsort(-ch)[:6]
-            series = {}
-            for p in pick:
-                a, b = rows[p // 32], cols[p % 32]
-                series[f"{b}->{a}"] = [float(sigma_synapses(model, tr, l, [a], [b], t=t)[0, 0]) for t in range(T)]
-            figs.append(
-                GP.plot_series(
-                    os.path.join(out_dir, "sigma_synapses.png"),
-                    series,
-                    [byte_label(b) for b in list(ids)[:T]],
-                    title=f"sigma_{l}(i->j) over the text (most changing)",
-                    ylabel="sigma",
-                )
-            )
-
-    pbar.update(), pbar.set_postfix_str("synapse finder")
-    # monosemantic synapses
-    if concept is not None and contrast is not None and l is not None:
-        res["synapses"] = find_synapses(model, concept, contrast, l, candidates)
-        best = res["synapses"]["top"][:3]
-        log(
-            f"monosemantic-synapse search, sigma_{l}, {len(concept)} concept vs {len(contrast)} contrast sentences, "
-            f"{res['synapses']['candidates']} candidate synapses: best "
-            + "; ".join(f"{s['synapse']} U = {s['U']:.0f} of {s['U_max']} (p = {s['p']:.2g})" for s in best)
-        )
-        pbar.update()
-    res["seconds"] = time.perf_counter() - t0
+            path = os.path.join(out_dir, f"modularity_vs_beta_h{h}.png")
+            figs.append(GP.plot_modularity(path, entry["modularity"], title=f"G_x = D_x E, head {h}"))
     if out_dir:
-        pbar.set_postfix_str("report")
-        with open(os.path.join(out_dir, "analysis.json"), "w") as f:
-            json.dump(res, f, indent=1, default=float)
-        blocks = _report_blocks(res, figs)
-        res["report"] = write_html(os.path.join(out_dir, "report.html"), "bdh analyze", blocks)
-        res["figures"] = figs
-        pbar.update()
-    pbar.close()
+        figs.append(
+            GP.plot_degree_distribution(
+                os.path.join(out_dir, f"degrees_G{which}_h{h}.png"),
+                {"in-degree": k_in, "out-degree": k_out},
+                title=f"G_{which} = D_{which} E, head {h}, beta = {mid:.3g} ({A.nnz} edges)",
+            )
+        )
+    return entry
+
+
+def _tails(GS, k_in, k_out) -> dict:
+    fi, fo = GS.tail_exponent(k_in), GS.tail_exponent(k_out)
+    return dict(tail_in=fi.to_dict() if fi else None, tail_out=fo.to_dict() if fo else None)
+
+
+def _sigma_graph(model, tr, ids, l, sigma_neurons, out_dir, figs, log) -> dict:
+    """The graph sigma_l wrote after the text (paper Sec. 6.2, Eq. 16): positive part on the neurons active on both
+    ends, thresholded at its 90th percentile; degrees and tail exponents; the most changing synapses over time."""
+    from bdh_gpu.analysis import layer_names, sigma_synapses, top_active
+    from bdh_graph import plots as GP
+    from bdh_graph import stats as GS
+
+    names = layer_names(model)
+    yprev = tr["y"][names.index(l - 1)].double().numpy()
+    xl = tr["x"][names.index(l)].double().numpy()
+    rows, cols = top_active(yprev, sigma_neurons), top_active(xl, sigma_neurons)
+    S = sigma_synapses(model, tr, l, rows, cols)
+    both = np.intersect1d(rows, cols)  # a square graph on neurons active on both ends
+    ri, ci = np.searchsorted(rows, both), np.searchsorted(cols, both)
+    Sq = np.maximum(S[np.ix_(ri, ci)], 0.0)  # positive part; Sq[a, b]: edge b -> a
+    pos_vals = Sq[Sq > 0]
+    beta_s = float(np.quantile(pos_vals, 0.9)) if pos_vals.size else 0.0
+    A = GS.threshold_graph(Sq, beta_s) if pos_vals.size else GS.threshold_graph(Sq, 1.0)
+    k_in, k_out = GS.degrees(A)
+    fi, fo = GS.tail_exponent(k_in), GS.tail_exponent(k_out)
+    res = dict(layer=l, neurons=int(len(both)), beta=beta_s, edges=int(A.nnz), positive_fraction=float((S > 0).mean()))
+    res.update(tail_in=fi.to_dict() if fi else None, tail_out=fo.to_dict() if fo else None)
+    log(
+        f"sigma_{l} after the text, on the {len(both)} neurons active on both ends, positive part >= "
+        f"{beta_s:.3g} (its 90th percentile): {A.nnz} edges; tail exponent in "
+        f"{_alpha_s(fi)}, out {_alpha_s(fo)}"
+    )
+    if out_dir:
+        figs.append(
+            GP.plot_degree_distribution(
+                os.path.join(out_dir, "degrees_sigma.png"),
+                {"in-degree": k_in, "out-degree": k_out},
+                title=f"sigma_{l} (positive part >= {beta_s:.3g})",
+            )
+        )
+        figs.append(_sigma_series_figure(model, tr, ids, l, rows, cols, out_dir))
     return res
+
+
+def _sigma_series_figure(model, tr, ids, l, rows, cols, out_dir):
+    """sigma_l(i->j) over the text for the six synapses among the first 32 x 32 that change most."""
+    from bdh_gpu.analysis import sigma_synapses
+    from bdh_graph import plots as GP
+
+    T = min(len(ids), 128)
+    steps = np.stack([sigma_synapses(model, tr, l, rows[:32], cols[:32], t=t).ravel() for t in range(T)])
+    ch = np.abs(np.diff(steps, axis=0)).sum(0)
+    series = {}
+    for p in np.argsort(-ch)[:6]:
+        a, b = rows[p // 32], cols[p % 32]
+        series[f"{b}->{a}"] = [float(sigma_synapses(model, tr, l, [a], [b], t=t)[0, 0]) for t in range(T)]
+    return GP.plot_series(
+        os.path.join(out_dir, "sigma_synapses.png"),
+        series,
+        [byte_label(b) for b in list(ids)[:T]],
+        title=f"sigma_{l}(i->j) over the text (most changing)",
+        ylabel="sigma",
+    )
+
+
+def _synapse_search(model, concept, contrast, l, candidates, log) -> dict:
+    """The monosemantic-synapse finder (paper Sec. 6.3): sigma_l synapses ranked by Mann-Whitney U."""
+    found = find_synapses(model, concept, contrast, l, candidates)
+    best = found["top"][:3]
+    log(
+        f"monosemantic-synapse search, sigma_{l}, {len(concept)} concept vs {len(contrast)} contrast sentences, "
+        f"{found['candidates']} candidate synapses: best "
+        + "; ".join(f"{s['synapse']} U = {s['U']:.0f} of {s['U_max']} (p = {s['p']:.2g})" for s in best)
+    )
+    return found
 
 
 def _alpha_s(fit):
