@@ -312,8 +312,21 @@ def find_synapses(model, concept, contrast, layer: int, candidates: int = 48, to
 
 def _report_blocks(res, figs) -> list:
     """The analyze report in words: each measurement beside the paper's value, the notation, captioned figures."""
+    blocks = _intro_blocks(res) + _weight_blocks(res)
+    for e in res["graphs"]:
+        if e.get("modularity"):
+            blocks.append(_modularity_table(e))
+    if "sigma" in res:
+        blocks += _sigma_blocks(res["sigma"])
+    if "synapses" in res:
+        blocks += _synapse_blocks(res["synapses"], res["paper"])
+    return blocks + [("h2", "Figures"), *[("img", c) for c in captioned(figs)]]
+
+
+def _intro_blocks(res) -> list:
+    """The report's opening: what was measured on which model, the notation, the sparsity table."""
     C, sp_ = res["config"], res["sparsity"]
-    blocks = [
+    return [
         (
             "p",
             f"The measurements of the paper's Sec. 5-6 on one model (n = {C['N'] * C['n_head']} neurons, "
@@ -334,6 +347,12 @@ def _report_blocks(res, figs) -> list:
             ),
         ),
         ("p", f"Paper: y {res['paper']['sparsity_y']}."),
+    ]
+
+
+def _weight_blocks(res) -> list:
+    """The weight graphs' paragraph and table of degrees and tails."""
+    return [
         ("h2", "Weight graphs G_x = D_x E and G_y = D_y E"),
         (
             "p",
@@ -363,65 +382,67 @@ def _report_blocks(res, figs) -> list:
             ),
         ),
     ]
-    for e in res["graphs"]:
-        if e.get("modularity"):
-            blocks.append(
+
+
+def _modularity_table(e) -> tuple:
+    """Modularity against the threshold beside the baselines, for one graph."""
+    return (
+        "table",
+        (
+            (
+                f"{e['graph']} head {e['head']}: threshold beta",
+                "edges",
+                "modularity",
+                "G(n,m)",
+                "random low-rank (same beta)",
+                "random low-rank (same edges)",
+            ),
+            [
                 (
-                    "table",
-                    (
-                        (
-                            f"{e['graph']} head {e['head']}: threshold beta",
-                            "edges",
-                            "modularity",
-                            "G(n,m)",
-                            "random low-rank (same beta)",
-                            "random low-rank (same edges)",
-                        ),
-                        [
-                            (
-                                f"{r['beta']:.4g}",
-                                r["edges"],
-                                _f(r["modularity"]),
-                                _f(r.get("G(n,m)")),
-                                _f(r.get("low-rank")),
-                                _f(r.get("low-rank (same m)")),
-                            )
-                            for r in e["modularity"]
-                        ],
-                    ),
+                    f"{r['beta']:.4g}",
+                    r["edges"],
+                    _f(r["modularity"]),
+                    _f(r.get("G(n,m)")),
+                    _f(r.get("low-rank")),
+                    _f(r.get("low-rank (same m)")),
                 )
-            )
-    if "sigma" in res:
-        sg = res["sigma"]
-        blocks += [
-            ("h2", f"The state graph: sigma_{sg['layer']} after the text"),
+                for r in e["modularity"]
+            ],
+        ),
+    )
+
+
+def _sigma_blocks(sg) -> list:
+    """The state graph sigma_l after the text."""
+    return [
+        ("h2", f"The state graph: sigma_{sg['layer']} after the text"),
+        (
+            "p",
+            f"On the {sg['neurons']} neurons active at both ends of a synapse, the positive part of "
+            f"sigma thresholded at its 90th percentile ({sg['beta']:.3g}): {sg['edges']} edges; "
+            f"{sg['positive_fraction']:.1%} of the synapses are positive; in-degree tail "
+            f"{fit_text(sg['tail_in'])}, out-degree tail {fit_text(sg['tail_out'])}. Paper: "
+            "heavy-tailed degrees.",
+        ),
+    ]
+
+
+def _synapse_blocks(sy, paper) -> list:
+    """The monosemantic-synapse search's ranking."""
+    return [
+        ("h2", "Monosemantic synapses"),
+        (
+            "p",
+            f"sigma_{sy['layer']}(i->j) after each sentence, {sy['n_concept']} concept vs "
+            f"{sy['n_contrast']} contrast sentences, over {sy['candidates']} candidate synapses, ranked "
+            "by the one-sided Mann-Whitney U (U_max = all pairs: the synapse is larger on every concept "
+            f"sentence than on every contrast one). Paper: {paper['synapse']}.",
+        ),
+        (
+            "table",
             (
-                "p",
-                f"On the {sg['neurons']} neurons active at both ends of a synapse, the positive part of "
-                f"sigma thresholded at its 90th percentile ({sg['beta']:.3g}): {sg['edges']} edges; "
-                f"{sg['positive_fraction']:.1%} of the synapses are positive; in-degree tail "
-                f"{fit_text(sg['tail_in'])}, out-degree tail {fit_text(sg['tail_out'])}. Paper: "
-                "heavy-tailed degrees.",
+                ("synapse key->value", "U", "of U_max", "p"),
+                [(t["synapse"], f"{t['U']:.0f}", t["U_max"], f"{t['p']:.2g}") for t in sy["top"]],
             ),
-        ]
-    if "synapses" in res:
-        sy = res["synapses"]
-        blocks += [
-            ("h2", "Monosemantic synapses"),
-            (
-                "p",
-                f"sigma_{sy['layer']}(i->j) after each sentence, {sy['n_concept']} concept vs "
-                f"{sy['n_contrast']} contrast sentences, over {sy['candidates']} candidate synapses, ranked "
-                "by the one-sided Mann-Whitney U (U_max = all pairs: the synapse is larger on every concept "
-                f"sentence than on every contrast one). Paper: {res['paper']['synapse']}.",
-            ),
-            (
-                "table",
-                (
-                    ("synapse key->value", "U", "of U_max", "p"),
-                    [(t["synapse"], f"{t['U']:.0f}", t["U_max"], f"{t['p']:.2g}") for t in sy["top"]],
-                ),
-            ),
-        ]
-    blocks += [("h2", "Figures"), *[("img", c) for c in captioned(figs)]]
-    return blocks
+        ),
+    ]
