@@ -104,27 +104,7 @@ class ViewSession:
     # ---- what does not depend on the prompt -----------------------------------------------------------------
     def _build_meta(self) -> dict:
         net, k = self.net, self.compiled.kernel
-        layer_of = [l + 1 for l, layer in enumerate(k.layers) for _ in layer]
-        rounds = []
-        for r, rnd in enumerate(k.rounds):
-            comm = []
-            for rule in rnd.communication:
-                key = (
-                    rule.group
-                    if rule.kind == "send"
-                    else (f"{rule.src[1]}.read" if rule.kind == "read" else f"{rule.dst}.write")
-                )
-                comm.append(
-                    dict(
-                        text=str(rule),
-                        kind=rule.kind,
-                        dst=rule.dst,
-                        key=key,
-                        sign=_sign(rule.group) if rule.kind == "send" else "",
-                    )
-                )
-            comp = [dict(text=str(rule), kind=rule.kind, dst=rule.dst) for rule in rnd.computation]
-            rounds.append(dict(label=rnd.label or "", layer=layer_of[r], comm=comm, comp=comp))
+        rounds = _round_meta(k)
         pops = [
             dict(
                 name=p.name,
@@ -483,3 +463,22 @@ def view_page(model_or_compiled, ids, path, how=None, backend="numba", **kw) -> 
     s.load(ids)
     s.step("all")
     return write_page(path, s.data()), s
+
+
+def _round_meta(k) -> list:
+    """Each round of the kernel as the page lists it: its label, layer, communication rules (with the key that finds
+    their messages in a frame, and the sign of a send) and computation rules."""
+    layer_of = [l + 1 for l, layer in enumerate(k.layers) for _ in layer]
+    rounds = []
+    for r, rnd in enumerate(k.rounds):
+        comm = []
+        for rule in rnd.communication:
+            if rule.kind == "send":
+                key = rule.group
+            else:
+                key = f"{rule.src[1]}.read" if rule.kind == "read" else f"{rule.dst}.write"
+            sign = _sign(rule.group) if rule.kind == "send" else ""
+            comm.append(dict(text=str(rule), kind=rule.kind, dst=rule.dst, key=key, sign=sign))
+        comp = [dict(text=str(rule), kind=rule.kind, dst=rule.dst) for rule in rnd.computation]
+        rounds.append(dict(label=rnd.label or "", layer=layer_of[r], comm=comm, comp=comp))
+    return rounds
