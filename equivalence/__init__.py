@@ -11,7 +11,7 @@ The only package that imports both `bdh_gpu` (torch) and `bdh_graph` (numpy/numb
 
 import os
 
-from . import rules  # registers the `groupnorm` and `linear` rules with bdh_graph
+from . import rules  # registers the `linear` and `normalize` rules with bdh_graph
 from .compare import RTOL, CompareReport, QuantityError, Reference, as_ids, compare, tensor_reference
 from .compile import (
     APPLIES,

@@ -258,64 +258,82 @@ def compare(
     `reference` (from `tensor_reference(model, idx, dtype)`, on rank 0) replaces the tensor model there
     (state=False only: rho needs the recurrent tensor state per token).
     """
-    if reference is not None:
-        if state:
-            raise ValueError("compare: a precomputed reference has no rho; pass state=False")
-        dtype, idx = reference.dtype, reference.ids
-    dtype = np.dtype(dtype).type
-    if dtype not in RTOL:
-        raise ValueError(f"dtype: expected float64 or float32, got {np.dtype(dtype).name}")
-    rtol = RTOL[dtype] if rtol is None else float(rtol)
-    if not isinstance(compiled, Compiled):
-        if model is None:
-            raise ValueError("compare: a model is needed to compile from (got model=None and no Compiled)")
-        compiled = compile_model(TensorRunner(model, np.float64).model, compiled, comm=comm)
-    net_comm = compiled.network.comm
-    root = net_comm.rank == 0
+    dtype, idx = (reference.dtype, reference.ids) if reference is not None else (dtype, idx)
+    dtype, rtol = _check_dtype(dtype, rtol, reference, state)
+    compiled = _compiled_for(model, compiled, comm)
+    root = compiled.network.comm.rank == 0
     if root and model is None and reference is None:
         raise ValueError("compare: rank 0 needs the tensor model (got model=None)")
     ids = as_ids(idx, compiled.weights.V)
     variant = model.config.variant if model is not None else reference.variant if reference is not None else None
     if variant is not None and compiled.variant != variant:
         raise ValueError(f"compiled model is variant {compiled.variant!r}, the tensor model {variant!r}")
-    official = compiled.variant == "official"
+    rep = _new_report(compiled, backend, dtype, rtol, len(ids), state)
     tensor = tr = terms = None
     if root and reference is not None:
         tr, terms = reference.tr, reference.terms
     elif root:
-        tensor = TensorRunner(model, dtype)
-        tr = tensor.trace(ids)
-        W = compiled.weights
-        if not W.full:  # a sliced compile: the scales need every neuron
-            W = Weights.of(tensor.model if dtype is np.float64 else TensorRunner(model, np.float64).model)
-        terms = term_scales(W, tr, compiled.variant)
-    names = ["logits", "x", "y"] + list(compiled.record) + (["rho"] if state else [])
-    rep = CompareReport(
-        compiled.name,
-        compiled.variant,
-        backend,
-        np.dtype(dtype).name,
-        rtol,
-        len(ids),
-        {k: QuantityError(k, rtol=rtol) for k in names},
-        compiled.report,
-    )
-    Q = rep.quantities
-    graph = GraphRunner(compiled, backend, device=device)
+        tensor, tr, terms = _tensor_side(model, compiled, ids, dtype)
     states = tensor.states(ids) if state and root else None
-    L = compiled.weights.L
-    for t, g in enumerate(graph.feed(ids, with_state=state, progress=progress and "graph vs tensor")):
-        if not root:
-            continue
-        Q["logits"].add(tr["logits"][t], g["logits"], t, None, terms["logits"][t])
-        for l in range(0 if not official else 1, L + 1):  # official: no layer-0 x, y
-            k = l - 1 if official else l
-            Q["x"].add(tr["x"][k, t], g["x"][l], t, l, terms["x"][l][t] if l else 0.0)
-            Q["y"].add(tr["y"][k, t], g["y"][l], t, l, terms["y"][l][t] if l else 0.0)
-        if "v" in compiled.record:
-            for l in range(L):
-                Q["v"].add(tr["v"][l + 1, t], g["v"][l], t, l + 1)
-        if state:
-            for l, (r_t, r_g) in enumerate(zip(next(states), g["rho"])):
-                Q["rho"].add(r_t, r_g, t, l + 1)
-    return net_comm.bcast(rep if root else None)
+    graph = GraphRunner(compiled, backend, device=device).feed(
+        ids, with_state=state, progress=progress and "graph vs tensor"
+    )
+    for t, g in enumerate(graph):
+        if root:
+            _add_token(rep.quantities, compiled, t, g, tr, terms, states)
+    return compiled.network.comm.bcast(rep if root else None)
+
+
+def _new_report(compiled, backend, dtype, rtol, T, state) -> CompareReport:
+    """An empty report with the quantities to compare: logits, x, y, the compile's hub records, rho (state)."""
+    names = ["logits", "x", "y"] + list(compiled.record) + (["rho"] if state else [])
+    quantities = {k: QuantityError(k, rtol=rtol) for k in names}
+    return CompareReport(
+        compiled.name, compiled.variant, backend, np.dtype(dtype).name, rtol, T, quantities, compiled.report
+    )
+
+
+def _check_dtype(dtype, rtol, reference, state):
+    """(numpy dtype type, rtol): refuse a dtype without a tolerance and a reference asked for rho."""
+    if reference is not None and state:
+        raise ValueError("compare: a precomputed reference has no rho; pass state=False")
+    dtype = np.dtype(dtype).type
+    if dtype not in RTOL:
+        raise ValueError(f"dtype: expected float64 or float32, got {np.dtype(dtype).name}")
+    return dtype, RTOL[dtype] if rtol is None else float(rtol)
+
+
+def _compiled_for(model, compiled, comm) -> Compiled:
+    """`compiled` itself, or the model compiled in float64 with that compile name (None: the default)."""
+    if isinstance(compiled, Compiled):
+        return compiled
+    if model is None:
+        raise ValueError("compare: a model is needed to compile from (got model=None and no Compiled)")
+    return compile_model(TensorRunner(model, np.float64).model, compiled, comm=comm)
+
+
+def _tensor_side(model, compiled, ids, dtype):
+    """(TensorRunner, trace, term scales) of the tensor model on `ids` in `dtype`."""
+    tensor = TensorRunner(model, dtype)
+    tr = tensor.trace(ids)
+    W = compiled.weights
+    if not W.full:  # a sliced compile: the scales need every neuron
+        W = Weights.of(tensor.model if dtype is np.float64 else TensorRunner(model, np.float64).model)
+    return tensor, tr, term_scales(W, tr, compiled.variant)
+
+
+def _add_token(Q, compiled, t, g, tr, terms, states):
+    """Token t's slices into the QuantityErrors Q: graph output `g` against the tensor trace `tr` (and the next
+    recurrent state from `states` for rho). Official models have no layer-0 x, y; their v is compared per layer."""
+    official = compiled.variant == "official"
+    Q["logits"].add(tr["logits"][t], g["logits"], t, None, terms["logits"][t])
+    for l in range(0 if not official else 1, compiled.weights.L + 1):
+        k = l - 1 if official else l
+        Q["x"].add(tr["x"][k, t], g["x"][l], t, l, terms["x"][l][t] if l else 0.0)
+        Q["y"].add(tr["y"][k, t], g["y"][l], t, l, terms["y"][l][t] if l else 0.0)
+    if "v" in compiled.record:
+        for l in range(compiled.weights.L):
+            Q["v"].add(tr["v"][l + 1, t], g["v"][l], t, l + 1)
+    if states is not None:
+        for l, (r_t, r_g) in enumerate(zip(next(states), g["rho"])):
+            Q["rho"].add(r_t, r_g, t, l + 1)

@@ -320,20 +320,9 @@ def compile_dense(model, *, damping="eq6", hebbian_orientation="eq6", comm=None)
     comm = as_comm(comm)
     W = _weights(model, comm, C.n, E_all=True)  # a neuron row reads all of E
     memo = {}
-
-    def blocks(name, rows, cols):  # this rank's rows of (n, n) graphs
-        if name == "Gs":
-            return _ones(rows.stop - rows.start, cols.stop - cols.start)
-        D = W.Dx if name.startswith("Gx") else W.Dy
-        if name[:2] not in memo:
-            memo.clear()
-            memo[name[:2]] = D(rows) @ W.Ec(cols)  # row = receiving neuron
-        G = memo[name[:2]]
-        return pos(G) if name.endswith("_e") else neg(G)
-
     net = Network.from_blocks(
         W.n,
-        blocks,
+        _dense_blocks(W, memo),
         u=W.u,
         theta=W.theta,
         layers=W.L,
@@ -346,26 +335,40 @@ def compile_dense(model, *, damping="eq6", hebbian_orientation="eq6", comm=None)
     base = net.kernel
     layers = base.layers[:-1] + (base.layers[-1] + (_readout_round("Y"),),)
     net.with_kernel(K.Kernel(layers, name="Table 1(b) + read-out"))
-    mapping = {
-        "Gx_e, Gx_i": "(D_x E)^+, (-D_x E)^+  (n x n)",
-        "Gy_e, Gy_i": "(D_y E)^+, (-D_y E)^+  (n x n)",
-        "Gs": "all ones (n x n)",
-        "sigma": "sigma_l (n x n) on Gs, value (y) neuron x key (x) neuron",
-        "rho": "rho_l = E sigma_l",
-        "U": "u per key neuron (ALiBi), rotation of key pairs (RoPE)",
-        "out": "Wo_e - Wo_i = lm_head^T E  (256 x n)",
-    }
     c = Compiled(
-        "dense",
-        W.variant,
-        W,
-        net,
-        "x_0 = y_0 = (D_x embed(i))^+ (model.input_boundary)",
-        "logits = lm_head^T E y_L at the 256 output nodes",
-        mapping,
+        "dense", W.variant, W, net, _NORMFREE_BOUNDARY, "logits = lm_head^T E y_L at the 256 output nodes", _DENSE_MAP
     )
     c.report = _size_report(net, ["Gs"])
     return c
+
+
+def _dense_blocks(W, memo):
+    """blocks(name, rows, cols): this rank's rows of the (n, n) graphs Gx_e/Gx_i = (+-D_x E)^+, Gy_e/Gy_i, Gs = 1
+    (row = receiving neuron); D E is formed once per pair of groups in `memo`, dropped when the next pair starts."""
+
+    def blocks(name, rows, cols):
+        if name == "Gs":
+            return _ones(rows.stop - rows.start, cols.stop - cols.start)
+        D = W.Dx if name.startswith("Gx") else W.Dy
+        if name[:2] not in memo:
+            memo.clear()
+            memo[name[:2]] = D(rows) @ W.Ec(cols)
+        G = memo[name[:2]]
+        return pos(G) if name.endswith("_e") else neg(G)
+
+    return blocks
+
+
+_NORMFREE_BOUNDARY = "x_0 = y_0 = (D_x embed(i))^+ (model.input_boundary)"
+_DENSE_MAP = {
+    "Gx_e, Gx_i": "(D_x E)^+, (-D_x E)^+  (n x n)",
+    "Gy_e, Gy_i": "(D_y E)^+, (-D_y E)^+  (n x n)",
+    "Gs": "all ones (n x n)",
+    "sigma": "sigma_l (n x n) on Gs, value (y) neuron x key (x) neuron",
+    "rho": "rho_l = E sigma_l",
+    "U": "u per key neuron (ALiBi), rotation of key pairs (RoPE)",
+    "out": "Wo_e - Wo_i = lm_head^T E  (256 x n)",
+}
 
 
 # ---- circuit: Claims 3 and 4 -----------------------------------------------------------------------------------
@@ -377,21 +380,30 @@ def hub_split(D):
 
 
 def compile_circuit(model, comm=None) -> Compiled:
-    """Claim 3's sparse circuit and Claim 4's sparse state, exact for Normfree (Eq. 7), O(nd) everything.
-
-    Hubs `hub` (2d nodes) with their own variables: H = E' y_{l-1} (the non-negative split h_+ - h_- = E y_{l-1},
-    held through the layer), A = the state read. Per layer:
-      1. Y -> hub.H [E']                                  h = E' y_{l-1}
-      2. hub.H -> Xe [De], hub.H -> Xi [Di]; (Xe - Xi)^+ -> X      x_l = x_{l-1} + (D_x E y_{l-1})^+
-      3. X, sigma_l -> hub.A                              A = sigma_l x_l  (A_+ - A_- = rho x_l)
-      4. X(i), hub.H(j) -> sigma_l(i,j); hub.A -> Ye [Gy_e], hub.A -> Yi [Gy_i]; damp; (Ye - Yi)^+, X -> Y
-    The write uses H, this layer's copy of E y_{l-1} at the hubs: the layer offset of reference 5 disappears
-    because the hubs keep their own variable while the neurons' Y moves on.
-    """
+    """Claim 3's sparse circuit and Claim 4's sparse state, exact for Normfree (Eq. 7), O(nd) everything: the
+    graph of `_circuit_graph`, the rounds of `_circuit_layer`."""
     C = _config(model)
     _check_applies(C, "circuit")
     net = Network(comm)
     W = _weights(model, net.comm, C.n)
+    _circuit_graph(net, W)
+    layers = [_circuit_layer(l) for l in range(W.L)]
+    layers[-1] = layers[-1] + (
+        K.Round(communication=(K.send("Y", "hub.H", "E'"),), label="Y to hubs (E')"),
+        _readout_round("hub.H", reset=("hub.H",)),
+    )
+    net.with_kernel(K.Kernel(tuple(layers), name="Claims 3+4 circuit"))
+    readout = "logits = lm_head^T (h_+ - h_-), h = E' y_L at the hubs"
+    c = Compiled("circuit", W.variant, W, net, _NORMFREE_BOUNDARY, readout, _CIRCUIT_MAP)
+    c.report = _size_report(net, ["Gs"])
+    c.report["circuit_edges_3nd"] = int(net.groups["E'"].nnz + net.groups["De"].nnz + net.groups["Di"].nnz)
+    return c
+
+
+def _circuit_graph(net, W):
+    """Claim 3: neurons (n) and hubs `hub` (2d, variables H, A); E' = [E^+; E^-] neurons -> hubs, (De, Di) and
+    (Gy_e, Gy_i) = `hub_split` of D_x and D_y hubs -> neurons; Claim 4: sigma_l on Gs, all ones neurons -> hubs
+    (2dn synapses); read-out lm_head^T [I, -I] hubs -> out."""
     n, d = W.n, W.d
     net.add_population("neurons", n).add_population("hub", 2 * d, variables=("H", "A"))
     _, cols = net.owned("neurons", "hub")  # this rank's neurons, as sources
@@ -408,115 +420,133 @@ def compile_circuit(model, comm=None) -> Compiled:
     Wo = np.hstack([W.lm_head.T, -W.lm_head.T])  # logits = lm^T (h_+ - h_-)
     _output(net, "hub", lambda c: Wo[:, c], W.V)
 
-    def layer(l):
-        s = K.sigma_name(l)
-        return (
-            K.Round(communication=(K.send("Y", "hub.H", "E'"),), computation=(K.reset("Y"),), label="Y to hubs (E')"),
-            K.Round(
-                communication=(K.send("hub.H", "Xe", "De"), K.send("hub.H", "Xi", "Di")),
-                computation=(K.threshold("Xe", "Xi", "X"), K.reset("Xe"), K.reset("Xi")),
-                label="hubs to X (I&F)",
-            ),
-            K.Round(communication=(K.read("X", s, "hub.A"),), label="read state"),
-            K.Round(
-                communication=(
-                    K.hebbian("X", "hub.H", s),
-                    K.send("hub.A", "Ye", "Gy_e"),
-                    K.send("hub.A", "Yi", "Gy_i"),
-                ),
-                computation=(
-                    K.damp(s),
-                    K.gate("Ye", "Yi", "X", "Y"),
-                    K.reset("Ye"),
-                    K.reset("Yi"),
-                    K.reset("hub.A"),
-                    K.reset("hub.H"),
-                ),
-                label="write; A to Y (gated)",
-            ),
-        )
 
-    layers = [layer(l) for l in range(W.L)]
-    layers[-1] = layers[-1] + (
-        K.Round(communication=(K.send("Y", "hub.H", "E'"),), label="Y to hubs (E')"),
-        _readout_round("hub.H", reset=("hub.H",)),
+def _circuit_layer(l):
+    """The rounds of layer l. Hubs hold H = E' y_{l-1} (the non-negative split h_+ - h_- = E y_{l-1}, held
+    through the layer) and A = the state read:
+      1. Y -> hub.H [E']                                  h = E' y_{l-1}
+      2. hub.H -> Xe [De], hub.H -> Xi [Di]; (Xe - Xi)^+ -> X      x_l = x_{l-1} + (D_x E y_{l-1})^+
+      3. X, sigma_l -> hub.A                              A = sigma_l x_l  (A_+ - A_- = rho x_l)
+      4. X(i), hub.H(j) -> sigma_l(i,j); hub.A -> Ye [Gy_e], hub.A -> Yi [Gy_i]; damp; (Ye - Yi)^+, X -> Y
+    The write uses H, this layer's copy of E y_{l-1} at the hubs: the layer offset of reference 5 disappears
+    because the hubs keep their own variable while the neurons' Y moves on.
+    """
+    s = K.sigma_name(l)
+    return (
+        K.Round(communication=(K.send("Y", "hub.H", "E'"),), computation=(K.reset("Y"),), label="Y to hubs (E')"),
+        K.Round(
+            communication=(K.send("hub.H", "Xe", "De"), K.send("hub.H", "Xi", "Di")),
+            computation=(K.threshold("Xe", "Xi", "X"), K.reset("Xe"), K.reset("Xi")),
+            label="hubs to X (I&F)",
+        ),
+        K.Round(communication=(K.read("X", s, "hub.A"),), label="read state"),
+        K.Round(
+            communication=(K.hebbian("X", "hub.H", s), K.send("hub.A", "Ye", "Gy_e"), K.send("hub.A", "Yi", "Gy_i")),
+            computation=(
+                K.damp(s),
+                K.gate("Ye", "Yi", "X", "Y"),
+                K.reset("Ye"),
+                K.reset("Yi"),
+                K.reset("hub.A"),
+                K.reset("hub.H"),
+            ),
+            label="write; A to Y (gated)",
+        ),
     )
-    net.with_kernel(K.Kernel(tuple(layers), name="Claims 3+4 circuit"))
-    mapping = {
-        "E'": "[E^+; E^-] neurons -> hub (2d x n)",
-        "De, Di": "[D_x^+, D_x^-], [D_x^-, D_x^+] hub -> neurons",
-        "Gy_e, Gy_i": "[D_y^+, D_y^-], [D_y^-, D_y^+] hub -> neurons (= D_y [I, -I])",
-        "Gs": "all ones neurons -> hub (2d x n)",
-        "sigma": "sigma_l (2d x n) on Gs: rows 0..d-1 = sigma_+, d..2d-1 = sigma_-",
-        "rho": "rho_l = sigma_+ - sigma_- = E sigma (never formed as n x n)",
-        "U": "on the key (neuron) end of each synapse",
-        "out": "lm_head^T [I, -I] hub -> out",
-    }
-    c = Compiled(
-        "circuit",
-        W.variant,
-        W,
-        net,
-        "x_0 = y_0 = (D_x embed(i))^+ (model.input_boundary)",
-        "logits = lm_head^T (h_+ - h_-), h = E' y_L at the hubs",
-        mapping,
-    )
-    c.report = _size_report(net, ["Gs"])
-    c.report["circuit_edges_3nd"] = int(net.groups["E'"].nnz + net.groups["De"].nnz + net.groups["Di"].nnz)
-    return c
+
+
+_CIRCUIT_MAP = {
+    "E'": "[E^+; E^-] neurons -> hub (2d x n)",
+    "De, Di": "[D_x^+, D_x^-], [D_x^-, D_x^+] hub -> neurons",
+    "Gy_e, Gy_i": "[D_y^+, D_y^-], [D_y^-, D_y^+] hub -> neurons (= D_y [I, -I])",
+    "Gs": "all ones neurons -> hub (2d x n)",
+    "sigma": "sigma_l (2d x n) on Gs: rows 0..d-1 = sigma_+, d..2d-1 = sigma_-",
+    "rho": "rho_l = sigma_+ - sigma_- = E sigma (never formed as n x n)",
+    "U": "on the key (neuron) end of each synapse",
+    "out": "lm_head^T [I, -I] hub -> out",
+}
 
 
 # ---- official / paper: the LayerNorm models --------------------------------------------------------------------
 
 
 def compile_official(model, comm=None) -> Compiled:
-    """The released model (variant `official`) or Eq. 8 (variant `paper`) as a graph with LN at hub populations.
-
-    Populations: neurons (n), `res` (d residual / value hubs: V the stream, W = LN(E y), Ze/Zi = E^± y, Z the
-    signed input of an LN), `att` (h d: per head k, hubs k d .. k d + d - 1: Q the value to write, A = a_h,
-    N = LN(a_h)), `out` (V); res and att also carry the LN scratch variables (rules.LN_VARIABLES).
-    Groups: Dx_e/Dx_i = D_x^± (res -> neurons), copy (res -> att, identity per head), Gs (neurons of head k ->
-    hubs of head k, all ones: n d synapses), Dy_e/Dy_i = D_y^± per head (att -> neurons), E_e/E_i = E^±
-    (neurons -> res), ln_res / ln_att (the LN cliques inside each group of d hubs, weight 1/d). Hub values are
-    signed (a rate code with sign); signed weights are split E/I. LN[..] is `rules.layer_norm_rounds`, 2 rounds.
-
-    official, per layer (res.V = v_{l-1}):
-      1. res.V -> Xe/Xi [Dx_e/Dx_i], res.V -> att.Q [copy]; X↓, (Xe - Xi)^+ -> X     x_l = (D_x v)^+ (recomputed)
-      2. X, sigma_l -> att.A;  LN[att.A => att.N]                                    a_h, LN(a_h)
-      3. X(i), att.Q(j) -> sigma_l(i,j); att.N -> Ye/Yi; damp; Y↓, (Ye - Yi)^+, X -> Y   y = (D_y LN(a))^+ x
-      4. Y -> res.Ze/Zi [E_e/E_i]; Ze - Zi => Z;  LN[Z => W]; V + W => Z;  LN[Z => V]   v = LN(v + LN(E y))
-    paper: 1'. Y -> res.Ze/Zi; LN[Ze - Zi => V] (= v* = LN(E y_{l-1})); then 1-3 with X accumulating.
-    Rounds per token: official 10 L + 3, paper 8 L + 4 (each LN 2 rounds; 4 L + 2 for both when LN was one
-    group-wide rule).
-    """
+    """The released model (variant `official`) or Eq. 8 (variant `paper`) as a graph with LN at hub populations:
+    the graph of `_official_graph`, the rounds of `_official_rounds`. Hub values are signed (a rate code with
+    sign); signed weights are split E/I."""
     C = _config(model)
     _check_applies(C, "official")
     net = Network(comm)
     W = _weights(model, net.comm, C.n)
+    _official_graph(net, W)
+    net.with_kernel(K.Kernel(_official_rounds(W.L, W.variant == "official"), name=f"{W.variant} LN circuit"))
+    if W.variant == "official":
+        boundary = "raw embedding row embed(i) set at res.V, LN in the graph"
+        readout, record = "logits = lm_head^T v_L at the 256 output nodes", {"v": "res.V"}
+    else:
+        boundary = "x_0 = y_0 = (D_x LN(embed(i)))^+ (model.input_boundary)"
+        readout, record = "logits = lm_head^T LN(E y_L)", {}
+    c = Compiled("official", W.variant, W, net, boundary, readout, _OFFICIAL_MAP, record=record)
+    c.report = _size_report(net, ["Gs"])
+    return c
+
+
+def _official_graph(net, W):
+    """Populations: neurons (n), `res` (d residual / value hubs: V the stream, W = LN(E y), Ze/Zi = E^± y, Z the
+    signed input of an LN), `att` (h d: per head k, hubs k d .. k d + d - 1: Q the value to write, A = a_h,
+    N = LN(a_h)), `out` (V); res and att also carry the LN scratch variables (rules.LN_VARIABLES).
+    Groups: Dx_e/Dx_i = D_x^± (res -> neurons), copy (res -> att, identity per head), Gs (neurons of head k ->
+    hubs of head k, all ones: n d synapses), Dy_e/Dy_i = D_y^± per head (att -> neurons), E_e/E_i = E^±
+    (neurons -> res), ln_res / ln_att (the LN cliques inside each group of d hubs, weight 1/d)."""
     n, d, h, N = W.n, W.d, W.h, W.N
-    official = W.variant == "official"
     net.add_population("neurons", n)
     net.add_population("res", d, variables=("V", "W", "Ze", "Zi", "Z") + LN_VARIABLES)
     net.add_population("att", h * d, variables=("Q", "A", "N") + LN_VARIABLES)
     net.add_group("ln_res", "res", "res", clique(1, d)).add_group("ln_att", "att", "att", clique(h, d))
     rows, _ = net.owned("res", "neurons")  # this rank's neurons as targets
     _, cols = net.owned("neurons", "res")  # ... and as sources
-    net.add_group("Dx_e", "res", "neurons", block=pos(W.Dx(rows))).add_group(
-        "Dx_i", "res", "neurons", block=neg(W.Dx(rows))
-    )
+    net.add_group("Dx_e", "res", "neurons", block=pos(W.Dx(rows)))
+    net.add_group("Dx_i", "res", "neurons", block=neg(W.Dx(rows)))
     net.add_group("copy", "res", "att", sp.csc_matrix(np.tile(np.eye(d), (h, 1))))
     net.add_group("Dy_e", "att", "neurons", block=_head_blocks(pos(W.Dy(rows)), rows.start, N, d, h))
     net.add_group("Dy_i", "att", "neurons", block=_head_blocks(neg(W.Dy(rows)), rows.start, N, d, h))
-    net.add_group("E_e", "neurons", "res", block=pos(W.Ec(cols))).add_group(
-        "E_i", "neurons", "res", block=neg(W.Ec(cols))
-    )
-    net.add_group(
-        "Gs", "neurons", "att", block=_head_blocks(np.ones((cols.stop - cols.start, d)), cols.start, N, d, h).T.tocsc()
-    )
+    net.add_group("E_e", "neurons", "res", block=pos(W.Ec(cols)))
+    net.add_group("E_i", "neurons", "res", block=neg(W.Ec(cols)))
+    ones = _head_blocks(np.ones((cols.stop - cols.start, d)), cols.start, N, d, h)
+    net.add_group("Gs", "neurons", "att", block=ones.T.tocsc())
     for l in range(W.L):
         net.add_edge_variable(K.sigma_name(l), "Gs", u=W.u, theta=W.theta)
     _output(net, "res", lambda c: W.lm_head.T[:, c], W.V)
 
+
+def _official_rounds(L, official):
+    """The kernel, layer by layer (res.V = v_{l-1}; LN[..] is `rules.layer_norm_rounds`, 2 rounds).
+
+    official, per layer:
+      1. res.V -> Xe/Xi [Dx_e/Dx_i], res.V -> att.Q [copy]; X↓, (Xe - Xi)^+ -> X     x_l = (D_x v)^+ (recomputed)
+      2. X, sigma_l -> att.A;  LN[att.A => att.N]                                    a_h, LN(a_h)
+      3. X(i), att.Q(j) -> sigma_l(i,j); att.N -> Ye/Yi; damp; Y↓, (Ye - Yi)^+, X -> Y   y = (D_y LN(a))^+ x
+      4. Y -> res.Ze/Zi [E_e/E_i]; Ze - Zi => Z;  LN[Z => W]; V + W => Z;  LN[Z => V]   v = LN(v + LN(E y))
+    paper: 1'. Y -> res.Ze/Zi; LN[Ze - Zi => V] (= v* = LN(E y_{l-1})); then 1-3 with X accumulating.
+    Rounds per token: official 10 L + 3, paper 8 L + 4 (each LN 2 rounds; 4 L + 2 for both when LN was one
+    group-wide rule). Sensory input (official): the raw embedding row at the residual hubs, LN in the graph.
+    """
+    to_res = _official_to_res(official)
+    layers = []
+    for l in range(L):
+        rounds = () if official else to_res  # paper: 1'
+        rounds += _official_attention(K.sigma_name(l), official)  # 1-3
+        layers.append(rounds + to_res if official else rounds)  # official: 4
+    if official:
+        layers[0] = layer_norm_rounds("res", "V", "V", "ln_res", "v_0 = LN(embed)") + layers[0]
+        layers[-1] = layers[-1] + (_readout_round("res.V"),)
+    else:
+        layers[-1] = layers[-1] + to_res + (_readout_round("res.V"),)
+    return tuple(layers)
+
+
+def _official_to_res(official):
+    """Round 4 (official: v = LN(v + LN(E y))) or 1' (paper: v* = LN(E y_{l-1})): E y to the residual hubs."""
     to_res = (
         K.Round(
             communication=(K.send("Y", "res.Ze", "E_e"), K.send("Y", "res.Zi", "E_i")),
@@ -524,80 +554,57 @@ def compile_official(model, comm=None) -> Compiled:
             label="E y to hubs",
         ),
     )
-    if official:  # v = LN(v + LN(E y))
-        to_res += layer_norm_rounds(
-            "res", "Z", "W", "ln_res", "LN(E y)", then=(linear(("res.V", "res.W"), "res.Z", (1, 1)),)
-        )
-        to_res += layer_norm_rounds("res", "Z", "V", "ln_res", "v = LN(v + W)")
-    else:  # v* = LN(E y_{l-1})
-        to_res += layer_norm_rounds("res", "Z", "V", "ln_res", "v* = LN(E y)")
-
-    def layer(l):
-        s = K.sigma_name(l)
-        rounds = () if official else to_res
-        rounds += (
-            K.Round(
-                communication=(
-                    K.send("res.V", "Xe", "Dx_e"),
-                    K.send("res.V", "Xi", "Dx_i"),
-                    K.send("res.V", "att.Q", "copy"),
-                ),
-                computation=((K.reset("X"),) if official else ())
-                + (K.threshold("Xe", "Xi", "X"), K.reset("Xe"), K.reset("Xi")),
-                label="x = (D_x v)^+" if official else "x += (D_x v*)^+",
-            ),
-            K.Round(communication=(K.read("X", s, "att.A"),), label="read a_h"),
-            *layer_norm_rounds("att", "A", "N", "ln_att", "LN(a_h) per head"),
-            K.Round(
-                communication=(
-                    K.hebbian("X", "att.Q", s),
-                    K.send("att.N", "Ye", "Dy_e"),
-                    K.send("att.N", "Yi", "Dy_i"),
-                ),
-                computation=(
-                    K.damp(s),
-                    K.reset("Y"),
-                    K.gate("Ye", "Yi", "X", "Y"),
-                    K.reset("Ye"),
-                    K.reset("Yi"),
-                    K.reset("att.A"),
-                    K.reset("att.Q"),
-                ),
-                label="write; y = (D_y LN a)^+ x",
-            ),
-        )
-        if official:
-            rounds += to_res
-        return rounds
-
-    layers = [layer(l) for l in range(W.L)]
-    if official:  # sensory input: the raw embedding row at the residual hubs, normalised in the graph
-        layers[0] = layer_norm_rounds("res", "V", "V", "ln_res", "v_0 = LN(embed)") + layers[0]
-        layers[-1] = layers[-1] + (_readout_round("res.V"),)
-    else:
-        layers[-1] = layers[-1] + to_res + (_readout_round("res.V"),)
-    net.with_kernel(K.Kernel(tuple(layers), name=f"{W.variant} LN circuit"))
-    mapping = {
-        "Dx_e, Dx_i": "D_x^+, D_x^- res -> neurons (n x d)",
-        "copy": "identity res -> att of every head",
-        "Dy_e, Dy_i": "D_y,h^+, D_y,h^- att(head h) -> neurons(head h)",
-        "E_e, E_i": "E^+, E^- neurons -> res",
-        "Gs": "neurons of head k -> att hubs of head k, all ones (n d synapses)",
-        "sigma": "sigma_l (h d x n, block diagonal by head): value hub x key neuron",
-        "rho": "rho_l,h = block h of sigma_l (it is rho itself: the value lives at the hubs)",
-        "ln_res, ln_att": "LN cliques: every hub to every hub of its group of d, weight 1/d",
-        "LN": "2 rounds of local rules: clique mean, clique variance, node-local division (eps 1e-5)",
-        "out": "lm_head^T res -> out",
-    }
-    boundary = (
-        "raw embedding row embed(i) set at res.V, LN in the graph"
-        if official
-        else "x_0 = y_0 = (D_x LN(embed(i)))^+ (model.input_boundary)"
+    if not official:
+        return to_res + layer_norm_rounds("res", "Z", "V", "ln_res", "v* = LN(E y)")
+    to_res += layer_norm_rounds(
+        "res", "Z", "W", "ln_res", "LN(E y)", then=(linear(("res.V", "res.W"), "res.Z", (1, 1)),)
     )
-    readout = "logits = lm_head^T v_L at the 256 output nodes" if official else "logits = lm_head^T LN(E y_L)"
-    c = Compiled("official", W.variant, W, net, boundary, readout, mapping, record={"v": "res.V"} if official else {})
-    c.report = _size_report(net, ["Gs"])
-    return c
+    return to_res + layer_norm_rounds("res", "Z", "V", "ln_res", "v = LN(v + W)")
+
+
+def _official_attention(s, official):
+    """Rounds 1-3 on synapse state `s`: x from v, read a_h and LN it per head, write and y = (D_y LN a)^+ x."""
+    return (
+        K.Round(
+            communication=(
+                K.send("res.V", "Xe", "Dx_e"),
+                K.send("res.V", "Xi", "Dx_i"),
+                K.send("res.V", "att.Q", "copy"),
+            ),
+            computation=((K.reset("X"),) if official else ())
+            + (K.threshold("Xe", "Xi", "X"), K.reset("Xe"), K.reset("Xi")),
+            label="x = (D_x v)^+" if official else "x += (D_x v*)^+",
+        ),
+        K.Round(communication=(K.read("X", s, "att.A"),), label="read a_h"),
+        *layer_norm_rounds("att", "A", "N", "ln_att", "LN(a_h) per head"),
+        K.Round(
+            communication=(K.hebbian("X", "att.Q", s), K.send("att.N", "Ye", "Dy_e"), K.send("att.N", "Yi", "Dy_i")),
+            computation=(
+                K.damp(s),
+                K.reset("Y"),
+                K.gate("Ye", "Yi", "X", "Y"),
+                K.reset("Ye"),
+                K.reset("Yi"),
+                K.reset("att.A"),
+                K.reset("att.Q"),
+            ),
+            label="write; y = (D_y LN a)^+ x",
+        ),
+    )
+
+
+_OFFICIAL_MAP = {
+    "Dx_e, Dx_i": "D_x^+, D_x^- res -> neurons (n x d)",
+    "copy": "identity res -> att of every head",
+    "Dy_e, Dy_i": "D_y,h^+, D_y,h^- att(head h) -> neurons(head h)",
+    "E_e, E_i": "E^+, E^- neurons -> res",
+    "Gs": "neurons of head k -> att hubs of head k, all ones (n d synapses)",
+    "sigma": "sigma_l (h d x n, block diagonal by head): value hub x key neuron",
+    "rho": "rho_l,h = block h of sigma_l (it is rho itself: the value lives at the hubs)",
+    "ln_res, ln_att": "LN cliques: every hub to every hub of its group of d, weight 1/d",
+    "LN": "2 rounds of local rules: clique mean, clique variance, node-local division (eps 1e-5)",
+    "out": "lm_head^T res -> out",
+}
 
 
 _COMPILERS = {"dense": compile_dense, "circuit": compile_circuit, "official": compile_official}
