@@ -172,3 +172,26 @@ def test_export_graph_graphml_and_pyg(tmp_path, capsys):
     assert np.allclose(store["sigma_1"].numpy(), sigma["sigma_1"], rtol=0, atol=0)
     capsys.readouterr()
     one_line(capsys, ["export-graph", d, "--format", "graphml", "--out", g_path, "--max-edges", "10"], "--max-edges")
+
+
+def test_options_registries_match_the_packages():
+    """The CLI's --compile choices are equivalence.COMPILES and its --backend choices bdh_graph's BACKENDS (the parser
+    spells the compiles itself so that `bdh --help` does not import torch); every graph command offers the same
+    choices and the same defaults (bdh/options.py)."""
+    import equivalence
+    from bdh.cli import build_parser
+    from bdh.options import COMPILE_CHOICES, DEFAULT_BACKEND, DEFAULT_DEVICE
+    from bdh_graph.backends import BACKENDS
+
+    assert tuple(COMPILE_CHOICES) == tuple(equivalence.COMPILES)
+    sub = next(a for a in build_parser()._actions if a.dest == "command").choices
+    seen = {}
+    for name, p in sub.items():
+        for a in p._actions:
+            if a.dest in ("backend", "how", "device"):
+                seen.setdefault(a.dest, set()).add((tuple(a.choices or ()), a.default, name))
+    assert {c for c, _, n in seen["how"]} == {tuple(COMPILE_CHOICES)}
+    assert {(c, d) for c, d, n in seen["backend"] if n != "trace" and n != "logits"} == {
+        (tuple(BACKENDS), DEFAULT_BACKEND)
+    }
+    assert {d for _, d, _ in seen["device"]} == {DEFAULT_DEVICE}

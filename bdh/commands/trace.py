@@ -34,7 +34,7 @@ def add_parser(subparsers):
     p.add_argument("--hubs", type=int, default=4, help="nodes shown per hub population (default 4)")
     p.add_argument("--max-flows", type=int, default=12, help="messages shown per rule (default 12)")
     add_compile(p)
-    add_backend(p, default="numpy")
+    add_backend(p)
     add_graph_device(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=run)
