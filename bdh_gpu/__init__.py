@@ -1,8 +1,10 @@
 """BDH-GPU, the tensor model of the Dragon Hatchling (arXiv:2509.26507): see docs/bdh_gpu.md."""
 
 from .config import PRESETS, BDHConfig, InputError, get_preset
-from .io import load, load_config, load_weights, save
+from .io import load_config, load_weights, save
 from .model import BDH, BDHState
+
+load = BDH.load  # bdh_gpu.load(directory, map_location="cpu"): a model directory written by bdh_gpu.save
 
 __all__ = [
     "BDH",

@@ -33,6 +33,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import GAIN_NAMES, INIT_STD, BDHConfig
+from .hub import ModelHubMixin
 
 LN_EPS = 1e-5  # as nn.LayerNorm in the released code
 ALIBI_LAZY_LOG = 20.0  # the ALiBi state is rescaled when a stored factor would exceed e^20 (see BDHState)
@@ -155,7 +156,10 @@ def retention(config: BDHConfig) -> dict:
 # ----------------------------------------------------------------------------- the model
 
 
-class BDH(nn.Module):
+class BDH(ModelHubMixin, nn.Module):
+    """The tensor model. `BDH.load(dir)` / `BDH.from_pretrained(dir or owner/name)` / `model.save_pretrained(dir)`
+    come from `bdh_gpu.hub.ModelHubMixin` (model directories: `bdh_gpu.io`)."""
+
     def __init__(self, config: BDHConfig, *, chunk_size: int | str | None = "auto"):
         """chunk_size: default attention form of forward/prefill: None = full (one T x T score matrix per head),
         C = block-parallel in chunks of C tokens (memory linear in T), "auto" (default) = the faster of the two
@@ -182,22 +186,6 @@ class BDH(nn.Module):
         self._cache = {}
 
     # --- small helpers ------------------------------------------------------------------------------------------
-    @classmethod
-    def from_pretrained(
-        cls, path_or_hub_id: str, map_location="cpu", revision: str | None = None, cache_dir: str | None = None
-    ) -> BDH:
-        """A model from a directory with config.json + model.safetensors, or from a Hugging Face Hub id
-        (`owner/name`, needs huggingface_hub); the contract of PyTorchModelHubMixin (bdh_gpu/hub.py)."""
-        from .hub import from_pretrained
-
-        return from_pretrained(path_or_hub_id, map_location=map_location, revision=revision, cache_dir=cache_dir)
-
-    def save_pretrained(self, directory: str) -> str:
-        """Write config.json + model.safetensors into `directory` (= bdh_gpu.save); returns the directory."""
-        from .hub import save_pretrained
-
-        return save_pretrained(self, directory)
-
     def _on(self, name: str, device) -> torch.Tensor:
         """A U constant (float64) on `device`, cached."""
         key = (name, str(device))
