@@ -27,7 +27,7 @@ from safetensors.torch import load_file
 
 import bdh_gpu
 from bdh.cli import main
-from bdh_gpu.train import TRAIN_STATE, read_train_state
+from bdh_gpu.checkpoint import TRAIN_STATE, read_train_state
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]

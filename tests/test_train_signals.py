@@ -27,7 +27,7 @@ from safetensors.torch import load_file
 
 import bdh_gpu
 from bdh.cli import main
-from bdh_gpu.train import TRAIN_STATE, read_train_state
+from bdh_gpu.checkpoint import TRAIN_STATE, read_train_state
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

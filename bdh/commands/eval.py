@@ -37,8 +37,9 @@ def add_parser(subparsers):
 def run(args) -> int:
     from bdh.commands.train import attention_chunk
     from bdh.errors import InputError, load_model, resolve_device
+    from bdh_gpu.checkpoint import TRAIN_STATE_JSON
     from bdh_gpu.data import make_dataset
-    from bdh_gpu.train import TRAIN_STATE_JSON, evaluate
+    from bdh_gpu.train import evaluate
 
     if args.batch_size < 1 or args.max_batches < 1:
         raise InputError(f"--batch-size and --max-batches must be >= 1 (got {args.batch_size}, {args.max_batches})")

@@ -129,8 +129,8 @@ RUN_FILES = ("config.json", "model.safetensors", "train_state.safetensors", "tra
 def check_out_dir(out: str, resume: bool, force: bool) -> None:
     """No lost work: a fresh run needs a new or empty --out; --resume needs a checkpoint there; --force alone
     replaces (it deletes the run files listed in RUN_FILES, and leaves any other file)."""
+    from bdh_gpu.checkpoint import TRAIN_STATE, has_checkpoint, read_train_state
     from bdh_gpu.io import TMP_PREFIX
-    from bdh_gpu.train import TRAIN_STATE, has_checkpoint, read_train_state
 
     if resume and force:
         raise UsageError("--resume continues the run in --out and --force replaces it: pass one of them")
@@ -225,7 +225,7 @@ def _short(msg: str) -> str:
 
 
 def _last(out: str) -> str:
-    from bdh_gpu.train import has_checkpoint, read_train_state
+    from bdh_gpu.checkpoint import has_checkpoint, read_train_state
 
     try:
         return (
@@ -241,9 +241,10 @@ def _run(args, ranks, device) -> int:
     import torch
 
     import bdh_gpu
+    from bdh_gpu.checkpoint import read_train_state
     from bdh_gpu.config import get_preset
     from bdh_gpu.data import make_dataset
-    from bdh_gpu.train import TrainConfig, read_train_state, train
+    from bdh_gpu.train import TrainConfig, train
 
     say = print if ranks.main else (lambda *a, **k: None)
     chunk = attention_chunk(args)
