@@ -82,9 +82,11 @@ def _mpi_world():
     return w.Get_rank(), w.Get_size(), w.Abort
 
 
-def main(argv=None) -> int:
+def main(argv=None, callbacks=()) -> int:
+    """callbacks: passed to the training loop by `bdh train` (bdh_gpu.train.train; tests/train_hooks.py)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.callbacks = tuple(callbacks)
     expected = input_errors() + ((ValueError,) if args.command in LEGACY_VALUE_ERRORS else ())
     rank, size, abort = _mpi_world()
     if rank > 0:

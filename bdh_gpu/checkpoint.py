@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
-import time
 
 import torch
 from safetensors import safe_open
@@ -84,37 +82,15 @@ def restore_rng(tensors: dict, gen: torch.Generator, device: str, ranks) -> None
         torch.cuda.set_rng_state(tensors["rng.cuda" + suffix], torch.device(device))
 
 
-def _test_hook(name: str) -> tuple[int, float] | None:
-    """`BDH_TEST_<NAME>=STEP:SECONDS` (the tests' way to stop a real run at a known point), else None."""
-    v = os.environ.get(f"BDH_TEST_{name}")
-    if not v:
-        return None
-    step, _, sec = v.partition(":")
-    return int(step), float(sec or 30)
-
-
-def _pause_mid_write(tmp: str, step: int) -> None:
-    """Test hook BDH_TEST_CKPT_PAUSE=STEP:SECONDS: the step-STEP training state stands half-written in its
-    temporary file for SECONDS (a kill -9 then lands mid-write), then the write completes."""
-    hook = _test_hook("CKPT_PAUSE")
-    if hook is None or hook[0] != step:
-        return
-    with open(tmp, "rb") as f:
-        payload = f.read()
-    with open(tmp, "r+b") as f:
-        f.truncate(len(payload) // 2)
-    print(f"bdh-test: checkpoint write of step {step} paused half-way ({tmp})", file=sys.stderr, flush=True)
-    time.sleep(hook[1])
-    with open(tmp, "wb") as f:
-        f.write(payload)
-
-
-def save_checkpoint(out_dir: str, model, opt, gen: torch.Generator, step: int, cfg, extra: dict | None = None) -> None:
+def save_checkpoint(
+    out_dir: str, model, opt, gen: torch.Generator, step: int, cfg, extra: dict | None = None, *, on_written=None
+) -> None:
     """Write the model directory, then the single-file training state (the commit), each atomically.
 
     Under torchrun every rank calls it (the full state is gathered from the shards) and rank 0 alone writes;
     the ranks leave together (a barrier), so none races ahead of a checkpoint being written. `cfg`: the run's
-    `bdh_gpu.train.TrainConfig` (its device, and its fields stored for the resume)."""
+    `bdh_gpu.train.TrainConfig` (its device, and its fields stored for the resume). `on_written(tmp_path, step)`,
+    if given, runs on rank 0 when the training state is in its temporary file, before the rename commits it."""
     ranks = parallel.current()
     model_sd = parallel.full_model_state(model)
     opt_sd = parallel.full_optimizer_state(opt)
@@ -143,7 +119,8 @@ def save_checkpoint(out_dir: str, model, opt, gen: torch.Generator, step: int, c
 
         def write_state(tmp):
             save_file(tensors, tmp, metadata={"train_state": text})
-            _pause_mid_write(tmp, step)
+            if on_written is not None:
+                on_written(tmp, step)
 
         atomic_write(os.path.join(out_dir, TRAIN_STATE), write_state)
         atomic_write(os.path.join(out_dir, TRAIN_STATE_JSON), lambda p: open(p, "w").write(text + "\n"))

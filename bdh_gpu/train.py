@@ -279,6 +279,7 @@ def train(
     progress: bool | None = None,
     log=None,
     stop_at: int | None = None,
+    callbacks=(),
 ) -> dict:
     """Train `model` on `data` for `cfg.steps` updates, checkpointing into `out_dir`; returns a summary.
 
@@ -288,10 +289,16 @@ def train(
     stops after that step, as an interruption would (the schedule still runs to `cfg.steps`). A SIGINT or
     SIGTERM does the same after the current step and sets `summary["interrupted"]` to the signal's name.
     Under torchrun (`bdh_gpu.parallel.setup` called first) every rank calls this with the same arguments.
+    `callbacks`: objects that may define any of the hooks below (tests use them to stop a real run at a known
+    point: tests/train_hooks.py); a hook that raises ends the run as any error would.
+        on_step_end(step, rank, stop)       after update `step` (1-based) on every rank, before the ranks agree
+                                            on the loss; `stop.requested` is True once a SIGINT/SIGTERM came
+        on_checkpoint_written(tmp, step)    rank 0: the step's training state is written to the temporary file
+                                            `tmp`, not yet renamed into place (the checkpoint is not committed)
     """
     run = _start(model, data, cfg, out_dir, resume, log)
+    run.callbacks = tuple(callbacks)
     bar = _progress_bar(run, progress)
-    run.pause = _test_hook("PAUSE")
     meter = _Meter(cfg.batch_size * cfg.block_size)
     run.probe = data.get_batch("val", 1, torch.Generator().manual_seed(cfg.seed))[0][0].to(cfg.device)
     _check_activations(run, run.start)  # before any work: a dead or blown-up init stops here
@@ -350,7 +357,7 @@ class _Run:
     last_ckpt: int | None  # the step of the last checkpoint written or resumed from
     summary: dict
     probe: torch.Tensor | None = None  # one validation sequence for `check_activations`
-    pause: tuple | None = None
+    callbacks: tuple = ()  # see `train`
 
 
 def _start(model, data, cfg: TrainConfig, out_dir: str, resume: bool, log) -> _Run:
@@ -455,8 +462,7 @@ def _step(run: _Run, step: int, stop: StopSignals, meter: _Meter, bar, stop_at: 
     lr = lr_at(step, cfg)
     loss, lv = _optimisation_step(run, step, lr)
     done = step + 1
-    _inject_failure(run.ranks.rank, done)
-    _test_pause(run, done, stop)
+    _fire(run.callbacks, "on_step_end", done, run.ranks.rank, stop)
     lv, stop_now = _global_loss_and_stop(run, loss, lv, stop.requested, done, lr)
     ema, tok_s = meter.update(lv, run.summary)
     bar.set_postfix(loss=f"{ema:.4f}", tok_s=f"{tok_s:,.0f}", lr=f"{lr:.2e}", refresh=False)
@@ -565,39 +571,18 @@ def _check_activations(run: _Run, step: int) -> None:
 
 
 def _checkpoint(run: _Run, done: int) -> None:
-    save_checkpoint(run.out_dir, run.net, run.opt, run.gen, done, run.cfg, {"val": run.summary["val"]})
+    def written(tmp, step):
+        _fire(run.callbacks, "on_checkpoint_written", tmp, step)
+
+    save_checkpoint(
+        run.out_dir, run.net, run.opt, run.gen, done, run.cfg, {"val": run.summary["val"]}, on_written=written
+    )
     run.last_ckpt = done
 
 
-def _test_hook(name: str) -> tuple[int, float] | None:
-    """`BDH_TEST_<NAME>=STEP:SECONDS` (the tests' way to stop a real run at a known point), else None."""
-    v = os.environ.get(f"BDH_TEST_{name}")
-    if not v:
-        return None
-    step, _, sec = v.partition(":")
-    return int(step), float(sec or 30)
-
-
-def _inject_failure(rank: int, step: int) -> None:
-    """Test hook BDH_TEST_FAIL=RANK:STEP:raise|kill: rank RANK raises (or kills itself with SIGKILL) right after
-    its update STEP, so the tests can watch the other ranks end."""
-    v = os.environ.get("BDH_TEST_FAIL")
-    if not v:
-        return
-    r, s, how = v.split(":")
-    if int(r) == rank and int(s) == step:
-        print(f"bdh-test: rank {rank} fails ({how}) at time {time.time():.3f}", file=sys.stderr, flush=True)
-        if how == "kill":
-            os.kill(os.getpid(), signal.SIGKILL)
-        raise RuntimeError(f"injected failure (BDH_TEST_FAIL) after step {step}")
-
-
-def _test_pause(run: _Run, done: int, stop: StopSignals) -> None:
-    """Test hook BDH_TEST_PAUSE=STEP:SECONDS: wait after update STEP until a signal or SECONDS pass."""
-    pause = run.pause
-    if pause is not None and pause[0] == done:
-        if run.ranks.main:
-            print(f"bdh-test: paused after step {done}", file=sys.stderr, flush=True)
-        until = time.monotonic() + pause[1]
-        while not stop.requested and time.monotonic() < until:
-            time.sleep(0.02)
+def _fire(callbacks, hook: str, *args) -> None:
+    """Call `hook(*args)` on every callback that defines it, in order."""
+    for cb in callbacks:
+        fn = getattr(cb, hook, None)
+        if fn is not None:
+            fn(*args)

@@ -325,7 +325,9 @@ def _run(args, ranks, device) -> int:
         f"{cfg.batch_size}x{cfg.block_size} bytes, {on}, attention {attention_name(chunk)}",
         flush=True,
     )
-    summary = train(model, data, cfg, args.out, resume=args.resume, progress=False if args.quiet else None, log=print)
+    progress = False if args.quiet else None
+    hooks = getattr(args, "callbacks", ())
+    summary = train(model, data, cfg, args.out, resume=args.resume, progress=progress, log=print, callbacks=hooks)
     if summary["interrupted"]:
         if ranks.main:
             print(
