@@ -2,11 +2,12 @@
 
 from .config import PRESETS, BDHConfig, InputError, get_preset
 from .io import load_config, load_weights, save
-from .model import BDH, BDHState
+from .model import BDH, Attention, BDHState
 
 load = BDH.load  # bdh_gpu.load(directory, map_location="cpu"): a model directory written by bdh_gpu.save
 
 __all__ = [
+    "Attention",
     "BDH",
     "BDHConfig",
     "InputError",

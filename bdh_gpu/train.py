@@ -166,7 +166,8 @@ def _wide(logits: torch.Tensor) -> torch.Tensor:
 
 
 def loss_fn(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy (nats per scored byte) over targets that are not IGNORE."""
+    """Mean cross-entropy (nats per scored byte) over targets that are not IGNORE; bf16/fp16 logits (autocast)
+    upcast to float32, float64 kept (so the TBPTT equivalence test can be exact)."""
     return F.cross_entropy(_wide(logits).reshape(-1, logits.size(-1)), y.reshape(-1), ignore_index=IGNORE)
 
 

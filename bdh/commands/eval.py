@@ -35,7 +35,7 @@ def add_parser(subparsers):
 
 
 def run(args) -> int:
-    from bdh.commands.train import attention_chunk
+    from bdh.commands.train import parse_attention
     from bdh.errors import InputError, load_model, resolve_device
     from bdh_gpu.checkpoint import TRAIN_STATE_JSON
     from bdh_gpu.data import make_dataset
@@ -44,9 +44,9 @@ def run(args) -> int:
     if args.batch_size < 1 or args.max_batches < 1:
         raise InputError(f"--batch-size and --max-batches must be >= 1 (got {args.batch_size}, {args.max_batches})")
     device = resolve_device(args.device)
-    chunk = attention_chunk(args)
+    attention = parse_attention(args)
     model = load_model(args.model_dir, map_location=device)
-    model.chunk_size = chunk
+    model.attention = attention
     block = args.block_size
     if block is None:
         block = 256

@@ -88,7 +88,7 @@ def save_npy_atomic(path: str, array: np.ndarray) -> None:
 def run(args) -> int:
     import torch
 
-    from bdh.commands.train import attention_chunk
+    from bdh.commands.train import parse_attention
     from bdh.errors import InputError, check_compile, load_model, read_input
 
     if args.engine not in ENGINES:
@@ -98,7 +98,7 @@ def run(args) -> int:
         raise InputError(f"--text-file {args.text_file}: empty text, expected at least 1 byte")
     if len(raw) > MAX_TEXT_BYTES:
         raise InputError(f"--text-file {args.text_file}: expected at most {MAX_TEXT_BYTES:,} bytes, got more")
-    chunk = attention_chunk(args)
+    attention = parse_attention(args)
     if (args.attention is not None or args.chunk_size is not None) and args.engine != "tensor":
         raise InputError(f"--attention/--chunk-size: apply to --engine tensor, got --engine {args.engine}")
     engine = ENGINES[args.engine]
@@ -114,7 +114,7 @@ def run(args) -> int:
     if not os.path.isdir(d):
         raise InputError(f"--out {args.out}: the directory {d} does not exist")
     model = load_model(args.model_dir).eval()
-    model.chunk_size = chunk
+    model.attention = attention
     if graph:
         check_compile(model, args.engine[len("graph-") :], flag="--engine", value="graph-{}")
     ids = torch.tensor(list(raw), dtype=torch.long)

@@ -79,29 +79,27 @@ def add_attention_args(p) -> None:
     )
 
 
-def attention_chunk(args):
-    """The model's chunk_size for --attention / --chunk-size: "auto", None (full) or a positive int."""
+def parse_attention(args):
+    """The model's `bdh_gpu.Attention` for --attention / --chunk-size (default: auto)."""
     from bdh.errors import InputError
-    from bdh_gpu.model import AUTO_CHUNK_SIZE
+    from bdh_gpu import Attention
 
     form, C = getattr(args, "attention", None), getattr(args, "chunk_size", None)
     if C is not None and C < 1:
         raise InputError(f"--chunk-size: expected a positive number of tokens, got {C}")
     if C is not None and form in ("auto", "full"):
         raise InputError(f"--chunk-size: applies to --attention chunked, got --attention {form}")
-    if form == "full":
-        return None
     if form == "chunked" or C is not None:
-        return C or AUTO_CHUNK_SIZE
-    return "auto"
+        return Attention("chunked", C)  # C None: AUTO_CHUNK_SIZE
+    return Attention(form or "auto")
 
 
-def attention_name(chunk) -> str:
+def attention_name(attention) -> str:
     from bdh_gpu.model import AUTO_CHUNK_MIN_T, AUTO_CHUNK_SIZE
 
-    if chunk == "auto":
+    if attention.form == "auto":
         return f"auto (chunks of {AUTO_CHUNK_SIZE} from T >= {AUTO_CHUNK_MIN_T}, full below)"
-    return "full" if chunk is None else f"chunked (C = {chunk})"
+    return "full" if attention.form == "full" else f"chunked (C = {attention.chunk})"
 
 
 def resolve_device(device: str) -> str:
@@ -247,7 +245,7 @@ def _run(args, ranks, device) -> int:
     from bdh_gpu.train import TrainConfig, train
 
     say = print if ranks.main else (lambda *a, **k: None)
-    chunk = attention_chunk(args)
+    attention = parse_attention(args)
     if args.resume:
         model = bdh_gpu.load(args.out)
         config = model.config
@@ -311,7 +309,7 @@ def _run(args, ranks, device) -> int:
         model = bdh_gpu.BDH(config)
         if args.dtype is not None:
             model.to(getattr(torch, args.dtype))
-    model.chunk_size = chunk
+    model.attention = attention
     n_params = sum(p.numel() for p in model.parameters())
     on = (
         f"device {device}"
@@ -322,7 +320,7 @@ def _run(args, ranks, device) -> int:
     say(
         f"bdh train: {config.variant}/{config.U}, h={config.n_head} d={config.d} N={config.N} "
         f"L={config.n_layer} ({n_params:,} parameters) on {data.name}, {cfg.steps} steps of "
-        f"{cfg.batch_size}x{cfg.block_size} bytes, {on}, attention {attention_name(chunk)}",
+        f"{cfg.batch_size}x{cfg.block_size} bytes, {on}, attention {attention_name(attention)}",
         flush=True,
     )
     progress = False if args.quiet else None
