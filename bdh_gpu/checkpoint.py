@@ -24,7 +24,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from bdh_gpu import parallel
-from bdh_gpu.errors import NonFiniteLossError
+from bdh_gpu.errors import InputError, NonFiniteLossError
 from bdh_gpu.io import TMP_PREFIX, WEIGHTS_FILE, atomic_write, write_model_dir
 
 TRAIN_STATE = "train_state.safetensors"
@@ -137,9 +137,9 @@ def read_train_state(out_dir: str) -> tuple[dict, dict]:
             meta = (f.metadata() or {}).get("train_state")
             tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
     except Exception as e:  # safetensors raises its own error types for corrupt headers
-        raise ValueError(f"{path} is not a readable safetensors file ({type(e).__name__}: {e})") from None
+        raise InputError(f"{path} is not a readable safetensors file ({type(e).__name__}: {e})") from None
     if meta is None:
-        raise ValueError(f"{path} has no train_state metadata: not a bdh training checkpoint")
+        raise InputError(f"{path} has no train_state metadata: not a bdh training checkpoint")
     return tensors, json.loads(meta)
 
 
@@ -148,13 +148,13 @@ def load_model_tensors(model, tensors: dict, out_dir: str) -> None:
     own = model.state_dict()
     missing, unexpected = sorted(set(own) - set(msd)), sorted(set(msd) - set(own))
     if missing or unexpected:
-        raise ValueError(
+        raise InputError(
             f"checkpoint {out_dir} does not match the model: missing keys {missing[:3]}, "
             f"unexpected keys {unexpected[:3]}"
         )
     for k, v in msd.items():
         if tuple(v.shape) != tuple(own[k].shape):
-            raise ValueError(
+            raise InputError(
                 f"checkpoint {out_dir}: {k} has shape {tuple(v.shape)}, the model expects {tuple(own[k].shape)}"
             )
     model.load_state_dict(msd)

@@ -265,6 +265,14 @@ class BDH(ModelHubMixin, nn.Module):
     def attention(self, value: Attention | str) -> None:
         self._attention = Attention.of(value)
 
+    @property
+    def chunk_size(self):
+        raise AttributeError("BDH.chunk_size is now BDH.attention (a bdh_gpu.Attention: full, chunked or auto)")
+
+    @chunk_size.setter
+    def chunk_size(self, value):
+        raise AttributeError("BDH.chunk_size is now BDH.attention (a bdh_gpu.Attention: full, chunked or auto)")
+
     # --- small helpers ------------------------------------------------------------------------------------------
     def _on(self, name: str, device) -> torch.Tensor:
         """A U constant (float64) on `device`, cached."""

@@ -21,6 +21,7 @@ from typing import NamedTuple
 
 import torch
 
+from .errors import InputError, NonFiniteLossError
 from .model import BDH, Attention, BDHState
 from .train import TrainConfig, loss_fn, lr_at, make_optimizer
 
@@ -41,10 +42,10 @@ class StreamBatches:
 
     def __init__(self, data: torch.Tensor, batch_size: int, segment: int):
         if batch_size < 1 or segment < 1:
-            raise ValueError(f"StreamBatches: expected batch_size >= 1 and segment >= 1, got {batch_size}, {segment}")
+            raise InputError(f"StreamBatches: expected batch_size >= 1 and segment >= 1, got {batch_size}, {segment}")
         L = len(data) // batch_size
         if segment + 1 > L:
-            raise ValueError(
+            raise InputError(
                 f"StreamBatches: {len(data)} bytes give streams of {L} bytes; a segment needs "
                 f"segment + 1 = {segment + 1} (fewer streams or a shorter segment)"
             )
@@ -99,7 +100,7 @@ def train_tbptt(
         loss, _, state = segment_loss(model, x, y, state, attention)
         lv = float(loss.detach())
         if not math.isfinite(lv):
-            raise ValueError(f"train_tbptt: non-finite loss ({lv}) at step {step + 1}")
+            raise NonFiniteLossError(f"train_tbptt: non-finite loss ({lv}) at step {step + 1}")
         loss.backward()
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)

@@ -48,7 +48,7 @@ from bdh_gpu.checkpoint import (
     save_checkpoint,
 )
 from bdh_gpu.data import IGNORE
-from bdh_gpu.errors import ActivationError, NonFiniteLossError
+from bdh_gpu.errors import ActivationError, InputError, NonFiniteLossError
 
 
 @dataclass
@@ -94,13 +94,13 @@ class TrainConfig:
         }
         for k, v in positive.items():
             if v < 1:
-                raise ValueError(f"{k} must be >= 1 (got {v})")
+                raise InputError(f"{k} must be >= 1 (got {v})")
         if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"lr must be a positive number (got {self.lr})")
+            raise InputError(f"lr must be a positive number (got {self.lr})")
         if not 0 <= self.min_lr_ratio <= 1:
-            raise ValueError(f"min_lr_ratio must be in [0, 1] (got {self.min_lr_ratio})")
+            raise InputError(f"min_lr_ratio must be in [0, 1] (got {self.min_lr_ratio})")
         if self.warmup_steps < 0 or self.weight_decay < 0 or self.grad_clip < 0:
-            raise ValueError("warmup_steps, weight_decay and grad_clip must be >= 0")
+            raise InputError("warmup_steps, weight_decay and grad_clip must be >= 0")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -207,7 +207,7 @@ def evaluate(
     finally:
         model.train(was_training)
     if total_n == 0:
-        raise ValueError(f"no scored bytes in the {split} split")
+        raise InputError(f"no scored bytes in the {split} split")
     loss = total_loss / total_n
     return {
         "loss": loss,
@@ -368,7 +368,7 @@ def _start(model, data, cfg: TrainConfig, out_dir: str, resume: bool, log) -> _R
     ranks = parallel.current()
     cfg.validate()
     if cfg.batch_size % ranks.world:
-        raise ValueError(
+        raise InputError(
             f"batch_size {cfg.batch_size} is the global batch, split over {ranks.world} ranks: "
             f"it must be a multiple of {ranks.world}"
         )
@@ -413,12 +413,12 @@ def _read_for_resume(model, cfg: TrainConfig, out_dir: str, ranks) -> tuple[dict
     saved = meta["train_config"]
     for k in TrainConfig.RESUME_FIXED:
         if k in saved and saved[k] != getattr(cfg, k):
-            raise ValueError(
+            raise InputError(
                 f"--resume: {k} is {getattr(cfg, k)!r} but the checkpoint in {out_dir} was "
                 f"trained with {saved[k]!r}; resume continues exactly, so it must match"
             )
     if int(meta.get("world_size", 1)) != ranks.world:
-        raise ValueError(
+        raise InputError(
             f"--resume: the checkpoint in {out_dir} was trained on {meta.get('world_size', 1)} "
             f"rank(s), this run has {ranks.world}; resume with the same number of ranks "
             f"(each rank's dropout stream is part of the checkpoint)"
@@ -431,7 +431,7 @@ def _fresh_start(cfg: TrainConfig, out_dir: str, ranks) -> None:
     """A new run: never over a checkpoint; ranks > 0 take their own dropout stream (rank 0 keeps the caller's)."""
     if has_checkpoint(out_dir):
         _, meta = read_train_state(out_dir)
-        raise ValueError(
+        raise InputError(
             f"{out_dir} already holds a training checkpoint (step {meta['step']}); "
             f"pass --resume to continue it, or choose another --out"
         )

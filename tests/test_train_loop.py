@@ -208,3 +208,16 @@ def test_tiny_masters_recall(tmp_path):
     )
     s = T.train(model, RecallData(64), cfg, str(tmp_path), progress=False, log=lambda m: None)
     assert s["val"]["accuracy"] >= 0.97, s["val"]
+
+
+def test_errors_are_input_or_training_failed(tmp_path):
+    """Bad input is a bdh_gpu.InputError (a ValueError); a run that fails on its own numbers is a
+    bdh_gpu.TrainingFailed (a RuntimeError, not a ValueError), so callers can tell the two apart."""
+    for cls in (bdh_gpu.NonFiniteLossError, bdh_gpu.ActivationError):
+        assert issubclass(cls, bdh_gpu.TrainingFailed) and not issubclass(cls, ValueError)
+    assert issubclass(bdh_gpu.TrainingFailed, RuntimeError) and issubclass(bdh_gpu.InputError, ValueError)
+    with pytest.raises(bdh_gpu.InputError, match="steps must be >= 1"):
+        _cfg(steps=0).validate()
+    _run(tmp_path / "s", 6, stop_at=3)
+    with pytest.raises(bdh_gpu.InputError, match="already holds a training checkpoint"):
+        _run(tmp_path / "s", 6)
