@@ -71,12 +71,14 @@ def _mpi_world():
     return w.Get_rank(), w.Get_size(), w.Abort
 
 
-def main(argv=None) -> int:
+def main(argv=None, callbacks=()) -> int:
+    """callbacks: passed to the training loop by `bdh train` (bdh_gpu.train.train; tests/train_hooks.py)."""
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # --help, --version (0) or a flag argparse refused (2, its one line already printed)
         return e.code if isinstance(e.code, int) else 2
+    args.callbacks = tuple(callbacks)
     rank, size, abort = _mpi_world()
     if rank > 0:
         sys.stdout = open(os.devnull, "w")  # rank 0 alone prints

@@ -46,9 +46,9 @@ def input_errors() -> tuple:
 
 def failure_errors() -> tuple:
     """The exception classes that mean "the run failed, the input was fine" (a diverging training run)."""
-    from bdh_gpu.train import NonFiniteLossError
+    from bdh_gpu import TrainingFailed
 
-    return (NonFiniteLossError,)
+    return (TrainingFailed,)
 
 
 def exit_code(e: BaseException) -> int:

@@ -123,29 +123,27 @@ def add_attention(p) -> None:
     )
 
 
-def attention_chunk(args):
-    """The model's chunk_size for --attention / --chunk-size: "auto", None (full) or a positive int."""
-    from bdh_gpu.model import AUTO_CHUNK_SIZE
+def parse_attention(args):
+    """The model's `bdh_gpu.Attention` for --attention / --chunk-size (default: auto)."""
+    from bdh_gpu import Attention
 
     form, C = getattr(args, "attention", None), getattr(args, "chunk_size", None)
     if C is not None and C < 1:
         raise InputError(f"--chunk-size: expected a positive number of tokens, got {C}")
     if C is not None and form in ("auto", "full"):
         raise InputError(f"--chunk-size: applies to --attention chunked, got --attention {form}")
-    if form == "full":
-        return None
     if form == "chunked" or C is not None:
-        return C or AUTO_CHUNK_SIZE
-    return "auto"
+        return Attention("chunked", C)  # C None: AUTO_CHUNK_SIZE
+    return Attention(form or "auto")
 
 
-def attention_name(chunk) -> str:
-    """How the attention form of `attention_chunk` reads in a command's first line."""
+def attention_name(attention) -> str:
+    """How the attention form of `parse_attention` reads in a command's first line."""
     from bdh_gpu.model import AUTO_CHUNK_MIN_T, AUTO_CHUNK_SIZE
 
-    if chunk == "auto":
+    if attention.form == "auto":
         return f"auto (chunks of {AUTO_CHUNK_SIZE} from T >= {AUTO_CHUNK_MIN_T}, full below)"
-    return "full" if chunk is None else f"chunked (C = {chunk})"
+    return "full" if attention.form == "full" else f"chunked (C = {attention.chunk})"
 
 
 # ---- value types: argparse calls them on the flag's text; a bad value is one line, exit 2, before any work -------

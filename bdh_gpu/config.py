@@ -10,12 +10,9 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+from .errors import InputError
+
 U_KINDS = ("rope", "alibi", "rope+alibi", "none")
-
-
-class InputError(ValueError):
-    """Bad input to bdh_gpu (a config value, a model directory): one line naming the field or file."""
-
 
 VARIANTS = ("official", "paper", "normfree")
 
@@ -49,7 +46,7 @@ class BDHConfig:
         return self.U in ("alibi", "rope+alibi")
 
     def validate(self) -> BDHConfig:
-        """Raise ValueError (one line, naming the field, expected vs got) on the first bad field."""
+        """Raise InputError (one line, naming the field, expected vs got) on the first bad field."""
 
         def bad(field, expected):
             raise InputError(f"BDHConfig.{field}: expected {expected}, got {getattr(self, field)!r}")

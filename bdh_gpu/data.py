@@ -88,7 +88,7 @@ def tinyshakespeare_path(download: bool = True) -> str:
 
 
 def read_bytes(path: str) -> torch.Tensor:
-    """The bytes of a file as a uint8 tensor; a missing or empty file is a ValueError/OSError."""
+    """The bytes of a file as a uint8 tensor; a missing or empty file is an InputError (an unreadable one, OSError)."""
     if not os.path.exists(path):
         raise InputError(f"data file not found: {path}")
     if not os.path.isfile(path):

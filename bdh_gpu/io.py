@@ -1,4 +1,8 @@
-"""Model directories: `config.json` + `model.safetensors` (no pickle). Written atomically, loaded with checks."""
+"""Model directories: `config.json` + `model.safetensors` (no pickle). Written atomically, read with checks.
+
+The format only: this module never builds a model (it knows the tensors' names and shapes from the config), so
+the model class can build itself from a directory (`bdh_gpu.hub.ModelHubMixin.load`) without an import circle.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,6 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .config import BDHConfig, InputError
-from .model import BDH
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -64,8 +67,9 @@ def write_model_dir(config_dict: dict, tensors: dict, directory: str, metadata: 
     atomic_write(os.path.join(directory, CONFIG_FILE), write_config)
 
 
-def save(model: BDH, directory: str) -> None:
-    """Write config.json and model.safetensors into `directory` (created if missing), each atomically."""
+def save(model, directory: str) -> None:
+    """Write config.json and model.safetensors into `directory` (created if missing), each atomically.
+    `model`: a BDH (any module with a `config` and a state_dict of CPU-movable tensors)."""
     tensors = {k: t.detach().contiguous().cpu() for k, t in model.state_dict().items()}
     write_model_dir(model.config.to_dict(), tensors, directory)
 
@@ -95,7 +99,8 @@ def _expected_shapes(config: BDHConfig) -> dict:
     return {"embed.weight": (V, d), "D_x": (h, N, d), "D_y": (h, N, d), "E": (d, h * N), "lm_head": (d, V)}
 
 
-def _check_tensors(w_path, expected: dict, shapes: dict, dtypes: dict) -> None:
+def _check_tensors(w_path, expected: dict, shapes: dict, bad_dtype: dict) -> None:
+    """Keys and shapes as `expected` (name -> shape); bad_dtype: name -> how its dtype is not floating (or None)."""
     missing = sorted(set(expected) - set(shapes))
     unexpected = sorted(set(shapes) - set(expected))
     if missing or unexpected:
@@ -106,12 +111,13 @@ def _check_tensors(w_path, expected: dict, shapes: dict, dtypes: dict) -> None:
                 f"{w_path}: shape mismatch for {key}: expected {tuple(ref)} "
                 f"(from {CONFIG_FILE}), got {tuple(shapes[key])}"
             )
-        if not dtypes[key]:
-            raise InputError(f"{w_path}: {key} has a non-floating-point dtype, expected a floating-point tensor")
+        if bad_dtype[key]:
+            raise InputError(f"{w_path}: {key} has {bad_dtype[key]}, expected a floating-point tensor")
 
 
-def load(directory: str, map_location="cpu") -> BDH:
-    """Read a model directory written by `save`; every problem is a one-line InputError naming it."""
+def read_model_dir(directory: str) -> tuple[BDHConfig, dict]:
+    """(config, tensors) of a model directory written by `save`, the tensors checked against the config (keys,
+    shapes, floating point); every problem is a one-line InputError naming the file."""
     config = load_config(directory)
     w_path = os.path.join(directory, WEIGHTS_FILE)
     if not os.path.isfile(w_path):
@@ -120,24 +126,13 @@ def load(directory: str, map_location="cpu") -> BDH:
         tensors = load_file(w_path, device="cpu")
     except (SafetensorError, OSError, ValueError) as e:
         raise InputError(f"{w_path}: not a readable safetensors file ({str(e).splitlines()[0]})") from None
-    model = BDH(config)
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    if missing or unexpected:
-        raise InputError(f"{w_path}: tensor keys do not match the config: missing {missing}, unexpected {unexpected}")
-    for key, ref in expected.items():
-        if tuple(tensors[key].shape) != tuple(ref.shape):
-            raise InputError(
-                f"{w_path}: shape mismatch for {key}: expected {tuple(ref.shape)} "
-                f"(from {CONFIG_FILE}), got {tuple(tensors[key].shape)}"
-            )
-        if not tensors[key].is_floating_point():
-            raise InputError(f"{w_path}: {key} has dtype {tensors[key].dtype}, expected a floating-point tensor")
-    dtype = tensors["E"].dtype
-    model.to(dtype)
-    model.load_state_dict(tensors)
-    return model.to(map_location)
+    _check_tensors(
+        w_path,
+        _expected_shapes(config),
+        {k: t.shape for k, t in tensors.items()},
+        {k: None if t.is_floating_point() else f"dtype {t.dtype}" for k, t in tensors.items()},
+    )
+    return config, tensors
 
 
 def load_weights(directory: str, lo: int = 0, hi: int | None = None, E_all: bool = False) -> dict:
@@ -154,7 +149,7 @@ def load_weights(directory: str, lo: int = 0, hi: int | None = None, E_all: bool
     from safetensors import safe_open
 
     config = load_config(directory)
-    n, N, h = config.n, config.N, config.n_head
+    n = config.n
     hi = n if hi is None else hi
     if not 0 <= lo <= hi <= n:
         raise ValueError(f"load_weights: expected 0 <= lo <= hi <= n = {n}, got lo = {lo}, hi = {hi}")
@@ -170,27 +165,32 @@ def load_weights(directory: str, lo: int = 0, hi: int | None = None, E_all: bool
                 w_path,
                 _expected_shapes(config),
                 {k: tuple(s.get_shape()) for k, s in sl.items()},
-                {k: s.get_dtype().startswith(("F", "BF")) for k, s in sl.items()},
+                {
+                    k: None if s.get_dtype().startswith(("F", "BF")) else "a non-floating-point dtype"
+                    for k, s in sl.items()
+                },
             )
-
-            def rows(name):  # rows lo..hi of the (n, d) view of an (h, N, d) tensor
-                parts = [
-                    sl[name][k : k + 1, max(lo - k * N, 0) : min(hi - k * N, N)].reshape(-1, config.d)
-                    for k in range(h)
-                    if max(lo, k * N) < min(hi, (k + 1) * N)
-                ]
-                return torch.cat(parts) if parts else torch.zeros(0, config.d)
-
             return {
                 "config": config,
                 "lo": lo,
                 "hi": hi,
                 "E_lo": 0 if E_all else lo,
-                "D_x": eff(rows("D_x"), "D_x"),
-                "D_y": eff(rows("D_y"), "D_y"),
+                "D_x": eff(_neuron_rows(sl["D_x"], lo, hi, config), "D_x"),
+                "D_y": eff(_neuron_rows(sl["D_y"], lo, hi, config), "D_y"),
                 "E": eff(sl["E"][:, :] if E_all else sl["E"][:, lo:hi], "E"),
                 "embed": eff(sl["embed.weight"][:, :], "embed"),
                 "lm_head": eff(sl["lm_head"][:, :], "lm_head"),
             }
     except (SafetensorError, OSError) as e:
         raise InputError(f"{w_path}: not a readable safetensors file ({str(e).splitlines()[0]})") from None
+
+
+def _neuron_rows(sl, lo: int, hi: int, config: BDHConfig) -> torch.Tensor:
+    """Rows lo..hi-1 of the (n, d) view of an (h, N, d) safetensors slice, reading only those rows."""
+    N, d = config.N, config.d
+    parts = [
+        sl[k : k + 1, max(lo - k * N, 0) : min(hi - k * N, N)].reshape(-1, d)
+        for k in range(config.n_head)
+        if max(lo, k * N) < min(hi, (k + 1) * N)
+    ]
+    return torch.cat(parts) if parts else torch.zeros(0, d)

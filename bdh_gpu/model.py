@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
@@ -33,19 +34,20 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import GAIN_NAMES, INIT_STD, BDHConfig
+from .hub import ModelHubMixin
 
 LN_EPS = 1e-5  # as nn.LayerNorm in the released code
 ALIBI_LAZY_LOG = 20.0  # the ALiBi state is rescaled when a stored factor would exceed e^20 (see BDHState)
 SPARSE_MAX_DENSITY = (
     0.1  # step() gathers active neurons when at most this fraction fires (crossover ~0.1-0.15 on 2 cores)
 )
-# chunk_size="auto" (the default): the chunked form from AUTO_CHUNK_MIN_T tokens on, in chunks of AUTO_CHUNK_SIZE,
+# Attention("auto") (the default): the chunked form from AUTO_CHUNK_MIN_T tokens on, in chunks of AUTO_CHUNK_SIZE,
 # the full T x T form below. Both are equal; this only picks the faster. Measured on the idle 2-core CPU
 # (2026-12-01, train step of the `small` shapes, batch 1; `python -m benchmarks --only attention`, chunks 128, 256,
 # 512 at T = 256 ... 4096, twice, and `python -m benchmarks.attention --T 512 1024 --rounds 3 --chunks 128 256`):
 # at T = 512 full and chunked are within 4% of each other; from T = 1024 on chunked wins (1.5-1.7x the released
-# math at 1024 against 1.1-1.2x for full). C = 128 and C = 256 are within noise of each other in speed from 1024
-# to 4096; C = 256 keeps the larger products (0.53 of a 2048^3 matmul's FLOP/s at T = 2048 against 0.47).
+# math at 1024 against 1.1-1.2x for full). Chunks of 128 and of 256 are within noise of each other in speed from
+# 1024 to 4096; 256 keeps the larger products (0.53 of a 2048^3 matmul's FLOP/s at T = 2048 against 0.47).
 AUTO_CHUNK_MIN_T = 1024
 AUTO_CHUNK_SIZE = 256
 
@@ -142,32 +144,105 @@ def retention(config: BDHConfig) -> dict:
     U = diag(u) R(theta) with R acting on each pair as [[cos, -sin], [sin, cos]] (u is equal within a pair,
     so the two commute); the attention score between positions tau < t is x_tau^T U^{t-tau} x_t.
     """
-    C = config
-    u = np.ones(C.n)
-    if C.uses_alibi:
-        u = np.repeat(np.exp(-alibi_slopes(C.n_head, C.alibi_max_bias).numpy()), C.N)
-    theta = np.zeros(C.n // 2)
-    if C.uses_rope:
-        theta = np.tile(2 * math.pi * rope_frequencies(C.N, C.rope_theta).numpy()[::2], C.n_head)
+    cfg = config
+    u = np.ones(cfg.n)
+    if cfg.uses_alibi:
+        u = np.repeat(np.exp(-alibi_slopes(cfg.n_head, cfg.alibi_max_bias).numpy()), cfg.N)
+    theta = np.zeros(cfg.n // 2)
+    if cfg.uses_rope:
+        theta = np.tile(2 * math.pi * rope_frequencies(cfg.N, cfg.rope_theta).numpy()[::2], cfg.n_head)
     return {"u": u, "theta": theta}
+
+
+ATTENTION_FORMS = ("full", "chunked", "auto")
+
+
+@dataclass(frozen=True)
+class Attention:
+    """Which of the equal forms of the token-parallel attention (Eq. 4) `forward` and `prefill` run. An
+    execution choice with equal results, so it is part of neither the config nor the checkpoint.
+
+        Attention("full")        one T x T score matrix per head
+        Attention("chunked", C)  blocks of C tokens (default AUTO_CHUNK_SIZE), parallel inside a block, the
+                                 state carried across blocks: memory linear in T (`BDH._attend_chunked`)
+        Attention("auto")        the default: chunked in blocks of AUTO_CHUNK_SIZE from AUTO_CHUNK_MIN_T tokens
+                                 on, full below (the measured crossover, `python -m benchmarks.attention`)
+    Wherever an attention is taken, a form name ("full", "chunked", "auto") stands for `Attention(name)`.
+    """
+
+    form: str = "auto"
+    chunk: int | None = None  # tokens per block of the chunked form
+
+    def __post_init__(self):
+        if self.form not in ATTENTION_FORMS:
+            raise ValueError(f"attention: expected one of {', '.join(ATTENTION_FORMS)}, got {self.form!r}")
+        if self.form != "chunked":
+            if self.chunk is not None:
+                raise ValueError(
+                    f"attention: a chunk applies to the chunked form, got {self.form!r} with {self.chunk!r}"
+                )
+            return
+        if self.chunk is None:
+            object.__setattr__(self, "chunk", AUTO_CHUNK_SIZE)
+        elif not isinstance(self.chunk, int) or isinstance(self.chunk, bool) or self.chunk < 1:
+            raise ValueError(f"attention: chunk: expected a positive int (tokens per block), got {self.chunk!r}")
+
+    @classmethod
+    def of(cls, attention: Attention | str) -> Attention:
+        """An Attention as given, or the one a form name stands for; anything else is a one-line ValueError."""
+        if isinstance(attention, Attention):
+            return attention
+        if isinstance(attention, str):
+            return cls(attention)
+        raise ValueError(f"attention: expected an Attention or one of {', '.join(ATTENTION_FORMS)}, got {attention!r}")
+
+    def chunk_for(self, T: int) -> int | None:
+        """The block size a call over T tokens runs with; None: the full form."""
+        if self.form == "auto":
+            return AUTO_CHUNK_SIZE if T >= AUTO_CHUNK_MIN_T else None
+        return self.chunk
+
+
+class _Call(NamedTuple):
+    """What every layer of one `BDH._run` over tokens t0..t0+T-1 shares."""
+
+    t0: int  # position of the first token
+    T: int
+    t_ref: int  # ALiBi reference position of the input state
+    t_ref_new: int  # ... and of the state returned (rebased when a factor would overflow)
+    cs: tuple | None  # RoPE's (cos, sin) of the positions, or None
+    build: bool  # return the state after the tokens
+    inplace: bool  # update the input state's tensors in place
+    chunk: int | None  # block size of the chunked form; None: full
+    sparse: bool | None  # gather the active neurons of a single token: True, False, None = by density
+    has_state: bool
+
+    def use_sparse(self, z: torch.Tensor) -> bool:
+        """Sparse products only for one token with a state, and (sparse None) when few neurons of z fire."""
+        if not (self.T == 1 and self.has_state):
+            return False
+        if self.sparse is None:
+            return bool((z != 0).float().mean() <= SPARSE_MAX_DENSITY)
+        return bool(self.sparse)
 
 
 # ----------------------------------------------------------------------------- the model
 
 
-class BDH(nn.Module):
-    def __init__(self, config: BDHConfig, *, chunk_size: int | str | None = "auto"):
-        """chunk_size: default attention form of forward/prefill: None = full (one T x T score matrix per head),
-        C = block-parallel in chunks of C tokens (memory linear in T), "auto" (default) = the faster of the two
-        by T (`resolve_chunk`). An execution choice, equal results, so it is not part of the config or the
-        checkpoint; change it any time (`model.chunk_size = 256`)."""
+class BDH(ModelHubMixin, nn.Module):
+    """The tensor model. `BDH.load(dir)` / `BDH.from_pretrained(dir or owner/name)` / `model.save_pretrained(dir)`
+    come from `bdh_gpu.hub.ModelHubMixin` (model directories: `bdh_gpu.io`)."""
+
+    def __init__(self, config: BDHConfig, *, attention: Attention | str = "auto"):
+        """attention: the default form of forward/prefill (`Attention`: "full", "chunked" or "auto", the faster
+        by T); change it any time (`model.attention = Attention("chunked", 256)`)."""
         super().__init__()
         config.validate()
         # the gains become explicit numbers (config.json stores them), so a saved model never depends on a default
         self.config = config = dataclasses.replace(config, gains=config.resolved_gains())
         g = config.gains
         self._g_embed, self._g_x, self._g_y, self._g_E, self._g_lm = (g[k] for k in GAIN_NAMES)
-        self.chunk_size = _check_chunk(chunk_size)
+        self.attention = attention
         h, N, d, V = config.n_head, config.N, config.d, config.vocab_size
         self.embed = nn.Embedding(V, d)  # token -> R^d
         self.D_x = nn.Parameter(torch.empty(h, N, d))  # encoder:  x = (D_x v)^+   (n x d, split by head)
@@ -181,23 +256,24 @@ class BDH(nn.Module):
         self._slopes = alibi_slopes(h, config.alibi_max_bias) if config.uses_alibi else None  # (h,)
         self._cache = {}
 
+    @property
+    def attention(self) -> Attention:
+        """The default attention form of forward/prefill (set from an Attention or a form name)."""
+        return self._attention
+
+    @attention.setter
+    def attention(self, value: Attention | str) -> None:
+        self._attention = Attention.of(value)
+
+    @property
+    def chunk_size(self):
+        raise AttributeError("BDH.chunk_size is now BDH.attention (a bdh_gpu.Attention: full, chunked or auto)")
+
+    @chunk_size.setter
+    def chunk_size(self, value):
+        raise AttributeError("BDH.chunk_size is now BDH.attention (a bdh_gpu.Attention: full, chunked or auto)")
+
     # --- small helpers ------------------------------------------------------------------------------------------
-    @classmethod
-    def from_pretrained(
-        cls, path_or_hub_id: str, map_location="cpu", revision: str | None = None, cache_dir: str | None = None
-    ) -> BDH:
-        """A model from a directory with config.json + model.safetensors, or from a Hugging Face Hub id
-        (`owner/name`, needs huggingface_hub); the contract of PyTorchModelHubMixin (bdh_gpu/hub.py)."""
-        from .hub import from_pretrained
-
-        return from_pretrained(path_or_hub_id, map_location=map_location, revision=revision, cache_dir=cache_dir)
-
-    def save_pretrained(self, directory: str) -> str:
-        """Write config.json + model.safetensors into `directory` (= bdh_gpu.save); returns the directory."""
-        from .hub import save_pretrained
-
-        return save_pretrained(self, directory)
-
     def _on(self, name: str, device) -> torch.Tensor:
         """A U constant (float64) on `device`, cached."""
         key = (name, str(device))
@@ -286,50 +362,55 @@ class BDH(nn.Module):
         return self._scaled((yf[:, :, act] @ self._E_rows(act)).to(y.dtype), self._g_E)
 
     # --- attention (Eq. 4 token-parallel, Eq. 8 recurrent) ------------------------------------------------------
-    def _attend(self, x, value, S, t0, t_ref, t_ref_new, cs, build, sparse, inplace, chunk_size=None):
+    def _attend(self, x, value, S, *, call: _Call, sparse: bool):
         """a_t,h = sum_{tau<t} value_tau x_tau,h^T U^{t-tau} x_t,h for t = t0..t0+T-1, strictly causal.
 
         x (B,h,T,N); value (B,T,d); S (B,h,N,d) state of tokens < t0 or None.  Returns a (B,h,T,d) and the
-        state of tokens < t0+T (if build), stored relative to t_ref_new.  Three forms, equal: sparse (one token),
-        full (one T x T score matrix, `_attend_block`), chunked (blocks of chunk_size, `_attend_chunked`).
+        state of tokens < t0+T (if call.build), stored relative to call.t_ref_new.  Three forms, equal: sparse
+        (one token, `_attend_sparse`), full (one T x T score matrix, `_attend_block`), chunked (blocks of
+        call.chunk tokens, `_attend_chunked`).
         """
+        xr = rotate(x, *call.cs) if call.cs is not None else x  # R_t x_t  (B,h,T,N)
+        if sparse:  # T == 1, S given: touch only active rows of S
+            return self._attend_sparse(x, xr, value, S, call=call)
+        if call.chunk and call.chunk < call.T:
+            return self._attend_chunked(xr, value, S, call=call)
+        pos = torch.arange(call.t0, call.t0 + call.T, device=x.device)
+        return self._attend_block(
+            xr, value, S, pos=pos, t_ref=call.t_ref, t_ref_new=call.t_ref_new, build=call.build, inplace=call.inplace
+        )
+
+    def _attend_sparse(self, x, xr, value, S, *, call: _Call):
+        """One token (T == 1) with a state: read and write only the rows of S of the active neurons (whole pairs
+        under RoPE); x (B,h,1,N) before and xr after the rotation."""
         B, h, T, N = x.shape
         dev, dt = x.device, x.dtype
-        xr = rotate(x, *cs) if cs is not None else x  # R_t x_t  (B,h,T,N)
-        pos = torch.arange(t0, t0 + T, device=dev)
+        pos = torch.arange(call.t0, call.t0 + T, device=dev)
         alibi = self._slopes is not None
-        if sparse:  # T == 1, S given: touch only active rows of S
-            xf = xr.reshape(B, h * N)
-            act = self._active(x.reshape(B, h * N), pairs=cs is not None)  # (k,)
-            head = act // N
-            Sf = S.reshape(B, h * N, -1)
-            rows = Sf.index_select(1, act)  # (B,k,d)
-            xa = xf[:, act]  # (B,k)
-            if alibi:
-                xa_read = xa * self._decay(pos - t_ref, dev)[head, 0].to(dt)
-            else:
-                xa_read = xa
-            a = torch.zeros(B, h, S.shape[-1], dtype=dt, device=dev)
-            a.index_add_(1, head, rows * xa_read.unsqueeze(-1))
-            a = a.unsqueeze(2)  # (B,h,1,d)
-            if not build:
-                return a, None
-            if t_ref_new != t_ref:  # ALiBi rebase: the only dense touch, rare
-                Sf = self._rescale(S, t_ref_new - t_ref, inplace).view(B, h * N, -1)
-            w = self._decay(t_ref_new - pos, dev)[head, 0].to(dt) if alibi else 1.0
-            delta = (xa * w).unsqueeze(-1) * value[:, 0].unsqueeze(1)  # (B,k,d)
-            if inplace:  # per stream along dim 0: torch's fast path
-                for b in range(B):
-                    Sf[b].index_add_(0, act, delta[b])
-            else:
-                Sf = Sf.index_add(1, act, delta)
-            return a, Sf.view(B, h, N, -1)
+        xf = xr.reshape(B, h * N)
+        act = self._active(x.reshape(B, h * N), pairs=call.cs is not None)  # (k,)
+        head = act // N
+        Sf = S.reshape(B, h * N, -1)
+        rows = Sf.index_select(1, act)  # (B,k,d)
+        xa = xf[:, act]  # (B,k)
+        xa_read = xa * self._decay(pos - call.t_ref, dev)[head, 0].to(dt) if alibi else xa
+        a = torch.zeros(B, h, S.shape[-1], dtype=dt, device=dev)
+        a.index_add_(1, head, rows * xa_read.unsqueeze(-1))
+        a = a.unsqueeze(2)  # (B,h,1,d)
+        if not call.build:
+            return a, None
+        if call.t_ref_new != call.t_ref:  # ALiBi rebase: the only dense touch, rare
+            Sf = self._rescale(S, call.t_ref_new - call.t_ref, call.inplace).view(B, h * N, -1)
+        w = self._decay(call.t_ref_new - pos, dev)[head, 0].to(dt) if alibi else 1.0
+        delta = (xa * w).unsqueeze(-1) * value[:, 0].unsqueeze(1)  # (B,k,d)
+        if call.inplace:  # per stream along dim 0: torch's fast path
+            for b in range(B):
+                Sf[b].index_add_(0, act, delta[b])
+        else:
+            Sf = Sf.index_add(1, act, delta)
+        return a, Sf.view(B, h, N, -1)
 
-        if chunk_size and chunk_size < T:
-            return self._attend_chunked(xr, value, S, t0, t_ref, t_ref_new, build, inplace, chunk_size)
-        return self._attend_block(xr, value, S, pos, t_ref, t_ref_new, build, inplace)
-
-    def _attend_block(self, xr, value, S, pos, t_ref, t_ref_new, build, inplace):
+    def _attend_block(self, xr, value, S, *, pos, t_ref, t_ref_new, build, inplace):
         """Token-parallel attention of one block of positions pos (T,), given the state S of the tokens before it.
 
         xr (B,h,T,N) = R_t x_t; S stored relative to t_ref (or None); the returned state relative to t_ref_new.
@@ -372,8 +453,9 @@ class BDH(nn.Module):
             S3 = S3.baddbmm_(x3, v3) if inplace else torch.baddbmm(S3, x3, v3)
         return a, S3.view(B, h, N, -1)
 
-    def _attend_chunked(self, xr, value, S, t0, t_ref, t_ref_new, build, inplace, C):
-        """Block-parallel attention: chunks of C tokens, parallel inside a chunk, the state carried across chunks.
+    def _attend_chunked(self, xr, value, S, *, call: _Call):
+        """Block-parallel attention: chunks of C = call.chunk tokens, parallel inside a chunk, the state carried
+        across chunks.
 
         For the chunk c = [c0, c0+C) and t in it (Eq. 4 split at c0; rho_{c0-1} the state of the tokens < c0):
             a_t = sum_{c0<=tau<t} v_tau (R_tau x_tau)^T u^{t-tau} (R_t x_t)  +  u^{t-c0} S_c0^T (R_t x_t)
@@ -383,37 +465,66 @@ class BDH(nn.Module):
         (C x C) score block per head plus one state; O(T C) work for the blocks and O(T N d) for the state.
         """
         B, h, T, N = xr.shape
-        dev = xr.device
+        dev, t0, C = xr.device, call.t0, call.chunk
         S_c = S
-        if S is not None and self._slopes is not None and t0 != t_ref:
-            S_c = self._rescale(S, t0 - t_ref, inplace=False)  # the true state at t0
+        if S is not None and self._slopes is not None and t0 != call.t_ref:
+            S_c = self._rescale(S, t0 - call.t_ref, inplace=False)  # the true state at t0
         owned = False  # may the loop update S_c in place?
         outs = []
         # split, not slices: a slice's backward fills a zero (B,h,T,N) gradient per chunk (quadratic in T)
         for xr_c, v_c, c0 in zip(xr.split(C, dim=2), value.split(C, dim=1), range(0, T, C)):
             c1 = min(T, c0 + C)
-            pos = torch.arange(t0 + c0, t0 + c1, device=dev)
-            last = c1 == T
             a_c, S_next = self._attend_block(
-                xr_c, v_c, S_c, pos, t0 + c0, t0 + c1, build or not last, owned and not torch.is_grad_enabled()
+                xr_c,
+                v_c,
+                S_c,
+                pos=torch.arange(t0 + c0, t0 + c1, device=dev),
+                t_ref=t0 + c0,
+                t_ref_new=t0 + c1,
+                build=call.build or c1 != T,  # the last chunk's state only when the caller wants it
+                inplace=owned and not torch.is_grad_enabled(),
             )
             outs.append(a_c)
             if S_next is not None:
                 S_c, owned = S_next, True
         a = torch.cat(outs, dim=2)  # (B,h,T,d)
-        if not build:
+        if not call.build:
             return a, None
-        if self._slopes is not None and t_ref_new != t0 + T:  # back to the caller's reference
-            S_c = self._rescale(S_c, t_ref_new - (t0 + T), inplace=False)
+        if self._slopes is not None and call.t_ref_new != t0 + T:  # back to the caller's reference
+            S_c = self._rescale(S_c, call.t_ref_new - (t0 + T), inplace=False)
         return a, S_c
 
     # --- the layer loop shared by every form --------------------------------------------------------------------
-    def _run(self, idx, state, build, sparse=False, inplace=False, dropout=0.0, record=None, chunk_size=None):
-        """Tokens idx (B,T) at positions state.t ... (0 without state) -> logits (B,T,V), new state (if build)."""
-        C = self.config
-        B, T = idx.shape
-        official, normfree = C.variant == "official", C.variant == "normfree"
-        norm = (lambda z: z) if normfree else layer_norm
+    def _run(self, idx, state, build, sparse=False, inplace=False, dropout=0.0, record=None, chunk=None):
+        """Tokens idx (B,T) at positions state.t ... (0 without state) -> logits (B,T,V), new state (if build).
+
+        sparse: see `step`; chunk: block size of the chunked form (None: full); record: lists per internal
+        (see `trace`) to append every layer's tensors to."""
+        cfg = self.config
+        call = self._call(idx, state, build, sparse, inplace, chunk)
+        norm = (lambda z: z) if cfg.variant == "normfree" else layer_norm
+        z = self._embed(idx)  # (B,T,d)
+        if cfg.variant == "official":
+            v, x, y = layer_norm(z), None, None  # the residual stream
+            _record(record, v=v)
+        else:
+            v, x = None, self._encode(norm(z))  # x_0 (B,h,T,N)
+            y = x  # y_0
+            _record(record, x=x, y=y)
+        S_new = []
+        for l in range(cfg.n_layer):
+            S_l = state.S[l] if state is not None else None
+            v, x, y, S_l = self._layer(v, x, y, S_l, call, dropout, record)
+            S_new.append(S_l)
+        out = v if v is not None else norm(self._decode(y, call.use_sparse(y)))  # (B,T,d)
+        logits = self._scaled(out @ self.lm_head, self._g_lm)  # (B,T,V)
+        new_state = BDHState(tuple(S_new), call.t0 + call.T, call.t_ref_new) if build else None
+        return logits, new_state
+
+    def _call(self, idx, state, build, sparse, inplace, chunk) -> _Call:
+        """The positions of tokens idx (B,T) after `state`, the ALiBi reference of the state to return (rebased
+        when a stored factor would exceed e^ALIBI_LAZY_LOG) and RoPE's cos/sin of the positions."""
+        T = idx.shape[1]
         t0 = state.t if state is not None else 0
         t_ref = state.t_ref if state is not None else 0
         t_ref_new = t_ref  # lazy ALiBi scale, rebased when it would overflow
@@ -422,72 +533,52 @@ class BDH(nn.Module):
         cs = None
         if self._freqs is not None:
             cs = rope_cos_sin(torch.arange(t0, t0 + T, device=idx.device), self._on("_freqs", idx.device))
+        return _Call(t0, T, t_ref, t_ref_new, cs, build, inplace, chunk, sparse, state is not None)
 
-        def want_sparse(z):  # only for one token, when few neurons fire
-            if sparse is None:
-                return T == 1 and state is not None and bool((z != 0).float().mean() <= SPARSE_MAX_DENSITY)
-            return bool(sparse) and T == 1 and state is not None
-
-        z = self._embed(idx)  # (B,T,d)
+    def _layer(self, v, x, y, S, call: _Call, dropout: float, record):
+        """One layer: (v, x, y, S) after layer l-1 -> after layer l. v is the residual stream of the official
+        variant (None for paper/normfree), x and y (B,h,T,N), S this layer's state (or None)."""
+        official, normfree = v is not None, self.config.variant == "normfree"
         if official:
-            v = layer_norm(z)  # residual stream
+            value = v  # (B,T,d)
+            x = self._encode(v)  # recomputed (B,h,T,N)
         else:
-            x = self._encode(norm(z))  # x_0 (B,h,T,N)
-            y = x  # y_0
-            if record is not None:
-                record["x"].append(x)
-                record["y"].append(y)
-        if record is not None and official:
-            record["v"].append(v)
-        S_new = []
-        for l in range(C.n_layer):
-            if official:
-                value = v  # (B,T,d)
-                x = self._encode(v)  # recomputed (B,h,T,N)
-            else:
-                value = norm(self._decode(y, want_sparse(y)))  # v* = LN(E y_{l-1})
-                x = x + self._encode(value)  # x accumulates
-            S_l = state.S[l] if state is not None else None
-            a, S_l = self._attend(x, value, S_l, t0, t_ref, t_ref_new, cs, build, want_sparse(x), inplace, chunk_size)
-            a_hat = a.sum(1, keepdim=True) if normfree else layer_norm(a)  # (B,h or 1,T,d)
-            y = self._gate(a_hat, x, want_sparse(x))  # (B,h,T,N)
-            if dropout > 0:
-                y = F.dropout(y, dropout, training=True)
-            S_new.append(S_l)
-            if record is not None:
-                record["value"].append(value)
-                record["a"].append(a)
-                record["a_hat"].append(a_hat)
-                record["x"].append(x)
-                record["y"].append(y)
-            if official:
-                Ey = self._decode(y, want_sparse(y))  # (B,T,d)
-                v = layer_norm(v + layer_norm(Ey))
-                if record is not None:
-                    record["Ey"].append(Ey)
-                    record["v"].append(v)
-        out = v if official else norm(self._decode(y, want_sparse(y)))  # (B,T,d)
-        logits = self._scaled(out @ self.lm_head, self._g_lm)  # (B,T,V)
-        new_state = BDHState(tuple(S_new), t0 + T, t_ref_new) if build else None
-        return logits, new_state
+            value = self._decode(y, call.use_sparse(y))
+            value = value if normfree else layer_norm(value)  # v* = LN(E y_{l-1})
+            x = x + self._encode(value)  # x accumulates
+        a, S = self._attend(x, value, S, call=call, sparse=call.use_sparse(x))
+        a_hat = a.sum(1, keepdim=True) if normfree else layer_norm(a)  # (B,h or 1,T,d)
+        y = self._gate(a_hat, x, call.use_sparse(x))  # (B,h,T,N)
+        if dropout > 0:
+            y = F.dropout(y, dropout, training=True)
+        _record(record, value=value, a=a, a_hat=a_hat, x=x, y=y)
+        if official:
+            Ey = self._decode(y, call.use_sparse(y))  # (B,T,d)
+            v = layer_norm(v + layer_norm(Ey))
+            _record(record, Ey=Ey, v=v)
+        return v, x, y, S
 
     # --- public API ---------------------------------------------------------------------------------------------
-    def forward(self, idx: torch.Tensor, *, chunk_size: int | str | None = -1) -> torch.Tensor:
+    def _chunk(self, attention: Attention | str | None, T: int) -> int | None:
+        """The block size a call over T tokens runs with (None: full) under `attention` (None: the model's)."""
+        return (self.attention if attention is None else Attention.of(attention)).chunk_for(T)
+
+    def forward(self, idx: torch.Tensor, *, attention: Attention | str | None = None) -> torch.Tensor:
         """Token-parallel form (training): idx (B,T) int -> logits (B,T,V). Dropout on y in training mode.
 
-        chunk_size: None = full T x T form, C = chunked form, "auto" = the faster by T (all equal);
-        default: `self.chunk_size`."""
+        attention: the form to run (`Attention`, or "full" / "chunked" / "auto"; all equal); None: `self.attention`."""
         _check_idx(idx, 2, self.config.vocab_size)
         p = self.config.dropout if self.training else 0.0
-        C = resolve_chunk(self.chunk_size if chunk_size == -1 else _check_chunk(chunk_size), idx.shape[1])
-        return self._run(idx, None, build=False, dropout=p, chunk_size=C)[0]
+        return self._run(idx, None, build=False, dropout=p, chunk=self._chunk(attention, idx.shape[1]))[0]
 
     def init_state(self, batch_size: int, device=None, dtype=None) -> BDHState:
         """Empty state (no tokens seen): S[l] zeros (B,h,N,d), t = 0."""
-        C = self.config
+        cfg = self.config
         device = self.D_x.device if device is None else device
         dtype = self.D_x.dtype if dtype is None else dtype
-        S = tuple(torch.zeros(batch_size, C.n_head, C.N, C.d, device=device, dtype=dtype) for _ in range(C.n_layer))
+        S = tuple(
+            torch.zeros(batch_size, cfg.n_head, cfg.N, cfg.d, device=device, dtype=dtype) for _ in range(cfg.n_layer)
+        )
         return BDHState(S, 0, 0)
 
     def step(
@@ -505,19 +596,18 @@ class BDH(nn.Module):
         return logits[:, 0], new
 
     def prefill(
-        self, idx: torch.Tensor, state: BDHState | None = None, *, chunk_size: int | str | None = -1
+        self, idx: torch.Tensor, state: BDHState | None = None, *, attention: Attention | str | None = None
     ) -> tuple[torch.Tensor, BDHState]:
         """Token-parallel form that continues `state` (fresh if None) and returns its successor: equals forward.
 
-        Differentiable (the entry of truncated BPTT, `bdh_gpu.tbptt`); chunk_size as in `forward`."""
+        Differentiable (the entry of truncated BPTT, `bdh_gpu.tbptt`); attention as in `forward`."""
         _check_idx(idx, 2, self.config.vocab_size)
         if state is None:
             state = self.init_state(idx.shape[0], idx.device)
         if idx.shape[1] == 0:
             return self.lm_head.new_zeros(idx.shape[0], 0, self.config.vocab_size), state
         p = self.config.dropout if self.training else 0.0
-        C = resolve_chunk(self.chunk_size if chunk_size == -1 else _check_chunk(chunk_size), idx.shape[1])
-        return self._run(idx, state, build=True, dropout=p, chunk_size=C)
+        return self._run(idx, state, build=True, dropout=p, chunk=self._chunk(attention, idx.shape[1]))
 
     @torch.no_grad()
     def generate(
@@ -648,21 +738,11 @@ def decoder_in(model: BDH, dtype: torch.dtype) -> BDH:
     return out
 
 
-def _check_chunk(chunk_size):
-    """None (full form), a positive int (chunked form) or "auto"; anything else is a one-line ValueError."""
-    if chunk_size is None or chunk_size == "auto":
-        return chunk_size
-    if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
-        raise ValueError(f"chunk_size: expected None (full form), a positive int or 'auto', got {chunk_size!r}")
-    return chunk_size
-
-
-def resolve_chunk(chunk_size, T: int):
-    """The form a call over T tokens runs: None (full) or a chunk size. "auto": chunks of AUTO_CHUNK_SIZE from
-    T >= AUTO_CHUNK_MIN_T (the measured crossover, `python -m benchmarks.attention`), full below."""
-    if chunk_size == "auto":
-        return AUTO_CHUNK_SIZE if T >= AUTO_CHUNK_MIN_T else None
-    return chunk_size
+def _record(record: dict | None, **tensors) -> None:
+    """Append each tensor to its list in `record` (a `trace`); nothing without one."""
+    if record is not None:
+        for k, t in tensors.items():
+            record[k].append(t)
 
 
 def _check_idx(idx, dim: int, vocab: int) -> None:

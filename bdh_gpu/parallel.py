@@ -27,6 +27,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from bdh_gpu.errors import InputError
+
 MODES = ("single", "ddp", "fsdp")
 
 
@@ -58,7 +60,7 @@ class Ranks:
                 "local_rank": int(os.environ.get("LOCAL_RANK", os.environ["RANK"])),
             }
         except ValueError:
-            raise ValueError(
+            raise InputError(
                 f"RANK={os.environ.get('RANK')!r}, WORLD_SIZE={os.environ.get('WORLD_SIZE')!r}, "
                 f"LOCAL_RANK={os.environ.get('LOCAL_RANK')!r}: expected integers (as torchrun sets them)"
             ) from None
@@ -82,14 +84,14 @@ def rank_device(device: str, local_rank: int) -> str:
 def setup(fsdp: bool, device: str, timeout_s: float = 300.0) -> tuple[Ranks, str]:
     """Join torchrun's process group (if under torchrun); returns (ranks, this rank's device).
 
-    Outside torchrun: a single process, unless `fsdp` (which needs ranks to shard over) -> ValueError.
+    Outside torchrun: a single process, unless `fsdp` (which needs ranks to shard over) -> InputError.
     `timeout_s` bounds every collective: a rank that stops answering ends the others within it.
     """
     global _CURRENT
     env = Ranks.env()
     if env is None:
         if fsdp:
-            raise ValueError("--fsdp shards over ranks: launch with torchrun --nproc-per-node K ... (K >= 2)")
+            raise InputError("--fsdp shards over ranks: launch with torchrun --nproc-per-node K ... (K >= 2)")
         return Ranks(), device
     mode = "fsdp" if fsdp else "ddp"
     device = rank_device(device, env["local_rank"])

@@ -7,7 +7,7 @@ equals `forward` on the concatenation: tests/test_perf_tbptt.py); only the gradi
 segment boundary.
 
     streams = StreamBatches(data, batch_size=8, segment=512)      # 8 contiguous streams of the train bytes
-    summary = train_tbptt(model, streams, TrainConfig(steps=200, block_size=512), chunk_size=128)
+    summary = train_tbptt(model, streams, TrainConfig(steps=200, block_size=512), attention=Attention("chunked", 128))
 
 Built on the public functions of `bdh_gpu.train` (AdamW groups, lr schedule, loss); no checkpoints here
 (the plain loop `bdh_gpu.train.train` owns those).
@@ -20,19 +20,10 @@ import time
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 
-from .data import IGNORE
-from .model import BDH, BDHState
-from .train import TrainConfig, lr_at, make_optimizer
-
-
-def loss_fn(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy (nats/byte) over targets that are not IGNORE; bf16/fp16 logits upcast to float32,
-    float64 kept (so the TBPTT equivalence test can be exact)."""
-    if logits.dtype in (torch.bfloat16, torch.float16):
-        logits = logits.float()
-    return F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1), ignore_index=IGNORE)
+from .errors import InputError, NonFiniteLossError
+from .model import BDH, Attention, BDHState
+from .train import TrainConfig, loss_fn, lr_at, make_optimizer
 
 
 class Segment(NamedTuple):
@@ -51,10 +42,10 @@ class StreamBatches:
 
     def __init__(self, data: torch.Tensor, batch_size: int, segment: int):
         if batch_size < 1 or segment < 1:
-            raise ValueError(f"StreamBatches: expected batch_size >= 1 and segment >= 1, got {batch_size}, {segment}")
+            raise InputError(f"StreamBatches: expected batch_size >= 1 and segment >= 1, got {batch_size}, {segment}")
         L = len(data) // batch_size
         if segment + 1 > L:
-            raise ValueError(
+            raise InputError(
                 f"StreamBatches: {len(data)} bytes give streams of {L} bytes; a segment needs "
                 f"segment + 1 = {segment + 1} (fewer streams or a shorter segment)"
             )
@@ -76,14 +67,17 @@ def detach_state(state: BDHState) -> BDHState:
 
 
 def segment_loss(
-    model: BDH, x: torch.Tensor, y: torch.Tensor, state: BDHState | None, chunk_size: int | None = -1
+    model: BDH, x: torch.Tensor, y: torch.Tensor, state: BDHState | None, attention: Attention | str | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, BDHState]:
-    """Loss over one segment that continues `state` (None: a fresh stream) -> (loss, logits, detached next state)."""
-    logits, new_state = model.prefill(x, state, chunk_size=chunk_size)
+    """Loss over one segment that continues `state` (None: a fresh stream) -> (loss, logits, detached next state).
+    attention: the form of `BDH.prefill` (None: the model's)."""
+    logits, new_state = model.prefill(x, state, attention=attention)
     return loss_fn(logits, y), logits, detach_state(new_state)
 
 
-def train_tbptt(model: BDH, streams: StreamBatches, cfg: TrainConfig, *, chunk_size: int | None = -1, log=None) -> dict:
+def train_tbptt(
+    model: BDH, streams: StreamBatches, cfg: TrainConfig, *, attention: Attention | str | None = None, log=None
+) -> dict:
     """`cfg.steps` AdamW updates, one segment of every stream each, the state carried across updates.
 
     Uses cfg.lr, warmup_steps, min_lr_ratio, weight_decay, grad_clip, device (batch and segment come from
@@ -103,10 +97,10 @@ def train_tbptt(model: BDH, streams: StreamBatches, cfg: TrainConfig, *, chunk_s
         if reset:
             state, resets = None, resets + 1
         x, y = x.to(cfg.device), y.to(cfg.device)
-        loss, _, state = segment_loss(model, x, y, state, chunk_size)
+        loss, _, state = segment_loss(model, x, y, state, attention)
         lv = float(loss.detach())
         if not math.isfinite(lv):
-            raise ValueError(f"train_tbptt: non-finite loss ({lv}) at step {step + 1}")
+            raise NonFiniteLossError(f"train_tbptt: non-finite loss ({lv}) at step {step + 1}")
         loss.backward()
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -122,7 +116,12 @@ def train_tbptt(model: BDH, streams: StreamBatches, cfg: TrainConfig, *, chunk_s
 
 @torch.no_grad()
 def evaluate_stream(
-    model: BDH, data: torch.Tensor, batch_size: int, segment: int, max_segments: int, chunk_size: int | None = -1
+    model: BDH,
+    data: torch.Tensor,
+    batch_size: int,
+    segment: int,
+    max_segments: int,
+    attention: Attention | str | None = None,
 ) -> dict:
     """Loss (nats/byte) and bits per byte over `max_segments` consecutive segments of `batch_size` streams of
     `data`, with the state carried: every byte sees the whole stream before it, not just its window."""
@@ -133,7 +132,7 @@ def evaluate_stream(
     try:
         for _ in range(min(max_segments, streams.per_pass)):
             x, y, _ = streams.next()
-            logits, state = model.prefill(x.to(model.E.device), state, chunk_size=chunk_size)
+            logits, state = model.prefill(x.to(model.E.device), state, attention=attention)
             total += float(loss_fn(logits, y.to(logits.device))) * y.numel()
             n += y.numel()
     finally:

@@ -2,27 +2,21 @@
 
 `train(model, data, cfg, out_dir)` runs AdamW with linear warm-up and cosine decay to `min_lr_ratio * lr`,
 gradient clipping, bf16 autocast (and optional `torch.compile`) on CUDA, a held-out evaluation every
-`eval_every` steps, a tqdm bar with loss and tokens/s, and atomic checkpoints every `ckpt_every` steps.
+`eval_every` steps, a tqdm bar with loss and tokens/s, and atomic checkpoints every `ckpt_every` steps
+(the format, and how a resume repairs what a kill left: `bdh_gpu.checkpoint`).
 Under torchrun it trains on K ranks (DDP or FSDP2, see `bdh_gpu.parallel`): the global batch is the same
 for every K, split over the ranks, and rank 0 alone logs and writes.
 
-A checkpoint in `out_dir` is
-- `config.json` + `model.safetensors`: the model directory (`bdh_gpu.load` reads it), the weights' header
-  naming their step;
-- `train_state.safetensors`: everything `resume` needs in ONE file, written LAST, so its `os.replace` commits
-  the checkpoint: the model weights (`model.*`), the AdamW moments and step counts (`optim.<i>.*`), the RNG
-  states (`rng.*`; per rank under torchrun), and, in the header metadata, the JSON scalars (step, train config,
-  world size, optimizer hyper-parameters);
-- `train_state.json`: a readable copy of those scalars (not read back by resume).
-Every file is written to a temporary file, fsynced, renamed, and the directory fsynced (`bdh_gpu.io.atomic_write`).
-A kill at any moment leaves the last `train_state.safetensors` whole; if it came between the model files and the
-training state, the model files are one checkpoint ahead until the resume rewrites them from the training state.
 A resume continues exactly (the same batches, dropout masks and updates as an uninterrupted run) and cuts
 `metrics.jsonl` back to the checkpoint's step.
 SIGINT / SIGTERM finish the current step, write a checkpoint and stop (`summary["interrupted"]`); a second
 signal (more than `REPEAT_S` after the first) raises KeyboardInterrupt at once, the previous checkpoint intact.
 A non-finite loss (or non-finite weights before a checkpoint) stops training with `NonFiniteLossError`,
 leaving the last good checkpoint as it was.
+
+One step of the loop (`_step`), in order: the optimisation step (`_optimisation_step`: lr, batch, loss scaled
+across ranks, update), the global loss and stop request (`_global_loss_and_stop`), the meter and bar, the
+evaluation (`_evaluate_and_log`), the checkpoint (`_checkpoint_due`, `_checkpoint`), the stop.
 """
 
 from __future__ import annotations
@@ -36,20 +30,25 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
-from safetensors.torch import save_file
 
 from bdh_gpu import parallel
+from bdh_gpu.checkpoint import (
+    METRICS,
+    has_checkpoint,
+    load_model_tensors,
+    optimizer_state,
+    read_train_state,
+    repair_after_kill,
+    restore_rng,
+    save_checkpoint,
+)
 from bdh_gpu.data import IGNORE
-from bdh_gpu.io import TMP_PREFIX, WEIGHTS_FILE, atomic_write, write_model_dir
-
-TRAIN_STATE = "train_state.safetensors"
-TRAIN_STATE_JSON = "train_state.json"
-METRICS = "metrics.jsonl"
+from bdh_gpu.errors import ActivationError, InputError, NonFiniteLossError
 
 
 @dataclass
@@ -95,13 +94,13 @@ class TrainConfig:
         }
         for k, v in positive.items():
             if v < 1:
-                raise ValueError(f"{k} must be >= 1 (got {v})")
+                raise InputError(f"{k} must be >= 1 (got {v})")
         if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"lr must be a positive number (got {self.lr})")
+            raise InputError(f"lr must be a positive number (got {self.lr})")
         if not 0 <= self.min_lr_ratio <= 1:
-            raise ValueError(f"min_lr_ratio must be in [0, 1] (got {self.min_lr_ratio})")
+            raise InputError(f"min_lr_ratio must be in [0, 1] (got {self.min_lr_ratio})")
         if self.warmup_steps < 0 or self.weight_decay < 0 or self.grad_clip < 0:
-            raise ValueError("warmup_steps, weight_decay and grad_clip must be >= 0")
+            raise InputError("warmup_steps, weight_decay and grad_clip must be >= 0")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -110,14 +109,6 @@ class TrainConfig:
     def from_dict(cls, d: dict) -> TrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
-
-
-class NonFiniteLossError(ValueError):
-    """The loss (or the weights) became inf/nan; training stopped, the last good checkpoint is kept."""
-
-
-class ActivationError(ValueError):
-    """A layer's activations vanished or exploded; training stopped, the last good checkpoint is kept."""
 
 
 ACT_VANISH = 1e-8  # rms of a layer's y below this: the layer is silent, its gradients vanish (Eq. 7 products)
@@ -175,7 +166,8 @@ def _wide(logits: torch.Tensor) -> torch.Tensor:
 
 
 def loss_fn(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy (nats per scored byte) over targets that are not IGNORE."""
+    """Mean cross-entropy (nats per scored byte) over targets that are not IGNORE; bf16/fp16 logits (autocast)
+    upcast to float32, float64 kept (so the TBPTT equivalence test can be exact)."""
     return F.cross_entropy(_wide(logits).reshape(-1, logits.size(-1)), y.reshape(-1), ignore_index=IGNORE)
 
 
@@ -215,7 +207,7 @@ def evaluate(
     finally:
         model.train(was_training)
     if total_n == 0:
-        raise ValueError(f"no scored bytes in the {split} split")
+        raise InputError(f"no scored bytes in the {split} split")
     loss = total_loss / total_n
     return {
         "loss": loss,
@@ -225,219 +217,7 @@ def evaluate(
     }
 
 
-# ---------------------------------------------------------------------------------------------- checkpoints
-
-
-def _optimizer_to_flat(opt) -> tuple[dict, dict]:
-    """AdamW state_dict (or the optimizer) -> (tensors, json): per-parameter tensors under `optim.<i>.<key>`."""
-    sd = opt.state_dict() if isinstance(opt, torch.optim.Optimizer) else opt
-    tensors, scalars = {}, {}
-    for pid, st in sd["state"].items():
-        for k, v in st.items():
-            if torch.is_tensor(v):
-                tensors[f"optim.{pid}.{k}"] = v.detach().cpu().contiguous()
-            else:
-                scalars[f"{pid}.{k}"] = v
-    groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()} for g in sd["param_groups"]]
-    return tensors, {"param_groups": groups, "state_scalars": scalars}
-
-
-def _optimizer_from_flat(tensors: dict, meta: dict) -> dict:
-    state: dict = {}
-    for key, v in tensors.items():
-        _, pid, k = key.split(".", 2)
-        state.setdefault(int(pid), {})[k] = v
-    for key, v in meta["state_scalars"].items():
-        pid, k = key.split(".", 1)
-        state.setdefault(int(pid), {})[k] = v
-    groups = [{k: (tuple(v) if k == "betas" else v) for k, v in g.items()} for g in meta["param_groups"]]
-    return {"state": state, "param_groups": groups}
-
-
-def _rng_tensors(gen: torch.Generator, device: str) -> dict:
-    """The data generator (the same on every rank) and the torch (/CUDA) RNG: rank 0's under `rng.torch`,
-    every rank's under `rng.torch.rank<r>` when there are several (collective: every rank calls it)."""
-    cuda = device.startswith("cuda") and torch.cuda.is_available()
-    t = {"rng.torch": torch.get_rng_state(), "rng.data": gen.get_state()}
-    if cuda:
-        t["rng.cuda"] = torch.cuda.get_rng_state(torch.device(device))
-    if parallel.current().world > 1:
-        for r, st in enumerate(parallel.gather_bytes(torch.get_rng_state(), device)):
-            t[f"rng.torch.rank{r}"] = st
-        if cuda:
-            for r, st in enumerate(parallel.gather_bytes(torch.cuda.get_rng_state(torch.device(device)), device)):
-                t[f"rng.cuda.rank{r}"] = st
-    return t
-
-
-def _restore_rng(tensors: dict, gen: torch.Generator, device: str, ranks) -> None:
-    suffix = f".rank{ranks.rank}" if ranks.world > 1 else ""
-    torch.set_rng_state(tensors["rng.torch" + suffix])
-    gen.set_state(tensors["rng.data"])
-    if "rng.cuda" + suffix in tensors and device.startswith("cuda"):
-        torch.cuda.set_rng_state(tensors["rng.cuda" + suffix], torch.device(device))
-
-
-def _test_hook(name: str) -> tuple[int, float] | None:
-    """`BDH_TEST_<NAME>=STEP:SECONDS` (the tests' way to stop a real run at a known point), else None."""
-    v = os.environ.get(f"BDH_TEST_{name}")
-    if not v:
-        return None
-    step, _, sec = v.partition(":")
-    return int(step), float(sec or 30)
-
-
-def _inject_failure(rank: int, step: int) -> None:
-    """Test hook BDH_TEST_FAIL=RANK:STEP:raise|kill: rank RANK raises (or kills itself with SIGKILL) right after
-    its update STEP, so the tests can watch the other ranks end."""
-    v = os.environ.get("BDH_TEST_FAIL")
-    if not v:
-        return
-    r, s, how = v.split(":")
-    if int(r) == rank and int(s) == step:
-        print(f"bdh-test: rank {rank} fails ({how}) at time {time.time():.3f}", file=sys.stderr, flush=True)
-        if how == "kill":
-            os.kill(os.getpid(), signal.SIGKILL)
-        raise RuntimeError(f"injected failure (BDH_TEST_FAIL) after step {step}")
-
-
-def _pause_mid_write(tmp: str, step: int) -> None:
-    """Test hook BDH_TEST_CKPT_PAUSE=STEP:SECONDS: the step-STEP training state stands half-written in its
-    temporary file for SECONDS (a kill -9 then lands mid-write), then the write completes."""
-    hook = _test_hook("CKPT_PAUSE")
-    if hook is None or hook[0] != step:
-        return
-    with open(tmp, "rb") as f:
-        payload = f.read()
-    with open(tmp, "r+b") as f:
-        f.truncate(len(payload) // 2)
-    print(f"bdh-test: checkpoint write of step {step} paused half-way ({tmp})", file=sys.stderr, flush=True)
-    time.sleep(hook[1])
-    with open(tmp, "wb") as f:
-        f.write(payload)
-
-
-def save_checkpoint(
-    out_dir: str, model, opt, gen: torch.Generator, step: int, cfg: TrainConfig, extra: dict | None = None
-) -> None:
-    """Write the model directory, then the single-file training state (the commit), each atomically.
-
-    Under torchrun every rank calls it (the full state is gathered from the shards) and rank 0 alone writes;
-    the ranks leave together (a barrier), so none races ahead of a checkpoint being written."""
-    ranks = parallel.current()
-    model_sd = parallel.full_model_state(model)
-    opt_sd = parallel.full_optimizer_state(opt)
-    rng = _rng_tensors(gen, cfg.device)
-    for name, p in model_sd.items():
-        if p.is_floating_point() and not torch.isfinite(p).all():
-            raise NonFiniteLossError(
-                f"non-finite weights ({name}) at step {step}; stopped, the checkpoint in {out_dir} is kept as it was"
-            )
-    if ranks.main:
-        write_model_dir(parallel.unwrap(model).config.to_dict(), model_sd, out_dir, {"step": str(step)})
-        tensors = {f"model.{k}": v for k, v in model_sd.items()}
-        opt_tensors, opt_meta = _optimizer_to_flat(opt_sd)
-        tensors.update(opt_tensors)
-        tensors.update(rng)
-        meta = {
-            "format": "bdh-train-state-1",
-            "step": step,
-            "train_config": cfg.to_dict(),
-            "optimizer": opt_meta,
-            "world_size": ranks.world,
-            "parallel": ranks.mode,
-            **(extra or {}),
-        }
-        text = json.dumps(meta, indent=1, sort_keys=True)
-
-        def write_state(tmp):
-            save_file(tensors, tmp, metadata={"train_state": text})
-            _pause_mid_write(tmp, step)
-
-        atomic_write(os.path.join(out_dir, TRAIN_STATE), write_state)
-        atomic_write(os.path.join(out_dir, TRAIN_STATE_JSON), lambda p: open(p, "w").write(text + "\n"))
-    parallel.barrier()
-
-
-def read_train_state(out_dir: str) -> tuple[dict, dict]:
-    """(tensors, scalars) of the checkpoint in `out_dir`; a missing or foreign file is a one-line error."""
-    path = os.path.join(out_dir, TRAIN_STATE)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no training checkpoint to resume: {path} does not exist")
-    try:
-        with safe_open(path, framework="pt") as f:
-            meta = (f.metadata() or {}).get("train_state")
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
-    except Exception as e:  # safetensors raises its own error types for corrupt headers
-        raise ValueError(f"{path} is not a readable safetensors file ({type(e).__name__}: {e})") from None
-    if meta is None:
-        raise ValueError(f"{path} has no train_state metadata: not a bdh training checkpoint")
-    return tensors, json.loads(meta)
-
-
-def _load_model_tensors(model, tensors: dict, out_dir: str) -> None:
-    msd = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
-    own = model.state_dict()
-    missing, unexpected = sorted(set(own) - set(msd)), sorted(set(msd) - set(own))
-    if missing or unexpected:
-        raise ValueError(
-            f"checkpoint {out_dir} does not match the model: missing keys {missing[:3]}, "
-            f"unexpected keys {unexpected[:3]}"
-        )
-    for k, v in msd.items():
-        if tuple(v.shape) != tuple(own[k].shape):
-            raise ValueError(
-                f"checkpoint {out_dir}: {k} has shape {tuple(v.shape)}, the model expects {tuple(own[k].shape)}"
-            )
-    model.load_state_dict(msd)
-
-
-def load_checkpoint(out_dir: str, model, opt, gen: torch.Generator, device: str) -> tuple[int, dict]:
-    """Restore model, optimizer and RNG states in place (a single process); returns (step, scalars)."""
-    tensors, meta = read_train_state(out_dir)
-    _load_model_tensors(model, tensors, out_dir)
-    opt.load_state_dict(
-        _optimizer_from_flat({k: v for k, v in tensors.items() if k.startswith("optim.")}, meta["optimizer"])
-    )
-    _restore_rng(tensors, gen, device, parallel.Ranks())
-    return int(meta["step"]), meta
-
-
-def has_checkpoint(out_dir: str) -> bool:
-    return os.path.isfile(os.path.join(out_dir, TRAIN_STATE))
-
-
-def _repair_after_kill(out_dir: str, tensors: dict, meta: dict, config: dict) -> None:
-    """On resume: drop temporary files a kill left, rewrite the model files if a kill came between them and
-    the training state (their header names another step), and cut metrics.jsonl back to the checkpoint."""
-    step = int(meta["step"])
-    for f in os.listdir(out_dir):
-        if f.startswith(TMP_PREFIX):
-            os.remove(os.path.join(out_dir, f))
-    try:
-        with safe_open(os.path.join(out_dir, WEIGHTS_FILE), framework="pt") as f:
-            model_step = (f.metadata() or {}).get("step")
-    except Exception:
-        model_step = None
-    if model_step != str(step):
-        write_model_dir(
-            config,
-            {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")},
-            out_dir,
-            {"step": str(step)},
-        )
-    path = os.path.join(out_dir, METRICS)
-    if os.path.isfile(path):
-        keep = []
-        with open(path) as f:
-            for line in f:
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line cut by a kill
-                if isinstance(rec, dict) and isinstance(rec.get("step"), int) and rec["step"] <= step:
-                    keep.append(json.dumps(rec) + "\n")
-        atomic_write(path, lambda p: open(p, "w").write("".join(keep)))
+# ---------------------------------------------------------------------------------------------- signals
 
 
 class StopSignals:
@@ -500,6 +280,7 @@ def train(
     progress: bool | None = None,
     log=None,
     stop_at: int | None = None,
+    callbacks=(),
 ) -> dict:
     """Train `model` on `data` for `cfg.steps` updates, checkpointing into `out_dir`; returns a summary.
 
@@ -509,64 +290,97 @@ def train(
     stops after that step, as an interruption would (the schedule still runs to `cfg.steps`). A SIGINT or
     SIGTERM does the same after the current step and sets `summary["interrupted"]` to the signal's name.
     Under torchrun (`bdh_gpu.parallel.setup` called first) every rank calls this with the same arguments.
+    `callbacks`: objects that may define any of the hooks below (tests use them to stop a real run at a known
+    point: tests/train_hooks.py); a hook that raises ends the run as any error would.
+        on_step_end(step, rank, stop)       after update `step` (1-based) on every rank, before the ranks agree
+                                            on the loss; `stop.requested` is True once a SIGINT/SIGTERM came
+        on_checkpoint_written(tmp, step)    rank 0: the step's training state is written to the temporary file
+                                            `tmp`, not yet renamed into place (the checkpoint is not committed)
     """
+    run = _start(model, data, cfg, out_dir, resume, log)
+    run.callbacks = tuple(callbacks)
+    bar = _progress_bar(run, progress)
+    meter = _Meter(cfg.batch_size * cfg.block_size)
+    run.probe = data.get_batch("val", 1, torch.Generator().manual_seed(cfg.seed))[0][0].to(cfg.device)
+    _check_activations(run, run.start)  # before any work: a dead or blown-up init stops here
+    with StopSignals(announce=run.ranks.main) as stop:
+        try:
+            for step in bar:
+                if _step(run, step, stop, meter, bar, stop_at):
+                    break
+        except KeyboardInterrupt:
+            if run.ranks.main:
+                again = "interrupted again" if stop.requested else "interrupted"
+                print(f"bdh train: {again}: stopped at once; {_where(run)}", file=sys.stderr, flush=True)
+            raise
+    bar.close()
+    return _finish(run, meter)
+
+
+def _progress_bar(run: _Run, progress: bool | None):
+    """tqdm over the steps still to run, on rank 0 only (progress None: on a terminal)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        range(run.start, run.cfg.steps),
+        initial=run.start,
+        total=run.cfg.steps,
+        dynamic_ncols=True,
+        leave=False,
+        disable=(None if progress is None else not progress) if run.ranks.main else True,
+    )
+
+
+def _finish(run: _Run, meter: _Meter) -> dict:
+    """The summary's run time and per-rank memory (collective: every rank calls it)."""
+    device = run.cfg.device
+    run.summary["seconds"] = time.perf_counter() - meter.t0
+    run.summary["state_bytes_per_rank"] = parallel.gather_ints([parallel.local_state_bytes(run.net, run.opt)], device)
+    run.summary["peak_rss_bytes_per_rank"] = parallel.gather_ints([parallel.peak_rss_bytes()], device)
+    return run.summary
+
+
+@dataclass
+class _Run:
+    """What the steps of one training run share (built by `_start`)."""
+
+    cfg: TrainConfig
+    data: object
+    out_dir: str
+    ranks: parallel.Ranks
+    net: torch.nn.Module  # the model as wrapped for the ranks (DDP / FSDP2 / itself)
+    opt: torch.optim.Optimizer
+    gen: torch.Generator  # the batch generator (the same on every rank)
+    fwd: Callable  # net, or torch.compile(net)
+    amp: object  # the autocast context of the forward
+    say: Callable[[str], None]  # rank 0's log line; a no-op on the other ranks
+    start: int  # the step the run starts from (0, or the checkpoint's)
+    last_ckpt: int | None  # the step of the last checkpoint written or resumed from
+    summary: dict
+    probe: torch.Tensor | None = None  # one validation sequence for `check_activations`
+    callbacks: tuple = ()  # see `train`
+
+
+def _start(model, data, cfg: TrainConfig, out_dir: str, resume: bool, log) -> _Run:
+    """Check the config against the ranks; build (fresh) or restore (resume) what the loop needs."""
     from tqdm.auto import tqdm
 
     ranks = parallel.current()
     cfg.validate()
     if cfg.batch_size % ranks.world:
-        raise ValueError(
+        raise InputError(
             f"batch_size {cfg.batch_size} is the global batch, split over {ranks.world} ranks: "
             f"it must be a multiple of {ranks.world}"
         )
     if ranks.main:
         os.makedirs(out_dir, exist_ok=True)
-    device = cfg.device
-    model.to(device)
+    model.to(cfg.device)
     model.train()
     gen = torch.Generator().manual_seed(cfg.seed)
-    start, tensors, meta = 0, None, None
-    if resume:
-        tensors, meta = read_train_state(out_dir)
-        saved = meta["train_config"]
-        for k in TrainConfig.RESUME_FIXED:
-            if k in saved and saved[k] != getattr(cfg, k):
-                raise ValueError(
-                    f"--resume: {k} is {getattr(cfg, k)!r} but the checkpoint in {out_dir} was "
-                    f"trained with {saved[k]!r}; resume continues exactly, so it must match"
-                )
-        if int(meta.get("world_size", 1)) != ranks.world:
-            raise ValueError(
-                f"--resume: the checkpoint in {out_dir} was trained on {meta.get('world_size', 1)} "
-                f"rank(s), this run has {ranks.world}; resume with the same number of ranks "
-                f"(each rank's dropout stream is part of the checkpoint)"
-            )
-        _load_model_tensors(model, tensors, out_dir)
-        start = int(meta["step"])
-    elif has_checkpoint(out_dir):
-        _, meta = read_train_state(out_dir)
-        raise ValueError(
-            f"{out_dir} already holds a training checkpoint (step {meta['step']}); "
-            f"pass --resume to continue it, or choose another --out"
-        )
-    elif ranks.rank > 0:
-        torch.manual_seed(cfg.seed + 7919 * ranks.rank)  # its own dropout stream (rank 0 keeps the caller's)
-    net = parallel.wrap(model, ranks, device)
+    ckpt = _read_for_resume(model, cfg, out_dir, ranks) if resume else _fresh_start(cfg, out_dir, ranks)
+    net = parallel.wrap(model, ranks, cfg.device)
     opt = make_optimizer(net, cfg)
-    if resume:
-        opt_sd = _optimizer_from_flat({k: v for k, v in tensors.items() if k.startswith("optim.")}, meta["optimizer"])
-        opt.load_state_dict(parallel.shard_optimizer_state(opt_sd, opt) if ranks.mode == "fsdp" else opt_sd)
-        _restore_rng(tensors, gen, device, ranks)
-        if ranks.main:
-            _repair_after_kill(out_dir, tensors, meta, model.config.to_dict())
-        parallel.barrier()
-        del tensors
-    fwd = torch.compile(net) if cfg.compile else net
-    evaluated = parallel.unwrap(net)  # FSDP: the sharded module itself (its forward gathers), so every rank runs it
-    amp = _autocast(cfg)
-    say = (log or (lambda s: tqdm.write(s))) if ranks.main else (lambda s: None)
-    tokens_per_step = cfg.batch_size * cfg.block_size
-    last_ckpt = start if resume else None
+    start = 0 if ckpt is None else _restore(ckpt, model, opt, gen, out_dir, ranks, cfg.device)
     summary = {
         "start_step": start,
         "step": start,
@@ -576,118 +390,200 @@ def train(
         "world_size": ranks.world,
         "parallel": ranks.mode,
     }
-
-    def where():
-        return (
-            f"last good checkpoint: {out_dir} (step {last_ckpt})"
-            if last_ckpt is not None
-            else "no checkpoint was written"
-        )
-
-    bar = tqdm(
-        range(start, cfg.steps),
-        initial=start,
-        total=cfg.steps,
-        dynamic_ncols=True,
-        leave=False,
-        disable=(None if progress is None else not progress) if ranks.main else True,
+    return _Run(
+        cfg=cfg,
+        data=data,
+        out_dir=out_dir,
+        ranks=ranks,
+        net=net,
+        opt=opt,
+        gen=gen,
+        fwd=torch.compile(net) if cfg.compile else net,
+        amp=_autocast(cfg),
+        say=(log or (lambda s: tqdm.write(s))) if ranks.main else (lambda s: None),
+        start=start,
+        last_ckpt=start if resume else None,
+        summary=summary,
     )
-    pause = _test_hook("PAUSE")
-    t0, t1, tokens, ema = time.perf_counter(), None, 0, None
-    probe = data.get_batch("val", 1, torch.Generator().manual_seed(cfg.seed))[0][0].to(device)
-    with parallel.gathered(net):  # every rank checks (FSDP: on the gathered weights), so all stop together
-        check_activations(parallel.unwrap(net), probe, start)  # before any work: a dead or blown-up init stops here
-    with StopSignals(announce=ranks.main) as stop:
-        try:
-            for step in bar:
-                lr = lr_at(step, cfg)
-                for g in opt.param_groups:
-                    g["lr"] = lr
-                x, y = data.get_batch("train", cfg.batch_size, gen)  # the global batch, the same on every rank
-                if ranks.world > 1:
-                    scored = max(1, int((y != IGNORE).sum()))
-                    x, y = parallel.local_slice((x, y), ranks)
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                with amp:
-                    logits = fwd(x)
-                if ranks.world == 1:
-                    loss = loss_fn(logits, y)
-                    lv = float(loss.detach())
-                    if not math.isfinite(lv):
-                        raise NonFiniteLossError(
-                            f"non-finite loss ({lv}) at step {step + 1} (lr {lr:.3g}); stopped, {where()}"
-                        )
-                else:  # DDP/FSDP average the gradients over ranks: scale so that the mean is the global loss's
-                    loss = loss_sum(logits, y) * (ranks.world / scored)
-                loss.backward()
-                if cfg.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-                done = step + 1
-                _inject_failure(ranks.rank, done)
-                if pause is not None and pause[0] == done:
-                    if ranks.main:
-                        print(f"bdh-test: paused after step {done}", file=sys.stderr, flush=True)
-                    until = time.monotonic() + pause[1]
-                    while not stop.requested and time.monotonic() < until:
-                        time.sleep(0.02)
-                stop_now = stop.requested
-                if ranks.distributed:  # one all_reduce: the global loss and whether any rank got a signal
-                    total, n_stop = parallel.all_sum([float(loss.detach()), float(stop.requested)], device)
-                    lv, stop_now = total / ranks.world, n_stop > 0
-                    if not math.isfinite(lv):
-                        raise NonFiniteLossError(
-                            f"non-finite loss ({lv}) at step {done} (lr {lr:.3g}); stopped, {where()}"
-                        )
-                tokens += tokens_per_step
-                ema = lv if ema is None else 0.9 * ema + 0.1 * lv
-                now = time.perf_counter()
-                tok_s = tokens / max(1e-9, now - t0)
-                if t1 is None:
-                    t1 = now  # steady-state rate: from the end of the first step (warm-up excluded)
-                else:
-                    summary["tokens_per_s_steady"] = (tokens - tokens_per_step) / max(1e-9, now - t1)
-                bar.set_postfix(loss=f"{ema:.4f}", tok_s=f"{tok_s:,.0f}", lr=f"{lr:.2e}", refresh=False)
-                summary.update(step=done, train_loss=lv, tokens_per_s=tok_s)
-                if done % cfg.eval_every == 0 or done == cfg.steps:
-                    if ranks.main or ranks.mode == "fsdp":
-                        val = evaluate(evaluated, data, "val", cfg.batch_size, cfg.eval_batches, device, _autocast(cfg))
-                        summary["val"] = val
-                        say(
-                            f"step {done}: train loss {ema:.4f}, val loss {val['loss']:.4f} "
-                            f"({val['bits_per_byte']:.3f} bpb), val acc {val['accuracy']:.3f}, {tok_s:,.0f} tok/s"
-                        )
-                        record = {
-                            "step": done,
-                            "train_loss": ema,
-                            "lr": lr,
-                            "tokens_per_s": tok_s,
-                            "elapsed_s": time.perf_counter() - t0,
-                            **{f"val_{k}": v for k, v in val.items()},
-                        }
-                        if ranks.main:
-                            with open(os.path.join(out_dir, METRICS), "a") as f:
-                                f.write(json.dumps(record) + "\n")
-                    with parallel.gathered(net):
-                        check_activations(parallel.unwrap(net), probe, done)
-                if done % cfg.ckpt_every == 0 or done == cfg.steps:
-                    save_checkpoint(out_dir, net, opt, gen, done, cfg, {"val": summary["val"]})
-                    last_ckpt = done
-                if (stop_at is not None and done >= stop_at) or stop_now:
-                    if last_ckpt != done:
-                        save_checkpoint(out_dir, net, opt, gen, done, cfg, {"val": summary["val"]})
-                        last_ckpt = done
-                    if stop_now:
-                        summary["interrupted"] = stop.name or "SIGTERM"  # another rank's signal
-                    break
-        except KeyboardInterrupt:
-            if ranks.main:
-                again = "interrupted again" if stop.requested else "interrupted"
-                print(f"bdh train: {again}: stopped at once; {where()}", file=sys.stderr, flush=True)
-            raise
-    bar.close()
-    summary["seconds"] = time.perf_counter() - t0
-    summary["state_bytes_per_rank"] = parallel.gather_ints([parallel.local_state_bytes(net, opt)], device)
-    summary["peak_rss_bytes_per_rank"] = parallel.gather_ints([parallel.peak_rss_bytes()], device)
-    return summary
+
+
+def _read_for_resume(model, cfg: TrainConfig, out_dir: str, ranks) -> tuple[dict, dict]:
+    """The checkpoint in out_dir, checked to continue this run exactly; the model's weights loaded from it."""
+    tensors, meta = read_train_state(out_dir)
+    saved = meta["train_config"]
+    for k in TrainConfig.RESUME_FIXED:
+        if k in saved and saved[k] != getattr(cfg, k):
+            raise InputError(
+                f"--resume: {k} is {getattr(cfg, k)!r} but the checkpoint in {out_dir} was "
+                f"trained with {saved[k]!r}; resume continues exactly, so it must match"
+            )
+    if int(meta.get("world_size", 1)) != ranks.world:
+        raise InputError(
+            f"--resume: the checkpoint in {out_dir} was trained on {meta.get('world_size', 1)} "
+            f"rank(s), this run has {ranks.world}; resume with the same number of ranks "
+            f"(each rank's dropout stream is part of the checkpoint)"
+        )
+    load_model_tensors(model, tensors, out_dir)
+    return tensors, meta
+
+
+def _fresh_start(cfg: TrainConfig, out_dir: str, ranks) -> None:
+    """A new run: never over a checkpoint; ranks > 0 take their own dropout stream (rank 0 keeps the caller's)."""
+    if has_checkpoint(out_dir):
+        _, meta = read_train_state(out_dir)
+        raise InputError(
+            f"{out_dir} already holds a training checkpoint (step {meta['step']}); "
+            f"pass --resume to continue it, or choose another --out"
+        )
+    if ranks.rank > 0:
+        torch.manual_seed(cfg.seed + 7919 * ranks.rank)
+
+
+def _restore(ckpt, model, opt, gen, out_dir: str, ranks, device: str) -> int:
+    """Optimizer and RNG states from the checkpoint; rank 0 repairs what a kill left. Returns its step."""
+    tensors, meta = ckpt
+    opt_sd = optimizer_state(tensors, meta)
+    opt.load_state_dict(parallel.shard_optimizer_state(opt_sd, opt) if ranks.mode == "fsdp" else opt_sd)
+    restore_rng(tensors, gen, device, ranks)
+    if ranks.main:
+        repair_after_kill(out_dir, tensors, meta, model.config.to_dict())
+    parallel.barrier()
+    return int(meta["step"])
+
+
+def _where(run: _Run) -> str:
+    if run.last_ckpt is None:
+        return "no checkpoint was written"
+    return f"last good checkpoint: {run.out_dir} (step {run.last_ckpt})"
+
+
+def _step(run: _Run, step: int, stop: StopSignals, meter: _Meter, bar, stop_at: int | None) -> bool:
+    """Update `step` (0-based) and what follows it; True when the run stops after it."""
+    cfg = run.cfg
+    lr = lr_at(step, cfg)
+    loss, lv = _optimisation_step(run, step, lr)
+    done = step + 1
+    _fire(run.callbacks, "on_step_end", done, run.ranks.rank, stop)
+    lv, stop_now = _global_loss_and_stop(run, loss, lv, stop.requested, done, lr)
+    ema, tok_s = meter.update(lv, run.summary)
+    bar.set_postfix(loss=f"{ema:.4f}", tok_s=f"{tok_s:,.0f}", lr=f"{lr:.2e}", refresh=False)
+    run.summary.update(step=done, train_loss=lv, tokens_per_s=tok_s)
+    if done % cfg.eval_every == 0 or done == cfg.steps:
+        _evaluate_and_log(run, done, ema, lr, tok_s, meter.t0)
+    if done % cfg.ckpt_every == 0 or done == cfg.steps:
+        _checkpoint(run, done)
+    if (stop_at is not None and done >= stop_at) or stop_now:
+        if run.last_ckpt != done:
+            _checkpoint(run, done)
+        if stop_now:
+            run.summary["interrupted"] = stop.name or "SIGTERM"  # another rank's signal
+        return True
+    return False
+
+
+def _optimisation_step(run: _Run, step: int, lr: float) -> tuple[torch.Tensor, float | None]:
+    """One AdamW update on the global batch -> (loss, its value; None under torchrun until the all-reduce).
+
+    One process: the mean loss, checked finite before the backward. K ranks: each rank's summed loss times
+    K / (scored bytes of the global batch), so that DDP/FSDP's average of the gradients is the global mean's."""
+    cfg, ranks = run.cfg, run.ranks
+    for g in run.opt.param_groups:
+        g["lr"] = lr
+    x, y = run.data.get_batch("train", cfg.batch_size, run.gen)  # the global batch, the same on every rank
+    if ranks.world > 1:
+        scored = max(1, int((y != IGNORE).sum()))
+        x, y = parallel.local_slice((x, y), ranks)
+    x, y = x.to(cfg.device, non_blocking=True), y.to(cfg.device, non_blocking=True)
+    with run.amp:
+        logits = run.fwd(x)
+    lv = None
+    if ranks.world == 1:
+        loss = loss_fn(logits, y)
+        lv = float(loss.detach())
+        if not math.isfinite(lv):
+            raise NonFiniteLossError(f"non-finite loss ({lv}) at step {step + 1} (lr {lr:.3g}); stopped, {_where(run)}")
+    else:
+        loss = loss_sum(logits, y) * (ranks.world / scored)
+    loss.backward()
+    if cfg.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(run.net.parameters(), cfg.grad_clip)
+    run.opt.step()
+    run.opt.zero_grad(set_to_none=True)
+    return loss, lv
+
+
+def _global_loss_and_stop(run: _Run, loss, lv, requested: bool, done: int, lr: float) -> tuple[float, bool]:
+    """Under torchrun one all_reduce gives the global loss and whether any rank got a signal; else as given."""
+    if not run.ranks.distributed:
+        return lv, requested
+    total, n_stop = parallel.all_sum([float(loss.detach()), float(requested)], run.cfg.device)
+    lv = total / run.ranks.world
+    if not math.isfinite(lv):
+        raise NonFiniteLossError(f"non-finite loss ({lv}) at step {done} (lr {lr:.3g}); stopped, {_where(run)}")
+    return lv, n_stop > 0
+
+
+class _Meter:
+    """The loss EMA and tokens/s: over the whole run, and steady-state (from the end of the first step)."""
+
+    def __init__(self, tokens_per_step: int):
+        self.per_step, self.tokens, self.ema = tokens_per_step, 0, None
+        self.t0, self.t1 = time.perf_counter(), None
+
+    def update(self, lv: float, summary: dict) -> tuple[float, float]:
+        """One more step of loss lv -> (ema, tokens/s); summary["tokens_per_s_steady"] from the second step on."""
+        self.tokens += self.per_step
+        self.ema = lv if self.ema is None else 0.9 * self.ema + 0.1 * lv
+        now = time.perf_counter()
+        tok_s = self.tokens / max(1e-9, now - self.t0)
+        if self.t1 is None:
+            self.t1 = now  # warm-up excluded
+        else:
+            summary["tokens_per_s_steady"] = (self.tokens - self.per_step) / max(1e-9, now - self.t1)
+        return self.ema, tok_s
+
+
+def _evaluate_and_log(run: _Run, done: int, ema: float, lr: float, tok_s: float, t0: float) -> None:
+    """Held-out evaluation (rank 0; every rank under FSDP, whose forward gathers), its log line and metrics
+    record, then the activation check on every rank."""
+    cfg, ranks = run.cfg, run.ranks
+    if ranks.main or ranks.mode == "fsdp":
+        val = evaluate(
+            parallel.unwrap(run.net), run.data, "val", cfg.batch_size, cfg.eval_batches, cfg.device, _autocast(cfg)
+        )
+        run.summary["val"] = val
+        run.say(
+            f"step {done}: train loss {ema:.4f}, val loss {val['loss']:.4f} "
+            f"({val['bits_per_byte']:.3f} bpb), val acc {val['accuracy']:.3f}, {tok_s:,.0f} tok/s"
+        )
+        if ranks.main:
+            elapsed = time.perf_counter() - t0
+            record = {"step": done, "train_loss": ema, "lr": lr, "tokens_per_s": tok_s, "elapsed_s": elapsed}
+            record.update({f"val_{k}": v for k, v in val.items()})
+            with open(os.path.join(run.out_dir, METRICS), "a") as f:
+                f.write(json.dumps(record) + "\n")
+    _check_activations(run, done)
+
+
+def _check_activations(run: _Run, step: int) -> None:
+    """Every rank checks (FSDP: on the gathered weights), so all stop together."""
+    with parallel.gathered(run.net):
+        check_activations(parallel.unwrap(run.net), run.probe, step)
+
+
+def _checkpoint(run: _Run, done: int) -> None:
+    def written(tmp, step):
+        _fire(run.callbacks, "on_checkpoint_written", tmp, step)
+
+    save_checkpoint(
+        run.out_dir, run.net, run.opt, run.gen, done, run.cfg, {"val": run.summary["val"]}, on_written=written
+    )
+    run.last_ckpt = done
+
+
+def _fire(callbacks, hook: str, *args) -> None:
+    """Call `hook(*args)` on every callback that defines it, in order."""
+    for cb in callbacks:
+        fn = getattr(cb, hook, None)
+        if fn is not None:
+            fn(*args)

@@ -42,13 +42,20 @@ def make(seed: int = 0):
 
 def form_chunk(form: str, T: int):
     """The chunk size a form runs at T (None = full T x T)."""
-    from bdh_gpu.model import resolve_chunk
+    from bdh_gpu.model import Attention
 
     if form in ("released", "full"):
         return None
     if form == "auto":
-        return resolve_chunk("auto", T)
+        return Attention("auto").chunk_for(T)
     return int(form[1:])
+
+
+def as_attention(chunk):
+    """The bdh_gpu.Attention that runs chunks of `chunk` tokens (None: the full form)."""
+    from bdh_gpu.model import Attention
+
+    return Attention("full") if chunk is None else Attention("chunked", chunk)
 
 
 def matmul_flops_forward(cfg, T: int, chunk) -> float:
@@ -73,7 +80,7 @@ def time_forms(Ts, forms, rounds, log=print) -> list:
         y = torch.randint(0, 256, (1, T), generator=torch.Generator().manual_seed(T + 1))
 
         def step(form):
-            out = rel(x) if form == "released" else model(x, chunk_size=form_chunk(form, T))
+            out = rel(x) if form == "released" else model(x, attention=as_attention(form_chunk(form, T)))
             F.cross_entropy(out.view(-1, 256), y.view(-1)).backward()
             for p in model.parameters():
                 p.grad = None
@@ -125,7 +132,7 @@ def profile_split(T: int, form: str = "auto") -> dict:
     ch = form_chunk(form, T)
 
     def step():
-        F.cross_entropy(model(x, chunk_size=ch).view(-1, 256), x.view(-1)).backward()
+        F.cross_entropy(model(x, attention=as_attention(ch)).view(-1, 256), x.view(-1)).backward()
         for p in model.parameters():
             p.grad = None
 
@@ -166,7 +173,7 @@ def child_memory(T: int, form: str) -> dict:
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
     base = _vm("VmRSS")
-    out = rel(x) if form == "released" else model(x, chunk_size=form_chunk(form, T))
+    out = rel(x) if form == "released" else model(x, attention=as_attention(form_chunk(form, T)))
     F.cross_entropy(out.view(-1, 256), x.view(-1)).backward()
     return {"peak_above_model_mb": _vm("VmHWM") - base}
 

@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from bdh_gpu import BDH
+from bdh_gpu import BDH, Attention
 from bdh_gpu.config import BDHConfig, get_preset
 from benchmarks.common import write_json
 
@@ -187,7 +187,8 @@ def main(argv=None) -> int:
         base = None
         for path in ("released", "ours"):
             torch.manual_seed(0)
-            model = BDH(cfg, chunk_size=None if path == "released" else min(a.chunk, T)).to(device).train()
+            attention = Attention("full") if path == "released" else Attention("chunked", min(a.chunk, T))
+            model = BDH(cfg, attention=attention).to(device).train()
             net = ReleasedMath(model).to(device) if path == "released" else model
             try:
                 r = measure(net, list(model.parameters()), T, batch, steps, warmup, device, True, comp)

@@ -31,11 +31,11 @@ from benchmarks.common import write_json
 def child(T: int, chunk: int | None, steps: int) -> dict:
     import torch
 
-    from bdh_gpu import BDH
+    from bdh_gpu import BDH, Attention
     from bdh_gpu.config import get_preset
 
     torch.manual_seed(0)
-    model = BDH(get_preset("small"), chunk_size=chunk)
+    model = BDH(get_preset("small"), attention=Attention("full") if chunk is None else Attention("chunked", chunk))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     x = torch.randint(0, 256, (1, T))
     y = torch.randint(0, 256, (1, T))

@@ -27,7 +27,7 @@ import time
 
 import torch
 
-from bdh_gpu import BDH, BDHConfig
+from bdh_gpu import BDH, Attention, BDHConfig
 from bdh_gpu.data import RecallData, TextData, read_bytes, tinyshakespeare_path
 from bdh_gpu.train import TrainConfig, evaluate, loss_fn, lr_at, make_optimizer
 from benchmarks.common import write_json
@@ -119,7 +119,10 @@ def text_path(explicit: str | None = None) -> str:
 
 def build(name: str, prof: Profile, block: int, target: int | None = None):
     if name == "bdh":
-        return BDH(dataclasses.replace(prof.bdh), chunk_size=prof.chunk_size)
+        ch = prof.chunk_size
+        return BDH(
+            dataclasses.replace(prof.bdh), attention=Attention("full") if ch is None else Attention("chunked", ch)
+        )
     drop = prof.bdh.dropout
     return sized(name, target, n_layer=prof.n_layer, n_head=prof.n_head, block_size=block, dropout=drop)
 

@@ -26,9 +26,9 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from bdh_gpu.model import LN_EPS  # the tensor model's LayerNorm eps: one definition
 from bdh_graph import kernels as K
 
-LN_EPS = 1e-5  # as nn.LayerNorm in the released code
 LN_VARIABLES = ("Lm", "Lc", "Lc2", "Ls")  # the scratch variables layer_norm_rounds needs on a hub population
 LN_ROUNDS = 2  # rounds per LayerNorm
 

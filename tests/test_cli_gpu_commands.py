@@ -66,8 +66,8 @@ def test_train_interrupted_then_resumed_matches_straight_run(tmp_path, capsys, m
     assert main(["train", "--data", "recall:4", "--out", a, *six]) == 0
     real = T.save_checkpoint
 
-    def interrupt_after_4(out_dir, model, opt, gen, step, cfg, extra=None):
-        real(out_dir, model, opt, gen, step, cfg, extra)
+    def interrupt_after_4(out_dir, model, opt, gen, step, cfg, extra=None, **kw):
+        real(out_dir, model, opt, gen, step, cfg, extra, **kw)
         if step == 4:
             raise KeyboardInterrupt
 

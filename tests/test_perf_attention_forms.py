@@ -78,19 +78,19 @@ def test_fused_rotations_equal_pairwise(T, half, lead, seed, theta):
 @settings(max_examples=8, deadline=None)
 @given(T=st.integers(2, 24), min_t=st.integers(1, 12), C=st.integers(1, 9), seed=st.integers(0, 2**16))
 def test_auto_equals_full(variant, U, T, min_t, C, seed, monkeypatch_module):
-    """chunk_size="auto" (the default) picks chunked from AUTO_CHUNK_MIN_T on and full below; either way the
+    """Attention("auto") (the default) picks chunked from AUTO_CHUNK_MIN_T on and full below; either way the
     logits and every parameter's gradient equal the full T x T form (Eq. 4), float64, 1e-10 / 1e-8."""
     monkeypatch_module.setattr(M, "AUTO_CHUNK_MIN_T", min_t)
     monkeypatch_module.setattr(M, "AUTO_CHUNK_SIZE", C)
-    assert M.resolve_chunk("auto", T) == (C if min_t <= T else None)
+    assert M.Attention("auto").chunk_for(T) == (C if min_t <= T else None)
     torch.manual_seed(seed)
     model = BDH(BDHConfig(n_head=2, d=4, N=4, n_layer=2, dropout=0.0, U=U, variant=variant)).double()
-    assert model.chunk_size == "auto"
+    assert model.attention == M.Attention("auto")
     idx = torch.randint(0, 256, (2, T), generator=torch.Generator().manual_seed(seed))
     w = torch.randn(2, T, 256, dtype=torch.float64, generator=torch.Generator().manual_seed(seed + 1))
     grads = []
-    for cs in ("auto", None):
-        out = model(idx, chunk_size=cs)
+    for form in ("auto", "full"):
+        out = model(idx, attention=form)
         gs = torch.autograd.grad((out * w).sum(), list(model.parameters()))
         grads.append((out.detach(), gs))
     (a, ga), (f, gf) = grads
@@ -100,7 +100,7 @@ def test_auto_equals_full(variant, U, T, min_t, C, seed, monkeypatch_module):
         assert float((x - y).abs().max()) <= 1e-8 * max(1.0, float(y.abs().max()))
     with torch.no_grad():
         lp, sp = model.prefill(idx)  # prefill defaults to auto as well
-        lf, sf = model.prefill(idx, chunk_size=None)
+        lf, sf = model.prefill(idx, attention="full")
     assert float((lp - lf).abs().max()) <= 1e-10 * scale
     for x, y in zip(sp.S, sf.S):
         assert float((x - y).abs().max()) <= 1e-10 * max(1.0, float(y.abs().max()))

@@ -11,7 +11,7 @@ from hypothesis import given, note, settings
 from hypothesis import strategies as st
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from bdh_gpu import BDH, BDHConfig
+from bdh_gpu import BDH, Attention, BDHConfig
 from bdh_gpu.config import U_KINDS, VARIANTS
 
 TOL = 1e-10
@@ -69,12 +69,12 @@ def test_chunked_equals_full(variant, U, data):
     cfg, model, idx, C = data.draw(cases(variant, U))
     cut = data.draw(st.integers(0, idx.shape[1]))
     with torch.no_grad():
-        ref = model(idx, chunk_size=None)
-        got = model(idx, chunk_size=C)
-        r1, q1 = model.prefill(idx[:, :cut], chunk_size=None)
-        r2, q2 = model.prefill(idx[:, cut:], q1, chunk_size=None)
-        l1, s1 = model.prefill(idx[:, :cut], chunk_size=C)
-        l2, s2 = model.prefill(idx[:, cut:], s1, chunk_size=C)
+        ref = model(idx, attention="full")
+        got = model(idx, attention=Attention("chunked", C))
+        r1, q1 = model.prefill(idx[:, :cut], attention="full")
+        r2, q2 = model.prefill(idx[:, cut:], q1, attention="full")
+        l1, s1 = model.prefill(idx[:, :cut], attention=Attention("chunked", C))
+        l2, s2 = model.prefill(idx[:, cut:], s1, attention=Attention("chunked", C))
     assert_close(got, ref, f"forward chunked (C={C}) vs full")
     assert_close(torch.cat([l1, l2], 1), ref, "prefill chunked in two calls vs forward full")
     assert s2.t == q2.t == idx.shape[1]
@@ -94,9 +94,9 @@ def test_chunked_gradients_equal_full(variant, U, data):
         idx.shape[0], idx.shape[1], cfg.vocab_size, dtype=torch.float64, generator=torch.Generator().manual_seed(1)
     )
     grads = {}
-    for name, chunk in (("full", None), ("chunked", C)):
+    for name, attention in (("full", "full"), ("chunked", Attention("chunked", C))):
         model.zero_grad(set_to_none=True)
-        (model(idx, chunk_size=chunk) * w).sum().backward()
+        (model(idx, attention=attention) * w).sum().backward()
         grads[name] = {k: p.grad.clone() for k, p in model.named_parameters()}
     for k in grads["full"]:
         assert_close(grads["chunked"][k], grads["full"][k], f"grad {k} chunked (C={C}) vs full", GRAD_TOL)
@@ -111,9 +111,9 @@ def test_alibi_long_sequence_is_finite_and_equal():
         model = make_model(cfg, 3, 0.5)
         idx = torch.randint(0, 256, (1, 1100), generator=torch.Generator().manual_seed(0))
         with torch.no_grad():
-            ref = model(idx, chunk_size=None)
-            l1, s1 = model.prefill(idx[:, :1000], chunk_size=64)
-            l2, _ = model.prefill(idx[:, 1000:], s1, chunk_size=7)
+            ref = model(idx, attention="full")
+            l1, s1 = model.prefill(idx[:, :1000], attention=Attention("chunked", 64))
+            l2, _ = model.prefill(idx[:, 1000:], s1, attention=Attention("chunked", 7))
         got = torch.cat([l1, l2], 1)
         assert torch.isfinite(got).all() and all(torch.isfinite(S).all() for S in s1.S)
         assert_close(got, ref, f"{U}: chunked over 1100 tokens vs full")
@@ -143,9 +143,9 @@ def test_no_T_by_T_buffer():
     idx = torch.randint(0, 256, (B, T))
     full, chunked = _LargestOutput(), _LargestOutput()
     with full:
-        model(idx, chunk_size=None).sum().backward()
+        model(idx, attention="full").sum().backward()
     with chunked:
-        model(idx, chunk_size=C).sum().backward()
+        model(idx, attention=Attention("chunked", C)).sum().backward()
     assert full.largest >= B * cfg.n_head * T * T  # the detector sees the T x T buffer
     linear = max(B * T * cfg.vocab_size, B * cfg.n_head * T * cfg.N, 2 * cfg.n_head * C * C)
     assert chunked.largest <= linear < T * T, (chunked.largest, linear)
@@ -160,35 +160,41 @@ def test_bf16_autocast_chunked_keeps_float32_state():
     model = BDH(cfg).eval()
     idx = torch.randint(0, 256, (2, 96))
     with torch.no_grad():
-        ref = model(idx, chunk_size=None)
+        ref = model(idx, attention="full")
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            got = model(idx, chunk_size=32)
-            _, state = model.prefill(idx, chunk_size=32)
+            got = model(idx, attention=Attention("chunked", 32))
+            _, state = model.prefill(idx, attention=Attention("chunked", 32))
     assert all(S.dtype == torch.float32 for S in state.S)
     err = float((got.float() - ref).abs().max())
     assert err < 1e-2 * float(ref.abs().max()), err
 
 
 @pytest.mark.parametrize("bad", [0, -3, 2.5, True, "64"])
-def test_bad_chunk_size(bad):
-    """chunk_size is None or a positive int: anything else is a one-line ValueError naming it."""
+def test_bad_attention(bad):
+    """The chunk of Attention("chunked", chunk) is a positive int, the form one of full, chunked, auto: anything
+    else is a one-line ValueError naming it, whether given to the model or to a call."""
     model = BDH(BDHConfig(n_head=1, d=2, N=2, n_layer=1))
-    with pytest.raises(ValueError, match="chunk_size: expected None"):
-        model(torch.zeros(1, 4, dtype=torch.long), chunk_size=bad)
-    with pytest.raises(ValueError, match="chunk_size"):
-        BDH(BDHConfig(n_head=1, d=2, N=2, n_layer=1), chunk_size=bad)
+    with pytest.raises(ValueError, match="attention: chunk: expected a positive int"):
+        model(torch.zeros(1, 4, dtype=torch.long), attention=Attention("chunked", bad))
+    with pytest.raises(ValueError, match="attention: expected"):
+        model(torch.zeros(1, 4, dtype=torch.long), attention=bad)
+    with pytest.raises(ValueError, match="attention"):
+        BDH(BDHConfig(n_head=1, d=2, N=2, n_layer=1), attention=bad)
+    with pytest.raises(ValueError, match="a chunk applies to the chunked form"):
+        Attention("full", 8)
 
 
-def test_model_default_chunk_size_is_used():
-    """`BDH(config, chunk_size=C)` makes forward chunked by default (no T x T buffer); it equals the full form."""
+def test_model_default_attention_is_used():
+    """`BDH(config, attention=Attention("chunked", C))` makes forward chunked by default (no T x T buffer); it
+    equals the full form."""
     cfg = BDHConfig(n_head=1, d=3, N=4, n_layer=1, dropout=0.0, variant="paper")
     model = make_model(cfg, 0, 0.5)
     idx = torch.randint(0, 256, (1, 400))
-    chunked = BDH(cfg, chunk_size=8).double()
+    chunked = BDH(cfg, attention=Attention("chunked", 8)).double()
     chunked.load_state_dict(model.state_dict())
     spy = _LargestOutput()
     with torch.no_grad():
         with spy:
             got = chunked(idx)
-        assert_close(got, model(idx), "BDH(cfg, chunk_size=8) vs full")
-    assert chunked.chunk_size == 8 and spy.largest < 400 * 400
+        assert_close(got, model(idx), "BDH(cfg, attention=chunked 8) vs full")
+    assert chunked.attention.chunk == 8 and spy.largest < 400 * 400

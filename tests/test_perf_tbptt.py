@@ -6,10 +6,10 @@ import torch
 from hypothesis import given, note
 from hypothesis import strategies as st
 
-from bdh_gpu import BDH, BDHConfig
+from bdh_gpu import BDH, Attention, BDHConfig
 from bdh_gpu.config import U_KINDS, VARIANTS
-from bdh_gpu.tbptt import StreamBatches, evaluate_stream, loss_fn, segment_loss, train_tbptt
-from bdh_gpu.train import TrainConfig
+from bdh_gpu.tbptt import StreamBatches, evaluate_stream, segment_loss, train_tbptt
+from bdh_gpu.train import TrainConfig, loss_fn
 
 TOL = 1e-10
 
@@ -49,9 +49,10 @@ def test_two_segments_equal_one_sequence(data):
     seq = torch.randint(0, 256, (2, T1 + T2 + 1), generator=torch.Generator().manual_seed(T1 * 31 + T2))
     x, y = seq[:, :-1], seq[:, 1:]
     model.train()  # TBPTT runs in training mode (dropout 0 here)
-    ref = model(x, chunk_size=None)
-    l1, g1, s1 = segment_loss(model, x[:, :T1], y[:, :T1], None, chunk)
-    l2, g2, s2 = segment_loss(model, x[:, T1:], y[:, T1:], s1, chunk)
+    ref = model(x, attention="full")
+    attention = "full" if chunk is None else Attention("chunked", chunk)
+    l1, g1, s1 = segment_loss(model, x[:, :T1], y[:, :T1], None, attention)
+    l2, g2, s2 = segment_loss(model, x[:, T1:], y[:, T1:], s1, attention)
     assert not any(S.requires_grad for S in s1.S)  # detached: the gradient stops at the boundary
     _close(torch.cat([g1, g2], 1), ref, "two segments vs one sequence (logits)")
     whole = loss_fn(ref, y)
@@ -78,8 +79,8 @@ def test_train_tbptt_learns_a_periodic_stream():
     model = BDH(BDHConfig(n_head=2, d=16, N=32, n_layer=1, dropout=0.0))
     streams = StreamBatches(text, batch_size=4, segment=32)
     cfg = TrainConfig(steps=40, lr=1e-2, warmup_steps=2, batch_size=4, block_size=32, eval_every=1000)
-    out = train_tbptt(model, streams, cfg, chunk_size=8)
+    out = train_tbptt(model, streams, cfg, attention=Attention("chunked", 8))
     assert len(out["losses"]) == 40 and out["resets"] >= 1
     assert np.mean(out["losses"][-5:]) < 0.5 * np.mean(out["losses"][:5]), out["losses"]
-    ev = evaluate_stream(model, text, batch_size=2, segment=64, max_segments=3, chunk_size=16)
+    ev = evaluate_stream(model, text, batch_size=2, segment=64, max_segments=3, attention=Attention("chunked", 16))
     assert ev["scored_bytes"] == 2 * 64 * 3 and ev["bits_per_byte"] < 4.0

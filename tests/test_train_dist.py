@@ -27,7 +27,7 @@ from safetensors.torch import load_file
 
 import bdh_gpu
 from bdh.cli import main
-from bdh_gpu.train import TRAIN_STATE, read_train_state
+from bdh_gpu.checkpoint import TRAIN_STATE, read_train_state
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
@@ -59,7 +59,12 @@ DROPOUT = [*BASE, "--dropout", "0.2"]
 LIMIT = 150  # seconds: a hung run fails the test instead of hanging CI
 
 
-def _cmd(out, args, entry="module"):
+HOOKS = os.path.join(REPO, "tests", "train_hooks.py")
+
+
+def _cmd(out, args, entry="module", hooks=()):
+    if hooks:  # test hooks (tests/train_hooks.py), e.g. ("--fail", "1:3:raise")
+        return [*TORCHRUN, HOOKS, *hooks, "train", "--out", str(out), *args]
     if entry == "script":  # the installed `bdh` entry point under torchrun
         bdh = os.path.join(os.path.dirname(sys.executable), "bdh")
         return [*TORCHRUN, "--no-python", bdh, "train", "--out", str(out), *args]
@@ -70,9 +75,10 @@ def _env(extra=None):
     return {**os.environ, "OMP_NUM_THREADS": "1", **(extra or {})}
 
 
-def _torchrun(out, args, env=None, entry="module"):
+def _torchrun(out, args, entry="module", hooks=()):
     t0 = time.monotonic()
-    r = subprocess.run(_cmd(out, args, entry), capture_output=True, text=True, cwd=REPO, env=_env(env), timeout=LIMIT)
+    cmd = _cmd(out, args, entry, hooks)
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=_env(), timeout=LIMIT)
     return r, time.monotonic() - t0
 
 
@@ -140,7 +146,7 @@ def test_fsdp_equals_ddp_survives_a_dead_rank_and_loads_in_one_process(ddp, tmp_
     step-4 checkpoint loads in one process (`bdh generate`, `bdh verify`), and the FSDP resume ends within
     1e-10 of the DDP run."""
     d = tmp_path / "fsdp"
-    r, secs = _torchrun(d, [*NO_DROPOUT, "--fsdp"], env={"BDH_TEST_FAIL": "1:5:kill"})
+    r, secs = _torchrun(d, [*NO_DROPOUT, "--fsdp"], hooks=("--fail", "1:5:kill"))
     lag = _fault_to_exit(r.stderr)
     _report(f"FSDP, rank 1 SIGKILLed after step 5: torchrun exit {r.returncode}, {lag:.2f} s after the kill")
     assert r.returncode != 0 and lag < 30, (r.returncode, lag, r.stderr[-3000:])
@@ -166,12 +172,12 @@ def test_ddp_resume_after_sigterm_to_torchrun_is_bitwise(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     d = tmp_path / "stopped"
     p = subprocess.Popen(
-        _cmd(d, DROPOUT),
+        _cmd(d, DROPOUT, hooks=("--pause", "3:60")),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         cwd=REPO,
-        env=_env({"BDH_TEST_PAUSE": "3:60"}),
+        env=_env(),
     )
     seen, end = "", time.monotonic() + LIMIT
     while "paused after step 3" not in seen and time.monotonic() < end and p.poll() is None:
@@ -199,12 +205,14 @@ def test_a_rank_that_raises_ends_every_rank_with_one_line(tmp_path):
     """Rank 1 raises after step 3: both ranks end within 30 s of it, non-zero, each with one bdh line (the failing
     rank names the error), and the step-2 checkpoint loads."""
     d = tmp_path / "raise"
-    r, secs = _torchrun(d, NO_DROPOUT, env={"BDH_TEST_FAIL": "1:3:raise"})
+    r, secs = _torchrun(d, NO_DROPOUT, hooks=("--fail", "1:3:raise"))
     lag = _fault_to_exit(r.stderr)
     _report(f"DDP, rank 1 raises after step 3: torchrun exit {r.returncode}, {lag:.2f} s after the raise")
     assert r.returncode != 0 and lag < 30, (lag, r.stderr[-3000:])
     lines = _bdh_lines(r.stderr)
-    assert "bdh train: rank 1/2: error: injected failure (BDH_TEST_FAIL) after step 3" in lines, r.stderr[-3000:]
+    assert "bdh train: rank 1/2: error: injected failure (tests/train_hooks.py --fail) after step 3" in lines, r.stderr[
+        -3000:
+    ]
     assert any(
         x.startswith("bdh train: rank 0/2: error: lost contact with another rank") and "(step 2), is intact" in x
         for x in lines

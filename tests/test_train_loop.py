@@ -8,6 +8,7 @@ import torch
 
 import bdh_gpu
 from bdh_gpu import BDH, BDHConfig, get_preset
+from bdh_gpu import checkpoint as CK
 from bdh_gpu import train as T
 from bdh_gpu.data import RecallData
 
@@ -60,7 +61,7 @@ def test_resume_continues_exactly(tmp_path):
         assert torch.equal(x, y), k
     loaded = bdh_gpu.load(str(tmp_path / "b"))
     assert all(torch.equal(p, q) for p, q in zip(loaded.state_dict().values(), a.state_dict().values()))
-    assert json.load(open(tmp_path / "b" / T.TRAIN_STATE_JSON))["step"] == 6
+    assert json.load(open(tmp_path / "b" / CK.TRAIN_STATE_JSON))["step"] == 6
 
 
 def test_dropout_makes_a_difference_so_resume_test_is_not_vacuous(tmp_path):
@@ -68,11 +69,11 @@ def test_dropout_makes_a_difference_so_resume_test_is_not_vacuous(tmp_path):
     RNG state is what drives it (replace it and the result changes)."""
     a, _ = _run(tmp_path / "a", 6)
     _run(tmp_path / "b", 6, stop_at=3)
-    tensors, meta = T.read_train_state(str(tmp_path / "b"))
+    tensors, meta = CK.read_train_state(str(tmp_path / "b"))
     tensors["rng.torch"] = torch.manual_seed(999).get_state()
     from safetensors.torch import save_file
 
-    save_file(tensors, str(tmp_path / "b" / T.TRAIN_STATE), metadata={"train_state": json.dumps(meta)})
+    save_file(tensors, str(tmp_path / "b" / CK.TRAIN_STATE), metadata={"train_state": json.dumps(meta)})
     b, _ = _run(tmp_path / "b", 6, resume=True)
     assert not torch.equal(a.E, b.E)
 
@@ -88,12 +89,12 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monk
         return loss * float("nan") if calls["n"] == 5 else loss
 
     _run(tmp_path / "ok", 6, stop_at=3)
-    before = (tmp_path / "ok" / T.TRAIN_STATE).read_bytes()
+    before = (tmp_path / "ok" / CK.TRAIN_STATE).read_bytes()
     monkeypatch.setattr(T, "loss_fn", nan_at_5)
     calls["n"] = 3
     with pytest.raises(T.NonFiniteLossError, match=r"non-finite loss \(nan\) at step 5.*step 3\)"):
         _run(tmp_path / "ok", 6, resume=True)
-    assert (tmp_path / "ok" / T.TRAIN_STATE).read_bytes() == before
+    assert (tmp_path / "ok" / CK.TRAIN_STATE).read_bytes() == before
     monkeypatch.setattr(T, "loss_fn", real)
     _, s = _run(tmp_path / "ok", 6, resume=True)
     assert s["step"] == 6
@@ -104,25 +105,25 @@ def test_huge_lr_is_caught_before_a_bad_checkpoint(tmp_path):
     holding inf/nan weights."""
     with pytest.raises(T.NonFiniteLossError, match="non-finite"):
         _run(tmp_path / "x", 6, lr=1e20, warmup_steps=0, ckpt_every=1)
-    if (tmp_path / "x" / T.TRAIN_STATE).exists():
-        tensors, _ = T.read_train_state(str(tmp_path / "x"))
+    if (tmp_path / "x" / CK.TRAIN_STATE).exists():
+        tensors, _ = CK.read_train_state(str(tmp_path / "x"))
         assert all(torch.isfinite(v).all() for k, v in tensors.items() if k.startswith("model."))
 
 
 def test_crash_while_writing_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     """Kill the write of the step-6 training state half-way: the step-3 file is intact and resumable."""
     _run(tmp_path / "c", 6, stop_at=3)
-    before = (tmp_path / "c" / T.TRAIN_STATE).read_bytes()
+    before = (tmp_path / "c" / CK.TRAIN_STATE).read_bytes()
 
     def crash(tensors, path, metadata=None):
         with open(path, "wb") as f:
             f.write(b"partial")
         raise OSError("disk full (simulated)")
 
-    monkeypatch.setattr(T, "save_file", crash)
+    monkeypatch.setattr(CK, "save_file", crash)
     with pytest.raises(OSError, match="simulated"):
         _run(tmp_path / "c", 6, resume=True)
-    assert (tmp_path / "c" / T.TRAIN_STATE).read_bytes() == before
+    assert (tmp_path / "c" / CK.TRAIN_STATE).read_bytes() == before
     assert not [f for f in os.listdir(tmp_path / "c") if f.endswith(".tmp")]
     monkeypatch.undo()
     a, _ = _run(tmp_path / "a", 6)
@@ -151,9 +152,9 @@ def test_optimizer_state_round_trips_without_pickle():
     opt = T.make_optimizer(model, _cfg())
     model(torch.randint(256, (2, 8))).sum().backward()
     opt.step()
-    tensors, meta = T._optimizer_to_flat(opt)
+    tensors, meta = CK.optimizer_to_flat(opt)
     json.dumps(meta)  # plain JSON
-    back = T._optimizer_from_flat(tensors, json.loads(json.dumps(meta)))
+    back = CK.optimizer_from_flat(tensors, json.loads(json.dumps(meta)))
     sd = opt.state_dict()
     assert back["param_groups"] == sd["param_groups"]
     for pid, st in sd["state"].items():
@@ -207,3 +208,16 @@ def test_tiny_masters_recall(tmp_path):
     )
     s = T.train(model, RecallData(64), cfg, str(tmp_path), progress=False, log=lambda m: None)
     assert s["val"]["accuracy"] >= 0.97, s["val"]
+
+
+def test_errors_are_input_or_training_failed(tmp_path):
+    """Bad input is a bdh_gpu.InputError (a ValueError); a run that fails on its own numbers is a
+    bdh_gpu.TrainingFailed (a RuntimeError, not a ValueError), so callers can tell the two apart."""
+    for cls in (bdh_gpu.NonFiniteLossError, bdh_gpu.ActivationError):
+        assert issubclass(cls, bdh_gpu.TrainingFailed) and not issubclass(cls, ValueError)
+    assert issubclass(bdh_gpu.TrainingFailed, RuntimeError) and issubclass(bdh_gpu.InputError, ValueError)
+    with pytest.raises(bdh_gpu.InputError, match="steps must be >= 1"):
+        _cfg(steps=0).validate()
+    _run(tmp_path / "s", 6, stop_at=3)
+    with pytest.raises(bdh_gpu.InputError, match="already holds a training checkpoint"):
+        _run(tmp_path / "s", 6)

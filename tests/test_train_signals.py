@@ -7,8 +7,8 @@
 - kill -9 in the middle of a checkpoint write (test hook: the training state stands half-written in its
   temporary file) and at seeded random moments: the last good checkpoint loads and resumes exactly.
 - A non-empty --out that is not the run being resumed is refused (exit 2, one line); --force alone replaces.
-The runs are pinned to a known step with test hooks (BDH_TEST_PAUSE / BDH_TEST_CKPT_PAUSE, bdh_gpu/train.py);
-the signals are real ones sent from this process.
+The runs are pinned to a known step with test hooks (--pause / --ckpt-pause of tests/train_hooks.py, callbacks of
+the training loop); the signals are real ones sent from this process.
 """
 
 import json
@@ -27,7 +27,7 @@ from safetensors.torch import load_file
 
 import bdh_gpu
 from bdh.cli import main
-from bdh_gpu.train import TRAIN_STATE, read_train_state
+from bdh_gpu.checkpoint import TRAIN_STATE, read_train_state
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -55,10 +55,15 @@ ARGS = [
 ]
 
 
-def _popen(out, *extra, env=None):
-    e = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+HOOKS = os.path.join(REPO, "tests", "train_hooks.py")
+
+
+def _popen(out, *extra, hooks=()):
+    """`bdh train` in a subprocess (through tests/train_hooks.py when hooks are given, e.g. ("--pause", "3:60"))."""
+    e = {**os.environ, "OMP_NUM_THREADS": "1"}
+    entry = [HOOKS, *hooks] if hooks else ["-m", "bdh"]
     return subprocess.Popen(
-        [sys.executable, "-m", "bdh", "train", "--out", str(out), *ARGS, *extra],
+        [sys.executable, *entry, "train", "--out", str(out), *ARGS, *extra],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -122,7 +127,7 @@ def test_signals_at_seeded_random_steps_then_resume_is_bitwise(straight, tmp_pat
     for sig in (signal.SIGINT, signal.SIGTERM):
         step = rng.randint(1, 7)
         d = tmp_path / f"{sig.name}"
-        p = _popen(d, env={"BDH_TEST_PAUSE": f"{step}:60"})
+        p = _popen(d, hooks=("--pause", f"{step}:60"))
         _wait_for(p, f"paused after step {step}")
         p.send_signal(sig)
         rc, _, err = _finish(p)
@@ -147,7 +152,7 @@ def test_second_ctrl_c_exits_at_once_and_keeps_the_previous_checkpoint(straight,
     """Ctrl-C while the step-4 checkpoint is being written, then Ctrl-C again: the process exits at once
     (no step-4 training state), the step-2 checkpoint is whole, and a resume from it ends bitwise equal."""
     d = tmp_path / "twice"
-    p = _popen(d, "--ckpt-every", "2", env={"BDH_TEST_CKPT_PAUSE": "4:60"})
+    p = _popen(d, "--ckpt-every", "2", hooks=("--ckpt-pause", "4:60"))
     _wait_for(p, "checkpoint write of step 4 paused half-way")
     p.send_signal(signal.SIGINT)
     time.sleep(1.3)  # past StopSignals.REPEAT_S: a second, deliberate Ctrl-C
@@ -180,7 +185,7 @@ def test_kill_9_mid_write_leaves_the_last_checkpoint_loadable(straight, tmp_path
     file exists only under its temporary name), the model directory loads, and a resume removes the leftover,
     cuts metrics.jsonl back to step 2, and ends bitwise equal to the straight run."""
     d = tmp_path / "killed"
-    p = _popen(d, "--ckpt-every", "2", env={"BDH_TEST_CKPT_PAUSE": "4:60"})
+    p = _popen(d, "--ckpt-every", "2", hooks=("--ckpt-pause", "4:60"))
     _wait_for(p, "checkpoint write of step 4 paused half-way")
     p.send_signal(signal.SIGKILL)
     _finish(p)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-from bdh.options import add_attention, add_device, attention_chunk, resolve_device
+from bdh.options import add_attention, add_device, parse_attention, resolve_device
 
 
 def add_parser(subparsers):
@@ -36,15 +36,16 @@ def add_parser(subparsers):
 
 def run(args) -> int:
     from bdh.errors import InputError, load_model
+    from bdh_gpu.checkpoint import TRAIN_STATE_JSON
     from bdh_gpu.data import make_dataset
-    from bdh_gpu.train import TRAIN_STATE_JSON, evaluate
+    from bdh_gpu.train import evaluate
 
     if args.batch_size < 1 or args.max_batches < 1:
         raise InputError(f"--batch-size and --max-batches must be >= 1 (got {args.batch_size}, {args.max_batches})")
     device = resolve_device(args.device)
-    chunk = attention_chunk(args)
+    attention = parse_attention(args)
     model = load_model(args.model_dir, map_location=device)
-    model.chunk_size = chunk
+    model.attention = attention
     block = args.block_size
     if block is None:
         block = 256

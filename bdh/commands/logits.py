@@ -16,9 +16,9 @@ from bdh.options import (
     COMPILE_CHOICES,
     add_attention,
     add_graph_device,
-    attention_chunk,
     check_compile,
     graph_device,
+    parse_attention,
 )
 
 
@@ -104,7 +104,7 @@ def run(args) -> int:
         raise InputError(f"--text-file {args.text_file}: empty text, expected at least 1 byte")
     if len(raw) > MAX_TEXT_BYTES:
         raise InputError(f"--text-file {args.text_file}: expected at most {MAX_TEXT_BYTES:,} bytes, got more")
-    chunk = attention_chunk(args)
+    attention = parse_attention(args)
     if (args.attention is not None or args.chunk_size is not None) and args.engine != "tensor":
         raise InputError(f"--attention/--chunk-size: apply to --engine tensor, got --engine {args.engine}")
     engine = ENGINES[args.engine]
@@ -119,7 +119,7 @@ def run(args) -> int:
     if not os.path.isdir(d):
         raise InputError(f"--out {args.out}: the directory {d} does not exist")
     model = load_model(args.model_dir).eval()
-    model.chunk_size = chunk
+    model.attention = attention
     if graph:
         check_compile(model, args.engine[len("graph-") :], flag="--engine", value="graph-{}")
     ids = torch.tensor(list(raw), dtype=torch.long)

@@ -9,7 +9,7 @@ import shlex
 import sys
 
 from bdh.errors import InputError, exit_code
-from bdh.options import add_attention, add_device, attention_chunk, attention_name, resolve_device
+from bdh.options import add_attention, add_device, attention_name, parse_attention, resolve_device
 
 SHAPE_FIELDS = ("n_head", "d", "N", "n_layer", "vocab_size")
 
@@ -77,8 +77,8 @@ RUN_FILES = ("config.json", "model.safetensors", "train_state.safetensors", "tra
 def check_out_dir(out: str, resume: bool, force: bool) -> None:
     """No lost work: a fresh run needs a new or empty --out; --resume needs a checkpoint there; --force alone
     replaces (it deletes the run files listed in RUN_FILES, and leaves any other file)."""
+    from bdh_gpu.checkpoint import TRAIN_STATE, has_checkpoint, read_train_state
     from bdh_gpu.io import TMP_PREFIX
-    from bdh_gpu.train import TRAIN_STATE, has_checkpoint, read_train_state
 
     if resume and force:
         raise InputError("--resume continues the run in --out and --force replaces it: pass one of them")
@@ -173,7 +173,7 @@ def _short(msg: str) -> str:
 
 
 def _last(out: str) -> str:
-    from bdh_gpu.train import has_checkpoint, read_train_state
+    from bdh_gpu.checkpoint import has_checkpoint, read_train_state
 
     try:
         return (
@@ -192,7 +192,7 @@ def _run(args, ranks, device) -> int:
     from bdh_gpu.data import make_dataset
     from bdh_gpu.train import train
 
-    chunk = attention_chunk(args)
+    attention = parse_attention(args)
     model, config, cfg = _resumed(args) if args.resume else _fresh(args)
     for k, v in _explicit(args).items():
         if v is not None:
@@ -207,10 +207,12 @@ def _run(args, ranks, device) -> int:
         model = bdh_gpu.BDH(config)
         if args.dtype is not None:
             model.to(getattr(torch, args.dtype))
-    model.chunk_size = chunk
+    model.attention = attention
     if ranks.main:
-        print(_first_line(model, config, cfg, data, ranks, device, chunk), flush=True)
-    summary = train(model, data, cfg, args.out, resume=args.resume, progress=False if args.quiet else None, log=print)
+        print(_first_line(model, config, cfg, data, ranks, device, attention), flush=True)
+    progress = False if args.quiet else None
+    hooks = getattr(args, "callbacks", ())
+    summary = train(model, data, cfg, args.out, resume=args.resume, progress=progress, log=print, callbacks=hooks)
     if summary["interrupted"]:
         return _interrupted(args, summary, ranks)
     if ranks.main:
@@ -223,8 +225,9 @@ def _resumed(args):
     import torch
 
     import bdh_gpu
+    from bdh_gpu.checkpoint import read_train_state
     from bdh_gpu.config import get_preset
-    from bdh_gpu.train import TrainConfig, read_train_state
+    from bdh_gpu.train import TrainConfig
 
     model = bdh_gpu.load(args.out)
     config = model.config
@@ -289,7 +292,7 @@ def _explicit(args) -> dict:
     }
 
 
-def _first_line(model, config, cfg, data, ranks, device, chunk) -> str:
+def _first_line(model, config, cfg, data, ranks, device, attention) -> str:
     n_params = sum(p.numel() for p in model.parameters())
     on = (
         f"device {device}"
@@ -300,7 +303,7 @@ def _first_line(model, config, cfg, data, ranks, device, chunk) -> str:
     return (
         f"bdh train: {config.variant}/{config.U}, h={config.n_head} d={config.d} N={config.N} "
         f"L={config.n_layer} ({n_params:,} parameters) on {data.name}, {cfg.steps} steps of "
-        f"{cfg.batch_size}x{cfg.block_size} bytes, {on}, attention {attention_name(chunk)}"
+        f"{cfg.batch_size}x{cfg.block_size} bytes, {on}, attention {attention_name(attention)}"
     )
 
 
