@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 
-from bdh.options import add_attention, add_device, parse_attention, resolve_device
+from bdh.options import add_attention, add_device, add_threads, parse_attention, resolve_device, set_threads
 
 
 def add_parser(subparsers):
@@ -28,6 +29,7 @@ def add_parser(subparsers):
     p.add_argument("--batch-size", type=int, default=16, help="windows per batch (default 16)")
     p.add_argument("--max-batches", type=int, default=50, help="at most this many batches (default 50)")
     add_device(p)
+    add_threads(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     add_attention(p)
     p.set_defaults(func=run)
@@ -35,6 +37,8 @@ def add_parser(subparsers):
 
 
 def run(args) -> int:
+    set_threads(args)  # before torch is imported: its OpenMP reads the wait policy then
+    from bdh.budget import check_forward
     from bdh.errors import InputError, load_model
     from bdh_gpu.checkpoint import TRAIN_STATE_JSON
     from bdh_gpu.data import make_dataset
@@ -44,8 +48,6 @@ def run(args) -> int:
         raise InputError(f"--batch-size and --max-batches must be >= 1 (got {args.batch_size}, {args.max_batches})")
     device = resolve_device(args.device)
     attention = parse_attention(args)
-    model = load_model(args.model_dir, map_location=device)
-    model.attention = attention
     block = args.block_size
     if block is None:
         block = 256
@@ -53,9 +55,18 @@ def run(args) -> int:
         if os.path.isfile(state):
             with open(state) as f:
                 block = json.load(f)["train_config"]["block_size"]
+    flags = {"--block-size": args.block_size, "--batch-size": args.batch_size}
+    check_forward(args.model_dir, args.batch_size, block, attention, flags)  # before any allocation
+    model = load_model(args.model_dir, map_location=device)
+    model.attention = attention
     data = make_dataset(args.data, block)
     r = evaluate(model, data, args.split, args.batch_size, args.max_batches, device)
     r.update(data=data.name, split=args.split, block_size=block)
+    if not math.isfinite(r["loss"]):
+        raise InputError(
+            f"{args.model_dir}: the loss on {data.name} is {r['loss']} (its weights are finite, its forward "
+            "overflows): not a usable model"
+        )
     if args.json:
         print(json.dumps(r))
     else:

@@ -51,8 +51,10 @@ def run(args) -> int:
         except ImportError:
             raise InputError("--format pyg: needs torch_geometric (pip install -e '.[pyg]')") from None
     import equivalence
+    from bdh.budget import check_graph
     from bdh_graph.export import graphml_graph, save_pyg
 
+    check_graph(args.model_dir, args.how, len(args.prompt or "x"), 1, {"--compile": args.how})  # before allocating
     model = load_model(args.model_dir).eval()
     compiled = equivalence.compile_model(equivalence.TensorRunner(model).model, check_compile(model, args.how))
     net = compiled.network

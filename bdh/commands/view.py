@@ -73,10 +73,12 @@ def run(args) -> int:
         d = os.path.dirname(os.path.abspath(args.out))
         if not os.path.isdir(d):
             raise InputError(f"--out {args.out}: the directory {d} does not exist")
+    from bdh.budget import check_graph
     from bdh.errors import load_model
     from bdh.teach.view import ViewSession, write_page
     from equivalence import TensorRunner, compile_model
 
+    check_graph(args.model_dir, args.how, args.max_prompt, 1, {"--compile": args.how})  # before any allocation
     model = load_model(args.model_dir)
     compiled = compile_model(TensorRunner(model).model, check_compile(model, args.how))
     session = ViewSession(
