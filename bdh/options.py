@@ -224,15 +224,18 @@ def add_threads(p) -> None:
 
 def set_threads(args) -> int:
     """Apply --threads, or the default policy (THREADS_POLICY), before the command computes; returns the count.
-    The passive wait policy takes effect only when torch is not imported yet (as in the `bdh` command)."""
+    The default applies when bdh starts torch itself (the `bdh` command): a process that imported torch before
+    (a test, a notebook calling bdh.cli.main) keeps its own thread setting, since OpenMP's wait policy is read
+    only when torch loads."""
     import sys
 
-    if "torch" not in sys.modules:
+    first = "torch" not in sys.modules
+    if first:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import torch
 
     k = getattr(args, "threads", None)
-    if k is None and not os.environ.get("OMP_NUM_THREADS"):
+    if k is None and first and not os.environ.get("OMP_NUM_THREADS"):
         k = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     if k is not None:
         torch.set_num_threads(k)

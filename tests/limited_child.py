@@ -76,9 +76,11 @@ def fuzz(examples: int, root: str) -> int:
             "extra": st.just(1),
         },
     )
-    count = [0]
+    count, codes = [0], {}
 
-    @settings(max_examples=examples, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=examples, deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck)
+    )
     @given(fields)
     def check(f):
         d = fuzz_dir(os.path.join(root, f"f{count[0]}"), f)
@@ -88,12 +90,13 @@ def fuzz(examples: int, root: str) -> int:
             ["eval", d, "--data", "recall:2", "--block-size", "16", "--batch-size", "2", "--max-batches", "1"],
         ):
             res = run_case(argv)
+            codes[res["rc"]] = codes.get(res["rc"], 0) + 1
             assert res["traceback"] is None, (f, argv, res["traceback"])
             err = res["err"].strip()
             assert res["rc"] == 0 or (res["rc"] == 2 and err and "\n" not in err), (f, argv, res["rc"], err)
 
     check()
-    print(f"fuzz: {examples} examples, {count[0]} runs")
+    print(f"fuzz: {examples} examples, {count[0]} model directories, exit codes {dict(sorted(codes.items()))}")
     return 0
 
 

@@ -160,8 +160,14 @@ def test_absurd_config_sizes_are_one_line_exit_2_under_an_address_space_limit(tm
 
 def test_huge_block_size_is_refused_naming_the_flag(tmp_path):
     d = model_dir(tmp_path / "m")
-    (res,) = limited([["eval", d, "--data", "recall", "--block-size", "100000000"]], tmp_path)
-    assert_one_line(res, 2, "--block-size 100000000", "GiB", "BDH_MEMORY_LIMIT")
+    cases = [
+        ["eval", d, "--data", "recall", "--block-size", "100000000"],
+        ["train", "--data", "recall", "--out", str(tmp_path / "run"), "--block-size", "100000000"],
+        ["train", "--data", "recall", "--out", str(tmp_path / "run"), "--batch-size", "1000000000"],
+    ]
+    for res, flag in zip(limited(cases, tmp_path), ("--block-size 100000000", "--block-size", "--batch-size")):
+        assert_one_line(res, 2, flag, "GiB", "BDH_MEMORY_LIMIT")
+    assert not os.path.exists(tmp_path / "run" / "model.safetensors")
 
 
 def test_the_limit_is_raised_by_the_environment(tmp_path, capsys, monkeypatch):

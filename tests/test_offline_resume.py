@@ -87,6 +87,23 @@ def test_threads_flag_sets_torch_threads_and_refuses_zero(tmp_path, capsys):
         assert torch.get_num_threads() == 1
         assert main(["eval", d, "--data", "recall", "--threads", "0"]) == 2
         assert "--threads: expected 1..1,024, got 0" in capsys.readouterr().err
-        assert set_threads(type("A", (), {"threads": None})()) == len(os.sched_getaffinity(0))
+        torch.set_num_threads(1)  # torch was imported before bdh ran: its setting is kept without --threads
+        assert set_threads(type("A", (), {"threads": None})()) == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_default_threads_in_a_fresh_process_are_the_usable_cpus_waiting_passively():
+    import subprocess
+    import sys
+
+    code = (
+        "import os, sys; from bdh.options import set_threads; "
+        "k = set_threads(type('A', (), {'threads': None})()); "
+        "print(k, len(os.sched_getaffinity(0)), os.environ['OMP_WAIT_POLICY'])"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")}
+    env["PYTHONPATH"] = os.pathsep.join(sys.path)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    k, cpus, policy = out.stdout.split()
+    assert k == cpus and policy == "PASSIVE", out.stderr

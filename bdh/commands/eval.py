@@ -60,6 +60,11 @@ def run(args) -> int:
     model = load_model(args.model_dir, map_location=device)
     model.attention = attention
     data = make_dataset(args.data, block)
+    top = max(int(d.max()) for d in data.splits.values()) if hasattr(data, "splits") else 255  # recall: all bytes
+    if top >= model.config.vocab_size:  # found by the config.json fuzz (tests/test_budget.py)
+        raise InputError(
+            f"--data {args.data}: byte {top} is outside the model's vocabulary of {model.config.vocab_size}"
+        )
     r = evaluate(model, data, args.split, args.batch_size, args.max_batches, device)
     r.update(data=data.name, split=args.split, block_size=block)
     if not math.isfinite(r["loss"]):

@@ -67,6 +67,10 @@ def run(args) -> int:
     device = resolve_device(args.device)
     check_generate(args.model_dir, len(prompt), args.tokens, {"--tokens": args.tokens})  # before any allocation
     model = load_model(args.model_dir, map_location=device).eval()
+    if max(prompt) >= model.config.vocab_size:  # found by the config.json fuzz (tests/test_budget.py)
+        raise InputError(
+            f"{_flag(args)}: byte {max(prompt)} is outside the model's vocabulary of {model.config.vocab_size}"
+        )
     idx = torch.tensor(list(prompt), dtype=torch.long, device=device)[None]
     gen = torch.Generator(device=device).manual_seed(args.seed)
     t0 = time.perf_counter()
