@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import names
+
 TITLES = {
     "normfree": "a Normfree model as the local graph of Table 1(b), neuron -> neuron synapses",
     "official": "the released LayerNorm model as a graph with hub populations",
@@ -124,7 +126,7 @@ def _walk_row(walk, t, labels, expect, tensor_pred):
     act = np.nonzero(walk.y[t, L])[0]
     shown = ",".join(map(str, act[:6])) + ("…" if len(act) > 6 else "")
     top = walk.sigma_delta[t][0] if walk.sigma_delta[t] else None
-    syn = f"L{top[0]} {top[2]}->{top[3]}: {top[4]:+.3g} -> {top[5]:+.3g}" if top else "-"
+    syn = f"{names.synapse(names.state(top[0]), top[2], top[3])}: {top[4]:+.3g} → {top[5]:+.3g}" if top else "-"
     print(
         f"   {t:>3} {labels[t]:>6} {byte_label(pred):>10} {byte_label(tensor_pred[t]):>6}  "
         f"{len(act):>4} [{shown}]{mark}  {syn}"
@@ -175,7 +177,10 @@ def _memory_row(m, n_syn):
     from bdh.teach.memory import CARRY
 
     top = m.top[0] if m.top else None
-    what = f"L{top[0]} neuron {top[1]} -> neuron {top[2]}: sigma += {top[3]:.3g}" if top else "-"
+    syn = (
+        names.synapse(names.state(top[0]), names.node("neurons", top[1]), names.node("neurons", top[2])) if top else ""
+    )
+    what = f"{syn}: σ += {top[3]:.3g}" if top else "-"
     print(
         f"   {m.label}: heard at t={m.pos}, asked at t={m.query}; {m.n_synapses} synapses "
         f"({m.n_synapses / n_syn:.2%} of {n_syn:,}) carry {CARRY:.0%} of its read; strongest {what}; "
@@ -272,17 +277,16 @@ def figures_step(p: Part, model, compiled, ids, walk):
 
 def _ours(model, compiled, walk, wnum) -> dict:
     """What this model shows, per figure, beside the caption's paper value."""
-    from bdh.teach.figures import fit_text
+    from bdh.teach.figures import fit_text, modularity_text
 
     layers = list(range(1, walk.y.shape[1])) if compiled.variant == "official" else list(range(walk.y.shape[1]))
     sy = ", ".join(f"layer {l}: {float((walk.y[:, l] > 0).mean()):.1%}" for l in layers)
-    peak = max((r["modularity"] for r in wnum["rows"] if r["modularity"] is not None), default=None)
     return {
         "sparsity_per_layer.png": f"y &gt; 0 in {sy}.",
         "degree_distribution.png": f"{wnum['edges']} edges on {model.config.N} neurons at &beta; = "
         f"{wnum['beta_degrees']:.3g}; in-degree tail {fit_text(wnum['tail_in'])}, "
         f"out-degree tail {fit_text(wnum['tail_out'])}.",
-        "modularity_vs_beta.png": "peak modularity " + _f(peak) + ".",
+        "modularity_vs_beta.png": modularity_text(wnum["rows"], model.config.N),
     }
 
 
@@ -362,9 +366,9 @@ def _walk_blocks(table):
             "One row per token of the prompt: the byte fed in, the byte the graph's output nodes score highest "
             "(with the expected answer where the prompt asks a question), the tensor model's choice, how many "
             "neurons have y > 0 in the last layer and the first few of them, and the synapse whose σ changed "
-            "most on that token, written 'L2 neuron 431->neuron 12: old -> new' (layer 2, from neuron 431 to "
-            "neuron 12; for the LayerNorm model the targets are attention hubs, 'att[h1,9]' = slot 9 of head "
-            "1).",
+            "most on that token, written 'σ_2(neuron 431 → neuron 12): old → new' (the state σ_2 of layer 2, "
+            "on the synapse from neuron 431 to neuron 12; layers count 1..L as in the paper, neurons and hubs "
+            "from 0; for the LayerNorm model the targets are attention hubs, 'att[h1,9]' = slot 9 of head 1).",
         ),
         (
             "table",
