@@ -134,8 +134,8 @@ class CompareReport:
 
     def __str__(self):
         lines = [
-            f"{self.compile} compile of a {self.variant} model, {self.backend} backend, tensor model in "
-            f"{self.dtype}, {self.T} tokens, rtol {self.rtol:g}: {'OK' if self.ok else 'MISMATCH'}"
+            f"{self.compile} compile of {_a(self.variant)} {self.variant} model, {self.backend} backend, tensor "
+            f"model in {self.dtype}, {self.T} tokens, rtol {self.rtol:g}: {'OK' if self.ok else 'MISMATCH'}"
         ]
         for q in self.quantities.values():
             lines.append(
@@ -145,6 +145,11 @@ class CompareReport:
         if not self.ok:
             lines.append(f"  first divergence (token, layer, quantity): {self.first_divergence}")
         return "\n".join(lines)
+
+
+def _a(word: str) -> str:
+    """The article before `word`: 'an official', 'a normfree'."""
+    return "an" if word[:1].lower() in "aeiou" else "a"
 
 
 def as_ids(idx_or_text, vocab=256) -> np.ndarray:
