@@ -44,8 +44,8 @@ def walk_figures(walk: GraphWalk, out_dir: str, max_neurons: int = 64) -> list[s
             os.path.join(out_dir, "sigma_synapses.png"),
             series,
             labels,
-            title="sigma of the synapses that changed most",
-            ylabel="sigma",
+            title="σ on the synapses that changed most",
+            ylabel="σ_ℓ(i, j)",
         )
     )
     sx = [float((walk.x[:, l] > 0).mean()) for l in layers]
@@ -151,11 +151,12 @@ CAPTIONS = {
     "out-degrees on log-log axes. <i>Paper (Sec. 6.2):</i> heavy-tailed degrees.",
     "memory_synapses.png": "<b>A fact, written into one synapse.</b> For each key=value fact of the prompt, the synapse "
     "&sigma;<sub>1</sub>(i&rarr;j) between two neurons that carries most of that fact's recall (legend: fact, "
-    "then key neuron i -&gt; value neuron j), after every token. It is 0 until the fact byte is fed in, jumps "
+    "then the synapse from key neuron i to value neuron j), after every token. In a model that has learned the "
+    "task it is 0 until the fact byte is fed in, jumps "
     "there (the Hebbian write <code>X(i), Y(j) &rarr; &sigma;(i,j)</code> adds x(i) y(j)), then decays slowly "
     "by the damping u (ALiBi) and is read when the key is asked. Later steps are tokens that activate the "
     "same two neurons again, most often the fact's own question. <i>Paper (Sec. 6.3):</i> individual synapses that respond to one concept.",
-    "memory_ablation.png": "<b>The ablation that proves it.</b> The probability the graph gives the right answer to each fact's "
+    "memory_ablation.png": "<b>The ablation test.</b> The probability the graph gives the right answer to each fact's "
     "question, with the graph intact (left bar) and with exactly that fact's synapses (the table above) set "
     "to 0 after the facts were heard and before the questions (right bar). A recall that collapses was held "
     "by those synapses; the table shows the other questions keep their answers.",

@@ -169,7 +169,7 @@ def memory_step(p: Part, compiled, ids, walk, labels):
         f"keep their answers in {kept} of {len(mems)} ablations"
     )
     p.times["memory"] = time.perf_counter() - t0
-    return _memory_blocks(mems, mrows, mfigs, n_syn, broken, kept)
+    return _memory_blocks(mems, mrows, mfigs, n_syn, broken, kept, sig)
 
 
 def _memory_row(m, n_syn):
@@ -201,7 +201,7 @@ def _memory_row(m, n_syn):
     )
 
 
-def _memory_blocks(mems, mrows, mfigs, n_syn, broken, kept):
+def _memory_blocks(mems, mrows, mfigs, n_syn, broken, kept, sig=None):
     """The report's memory section: the rule, the table of facts, the result, the two figures."""
     from bdh.teach.figures import captioned
     from bdh.teach.memory import CARRY
@@ -211,10 +211,10 @@ def _memory_blocks(mems, mrows, mfigs, n_syn, broken, kept):
         ("h3", "Which synapses hold each fact (the paper's working memory, Sec. 6.3)"),
         (
             "p",
-            "Every synapse sigma(i, j) from neuron i to neuron j is written by the Hebbian rule X(i), Y(j) -> "
-            "sigma(i, j): when a fact byte is heard, the synapses between the neurons it activates in two "
-            "consecutive layers potentiate (sigma grows by x(i) y(j)), and ALiBi damping makes them forget "
-            "slowly afterwards. When the key is asked, the read X(i), sigma(i, j) -> A(j) brings that write "
+            "Every synapse σ(i, j) from neuron i to neuron j is written by the Hebbian rule X(i), Y(j) → "
+            "σ(i, j): when a fact byte is heard, the synapses between the neurons it activates in two "
+            "consecutive layers potentiate (σ grows by x(i) y(j)), and ALiBi damping makes them forget "
+            "slowly afterwards. When the key is asked, the read X(i), σ(i, j) → A(j) brings that write "
             "back. For each fact we rank the synapses by how much of that read they carry, keep only those "
             f"where this fact wrote more than all the other facts together, and take the fewest that carry "
             f"{CARRY:.0%} of it. Then, in the running graph, after the facts and before the questions, we zero "
@@ -240,23 +240,51 @@ def _memory_blocks(mems, mrows, mfigs, n_syn, broken, kept):
         (
             "p",
             f"Result: {broken} of {len(mems)} recalls break when their own synapses are zeroed, while the "
-            f"other questions keep exactly their answers in {kept} of {len(mems)} ablations. A fact is held "
-            f"by {counts[0]} to {counts[-1]} of the model's {n_syn:,} synapses, and by those synapses (paper: "
-            "a monosemantic synapse, one sigma(i, j) that separates a concept, Sec. 6.3).",
+            f"other questions keep exactly their answers in {kept} of {len(mems)} ablations. "
+            + _intact_text(mems)
+            + f" A fact is held by {counts[0]} to {counts[-1]} of the model's {n_syn:,} synapses (paper: "
+            "a monosemantic synapse, one σ(i, j) that separates a concept, Sec. 6.3).",
         ),
         *[
             ("img", c)
             for c in captioned(
                 mfigs,
                 {
-                    "memory_synapses.png": "each fact's strongest synapse is 0 until its fact byte arrives, jumps "
-                    "there, then decays slowly (ALiBi damping) until its question.",
+                    "memory_synapses.png": _jump_text(mems, sig),
                     "memory_ablation.png": f"{broken} of {len(mems)} answers collapse when their own synapses are "
                     "zeroed.",
                 },
             )
         ],
     ]
+
+
+def _intact_text(mems) -> str:
+    """How well the intact graph recalls, so that the ablation's result is read against it."""
+    if not mems:
+        return ""
+    ps = [m.p_before for m in mems]
+    text = f"With the graph intact, p(right answer) is {min(ps):.3f} to {max(ps):.3f}"
+    if max(ps) < 0.5:
+        return text + ": this model does not recall its facts yet, so there is no recall for an ablation to break."
+    return text + "."
+
+
+def _jump_text(mems, sig) -> str:
+    """What the strongest synapse of each fact did in this run: 0 before its fact byte, a jump there."""
+    if sig is None or not mems:
+        return "no facts were traced."
+    sig = np.asarray(sig)
+    ok = 0
+    for k, m in enumerate(mems):
+        col = sig[:, k]
+        before = np.abs(col[: m.pos]).max() if m.pos else 0.0
+        rise = np.diff(np.concatenate([[0.0], col]))
+        ok += bool(before == 0 and col[m.pos] > 0 and np.argmax(rise) == m.pos)
+    return (
+        f"{ok} of {len(mems)} facts' strongest synapse is 0 until its fact byte arrives and takes its largest "
+        "step there."
+    )
 
 
 def figures_step(p: Part, model, compiled, ids, walk):
@@ -329,7 +357,8 @@ def _model_blocks(p: Part, model, info, compiled, view_rel):
             "computation sub-round (right of |, rules local to a node), in the notation above. Every rule "
             "passed the locality check: it reads only its own node and what arrives over its edges.",
         ),
-        ("pre", compiled.summary() + "\n\n" + str(compiled.kernel)),
+        ("p", compiled.summary() + "."),
+        ("pre", str(compiled.kernel)),
     ]
 
 
