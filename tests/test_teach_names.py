@@ -93,3 +93,17 @@ def test_sigma_l_means_the_same_number_in_the_graph_and_in_analyze():
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-9)
     res = find_synapses(model, ["abcab", "abcab"], ["zzzz", "yyyy"], layer=l, candidates=4, top=1)
     assert re.fullmatch(r"σ_2\(neuron \d+ → neuron \d+\)", res["top"][0]["synapse"])
+
+
+def test_summary_under_mpi_says_it_is_this_ranks_share():
+    """Under MPI (P > 1) a rank's edge counts are its block: the compile summary (a report header) says so; with
+    P = 1 it says nothing extra."""
+    from types import SimpleNamespace
+
+    from equivalence import Compiled
+
+    stub = lambda rank, size: SimpleNamespace(network=SimpleNamespace(comm=SimpleNamespace(rank=rank, size=size)))
+    assert Compiled._share(stub(0, 4)) == " (edges and synapses: rank 0's share of 4 ranks)"
+    assert Compiled._share(stub(0, 1)) == ""
+    c = compile_model(TensorRunner(small_model("official")).model)
+    assert c.summary().startswith("official compile of an official model") and "share" not in c.summary()
