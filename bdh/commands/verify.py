@@ -32,6 +32,14 @@ def add_parser(subparsers):
     p.add_argument("--backend", default="numba", choices=("numba", "pyg", "numpy"), help="graph engine (default numba)")
     p.add_argument("--device", help="with --backend pyg: torch device, e.g. cuda or cuda:1 (default cpu)")
     p.add_argument("--tolerance", type=float, help="relative tolerance per token and layer (default 1e-9)")
+    p.add_argument(
+        "--sensitivity-multiple",
+        type=float,
+        default=100.0,
+        metavar="K",
+        help="a quantity fails only beyond the tolerance and beyond K times the tensor model's own sensitivity "
+        "to a one-ulp change of its weights (default 100; 0: the tolerance alone, sensitivity not measured)",
+    )
     p.add_argument("--no-state", action="store_true", help="skip the state (rho) comparison")
     p.add_argument("--json", action="store_true", help="print one JSON object with each quantity's max error")
     p.set_defaults(func=run)
@@ -64,6 +72,8 @@ def run(args) -> int:
 
     if args.tolerance is not None and not (math.isfinite(args.tolerance) and args.tolerance > 0):
         raise InputError(f"--tolerance: expected a finite number > 0, got {args.tolerance}")
+    if not (math.isfinite(args.sensitivity_multiple) and args.sensitivity_multiple >= 0):
+        raise InputError(f"--sensitivity-multiple: expected a finite number >= 0, got {args.sensitivity_multiple}")
     if args.device is not None and args.backend != "pyg":
         raise InputError(f"--device: only --backend pyg takes a device, got --backend {args.backend}")
     raw = read_text(args)
@@ -90,6 +100,7 @@ def run(args) -> int:
         state=not args.no_state,
         device=args.device,
         progress=True,
+        sensitivity_multiple=args.sensitivity_multiple or None,
     )
     if args.json:
         print(json.dumps(rep.to_dict(), default=str))
