@@ -12,7 +12,10 @@ exactly zero). A quantity is within tolerance when every slice's relative error 
 Tolerances (docs/equivalence.md): tensor model in float64: rtol 1e-9 (measured errors are ~1e-14); in float32
 (the graph always runs in float64): rtol 1e-3 for official and paper (measured <= 5e-4: LN over small d
 amplifies float32 rounding); normfree in float32 under- or overflows within a few layers (its products are
-unbounded), so float32 is not a meaningful check for it.
+unbounded), so float32 is not a meaningful check for it. A model that amplifies rounding is judged against its
+own sensitivity as well: each quantity's largest relative change when every weight moves by one ulp
+(`perturbed`); a quantity fails only beyond rtol and beyond SENSITIVITY_MULTIPLE times that. The tensor side
+runs in one torch thread (`one_thread`), so every process computes the same reference bits.
 """
 
 from __future__ import annotations
@@ -170,7 +173,8 @@ class CompareReport:
     def __str__(self):
         amp = self.amplification
         lines = [
-            f"{self.compile} compile of a {self.variant} model, {self.backend} backend, tensor model in "
+            f"{self.compile} compile of {'an' if self.variant[0] in 'aeiou' else 'a'} {self.variant} model, "
+            f"{self.backend} backend, tensor model in "
             f"{self.dtype}, {self.T} tokens, rtol {self.rtol:g}"
             + ("" if amp is None else f", rounding amplified {amp[0]:.3g}-fold")
             + f": {'OK' if self.ok else 'MISMATCH'}"
