@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 
+from bdh.budget import check_graph
 from bdh.options import add_backend, add_compile, add_graph_device, check_compile, graph_device
 
 MAX_EDGES = 5_000_000
@@ -51,7 +52,6 @@ def run(args) -> int:
         except ImportError:
             raise InputError("--format pyg: needs torch_geometric (pip install -e '.[pyg]')") from None
     import equivalence
-    from bdh.budget import check_graph
     from bdh_graph.export import graphml_graph, save_pyg
 
     check_graph(args.model_dir, args.how, len(args.prompt or "x"), 1, {"--compile": args.how})  # before allocating
