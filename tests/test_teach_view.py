@@ -50,7 +50,7 @@ def test_frames_are_the_simulators_state(variant, how):
     for t, out in enumerate(runner.feed(ids)):
         end = ends[t]
         assert end["end"]["pred"] == int(np.argmax(out["logits"]))
-        for b, logit in end["end"]["top"]:
+        for b, logit, _p in end["end"]["top"]:
             assert close(logit, out["logits"][b])
         sig_expect.append({ev: runner.sim.state.edges[ev][e] for ev, e in s.tracked.items()})
         # state at the end of each layer of token t, rebuilt from the frames as the page does

@@ -248,3 +248,98 @@ def test_serve_typed_prompt_matches_python(browser):
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def js_click(drv, elem):
+    """A click event on an SVG element (lines overlap, so WebDriver's pointer click may land on a neighbour)."""
+    drv.execute_script("arguments[0].dispatchEvent(new MouseEvent('click', {bubbles: true}))", elem)
+
+
+def stepped_to(c, ids, frame, **kw):
+    """A fresh session of the same prompt stepped to just before `frame` (its simulator's state is that frame's
+    input) and the frame itself."""
+    s = ViewSession(c, **kw)
+    s.load(ids)
+    for _ in range(frame):
+        s.step("sub")
+    return s
+
+
+def test_graph_edges_arithmetic_and_tour(browser, tmp_path):
+    """The SVG graph of a dense (Table 1(b)) compile of a normfree model on a typed recall prompt: the prompt is
+    encoded as RecallData encodes facts (one byte 0x80 + 8 key + value); at a communication sub-round the drawn
+    edges are exactly the ones the Python side drew (same ids, same count); clicking one shows its weight and sigma
+    equal to the simulator's; the arithmetic panel's values equal the simulator's and the tensor model's x_{t,l}
+    and y_{t,l}; the guided tour runs from its first step to its last."""
+    m = model("normfree", seed=1)
+    c = compile_model(TensorRunner(m).model, "dense")
+    typed = b"a=3 b=5 : a"
+    s = ViewSession(c, model=m, task="recall", neurons=24)
+    s.load(list(typed))
+    s.step("all")
+    ids = s.ids
+    assert ids == [0x80 + 8 * 0 + 3, 0x80 + 8 * 1 + 5, ord(":"), ord("a")]
+    path = write_page(str(tmp_path / "graph.html"), s.data())
+    drv = browser
+    drv.get("file://" + path)
+    assert [int(e.get_attribute("data-byte")) for e in css(drv, "#encoding code.enc")] == ids
+    assert "0x80 + 8·key + value" in by_id(drv, "encoding-how").text
+    assert len(css(drv, "#node-layer circle")) == sum(len(v) for v in s.shown.values())
+    # the read of layer 1 in the last token: sigma holds the facts by now
+    R = len(c.kernel.rounds)
+    t = len(ids) - 1
+    r_read = next(r for r, rd in enumerate(s.data()["rounds"]) if any(q["kind"] == "read" for q in rd["comm"]))
+    f = t * (1 + 2 * R) + 1 + 2 * r_read
+    fr = s.frames[f]
+    assert fr["ph"] == 0 and fr["ed"]
+    drv.execute_script(f"window.bdhView.go({f})")
+    groups = {j: q for j, q in enumerate(s.data()["rounds"][r_read]["comm"])}
+    want = {f"e-{c.network.edge_vars[groups[d[0]]['var']].group}-{d[1]}" for d in fr["ed"]}
+    lines = css(drv, "#edge-layer line.msg")
+    assert {ln.get_attribute("id") for ln in lines} == want and len(lines) == len(fr["ed"])
+    ref = stepped_to(c, list(typed), f, task="recall", neurons=24)
+    edges = ref.sim.state.edges
+    j, eid, pre, post, w, msg, sig = fr["ed"][0]
+    var = groups[j]["var"]
+    g = c.network.groups[c.network.edge_vars[var].group]
+    js_click(drv, by_id(drv, f"e-{g.name}-{eid}"))
+    assert close(float(by_id(drv, "edge-w").get_attribute("data-value")), g.weight[eid])
+    assert close(float(by_id(drv, "edge-sigma").get_attribute("data-value")), edges[var][eid])
+    assert edges[var][eid] != 0 and int(g.indices[eid]) == post
+    drv.execute_script("document.getElementById('graph-box').scrollIntoView()")
+    screenshot(drv, "view_graph_communication.png")
+    # the arithmetic panel at the I&F (threshold) and gate sub-rounds of the same layer
+    tr = TensorRunner(m).trace(ids)
+    for kind, var, key in (("threshold", "X", "x"), ("gate", "Y", "y")):
+        r = next(r for r, rd in enumerate(s.data()["rounds"]) if any(q["kind"] == kind for q in rd["comp"]))
+        f = t * (1 + 2 * R) + 2 + 2 * r
+        ref = stepped_to(c, list(typed), f + 1, task="recall", neurons=24)
+        live = np.asarray(ref.sim.node(var))
+        i = int(max(s.shown["neurons"], key=lambda k: live[k]))
+        assert live[i] > 0
+        drv.execute_script(f"window.bdhView.go({f})")
+        js_click(drv, by_id(drv, f"n-neurons-{i}"))
+        box = wait(drv, lambda d: css(d, f"#arith .arith-rule[data-var='{var}']"))[0]
+        layer = s.data()["rounds"][r]["layer"]
+        assert close(float(box.get_attribute("data-sim")), live[i])
+        assert close(float(box.get_attribute("data-calc")), live[i])
+        assert abs(float(box.get_attribute("data-tensor")) - tr[key][layer, t, i]) <= 1e-5 * max(1, abs(live[i]))
+        assert abs(live[i] - tr[key][layer, t, i]) <= 1e-5 * max(1, abs(live[i]))
+    screenshot(drv, "view_arithmetic.png")
+    # the tour, first step to last
+    by_id(drv, "tour-start").click()
+    tour = s.data()["tour"]
+    seen = []
+    for k in range(len(tour)):
+        box = by_id(drv, "tour")
+        assert box.get_attribute("data-step") == str(k)
+        assert by_id(drv, "counter").get_attribute("data-frame") == str(tour[k]["frame"])
+        seen.append(box.get_attribute("data-key"))
+        if box.get_attribute("data-key") == "recall":
+            assert css(drv, "#edge-layer line.glow")
+            screenshot(drv, "view_tour.png")
+        if k < len(tour) - 1:
+            by_id(drv, "tour-next").click()
+    assert by_id(drv, "tour").get_attribute("data-last") == "1" and seen[0] == "input" and seen[-1] == "predict"
+    by_id(drv, "tour-end").click()
+    assert not by_id(drv, "tour").is_displayed()

@@ -377,7 +377,7 @@
     const svg = sv("svg", { id: "graph-svg", viewBox: "0 0 1000 640", role: "img" });
     const bands = [[12, "hub nodes (" + D.populations.filter((p) => p.name !== "neurons" && p.name !== "out").map((p) => p.name).join(", ") + ")"],
       [158, "neurons, grouped by their wiring G_x (communities side by side)"], [563, "output nodes: one per byte"]];
-    if (!D.populations.some((p) => p.name !== "neurons" && p.name !== "out")) bands.shift();
+    if (!D.populations.some((p) => p.name !== "neurons" && p.name !== "out")) { bands.shift(); svg.setAttribute("viewBox", "0 145 1000 495"); }
     bands.forEach(([y, t]) => { const e = sv("text", { x: 4, y: y, class: "band" }); e.textContent = t; svg.appendChild(e); });
     const defs = sv("defs", {});
     ["E", "I", "S"].forEach((k) => { const m = sv("marker", { id: "arrow-" + k, viewBox: "0 0 6 6", refX: 6, refY: 3, markerWidth: 5, markerHeight: 5, orient: "auto" });
