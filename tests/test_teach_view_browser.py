@@ -293,7 +293,7 @@ def test_graph_edges_arithmetic_and_tour(browser, tmp_path):
     fr = s.frames[f]
     assert fr["ph"] == 0 and fr["ed"]
     drv.execute_script(f"window.bdhView.go({f})")
-    groups = {j: q for j, q in enumerate(s.data()["rounds"][r_read]["comm"])}
+    groups = dict(enumerate(s.data()["rounds"][r_read]["comm"]))
     want = {f"e-{c.network.edge_vars[groups[d[0]]['var']].group}-{d[1]}" for d in fr["ed"]}
     lines = css(drv, "#edge-layer line.msg")
     assert {ln.get_attribute("id") for ln in lines} == want and len(lines) == len(fr["ed"])
@@ -310,6 +310,7 @@ def test_graph_edges_arithmetic_and_tour(browser, tmp_path):
     screenshot(drv, "view_graph_communication.png")
     # the arithmetic panel at the I&F (threshold) and gate sub-rounds of the same layer
     tr = TensorRunner(m).trace(ids)
+    shown_eq = {}
     for kind, var, key in (("threshold", "X", "x"), ("gate", "Y", "y")):
         r = next(r for r, rd in enumerate(s.data()["rounds"]) if any(q["kind"] == kind for q in rd["comp"]))
         f = t * (1 + 2 * R) + 2 + 2 * r
@@ -325,6 +326,7 @@ def test_graph_edges_arithmetic_and_tour(browser, tmp_path):
         assert close(float(box.get_attribute("data-calc")), live[i])
         assert abs(float(box.get_attribute("data-tensor")) - tr[key][layer, t, i]) <= 1e-5 * max(1, abs(live[i]))
         assert abs(live[i] - tr[key][layer, t, i]) <= 1e-5 * max(1, abs(live[i]))
+        shown_eq[var] = (i, box.find_element("css selector", ".eq.nums").text)
     screenshot(drv, "view_arithmetic.png")
     # the tour, first step to last
     by_id(drv, "tour-start").click()
@@ -343,3 +345,21 @@ def test_graph_edges_arithmetic_and_tour(browser, tmp_path):
     assert by_id(drv, "tour").get_attribute("data-last") == "1" and seen[0] == "input" and seen[-1] == "predict"
     by_id(drv, "tour-end").click()
     assert not by_id(drv, "tour").is_displayed()
+    check_viewer_doc(s, shown_eq, [t["key"] for t in tour])
+
+
+def check_viewer_doc(s, shown_eq, tour_keys):
+    """docs/viewer.md states only what this test saw: the encoded bytes, the arithmetic lines, the edge cap and
+    the tour's length."""
+    import re
+
+    from bdh.teach.view import EDGES
+
+    with open(os.path.join(ROOT, "docs", "viewer.md"), encoding="utf-8") as f:
+        doc = f.read()
+    flat = " ".join(doc.split())
+    for lab, b in zip(s.data()["labels"], s.ids):
+        assert re.search(rf"\| `{re.escape(lab)}` \| `0x{b:02x}`", doc), (lab, b)
+    for var, (i, eq) in shown_eq.items():
+        assert f"| neuron {i} | `{var} = {var} + (" in doc and f"| `{eq}` |" in doc, (var, i, eq)
+    assert f"the {EDGES} strongest" in flat and f"in {len(tour_keys)} steps" in flat

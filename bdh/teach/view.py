@@ -301,7 +301,13 @@ class ViewSession:
         self.tracked = {ev: [] for ev in self.net.edge_vars}
         self._tracked_pos = {ev: {} for ev in self.net.edge_vars}
         self.synapses = {p: [self._node_synapses(p, int(i), final) for i in v] for p, v in self.shown.items()}
-        # pass B: a fresh simulator, stepped sub-round by sub-round
+        self._start_pass_b(ids)
+        self.tensor = self._tensor_values(ids)
+        self.seconds = {"pass A": time.perf_counter() - t0}
+        return self.data()
+
+    def _start_pass_b(self, ids):
+        """Pass B: a fresh simulator, stepped sub-round by sub-round, with its event and sigma monitors."""
         self.sim = GraphRunner(self.compiled, self.backend, device=self.device).sim  # stepped by hand below
         self._in_token = False
         self.events = EventMonitor(self.sim)
@@ -316,9 +322,6 @@ class ViewSession:
         self._x0, self._y0, self._extra = self.compiled.token_inputs(ids)
         self.frames, self._last = [], {}
         self._token, self._round = 0, 0
-        self.tensor = self._tensor_values(ids)
-        self.seconds = {"pass A": time.perf_counter() - t0}
-        return self.data()
 
     def _shown_edges(self, g):
         """(edge ids, pre, post) of group g's synapses whose two ends are both shown (weight != 0)."""
@@ -711,7 +714,9 @@ def _round_meta(k) -> list:
                 key = f"{rule.src[1]}.read" if rule.kind == "read" else f"{rule.dst}.write"
             sign = _sign(rule.group) if rule.kind == "send" else ""
             var = rule.src[1] if rule.kind == "read" else rule.dst if rule.kind == "hebbian" else None
-            comm.append(dict(text=str(rule), kind=rule.kind, dst=rule.dst, key=key, sign=sign, src=list(rule.src), var=var))
+            comm.append(
+                dict(text=str(rule), kind=rule.kind, dst=rule.dst, key=key, sign=sign, src=list(rule.src), var=var)
+            )
         comp = [dict(text=str(rule), kind=rule.kind, dst=rule.dst, src=list(rule.src)) for rule in rnd.computation]
         rounds.append(dict(label=rnd.label or "", layer=layer_of[r], comm=comm, comp=comp))
     return rounds
