@@ -48,7 +48,7 @@ def add_parser(subparsers):
     add_compile(p)
     add_backend(p)
     add_graph_device(p)
-    p.add_argument("--neurons", type=count(1), default=256, help="neurons shown, the most active first (default 256)")
+    p.add_argument("--neurons", type=count(1), default=128, help="neurons shown, the most active first (default 128)")
     p.add_argument(
         "--synapses",
         type=count(1),

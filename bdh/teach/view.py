@@ -12,12 +12,15 @@ never recomputed here.
 
 A frame: {t: token, k: round (-1 = the token's input), ph: 0 communication / 1 computation / -1 input,
 ch: {variable: [[position in shown[population]], [value]] (positions not listed are 0)},
-ev: {rule index: messages sent} (communication), nch: {variable: nodes changed (of the whole population)},
+ev: {rule index: messages sent} (communication), ed: [[rule, edge, pre, post, weight, message, sigma]] the drawn
+edges and more: {rule: messages not drawn} (communication), nch: {variable: nodes changed (of the whole population)},
 end: {pred, top: [[byte, logit]], sig: {edge variable: [sigma of the tracked synapses]}} (a token's last frame)}.
 
-Size: at most `neurons` neurons (the most active of pass A) and `hub_cap` nodes of every other population are
-shown; per shown node the `synapses` strongest edges of each group and the `synapses` largest |sigma| of each
-edge variable. At paper-25m (n = 32768) that keeps the page to a few MB; `--serve` adds any node on demand.
+Size: at most `neurons` neurons (the most active of pass A), `hub_cap` nodes of every hub population and all
+output nodes are shown; per shown node the `synapses` strongest edges of each group, per shown neuron the
+`sigma_synapses` largest |sigma| of each edge variable (their sigma embedded per token); per communication rule and
+sub-round the `edges` strongest messages. At paper-25m (n = 32768) a 64-token page stays under 20 MB
+(benchmarks/view_bench.py); `--serve` adds any node on demand.
 """
 
 from __future__ import annotations
@@ -37,9 +40,10 @@ from .demo import byte_label
 from .layout import positions
 
 MAX_PROMPT = 256  # bytes a page or a server session may step (the graph runs token by token)
-NEURONS = 256  # neurons shown (the most active first)
-HUB_CAP = 1024  # nodes shown of every other population
-SYNAPSES = 8  # strongest edges per group and largest |sigma| per edge variable, per node
+NEURONS = 128  # neurons shown (the most active first)
+HUB_CAP = 32  # nodes shown of every hub population (the output nodes, one per byte, are always all shown)
+SYNAPSES = 8  # strongest edges per group, per node
+SIGMA_SYNAPSES = 4  # largest |sigma| per edge variable, per shown neuron (their sigma is embedded per token)
 EDGES = 12  # edges drawn per communication rule and sub-round (the strongest |weight x message|)
 TASKS = ("text", "recall")  # how a typed prompt becomes bytes: as the model was trained
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -193,6 +197,7 @@ class ViewSession:
         task: str = "text",
         model=None,
         edges: int = EDGES,
+        sigma_synapses: int = SIGMA_SYNAPSES,
     ):
         for name, v in (("neurons", neurons), ("hub_cap", hub_cap), ("synapses", synapses), ("max_prompt", max_prompt)):
             if int(v) < 1:
@@ -201,7 +206,7 @@ class ViewSession:
         self.K, self.hub_cap, self.M, self.max_prompt = int(neurons), int(hub_cap), int(synapses), int(max_prompt)
         self.title, self.label = title, label
         encode_prompt([], task)  # checks the task's name
-        self.task, self.model, self.E = task, model, int(edges)
+        self.task, self.model, self.E, self.Ms = task, model, int(edges), int(sigma_synapses)
         self.net = compiled.network
         self._csr = {}
         self.ids = None
@@ -293,14 +298,17 @@ class ViewSession:
         self.shown = {"neurons": np.sort(order[: min(self.K, n)])}
         for p in self.net.populations.values():
             if p.name != "neurons":
-                self.shown[p.name] = np.arange(min(p.size, self.hub_cap))
+                self.shown[p.name] = np.arange(p.size if p.name == "out" else min(p.size, self.hub_cap))
         self._pos = {p: {int(i): k for k, i in enumerate(v)} for p, v in self.shown.items()}
         self.layout = positions(self.net, self.shown)
         self._drawable = {g: self._shown_edges(self.net.groups[g]) for g in self.net.groups}
         # synapses of every shown node, and the sigma edges to track
         self.tracked = {ev: [] for ev in self.net.edge_vars}
         self._tracked_pos = {ev: {} for ev in self.net.edge_vars}
-        self.synapses = {p: [self._node_synapses(p, int(i), final) for i in v] for p, v in self.shown.items()}
+        self.synapses = {
+            p: [self._node_synapses(p, int(i), final, with_sigma=p == "neurons") for i in v]
+            for p, v in self.shown.items()
+        }
         self._start_pass_b(ids)
         self.tensor = self._tensor_values(ids)
         self.seconds = {"pass A": time.perf_counter() - t0}
@@ -335,6 +343,14 @@ class ViewSession:
         keep = on[g.indices[e]] & (g.weight[e] != 0)
         return e[keep].astype(np.int64), p[keep].astype(np.int64), g.indices[e[keep]].astype(np.int64)
 
+    def _edge_values(self, var, e):
+        """sigma on the edges e now. The numba backend's edge arrays are read in place once flushed (what
+        `sim.state` does before copying every edge variable); other backends through `sim.state`."""
+        if self.backend == "numba":
+            self.sim.backend.flush(self.sim._state)
+            return np.asarray(self.sim._state.edges[var])[e]
+        return np.asarray(self.sim.state.edges[var])[e]
+
     def _tensor_values(self, ids):
         """The tensor model's x_{t,l}, y_{t,l} of the shown neurons ([t][l] -> [positions, values], l = 0..L) and
         its logits per token, for the arithmetic panel (None without a model)."""
@@ -362,7 +378,7 @@ class ViewSession:
                 continue
             w = g.weight[e]
             src = np.asarray(sim.node(rule.src[0]))
-            sig = np.asarray(sim.state.edges[var])[e] if var else None
+            sig = self._edge_values(var, e) if var else None
             if rule.kind == "send":
                 msg = w * src[pre]
             elif rule.kind == "read":
@@ -382,7 +398,7 @@ class ViewSession:
             self._csr[g.name] = (ptr, order)
         return self._csr[g.name]
 
-    def _node_synapses(self, pop, i, sigma) -> list:
+    def _node_synapses(self, pop, i, sigma, with_sigma=True) -> list:
         """[{group, dir, sign, edges: [[other node, weight]]} | {..., var, edges: [[other, tracked k]]}] of node i."""
         out = []
         for g in self.net.groups.values():
@@ -412,9 +428,9 @@ class ViewSession:
                         )
                     )
                     continue
-                for ev in evs:
+                for ev in evs if with_sigma else ():
                     vals = np.abs(np.asarray(sigma[ev.name])[e])
-                    top = [t for t in _top(vals, self.M) if vals[t] > 0]
+                    top = [t for t in _top(vals, min(self.M, self.Ms)) if vals[t] > 0]
                     edges = []
                     for t in top:
                         eid = int(e[t])
@@ -605,7 +621,7 @@ class ViewSession:
                 f"y > 0 over the prompt); {more}."
             )
         for p in self.net.populations.values():
-            if p.name != "neurons" and p.size > self.hub_cap:
+            if p.name not in ("neurons", "out") and p.size > self.hub_cap:
                 out.append(f"Population {p.name}: showing the first {self.hub_cap} of {p.size} nodes.")
         return out
 
