@@ -278,5 +278,5 @@ def test_drawn_edges_and_predictions_are_the_simulators():
         assert [b for b, _, _ in e["top"]] == list(np.argsort(-logits[t], kind="stable")[:5])
         assert all(close(q, p[b]) for b, _, q in e["top"])
     d = s.data()
-    assert len(d["layout"]["neurons"]) == 10 and all(165 <= y <= 535 for _, y in d["layout"]["neurons"])
+    assert len(d["layout"]["neurons"]) == 10 and all(175 <= y <= 535 for _, y in d["layout"]["neurons"])
     assert d["chars"][ord("a")] == "a" and d["chars"][10] == "\\x0a" and d["chars"][32] == "␣"

@@ -12,8 +12,10 @@ import threading
 
 import numpy as np
 import pytest
+import torch
 from small_models import small_model
 
+import bdh_gpu
 from bdh.teach.serve import make_server
 from bdh.teach.view import ViewSession, write_page
 from equivalence import GraphRunner, TensorRunner, compile_model
@@ -271,7 +273,10 @@ def test_graph_edges_arithmetic_and_tour(browser, tmp_path):
     edges are exactly the ones the Python side drew (same ids, same count); clicking one shows its weight and sigma
     equal to the simulator's; the arithmetic panel's values equal the simulator's and the tensor model's x_{t,l}
     and y_{t,l}; the guided tour runs from its first step to its last."""
-    m = model("normfree", seed=1)
+    torch.manual_seed(
+        1
+    )  # the demo's kind of model: normfree, U = alibi (damping only, so the memory attribution holds)
+    m = bdh_gpu.BDH(bdh_gpu.BDHConfig(n_head=2, d=8, N=16, n_layer=2, dropout=0.0, variant="normfree", U="alibi"))
     c = compile_model(TensorRunner(m).model, "dense")
     typed = b"a=3 b=5 : a"
     s = ViewSession(c, model=m, task="recall", neurons=24)
@@ -337,8 +342,11 @@ def test_graph_edges_arithmetic_and_tour(browser, tmp_path):
         assert box.get_attribute("data-step") == str(k)
         assert by_id(drv, "counter").get_attribute("data-frame") == str(tour[k]["frame"])
         seen.append(box.get_attribute("data-key"))
-        if box.get_attribute("data-key") == "recall":
-            assert css(drv, "#edge-layer line.glow")
+        if box.get_attribute("data-key") == "recall":  # the synapses that hold the fact, and the ablation
+            fact = s.data()["fact"]
+            want = {f"s-{v}-{e}" for v, es in fact["edges"].items() for e in es}
+            assert {x.get_attribute("id") for x in css(drv, "#sigma-layer line.glow")} == want and want
+            assert f"from {fact['p_before']:.3g} to {fact['p_after']:.3g}" in by_id(drv, "tour-text").text
             screenshot(drv, "view_tour.png")
         if k < len(tour) - 1:
             by_id(drv, "tour-next").click()

@@ -15,7 +15,7 @@ import numpy as np
 
 WIDTH, HEIGHT = 1000.0, 640.0
 TOP = (20.0, 130.0)  # the hubs' band (y range)
-MIDDLE = (165.0, 535.0)  # the neurons' band
+MIDDLE = (175.0, 535.0)  # the neurons' band
 BOTTOM = (570.0, 625.0)  # the output nodes' band
 K_NEAREST = 6  # edges per neuron kept for the layout (the strongest |G_x|)
 

@@ -375,7 +375,7 @@
     if (!D.layout || !D.shown) return;
     for (const p in D.shown) posMap[p] = new Map(D.shown[p].map((i, k) => [i, k]));
     const svg = sv("svg", { id: "graph-svg", viewBox: "0 0 1000 640", role: "img" });
-    const bands = [[12, "hub nodes (" + D.populations.filter((p) => p.name !== "neurons" && p.name !== "out").map((p) => p.name).join(", ") + ")"],
+    const bands = [[12, "hub nodes (top to bottom: " + D.populations.filter((p) => p.name !== "neurons" && p.name !== "out").map((p) => p.name).join(", ") + ")"],
       [158, "neurons, grouped by their wiring G_x (communities side by side)"], [563, "output nodes: one per byte"]];
     if (!D.populations.some((p) => p.name !== "neurons" && p.name !== "out")) { bands.shift(); svg.setAttribute("viewBox", "0 145 1000 495"); }
     bands.forEach(([y, t]) => { const e = sv("text", { x: 4, y: y, class: "band" }); e.textContent = t; svg.appendChild(e); });
@@ -438,6 +438,10 @@
         ln.style.strokeWidth = m ? 0.4 + 4 * Math.abs(val) / m : 0;
       }
     }
+    document.querySelectorAll("#sigma-layer line.glow").forEach((x) => x.classList.remove("glow"));
+    if (glowKind === "memory" && D.fact) for (const v in D.fact.edges) D.fact.edges[v].forEach((eid) => {
+      const s = $("s-" + v + "-" + eid); if (s) { s.classList.add("glow"); s.style.display = ""; s.style.strokeWidth = Math.max(2, parseFloat(s.style.strokeWidth) || 0); }
+    });
     const ge = $("edge-layer"); ge.innerHTML = "";
     const more = $("edge-more"); more.innerHTML = "";
     if (!fr || fr.ph !== 0 || !fr.ed) { more.textContent = fr && fr.ph === 1 ? "computation sub-round: no messages; each node updates from its own variables" : ""; return; }
@@ -459,6 +463,7 @@
       dot.appendChild(sv("animateMotion", { dur: "1.2s", repeatCount: "1", fill: "freeze", path: "M" + a[0] + "," + a[1] + " L" + b[0] + "," + b[1] }));
       ge.appendChild(dot);
       if (glowKind === "read" && sig !== null) { const s = $("s-" + m.var + "-" + eid); if (s) s.classList.add("glow"); }
+      if (glowKind === "memory" && m.var && D.fact && (D.fact.edges[m.var] || []).indexOf(eid) >= 0) ln.classList.add("glow");
     }
     r.comm.forEach((m, j) => {
       const n = fr.ed.filter((d) => d[0] === j).length, rest = (fr.more || {})[j] || 0;
@@ -571,7 +576,11 @@
       div.appendChild(el("div", { class: "cmp" }, "graph simulator: " + fmt(sim) + (ten === null ? "" : " · tensor model " + what + " (token " + (t + 1) + ", layer " + l + "): " + fmt(ten))));
       wrap.appendChild(div);
     });
-    if (!here.length) wrap.appendChild(el("p", { class: "hint" }, "no rule of this sub-round writes " + pop + "'s variables"));
+    if (!here.length) {
+      const where = [...new Set(rules.filter((m) => m.kind !== "damp").map((m) => popOf(m.dst) || "σ"))].join(", ") || "no node";
+      wrap.appendChild(el("p", { class: "hint" }, "this sub-round's rules update " + where + ", not " + label(pop, i) +
+        "; step to a round whose rules write its variables (e.g. I&F for X)"));
+    }
     box.appendChild(wrap);
   }
 

@@ -45,6 +45,7 @@ HUB_CAP = 32  # nodes shown of every hub population (the output nodes, one per b
 SYNAPSES = 8  # strongest edges per group, per node
 SIGMA_SYNAPSES = 4  # largest |sigma| per edge variable, per shown neuron (their sigma is embedded per token)
 EDGES = 12  # edges drawn per communication rule and sub-round (the strongest |weight x message|)
+MEMORY_DRAWN = 8  # synapses per layer drawn of the fact the tour recalls
 TASKS = ("text", "recall")  # how a typed prompt becomes bytes: as the model was trained
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -129,6 +130,14 @@ TOUR = {  # the guided tour's words (view.js shows them; `tour()` picks the fram
         "next-byte prediction, top 5 with probabilities under the graph.",
     ),
 }
+
+
+TOUR_FACT = (
+    "The question asks for the fact {label}. The highlighted σ synapses (pink) are the ones that hold it: written "
+    "when {label} was heard, they carry most of this read (bdh.teach.memory). The demo's ablation, run on this "
+    "prompt when the page was made: zeroing those {held} synapses after the facts and asking again moves "
+    "p('{answer}') from {p_before:.3g} to {p_after:.3g}."
+)
 
 
 class ViewError(InputError, ValueError):
@@ -299,6 +308,8 @@ class ViewSession:
         for p in self.net.populations.values():
             if p.name != "neurons":
                 self.shown[p.name] = np.arange(p.size if p.name == "out" else min(p.size, self.hub_cap))
+        self.fact = self._fact()
+        self._show_fact_neurons()
         self._pos = {p: {int(i): k for k, i in enumerate(v)} for p, v in self.shown.items()}
         self.layout = positions(self.net, self.shown)
         self._drawable = {g: self._shown_edges(self.net.groups[g]) for g in self.net.groups}
@@ -309,6 +320,11 @@ class ViewSession:
             p: [self._node_synapses(p, int(i), final, with_sigma=p == "neurons") for i in v]
             for p, v in self.shown.items()
         }
+        for var, eids in (self.fact or {}).get("edges", {}).items():
+            for eid in eids:
+                if eid not in self._tracked_pos[var]:
+                    self._tracked_pos[var][eid] = len(self.tracked[var])
+                    self.tracked[var].append(eid)
         self._start_pass_b(ids)
         self.tensor = self._tensor_values(ids)
         self.seconds = {"pass A": time.perf_counter() - t0}
@@ -551,6 +567,7 @@ class ViewSession:
                 task=self.task, how=self.how, typed=bytes(b % 256 for b in self.typed).decode("utf-8", "replace")
             ),
             tour=self.tour(),
+            fact=self.fact,
         )
         return d
 
@@ -578,8 +595,7 @@ class ViewSession:
         if self.ids is None:
             return []
         R = len(self.compiled.kernel.rounds)
-        sep = self.ids.index(ord(":")) if ord(":") in self.ids else -1
-        t = sep + 1 if 0 <= sep < len(self.ids) - 1 else 0
+        t = self._tour_token()
         base = t * (1 + 2 * R)
         rounds = self._meta["rounds"]
         first = lambda test: next((r for r, rd in enumerate(rounds) if test(rd)), None)  # noqa: E731
@@ -593,7 +609,7 @@ class ViewSession:
             (first(has("read")), 0, "read", None, "read"),
             (first(has("hebbian")), 0, "write", None, "hebbian"),
             (first(has("gate", "comp")), 1, "gate", "Y", None),
-            (last(has("read")), 0, "recall", None, "read"),
+            (last(has("read")), 0, "recall", None, "memory" if self.fact else "read"),
             (R - 1, 1, "predict", None, None),
         ):
             if r is not None:
@@ -602,10 +618,65 @@ class ViewSession:
         for r, ph, key, pick, glow in steps:
             f = base if r is None else base + 1 + 2 * r + ph
             title, text = TOUR[key]
+            if key == "recall" and self.fact:
+                f = self.fact
+                text = TOUR_FACT.format(**f)
+                if abs(f["p_after"] - f["p_before"]) < 0.01 * max(f["p_before"], 1e-12):
+                    text += (
+                        " Almost no change: this model has not learned to recall with them (untrained or undertrained)."
+                    )
             out.append(
                 dict(frame=f, key=key, title=title, text=text.format(tok=self.label(self.ids[t])), pick=pick, glow=glow)
             )
         return out
+
+    def _show_fact_neurons(self):
+        """The neurons at both ends of the synapses that hold the tour's fact are shown too."""
+        for var, eids in (self.fact or {}).get("edges", {}).items():
+            g = self.net.groups[self.net.edge_vars[var].group]
+            ends = np.concatenate([np.searchsorted(g.indptr, eids, side="right") - 1, g.indices[eids]])
+            self.shown["neurons"] = np.union1d(self.shown["neurons"], ends).astype(np.int64)
+
+    def _tour_token(self) -> int:
+        """The token the tour follows: the first after ':' (a recall prompt's first question), else the first."""
+        sep = self.ids.index(ord(":")) if ord(":") in self.ids else -1
+        return sep + 1 if 0 <= sep < len(self.ids) - 1 else 0
+
+    def _fact(self):
+        """The fact the tour's question asks for (a recall prompt on a dense compile without rotation): the
+        synapses that hold it (bdh.teach.memory.memory_synapses; the MEMORY_DRAWN strongest per layer are
+        drawn) and the demo's ablation run now (memory.ablate: those synapses zeroed after the facts, the
+        question asked again). None where it does not apply."""
+        from bdh_gpu.data import RECALL_KEYS, RECALL_PAIR_BASE, RECALL_VALUES
+
+        from .memory import ablate, memory_synapses
+
+        ids, q, nv = self.ids, self._tour_token(), len(RECALL_VALUES)
+        if self.task != "recall" or self.compiled.name != "dense" or ord(":") not in ids or q == 0:
+            return None
+        sep = ids.index(ord(":"))
+        pairs = {p: self.label(ids[p]) for p in range(sep) if RECALL_PAIR_BASE <= ids[p] < RECALL_PAIR_BASE + 16 * nv}
+        p = next((p for p in pairs if RECALL_KEYS[(ids[p] - RECALL_PAIR_BASE) // nv] == ids[q]), None)
+        if p is None:
+            return None
+        answer = RECALL_VALUES[(ids[p] - RECALL_PAIR_BASE) % nv]
+        px, py = self.pass_a["x"], self.pass_a["y"]
+        try:
+            mems = memory_synapses(self.compiled, ids, px, py, pairs, {p: (q, answer)})
+        except ValueError:  # a rotation (RoPE): the attribution does not apply
+            return None
+        if not mems or not any(len(e) for e in mems[0].edges.values()):
+            return None
+        m = mems[0]
+        ablate(self.compiled, ids, [m], sep, self.backend)
+        return dict(
+            label=m.label,
+            answer=chr(answer),
+            edges={v: [int(e) for e in idx[:MEMORY_DRAWN]] for v, idx in m.edges.items() if len(idx)},
+            held=int(sum(len(idx) for idx in m.edges.values())),
+            p_before=_r(m.p_before),
+            p_after=_r(m.p_after),
+        )
 
     def notes(self) -> list:
         out = []
