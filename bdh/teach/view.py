@@ -619,9 +619,9 @@ class ViewSession:
             f = base if r is None else base + 1 + 2 * r + ph
             title, text = TOUR[key]
             if key == "recall" and self.fact:
-                f = self.fact
-                text = TOUR_FACT.format(**f)
-                if abs(f["p_after"] - f["p_before"]) < 0.01 * max(f["p_before"], 1e-12):
+                fact = self.fact
+                text = TOUR_FACT.format(**fact)
+                if abs(fact["p_after"] - fact["p_before"]) < 0.01 * max(fact["p_before"], 1e-12):
                     text += (
                         " Almost no change: this model has not learned to recall with them (untrained or undertrained)."
                     )
