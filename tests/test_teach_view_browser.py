@@ -353,6 +353,18 @@ def test_graph_edges_arithmetic_and_tour(browser, tmp_path):
     assert by_id(drv, "tour").get_attribute("data-last") == "1" and seen[0] == "input" and seen[-1] == "predict"
     by_id(drv, "tour-end").click()
     assert not by_id(drv, "tour").is_displayed()
+    # outputs a person reads: the top 5 as characters with softmax probabilities, also at their output nodes
+    drv.execute_script(f"window.bdhView.go({len(s.frames) - 1})")
+    logits = GraphRunner(c, "numba").logits(ids)[-1]
+    p = np.exp(logits - logits.max())
+    p /= p.sum()
+    top = list(np.argsort(-logits, kind="stable")[:5])
+    for sel in ("#pred .top", "#out-labels text"):
+        got = css(drv, sel)
+        assert [int(e.get_attribute("data-byte")) for e in got] == top
+        assert all(close(float(e.get_attribute("data-prob")), p[b]) for e, b in zip(got, top))
+    glyph = s.label(top[0]) if top[0] >= 0x80 else s.data()["chars"][top[0]]  # a recall fact byte reads k=v
+    assert css(drv, "#pred .top")[0].text == f"{glyph} {100 * p[top[0]]:.1f}%"
     check_viewer_doc(s, shown_eq, [t["key"] for t in tour])
 
 

@@ -63,7 +63,10 @@
     }
     return best;
   }
-  function label(pop, i) { return pop === "neurons" ? "neuron " + i : pop + "[" + i + "]"; }
+  // names come from view.py's name() (one place for the page's words: layers l = 1..L, sigma, nodes)
+  function label(pop, i) { return D.names && D.names.node[pop] ? D.names.node[pop].replace("{i}", i) : pop + "[" + i + "]"; }
+  function layerName(l) { return D.names ? D.names.layer[l - 1] : "layer " + l; }
+  function sigmaName(v) { return D.names && D.names.sigma[v] ? D.names.sigma[v] : v; }
   function glyph(b) { // a byte as a person reads it (recall facts as k=v)
     return D.encoding && D.encoding.task === "recall" && b >= 128 ? D.byte_labels[b] : D.chars[b];
   }
@@ -77,7 +80,7 @@
     $("prompt-box").hidden = !SERVE; $("find-box").hidden = !SERVE; $("static-note").hidden = SERVE;
     const layer = $("layer");
     while (layer.options.length > 1) layer.remove(1);
-    for (let l = 1; l <= D.layers; l++) layer.appendChild(el("option", { value: l }, "end of layer " + l));
+    for (let l = 1; l <= D.layers; l++) layer.appendChild(el("option", { value: l }, "end of " + layerName(l)));
     const tokens = $("tokens"); tokens.innerHTML = "";
     (D.labels || []).forEach((lab, t) => {
       const s = el("span", { class: "tok", id: "tok-" + t, title: "token " + (t + 1) + ": byte " + D.ids[t] }, lab);
@@ -178,8 +181,8 @@
     if (fr) {
       text += " · token " + (fr.t + 1) + "/" + T + " '" + D.labels[fr.t] + "'";
       if (fr.k < 0) text += " · input: X, Y set to the token's boundary values";
-      else text += " · round " + (fr.k + 1) + "/" + D.rounds.length + " (" + D.rounds[fr.k].label + ", layer " +
-        D.rounds[fr.k].layer + ") · " + (fr.ph === 0 ? "communication" : "computation") + " sub-round";
+      else text += " · round " + (fr.k + 1) + "/" + D.rounds.length + " (" + D.rounds[fr.k].label + ", " +
+        layerName(D.rounds[fr.k].layer) + ") · " + (fr.ph === 0 ? "communication" : "computation") + " sub-round";
     } else text += " · before the first token";
     c.textContent = text;
     // tokens
@@ -209,7 +212,7 @@
       }
     }
     $("above").textContent = above + " of " + total + " shown nodes above the threshold" +
-      (g !== cur && g >= 0 ? " (grids at the end of layer " + $("layer").value + " of this token)" : "");
+      (g !== cur && g >= 0 ? " (grids at the end of " + layerName(parseInt($("layer").value, 10)) + " of this token)" : "");
     if (selected || selEdge) renderDetail();
   }
   function renderRules(fr) {
@@ -221,7 +224,7 @@
       return;
     }
     const r = D.rounds[fr.k];
-    box.appendChild(el("h2", { id: "round-label", title: roundHelp(r.label) }, "Round " + (fr.k + 1) + " of " + D.rounds.length + ": " + r.label + " (layer " + r.layer + ")"));
+    box.appendChild(el("h2", { id: "round-label", title: roundHelp(r.label) }, "Round " + (fr.k + 1) + " of " + D.rounds.length + ": " + r.label + " (" + layerName(r.layer) + ")"));
     const comm = el("div"), comp = el("div");
     comm.appendChild(el("span", { class: "phase " + (fr.ph === 0 ? "on" : "off") }, "communication (messages along synapses)"));
     const ol = el("ol", { id: "comm-rules" });
@@ -324,7 +327,7 @@
       for (const s of part) {
         if (s.var && l && s.layer !== l) continue;
         const dirText = s.dir === "in" ? "in from " + s.pop : "out to " + s.pop;
-        box.appendChild(el("div", { class: "legend" }, (s.var ? s.var + " (layer " + s.layer + ") on " + s.group : s.group) +
+        box.appendChild(el("div", { class: "legend" }, (s.var ? s.var + " = " + sigmaName(s.var) + " on " + s.group : s.group) +
           ", " + dirText + ": " + s.total + " synapses, " + (s.var ? "largest " : "strongest ") + s.edges.length + " shown"));
         const ul = el("ul", { class: "syn-list", "data-group": s.group, "data-dir": s.dir, "data-var": s.var || "" });
         for (const [o, w] of s.edges) {
@@ -405,7 +408,7 @@
         gn.appendChild(c);
       });
     }
-    svg.appendChild(gs); svg.appendChild(ge); svg.appendChild(gn);
+    svg.appendChild(gs); svg.appendChild(ge); svg.appendChild(gn); svg.appendChild(sv("g", { id: "out-labels" }));
     box.appendChild(svg);
   }
   function sigmaToken(v, fr) { // which token's sigma the page shows at frame fr: this token's once its write has run
@@ -427,6 +430,13 @@
         c.firstChild.textContent = label(p.name, i) + lab + ": " + v + " = " + fmt(vals[k]);
       });
     }
+    const ol = $("out-labels"); ol.innerHTML = ""; // the predicted bytes, as characters, at their output nodes
+    const td = tokensDone(cur) - 1;
+    if (td >= 0 && posMap.out) D.frames[tokenEnds[td]].end.top.forEach(([b, , p], k) => {
+      const at = xy("out", b); if (!at) return;
+      const tx = sv("text", { x: at[0], y: at[1] - 6 - 9 * (k % 2), class: "outlab", id: "outlab-" + b, "data-byte": b, "data-prob": p });
+      tx.textContent = glyph(b) + " " + (100 * p).toFixed(0) + "%"; ol.appendChild(tx);
+    });
     for (const v in D.sig_edges || {}) { // the sigma layer: width follows |sigma| after the token shown
       const t = sigmaToken(v, fr), series = sigSeries[v] || [];
       let m = 0; for (const [k] of D.sig_edges[v]) m = Math.max(m, Math.abs(((series[k] || [])[t]) || 0));
@@ -573,7 +583,7 @@
       div.appendChild(el("div", { class: "eq" }, a[0]));
       div.appendChild(el("div", { class: "eq nums" }, a[1]));
       const what = m.dst === "X" ? "x_{t,l}" : m.dst === "Y" ? "y_{t,l}" : m.dst === D.logits ? "logit" : "";
-      div.appendChild(el("div", { class: "cmp" }, "graph simulator: " + fmt(sim) + (ten === null ? "" : " · tensor model " + what + " (token " + (t + 1) + ", layer " + l + "): " + fmt(ten))));
+      div.appendChild(el("div", { class: "cmp" }, "graph simulator: " + fmt(sim) + (ten === null ? "" : " · tensor model " + what + " (token " + (t + 1) + ", " + layerName(l) + "): " + fmt(ten))));
       wrap.appendChild(div);
     });
     if (!here.length) {
@@ -588,7 +598,7 @@
   function buildLegend() {
     const box = $("legend"); if (!box || box.dataset.built) return; box.dataset.built = "1";
     [["E", "excitatory message (green, solid): adds to Xe, Ye, Pe"], ["I", "inhibitory message (red, dashed): adds to Xi, Yi, Pi"],
-     ["S", "σ, the synaptic state (orange; width follows |σ|)"], ["", "↓ reset to 0 · ↓1-u damp σ ← σ·u · (p − n)^+ = max(p − n, 0) · (i), (i,j) a node, a synapse i → j · [G] the synapse group carrying a message · X, Y the paper's x, y; Xe/Xi, Ye/Yi their excitatory and inhibitory inputs; A what was read from σ"]]
+     ["S", "σ, the synaptic state (orange; width follows |σ|)"], ["", "↓ reset to 0 · ↓1-u damp σ ← σ·u · (p − n)^+ = max(p − n, 0) · (i), (i,j) a node, a synapse i → j · [G] the synapse group carrying a message · I&F integrate-and-fire · LN LayerNorm (official compile) · l = 1..L the layer · X, Y the paper's x, y; Xe/Xi, Ye/Yi their excitatory and inhibitory inputs; A what was read from σ"]]
       .forEach(([k, t]) => box.appendChild(el("span", { class: "key key-" + (k || "txt") }, t)));
   }
   function tourGo(k) { // the guided tour: one token through the rounds (steps from ViewSession.tour)

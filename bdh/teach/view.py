@@ -260,6 +260,11 @@ class ViewSession:
             populations=pops,
             groups=groups,
             edge_vars=edge_vars,
+            names=dict(  # every name the page shows for a layer, a synapse state, a node: from name()
+                layer=[name("layer", l) for l in range(1, len(k.layers) + 1)],
+                sigma={ev["name"]: name("sigma", ev["name"], ev["layer"]) for ev in edge_vars},
+                node={p.name: name("node", p.name, "{i}") for p in net.populations.values()},
+            ),
             logits=c.logits_var,
             boundary=c.boundary,
             readout=c.readout,
