@@ -280,3 +280,20 @@ def test_drawn_edges_and_predictions_are_the_simulators():
     d = s.data()
     assert len(d["layout"]["neurons"]) == 10 and all(175 <= y <= 535 for _, y in d["layout"]["neurons"])
     assert d["chars"][ord("a")] == "a" and d["chars"][10] == "\\x0a" and d["chars"][32] == "␣"
+
+
+def test_serve_encodes_a_typed_recall_prompt():
+    """--serve on a recall model: the typed `m=3 k=5 : m` is loaded as the task's bytes, and the page data says how
+    it was encoded."""
+    c = compile_model(TensorRunner(tiny()).model)
+    srv = make_server(ViewSession(c, task="recall", neurons=8), "127.0.0.1", 0)
+    th = threading.Thread(target=srv.serve_forever, daemon=True)
+    th.start()
+    try:
+        status, body = _req(f"http://127.0.0.1:{srv.server_address[1]}", "/api/load", {"prompt": "m=3 k=5 : m"})
+        d = json.loads(body)
+        assert status == 200 and d["ids"] == [0x80 + 8 * 12 + 3, 0x80 + 8 * 10 + 5, ord(":"), ord("m")]
+        assert d["encoding"]["task"] == "recall" and d["labels"][:2] == ["m=3", "k=5"]
+    finally:
+        srv.shutdown()
+        srv.server_close()
