@@ -373,6 +373,7 @@ def check_viewer_doc(s, shown_eq, tour_keys):
     the tour's length."""
     import re
 
+    from bdh.teach import view
     from bdh.teach.view import EDGES
 
     with open(os.path.join(ROOT, "docs", "viewer.md"), encoding="utf-8") as f:
@@ -383,3 +384,10 @@ def check_viewer_doc(s, shown_eq, tour_keys):
     for var, (i, eq) in shown_eq.items():
         assert f"| neuron {i} | `{var} = {var} + (" in doc and f"| `{eq}` |" in doc, (var, i, eq)
     assert f"the {EDGES} strongest" in flat and f"in {len(tour_keys)} steps" in flat
+    caps = (view.NEURONS, view.HUB_CAP, view.SYNAPSES, view.SIGMA_SYNAPSES, view.EDGES)
+    caps_text = (
+        "the {} most active neurons (`--neurons`), the first {} nodes of every hub population, every output node, "
+        "the {} strongest synapses per group of each shown node, the σ of the {} largest synapses per neuron and "
+        "layer after every token, and the {} strongest messages"
+    ).format(*caps)
+    assert caps_text in flat, caps_text
