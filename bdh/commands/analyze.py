@@ -34,7 +34,11 @@ def add_parser(subparsers):
     )
     p.add_argument("--heads", default="0", help="comma-separated heads to analyse (default 0; 'all')")
     p.add_argument("--seeds", type=int, default=5, help="Louvain runs per graph, best kept (default 5, as the paper)")
-    p.add_argument("--sigma-layer", type=int, help="layer l of sigma_l (default: the middle one)")
+    p.add_argument(
+        "--sigma-layer",
+        type=int,
+        help="the paper's layer ℓ (1..L) of the state σ_ℓ to analyse (default: the middle one)",
+    )
     p.add_argument("--concept", help="file of concept sentences, one per line (with --contrast)")
     p.add_argument("--contrast", help="file of contrast sentences, one per line (with --concept)")
     p.add_argument("--candidates", type=int, default=48, help="synapse finder: candidate neurons per end (default 48)")

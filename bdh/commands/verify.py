@@ -29,6 +29,14 @@ def add_parser(subparsers):
     add_backend(p)
     add_graph_device(p)
     p.add_argument("--tolerance", type=float, help="relative tolerance per token and layer (default 1e-9)")
+    p.add_argument(
+        "--sensitivity-multiple",
+        type=float,
+        default=100.0,
+        metavar="K",
+        help="a quantity fails only beyond the tolerance and beyond K times the tensor model's own sensitivity "
+        "to a one-ulp change of its weights (default 100; 0: the tolerance alone, sensitivity not measured)",
+    )
     p.add_argument("--no-state", action="store_true", help="skip the state (rho) comparison")
     p.add_argument("--json", action="store_true", help="print one JSON object with each quantity's max error")
     p.set_defaults(func=run)
@@ -61,6 +69,8 @@ def run(args) -> int:
 
     if args.tolerance is not None and not (math.isfinite(args.tolerance) and args.tolerance > 0):
         raise InputError(f"--tolerance: expected a finite number > 0, got {args.tolerance}")
+    if not (math.isfinite(args.sensitivity_multiple) and args.sensitivity_multiple >= 0):
+        raise InputError(f"--sensitivity-multiple: expected a finite number >= 0, got {args.sensitivity_multiple}")
     device = graph_device(args)
     raw = read_text(args)
     from types import SimpleNamespace
@@ -86,6 +96,7 @@ def run(args) -> int:
         state=not args.no_state,
         device=device,
         progress=True,
+        sensitivity_multiple=args.sensitivity_multiple or None,
     )
     if args.json:
         print(json.dumps(rep.to_dict(), default=str))
