@@ -3,6 +3,7 @@ flags (the local server: tests/test_teach_serve.py). The browser tests are in
 tests/test_teach_view_browser.py."""
 
 import json
+import threading
 
 import numpy as np
 import pytest
@@ -216,15 +217,23 @@ def test_drawn_edges_and_predictions_are_the_simulators():
 
 
 def test_serve_encodes_a_typed_recall_prompt():
-    """--serve on a recall model: the typed `m=3 k=5 : m` is loaded as the task's bytes, and the page data says how
-    it was encoded."""
+    """--serve on a recall model: a client's typed `m=3 k=5 : m` is loaded as the task's bytes (its session keeps
+    the template's task), and the page data says how it was encoded."""
+    import urllib.request
+
+    from bdh.teach.serve import make_server
+
     c = compile_model(TensorRunner(tiny()).model)
-    srv = make_server(ViewSession(c, task="recall", neurons=8), "127.0.0.1", 0)
-    th = threading.Thread(target=srv.serve_forever, daemon=True)
-    th.start()
+    srv = make_server(ViewSession(c, task="recall", neurons=8), "127.0.0.1", 0, log=lambda line: None)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
     try:
-        status, body = _req(f"http://127.0.0.1:{srv.server_address[1]}", "/api/load", {"prompt": "m=3 k=5 : m"})
-        d = json.loads(body)
+        r = urllib.request.Request(
+            f"http://127.0.0.1:{srv.server_address[1]}/api/load",
+            data=json.dumps({"prompt": "m=3 k=5 : m"}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(r, timeout=30) as resp:
+            status, d = resp.status, json.loads(resp.read())
         assert status == 200 and d["ids"] == [0x80 + 8 * 12 + 3, 0x80 + 8 * 10 + 5, ord(":"), ord("m")]
         assert d["encoding"]["task"] == "recall" and d["labels"][:2] == ["m=3", "k=5"]
     finally:

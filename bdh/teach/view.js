@@ -64,9 +64,15 @@
     return best;
   }
   // names come from view.py's name() (one place for the page's words: layers l = 1..L, sigma, nodes)
-  function label(pop, i) { return D.names && D.names.node[pop] ? D.names.node[pop].replace("{i}", i) : pop + "[" + i + "]"; }
-  function layerName(l) { return D.names ? D.names.layer[l - 1] : "layer " + l; }
-  function sigmaName(v) { return D.names && D.names.sigma[v] ? D.names.sigma[v] : v; }
+  function label(pop, i) { // a shown node's name is view.py's (bdh.teach.names); any other follows the same scheme
+    const k = D.names && D.names[pop] && D.shown[pop] ? D.shown[pop].indexOf(i) : -1;
+    if (k >= 0) return D.names[pop][k];
+    if (pop === "neurons") return "neuron " + i;
+    const d = D.words && D.words.d;
+    return pop === "att" && d ? "att[h" + Math.floor(i / d) + "," + (i % d) + "]" : pop + "[" + i + "]";
+  }
+  function layerName(l) { return D.words ? D.words.layer[l - 1] : "layer " + l; }
+  function sigmaName(v) { return D.words && D.words.sigma[v] ? D.words.sigma[v] : v; }
   function glyph(b) { // a byte as a person reads it (recall facts as k=v)
     return D.encoding && D.encoding.task === "recall" && b >= 128 ? D.byte_labels[b] : D.chars[b];
   }
@@ -495,10 +501,10 @@
     const row = (id, k, v, help) => { const tr = el("tr", { id: id, "data-value": v, title: help }); tr.appendChild(el("td", {}, k)); tr.appendChild(el("td", {}, fmt(v))); tab.appendChild(tr); };
     if (e.sigma) {
       const t = sigmaToken(e.v, fr), val = t >= 0 ? (((sigSeries[e.v] || [])[e.k] || [])[t] || 0) : 0;
-      row("edge-sigma", "σ (" + e.v + ") after token " + (t + 1), val, "the synaptic state the simulator holds on this synapse");
+      row("edge-sigma", sigmaName(e.v) + " after token " + (t + 1), val, "the synaptic state the simulator holds on this synapse");
     } else {
       row("edge-w", "weight " + e.group + "(i,j)", e.w, "the fixed synapse weight (a parameter of the model)");
-      if (e.sig !== null) row("edge-sigma", "σ (" + e.rule.var + ") before this sub-round", e.sig, "the synaptic state on this synapse");
+      if (e.sig !== null) row("edge-sigma", sigmaName(e.rule.var) + " before this sub-round", e.sig, "the synaptic state on this synapse");
       row("edge-msg", "message this sub-round", e.msg, e.rule.text);
       box.appendChild(el("p", {}, "rule: " + e.rule.text + " — " + ruleHelp(e.rule)));
     }

@@ -156,14 +156,14 @@ def _sign(group: str) -> str:
 
 
 def name(kind: str, *args) -> str:
-    """The one place the page names things (the paper's numbering, layer l = 1..L): ("layer", l) -> "layer 1";
-    ("sigma", var, l) -> "σ_1 (layer 1)"; ("node", pop, i) -> "neuron 5" / "res[3]"."""
+    """The one place the page names things, in bdh.teach.names' vocabulary (layers l = 1..L): ("layer", l) ->
+    "layer 1"; ("sigma", key) -> "σ_1" (of the network's key sigma_0); ("node", pop, i, d) -> "neuron 5",
+    "res[3]", "att[h1,4]"."""
     if kind == "layer":
-        return f"layer {args[0]}"
+        return names.layer(args[0])
     if kind == "sigma":
-        return f"σ_{args[1]} (layer {args[1]})"
-    pop, i = args
-    return f"neuron {i}" if pop == "neurons" else f"{pop}[{i}]"
+        return names.state_of(args[0])
+    return names.node(*args)
 
 
 def char(b: int) -> str:
@@ -247,7 +247,7 @@ class ViewSession:
             for g in net.groups.values()
         ]
         edge_vars = [
-            dict(name=ev.name, label=names.state_of(ev.name), group=ev.group, layer=i + 1, kind=ev.kind)
+            dict(name=ev.name, label=name("sigma", ev.name), group=ev.group, layer=i + 1, kind=ev.kind)
             for i, ev in enumerate(net.edge_vars.values())
         ]
         c = self.compiled
@@ -262,10 +262,10 @@ class ViewSession:
             populations=pops,
             groups=groups,
             edge_vars=edge_vars,
-            names=dict(  # every name the page shows for a layer, a synapse state, a node: from name()
+            words=dict(  # the page's names of layers and synapse states (name()); nodes: data()["names"]
                 layer=[name("layer", l) for l in range(1, len(k.layers) + 1)],
-                sigma={ev["name"]: name("sigma", ev["name"], ev["layer"]) for ev in edge_vars},
-                node={p.name: name("node", p.name, "{i}") for p in net.populations.values()},
+                sigma={ev["name"]: name("sigma", ev["name"]) for ev in edge_vars},
+                d=int(self.compiled.weights.d),
             ),
             logits=c.logits_var,
             boundary=c.boundary,
@@ -559,7 +559,7 @@ class ViewSession:
             ids=self.ids,
             labels=[self.label(b) for b in self.ids],
             shown={p: v.tolist() for p, v in self.shown.items()},
-            names={p: [names.node(p, i, self.compiled.weights.d) for i in v] for p, v in self.shown.items()},
+            names={p: [name("node", p, i, self.compiled.weights.d) for i in v] for p, v in self.shown.items()},
             synapses=self.synapses,
             tracked={k: len(v) for k, v in self.tracked.items()},
             frames=self.frames,
