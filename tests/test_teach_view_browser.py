@@ -290,6 +290,9 @@ def test_graph_edges_arithmetic_and_tour(browser, tmp_path):
     assert [int(e.get_attribute("data-byte")) for e in css(drv, "#encoding code.enc")] == ids
     assert "0x80 + 8·key + value" in by_id(drv, "encoding-how").text
     assert len(css(drv, "#node-layer circle")) == sum(len(v) for v in s.shown.values())
+    from bdh.teach import words
+
+    assert len(css(drv, "#glossary dt")) == len(words.NOTATION)  # every symbol: the glossary of bdh.teach.words
     # the read of layer 1 in the last token: sigma holds the facts by now
     R = len(c.kernel.rounds)
     t = len(ids) - 1

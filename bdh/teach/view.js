@@ -601,7 +601,17 @@
   }
 
   // ---- legend and the guided tour ------------------------------------------------------------------------
+  function buildGlossary() { // bdh.teach.words: the notation, and where docs/tutorial.md defines each term
+    const box = $("glossary"); if (!box || !D.glossary || box.dataset.built) return; box.dataset.built = "1";
+    box.appendChild(el("summary", {}, "Glossary: every symbol on this page"));
+    const dl = el("dl", { class: "notation" });
+    D.glossary.notation.forEach(([k, v]) => { dl.appendChild(el("dt", {}, k)); dl.appendChild(el("dd", {}, v)); });
+    box.appendChild(dl);
+    box.appendChild(el("p", { class: "legend" }, "Defined in " + D.glossary.tutorial + " (section 2), anchors: " +
+      Object.entries(D.glossary.anchors).map(([k, a]) => k + " #" + a).join(" · ")));
+  }
   function buildLegend() {
+    buildGlossary();
     const box = $("legend"); if (!box || box.dataset.built) return; box.dataset.built = "1";
     [["E", "excitatory message (green, solid): adds to Xe, Ye, Pe"], ["I", "inhibitory message (red, dashed): adds to Xi, Yi, Pi"],
      ["S", "σ, the synaptic state (orange; width follows |σ|)"], ["", "↓ reset to 0 · ↓1-u damp σ ← σ·u · (p − n)^+ = max(p − n, 0) · (i), (i,j) a node, a synapse i → j · [G] the synapse group carrying a message · I&F integrate-and-fire · LN LayerNorm (official compile) · l = 1..L the layer · X, Y the paper's x, y; Xe/Xi, Ye/Yi their excitatory and inhibitory inputs; A what was read from σ"]]

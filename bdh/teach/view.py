@@ -36,7 +36,7 @@ from bdh.errors import InputError
 from bdh_graph import EventMonitor, StateMonitor
 from equivalence import Compiled, GraphRunner
 
-from . import names
+from . import names, words
 from .demo import byte_label
 from .layout import positions
 
@@ -262,6 +262,7 @@ class ViewSession:
             populations=pops,
             groups=groups,
             edge_vars=edge_vars,
+            glossary=dict(notation=words.NOTATION, tutorial=words.TUTORIAL, anchors=words.GLOSSARY),
             words=dict(  # the page's names of layers and synapse states (name()); nodes: data()["names"]
                 layer=[name("layer", l) for l in range(1, len(k.layers) + 1)],
                 sigma={ev["name"]: name("sigma", ev["name"]) for ev in edge_vars},
