@@ -328,11 +328,7 @@ class ViewSession:
             p: [self._node_synapses(p, int(i), final, with_sigma=p == "neurons") for i in v]
             for p, v in self.shown.items()
         }
-        for var, eids in (self.fact or {}).get("edges", {}).items():
-            for eid in eids:
-                if eid not in self._tracked_pos[var]:
-                    self._tracked_pos[var][eid] = len(self.tracked[var])
-                    self.tracked[var].append(eid)
+        self._track_fact_edges()
         self._start_pass_b(ids)
         self.tensor = self._tensor_values(ids)
         self.seconds = {"pass A": time.perf_counter() - t0}
@@ -646,6 +642,14 @@ class ViewSession:
             ends = np.concatenate([np.searchsorted(g.indptr, eids, side="right") - 1, g.indices[eids]])
             self.shown["neurons"] = np.union1d(self.shown["neurons"], ends).astype(np.int64)
 
+    def _track_fact_edges(self):
+        """The sigma of the synapses that hold the tour's fact is tracked (recorded after every token)."""
+        for var, eids in (self.fact or {}).get("edges", {}).items():
+            for eid in eids:
+                if eid not in self._tracked_pos[var]:
+                    self._tracked_pos[var][eid] = len(self.tracked[var])
+                    self.tracked[var].append(eid)
+
     def _tour_token(self) -> int:
         """The token the tour follows: the first after ':' (a recall prompt's first question), else the first."""
         sep = self.ids.index(ord(":")) if ord(":") in self.ids else -1
@@ -782,14 +786,18 @@ def write_page(path: str, data: dict) -> str:
 
 
 def view_page(model_or_compiled, ids, path, how=None, backend="numba", **kw) -> tuple[str, ViewSession]:
-    """Compile (if needed), step `ids` through the whole graph and write the static page at `path`."""
+    """Compile (if needed), step `ids` through the whole graph and write the static page at `path`. Ids that hold
+    recall fact bytes and ':' are a recall prompt (task "recall": the tour finds the fact's synapses); a model (not
+    a compile) puts the tensor model's values beside the graph's (or pass model=)."""
+    from bdh_gpu.data import RECALL_PAIR_BASE
     from equivalence import TensorRunner, compile_model
 
-    c = (
-        model_or_compiled
-        if isinstance(model_or_compiled, Compiled)
-        else compile_model(TensorRunner(model_or_compiled).model, how)
-    )
+    compiled = isinstance(model_or_compiled, Compiled)
+    c = model_or_compiled if compiled else compile_model(TensorRunner(model_or_compiled).model, how)
+    if not compiled:
+        kw.setdefault("model", model_or_compiled)
+    recall = ord(":") in ids and any(RECALL_PAIR_BASE <= b < RECALL_PAIR_BASE + 128 for b in ids)
+    kw.setdefault("task", "recall" if recall else "text")
     s = ViewSession(c, backend=backend, **kw)
     s.load(ids)
     s.step("all")
