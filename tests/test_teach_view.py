@@ -135,6 +135,11 @@ def test_view_cli(tmp_path, capsys):
     out = tmp_path / "v.html"
     assert main(["view", d, "--prompt", "ab", "--out", str(out)]) == 0
     assert out.exists() and "2 tokens" in capsys.readouterr().out
+    (tmp_path / "m" / "train_state.json").write_text(json.dumps({"train_config": {"data": "recall"}}))
+    assert main(["view", d, "--prompt", "m=3 : m", "--out", str(out)]) == 0  # the task read from train_state.json
+    assert "3 tokens (recall encoding)" in capsys.readouterr().out
+    assert main(["view", d, "--prompt", "m=3 : m", "--task", "text", "--out", str(out)]) == 0
+    assert "7 tokens (text encoding)" in capsys.readouterr().out
     for argv, match in [
         (["view", d], "--prompt"),
         (["view", d, "--prompt", "abc", "--max-prompt", "2"], "--max-prompt"),
@@ -142,6 +147,7 @@ def test_view_cli(tmp_path, capsys):
         (["view", d, "--prompt", "a", "--neurons", "0"], "--neurons"),
         (["view", d, "--prompt", "a", "--out", str(tmp_path / "no" / "v.html")], "--out"),
         (["view", d, "--prompt", "a", "--device", "cuda"], "--device"),
+        (["view", d, "--prompt", "a", "--task", "poem"], "--task"),
     ]:
         assert main(argv) == 2, argv
         err = capsys.readouterr().err.strip()
