@@ -440,7 +440,7 @@
     const td = tokensDone(cur) - 1;
     if (td >= 0 && posMap.out) D.frames[tokenEnds[td]].end.top.forEach(([b, , p], k) => {
       const at = xy("out", b); if (!at) return;
-      const tx = sv("text", { x: at[0], y: at[1] - 6 - 9 * (k % 2), class: "outlab", id: "outlab-" + b, "data-byte": b, "data-prob": p });
+      const tx = sv("text", { x: at[0], y: at[1] - 6 - 9 * k, class: "outlab", id: "outlab-" + b, "data-byte": b, "data-prob": p });
       tx.textContent = glyph(b) + " " + (100 * p).toFixed(1) + "%"; ol.appendChild(tx);
     });
     for (const v in D.sig_edges || {}) { // the sigma layer: width follows |sigma| after the token shown

@@ -128,7 +128,8 @@ TOUR = {  # the guided tour's words (view.js shows them; `tour()` picks the fram
     "predict": (
         "8. The prediction",
         "The output nodes (one per byte, bottom band) sum what reaches them; a softmax of their values is the "
-        "next-byte prediction, top 5 with probabilities under the graph.",
+        "next-byte prediction: the top 5 with their probabilities in the line above the drawing, and at "
+        "their output nodes.",
     ),
 }
 
