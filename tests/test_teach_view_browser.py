@@ -133,6 +133,14 @@ def test_static_page_steps_and_shows_synapses(browser, tmp_path):
     by_id(drv, "next-sub").click()
     assert counter.get_attribute("data-frame") == "1" and counter.get_attribute("data-phase") == "communication"
     assert f"round 1/{R}" in counter.text
+    # the official compile's graph: every shown node in its band, this sub-round's drawn edges as Python drew them
+    assert len(css(drv, "#node-layer circle")) == sum(len(v) for v in s.shown.values())
+    for f in (1, 5):  # LayerNorm's mean at the residual hubs; x = (D_x v)^+ from the hubs to the neurons
+        drv.execute_script(f"window.bdhView.go({f})")
+        rules = c.kernel.rounds[s.frames[f]["k"]].communication
+        want = {f"e-{rules[d[0]].group}-{d[1]}" for d in s.frames[f]["ed"]}
+        assert want and {e.get_attribute("id") for e in css(drv, "#edge-layer line.msg")} == want
+    drv.execute_script("window.bdhView.go(1)")
     by_id(drv, "next-round").click()  # to the end of round 1 (its computation sub-round)
     assert counter.get_attribute("data-frame") == "2" and counter.get_attribute("data-phase") == "computation"
     by_id(drv, "next-token").click()
