@@ -820,8 +820,22 @@ def _round_meta(k) -> list:
             sign = _sign(rule.group) if rule.kind == "send" else ""
             var = rule.src[1] if rule.kind == "read" else rule.dst if rule.kind == "hebbian" else None
             comm.append(
-                dict(text=str(rule), kind=rule.kind, dst=rule.dst, key=key, sign=sign, src=list(rule.src), var=var)
+                dict(
+                    text=_rule_text(rule), kind=rule.kind, dst=rule.dst, key=key, sign=sign, src=list(rule.src), var=var
+                )
             )
-        comp = [dict(text=str(rule), kind=rule.kind, dst=rule.dst, src=list(rule.src)) for rule in rnd.computation]
+        comp = [
+            dict(text=_rule_text(rule), kind=rule.kind, dst=rule.dst, src=list(rule.src)) for rule in rnd.computation
+        ]
         rounds.append(dict(label=rnd.label or "", layer=layer_of[r], comm=comm, comp=comp))
     return rounds
+
+
+def _rule_text(rule) -> str:
+    """A rule as the page shows it: the kernel's notation with the synapse states named as everywhere else
+    (sigma_0 -> σ_1: layers count from 1, bdh.teach.names)."""
+    import re
+
+    from bdh.teach import names
+
+    return re.sub(r"\bsigma_\d+\b", lambda m: names.state_of(m.group(0)), str(rule))
