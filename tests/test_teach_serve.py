@@ -6,12 +6,14 @@ default."""
 import http.cookiejar
 import inspect
 import json
+import os
 import socket
 import threading
 import time
 import urllib.error
 import urllib.request
 
+import numpy as np
 import pytest
 from small_models import small_model
 
@@ -29,9 +31,10 @@ def compiled():
 
 
 class Server:
-    def __init__(self, compiled, **kw):
+    def __init__(self, compiled, session=None, **kw):
         self.lines = []
-        self.srv = S.make_server(ViewSession(compiled, max_prompt=16), "127.0.0.1", 0, log=self.lines.append, **kw)
+        session = session or ViewSession(compiled, max_prompt=16)
+        self.srv = S.make_server(session, "127.0.0.1", 0, log=self.lines.append, **kw)
         self.port = self.srv.server_address[1]
         self.base = f"http://127.0.0.1:{self.port}"
         threading.Thread(target=self.srv.serve_forever, daemon=True).start()
@@ -197,3 +200,52 @@ def test_default_host_is_this_machine_only():
         assert inspect.signature(f).parameters["host"].default == "127.0.0.1"
     args = build_parser().parse_args(["view", "DIR", "--serve"])
     assert args.host == "127.0.0.1"
+
+
+DEMO = os.path.join(os.path.dirname(__file__), "data", "demo_normfree")
+RECALL = "a=3 b=5 c=1 : b"  # the tour's question asks for b=5
+
+
+@pytest.fixture(scope="module")
+def demo_compiled():
+    import bdh_gpu
+
+    return compile_model(bdh_gpu.load(DEMO).eval())
+
+
+def test_ablate_zeroes_the_fact_live(demo_compiled):
+    """POST /api/ablate on the committed trained demo model: the synapses that hold the tour's fact zeroed after
+    the facts, the question asked again; the answer's probability drops, and before / after equal
+    bdh.teach.memory.ablate on the same synapses (the top 5 too); a text prompt, a fact never asked, a bad index
+    and a non-integer are a one-line 400."""
+    from bdh.teach.memory import PairMemory, ablate
+    from bdh.teach.view import encode_prompt, softmax_top
+
+    srv = Server(demo_compiled, session=ViewSession(demo_compiled, task="recall", neurons=16))
+    req = srv.client()
+    try:
+        assert req("/api/ablate", {})[0] == 400  # no prompt yet
+        assert req("/api/load", {"prompt": RECALL})[0] == 200
+        st, body = req("/api/ablate", {})
+        r = json.loads(body)
+        for bad, match in [({"fact": 0}, "never asked"), ({"fact": 7}, "[0, 2]"), ({"fact": "b"}, "integer")]:
+            st2, b2 = req("/api/ablate", bad)
+            assert st2 == 400 and match in json.loads(b2)["error"] and b"\n" not in b2, (bad, b2)
+        assert req("/api/load", {"prompt": "ab"})[0] == 200  # a text prompt in a recall session: no fact
+        st3, b3 = req("/api/ablate", {})
+        assert st3 == 400 and "not a recall prompt" in json.loads(b3)["error"]
+    finally:
+        srv.close()
+    assert all("\n" not in line and "Traceback" not in line for line in srv.lines)
+    assert st == 200 and r["fact"] == "b=5" and r["answer"] == ord("5")
+    assert r["before"]["p"] > 0.9 and r["after"]["p"] < 0.5 * r["before"]["p"], r
+    ids, _ = encode_prompt(list(RECALL.encode()), "recall")
+    edges = {v: np.array([e for e, _, _ in syn], np.int64) for v, syn in r["synapses"].items()}
+    assert r["held"] == sum(len(e) for e in edges.values()) > 0 and r["question"] == ids.index(ord(":")) + 1
+    for v, syn in r["synapses"].items():  # [edge, i, j]: the synapse i -> j of sigma v
+        g = demo_compiled.network.groups[demo_compiled.network.edge_vars[v].group]
+        assert all(g.source[e] == i and g.indices[e] == j for e, i, j in syn)
+    m = PairMemory("b=5", 1, r["question"], r["answer"], edges=edges)
+    ablate(demo_compiled, ids, [m], ids.index(ord(":")))
+    assert abs(r["before"]["p"] - m.p_before) <= 1e-6 and abs(r["after"]["p"] - m.p_after) <= 1e-6
+    assert r["before"]["top"] == softmax_top(m.logits_before) and r["after"]["top"] == softmax_top(m.logits_after)

@@ -260,6 +260,52 @@ def test_serve_typed_prompt_matches_python(browser):
         srv.server_close()
 
 
+DEMO = os.path.join(ROOT, "tests", "data", "demo_normfree")
+
+
+def test_serve_tour_ablates_live(browser):
+    """--serve on the committed trained demo model, a typed recall prompt: the tour's recall step has a button
+    that zeroes the fact's synapses in the live graph (POST /api/ablate); the page then shows the answer's
+    probability and the top 5 before and after, equal to ViewSession.ablate in Python (bdh.teach.memory), and
+    marks the zeroed synapses drawn on the graph."""
+    c = compile_model(bdh_gpu.load(DEMO).eval())
+    srv = make_server(ViewSession(c, task="recall", neurons=16), "127.0.0.1", 0)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    drv = browser
+    try:
+        drv.get(f"http://127.0.0.1:{srv.server_address[1]}/")
+        by_id(drv, "prompt").send_keys("a=3 b=5 c=1 : b")
+        by_id(drv, "run").click()
+        wait(drv, lambda d: by_id(d, "counter").get_attribute("data-frame") == "0")
+        by_id(drv, "tour-start").click()
+        wait(drv, lambda d: by_id(d, "tour").get_attribute("data-step") == "0")  # the server stepped there
+        while by_id(drv, "tour").get_attribute("data-key") != "recall":
+            step = by_id(drv, "tour").get_attribute("data-step")
+            by_id(drv, "tour-next").click()
+            wait(drv, lambda d: by_id(d, "tour").get_attribute("data-step") != step)
+        by_id(drv, "tour-ablate").click()
+        after = wait(drv, lambda d: css(d, "#ablation-after"))[0]
+        ref = ViewSession(c, task="recall", neurons=16)
+        ref.load(list(b"a=3 b=5 c=1 : b"))
+        want = ref.ablate()
+        for when in ("before", "after"):
+            row = by_id(drv, f"ablation-{when}")
+            assert close(float(row.get_attribute("data-p")), want[when]["p"]), when
+            tops = row.find_elements("css selector", ".abl-top")
+            assert [int(e.get_attribute("data-byte")) for e in tops] == [b for b, _, _ in want[when]["top"]]
+            assert all(close(float(e.get_attribute("data-prob")), p) for e, (_, _, p) in zip(tops, want[when]["top"]))
+        assert float(after.get_attribute("data-p")) < 0.5 < want["before"]["p"]
+        assert "p('5')" in after.text
+        zeroed = {x.get_attribute("id") for x in css(drv, "#sigma-layer line.zeroed")}
+        drawn = {f"s-{v}-{e}" for v, es in ref.data()["fact"]["edges"].items() for e in es}
+        assert drawn and drawn <= zeroed <= {f"s-{v}-{e}" for v, syn in want["synapses"].items() for e, _, _ in syn}
+        drv.execute_script("document.getElementById('graph-box').scrollIntoView()")
+        screenshot(drv, "view_serve_ablation.png")
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
 def js_click(drv, elem):
     """A click event on an SVG element (lines overlap, so WebDriver's pointer click may land on a neighbour)."""
     drv.execute_script("arguments[0].dispatchEvent(new MouseEvent('click', {bubbles: true}))", elem)
@@ -358,6 +404,7 @@ def test_graph_edges_arithmetic_and_tour(browser, tmp_path):
             want = {f"s-{v}-{e}" for v, es in fact["edges"].items() for e in es}
             assert {x.get_attribute("id") for x in css(drv, "#sigma-layer line.glow")} == want and want
             assert f"from {fact['p_before']:.3g} to {fact['p_after']:.3g}" in by_id(drv, "tour-text").text
+            assert not by_id(drv, "tour-ablate").is_displayed()  # the static page keeps the precomputed numbers
             screenshot(drv, "view_tour.png")
         if k < len(tour) - 1:
             by_id(drv, "tour-next").click()

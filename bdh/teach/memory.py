@@ -46,6 +46,8 @@ class PairMemory:
     others_after: int = 0  # ... with this pair's synapses zeroed
     others: int = 0
     others_kept: bool = False  # every other question answered exactly as before
+    logits_before: object = None  # (V,) logits at the question, intact graph (ablate fills them)
+    logits_after: object = None  # ... with the pair's synapses zeroed
 
     @property
     def n_synapses(self):
@@ -133,8 +135,9 @@ def ablate(compiled: Compiled, ids, memories, split: int, backend: str = "numba"
         for name, idx in m.edges.items():
             cut[name][idx] = 0.0
         broken = _feed(GraphRunner(compiled, backend, sigma0=cut), ids[split + 1 :], watch, [])
-        m.p_before = float(_softmax(intact[m.query - split - 1])[m.answer])
-        m.p_after = float(_softmax(broken[m.query - split - 1])[m.answer])
+        m.logits_before, m.logits_after = intact[m.query - split - 1], broken[m.query - split - 1]
+        m.p_before = float(_softmax(m.logits_before)[m.answer])
+        m.p_after = float(_softmax(m.logits_after)[m.answer])
         others = [(t, a) for t, a in asked if ids[t] != ids[m.query]]  # questions about other keys
         m.others = len(others)
         before = [int(np.argmax(intact[t - split - 1])) == a for t, a in others]

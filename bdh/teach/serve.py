@@ -4,6 +4,9 @@
     POST /api/load  {"prompt"}  start a prompt: pass A picks the shown nodes; returns the page data, no frames yet
     POST /api/step  {"by"}      advance the live simulator by "sub" | "round" | "token" | "all"; returns new frames
     GET  /api/node?pop=P&i=I    any node's variables and synapses (on demand; sigma series by replay)
+    POST /api/ablate {"fact"}   the demo's ablation, live: a recall fact's synapses zeroed, the question asked
+                                again; the answer's probability and top 5 before and after (fact: an index among
+                                the prompt's facts; left out: the one the tour's question asks for)
 
 More than one person: every client gets its own session (its own prompt and simulator), found by the cookie
 `bdh_session` the server sets on the first answer (the page's fetch() sends it back, so view.js needs no session
@@ -143,6 +146,13 @@ def _step(h, session, url):
     return h._json(200, dict(frames=frames, done=session.done))
 
 
+def _ablate(h, session, url):
+    fact = h._body().get("fact")
+    if fact is not None and (isinstance(fact, bool) or not isinstance(fact, int)):
+        raise _BadRequest(400, f"fact: expected an integer index of the prompt's facts, got {json.dumps(fact)}")
+    return h._json(200, session.ablate(fact))
+
+
 # (method, path) -> the function that answers it
 ROUTES = {
     ("GET", "/"): _page,
@@ -150,6 +160,7 @@ ROUTES = {
     ("GET", "/api/node"): _node,
     ("POST", "/api/load"): _load,
     ("POST", "/api/step"): _step,
+    ("POST", "/api/ablate"): _ablate,
 }
 
 
@@ -223,7 +234,9 @@ class Handler(BaseHTTPRequestHandler):
         if answer is None:
             if any(path == url.path for _, path in ROUTES):
                 raise _BadRequest(405, f"{method} {url.path}: method not allowed")
-            raise _BadRequest(404, f"{url.path}: not found (the viewer serves /, /api/load, /api/step, /api/node)")
+            raise _BadRequest(
+                404, f"{url.path}: not found (the viewer serves /, /api/load, /api/step, /api/node, /api/ablate)"
+            )
         sid, session, lock, new = self.server.sessions.get(self._sid())
         self._new_sid, self._keep = (sid if new else None), sid
         with lock:

@@ -1,5 +1,6 @@
 // bdh view: step a prompt through a BDH neuron graph. Hand-written, no libraries, nothing fetched in a static
-// page; with --serve the same page asks the local server (/api/load, /api/step, /api/node) for new frames.
+// page; with --serve the same page asks the local server (/api/load, /api/step, /api/node) for new frames,
+// and (/api/ablate) runs the demo's ablation live at the tour's recall step.
 // Data layout: see bdh/teach/view.py (frames hold, per sub-round, the changed variables of the shown nodes).
 "use strict";
 (function () {
@@ -16,6 +17,7 @@
   let cur = -1, selected = null, popVar = {}, changes = {}, cache = {}, sigSeries = {}, tokenEnds = [], busy = false;
   let onDemand = null; // a node opened through /api/node (serve mode)
   let selEdge = null, glowKind = null, tourAt = -1, posMap = {};
+  let ablated = null; // the answer of /api/ablate for this prompt (serve mode)
 
   // ---- derived indices ------------------------------------------------------------------------------------
   function popOf(v) {
@@ -458,6 +460,10 @@
     if (glowKind === "memory" && D.fact) for (const v in D.fact.edges) D.fact.edges[v].forEach((eid) => {
       const s = $("s-" + v + "-" + eid); if (s) { s.classList.add("glow"); s.style.display = ""; s.style.strokeWidth = Math.max(2, parseFloat(s.style.strokeWidth) || 0); }
     });
+    document.querySelectorAll("#sigma-layer line.zeroed").forEach((x) => x.classList.remove("zeroed"));
+    if (glowKind === "memory" && ablated) for (const v in ablated.synapses) ablated.synapses[v].forEach(([eid]) => {
+      const s = $("s-" + v + "-" + eid); if (s) { s.classList.add("zeroed"); s.style.display = ""; }
+    });
     const ge = $("edge-layer"); ge.innerHTML = "";
     const more = $("edge-more"); more.innerHTML = "";
     if (!fr || fr.ph !== 0 || !fr.ed) { more.textContent = fr && fr.ph === 1 ? "computation sub-round: no messages; each node updates from its own variables" : ""; return; }
@@ -617,10 +623,11 @@
      ["S", "σ, the synaptic state (orange; width follows |σ|)"], ["", "↓ reset to 0 · ↓1-u damp σ ← σ·u · (p − n)^+ = max(p − n, 0) · (i), (i,j) a node, a synapse i → j · [G] the synapse group carrying a message · I&F integrate-and-fire · LN LayerNorm (official compile) · l = 1..L the layer · X, Y the paper's x, y; Xe/Xi, Ye/Yi their excitatory and inhibitory inputs; A what was read from σ"]]
       .forEach(([k, t]) => box.appendChild(el("span", { class: "key key-" + (k || "txt") }, t)));
   }
-  function tourGo(k) { // the guided tour: one token through the rounds (steps from ViewSession.tour)
+  async function tourGo(k) { // the guided tour: one token through the rounds (steps from ViewSession.tour)
     const T = D.tour || [], box = $("tour");
     if (k < 0 || k >= T.length || !T.length) { tourAt = -1; box.hidden = true; glowKind = null; render(); return; }
     tourAt = k; const s = T[k];
+    while (SERVE && D.frames.length <= s.frame && !complete()) if (!await more("token")) break; // serve: step there
     glowKind = s.glow; go(s.frame, true);
     const gb = $("graph-box"); if (gb && gb.scrollIntoView) gb.scrollIntoView({ block: "start" });
     if (s.pick) {
@@ -632,6 +639,26 @@
     $("tour-title").textContent = s.title + " (" + (k + 1) + "/" + T.length + ")";
     $("tour-text").textContent = s.text;
     $("tour-next").disabled = k === T.length - 1; $("tour-prev").disabled = k === 0;
+    $("tour-ablate").hidden = !(SERVE && s.key === "recall" && D.fact); showAblation();
+  }
+  async function ablateLive() { // serve: zero the fact's synapses in the live graph and ask again (/api/ablate)
+    if (busy) return;
+    busy = true; $("busy").textContent = "zeroing the fact's synapses …";
+    try { ablated = await api("/api/ablate", {}); showAblation(); render(); }
+    catch (e) { showError(e.message); } finally { busy = false; $("busy").textContent = ""; }
+  }
+  function showAblation() { // the live ablation's before and after, in the tour's recall step
+    const a = ablated, box = $("tour-ablation");
+    box.innerHTML = ""; box.hidden = !a || $("tour-ablate").hidden; if (box.hidden) return;
+    let n = 0; for (const v in a.synapses) n += a.synapses[v].length;
+    box.appendChild(el("p", { class: "legend" }, "Run now on the live graph: the " + n + " synapses that hold " + a.fact +
+      " zeroed after the facts (black where drawn), the question asked again:"));
+    for (const when of ["before", "after"]) {
+      const r = a[when], row = el("div", { class: "ablation", id: "ablation-" + when, "data-p": r.p });
+      row.appendChild(el("b", {}, (when === "before" ? "intact" : "zeroed") + ": p('" + glyph(a.answer) + "') = " + fmt(r.p) + " · top 5: "));
+      r.top.forEach(([b, , p], k) => row.appendChild(el("span", { class: "abl-top", "data-byte": b, "data-prob": p }, (k ? ", " : "") + glyph(b) + " " + (100 * p).toFixed(1) + "%")));
+      box.appendChild(row);
+    }
   }
 
   // ---- navigation -----------------------------------------------------------------------------------------
@@ -694,7 +721,7 @@
       showError(""); $("busy").textContent = "loading …";
       try {
         const d = await api("/api/load", { prompt: $("prompt").value });
-        D = Object.assign(d, { mode: "serve" }); selected = null; onDemand = null; cur = -1;
+        D = Object.assign(d, { mode: "serve" }); selected = null; onDemand = null; cur = -1; ablated = null;
         index(); build(); await more("sub"); go(0);
       } catch (e) { showError(e.message); } finally { $("busy").textContent = ""; }
     };
@@ -710,6 +737,7 @@
   $("tour-next").onclick = () => tourGo(tourAt + 1);
   $("tour-prev").onclick = () => tourGo(tourAt - 1);
   $("tour-end").onclick = () => tourGo(-1);
+  $("tour-ablate").onclick = ablateLive;
   index(); build();
   if (D.frames && D.frames.length) go(0); else render();
   window.bdhView = { data: () => D, cursor: () => cur, go: go, select: select };

@@ -656,40 +656,94 @@ class ViewSession:
         sep = self.ids.index(ord(":")) if ord(":") in self.ids else -1
         return sep + 1 if 0 <= sep < len(self.ids) - 1 else 0
 
+    def _recall_facts(self):
+        """(position of ':', {position: label} of the facts before it) of a recall prompt, else None."""
+        from bdh_gpu.data import RECALL_PAIR_BASE, RECALL_VALUES
+
+        ids, top = self.ids, RECALL_PAIR_BASE + 16 * len(RECALL_VALUES)
+        if ids is None or self.task != "recall" or ord(":") not in ids:
+            return None
+        sep = ids.index(ord(":"))
+        return sep, {p: self.label(ids[p]) for p in range(sep) if RECALL_PAIR_BASE <= ids[p] < top}
+
+    def _fact_memory(self, k=None):
+        """(PairMemory, position of ':') of fact k (its index among the prompt's facts; None: the fact the tour's
+        question asks for) with the synapses that hold it (bdh.teach.memory.memory_synapses); a ViewError (one
+        line) where that does not apply."""
+        from bdh_gpu.data import RECALL_KEYS, RECALL_PAIR_BASE, RECALL_VALUES
+
+        from .memory import memory_synapses
+
+        found = self._recall_facts()
+        if found is None or not found[1]:
+            raise ViewError("ablate: not a recall prompt (facts k=v, then ':' and a question; --task recall)")
+        (sep, pairs), ids, nv = found, self.ids, len(RECALL_VALUES)
+        key = lambda p: RECALL_KEYS[(ids[p] - RECALL_PAIR_BASE) // nv]  # noqa: E731
+        if k is None:
+            q = self._tour_token()
+            p = next((p for p in pairs if key(p) == ids[q]), None) if q > sep else None
+            if p is None:
+                raise ViewError("ablate: the first question after ':' asks for none of the prompt's facts")
+        else:
+            if not 0 <= k < len(pairs):
+                raise ViewError(f"fact: expected an index in [0, {len(pairs) - 1}] (the prompt's facts), got {k}")
+            p = list(pairs)[k]
+            q = next((t for t in range(sep + 1, len(ids)) if ids[t] == key(p)), None)
+            if q is None:
+                raise ViewError(f"fact: {pairs[p]} is never asked after ':'")
+        answer = RECALL_VALUES[(ids[p] - RECALL_PAIR_BASE) % nv]
+        try:
+            mems = memory_synapses(self.compiled, ids, self.pass_a["x"], self.pass_a["y"], pairs, {p: (q, answer)})
+        except ValueError as e:  # not the dense compile, or a rotation (RoPE): the attribution does not apply
+            raise ViewError(f"ablate: {e}") from None
+        if not mems or not any(len(e) for e in mems[0].edges.values()):
+            raise ViewError(f"ablate: no synapse holds {pairs[p]} on this model (none carries its read)")
+        return mems[0], sep
+
     def _fact(self):
         """The fact the tour's question asks for (a recall prompt on a dense compile without rotation): the
         synapses that hold it (bdh.teach.memory.memory_synapses; the MEMORY_DRAWN strongest per layer are
         drawn) and the demo's ablation run now (memory.ablate: those synapses zeroed after the facts, the
         question asked again). None where it does not apply."""
-        from bdh_gpu.data import RECALL_KEYS, RECALL_PAIR_BASE, RECALL_VALUES
+        from .memory import ablate
 
-        from .memory import ablate, memory_synapses
-
-        ids, q, nv = self.ids, self._tour_token(), len(RECALL_VALUES)
-        if self.task != "recall" or self.compiled.name != "dense" or ord(":") not in ids or q == 0:
-            return None
-        sep = ids.index(ord(":"))
-        pairs = {p: self.label(ids[p]) for p in range(sep) if RECALL_PAIR_BASE <= ids[p] < RECALL_PAIR_BASE + 16 * nv}
-        p = next((p for p in pairs if RECALL_KEYS[(ids[p] - RECALL_PAIR_BASE) // nv] == ids[q]), None)
-        if p is None:
-            return None
-        answer = RECALL_VALUES[(ids[p] - RECALL_PAIR_BASE) % nv]
-        px, py = self.pass_a["x"], self.pass_a["y"]
         try:
-            mems = memory_synapses(self.compiled, ids, px, py, pairs, {p: (q, answer)})
-        except ValueError:  # a rotation (RoPE): the attribution does not apply
+            m, sep = self._fact_memory()
+        except ViewError:
             return None
-        if not mems or not any(len(e) for e in mems[0].edges.values()):
-            return None
-        m = mems[0]
-        ablate(self.compiled, ids, [m], sep, self.backend)
+        ablate(self.compiled, self.ids, [m], sep, self.backend)
         return dict(
             label=m.label,
-            answer=chr(answer),
+            answer=chr(m.answer),
             edges={v: [int(e) for e in idx[:MEMORY_DRAWN]] for v, idx in m.edges.items() if len(idx)},
             held=int(sum(len(idx) for idx in m.edges.values())),
             p_before=_r(m.p_before),
             p_after=_r(m.p_after),
+        )
+
+    def ablate(self, fact=None) -> dict:
+        """The demo's ablation, live (--serve's POST /api/ablate): the synapses that hold fact `fact` (its index
+        among the prompt's facts; None: the tour's) zeroed in the graph after the facts, before the questions,
+        and the question asked again (bdh.teach.memory.ablate). Returns the answer's probability and the top 5
+        next bytes before and after, and the synapses zeroed: {sigma name: [[edge, i, j]]}."""
+        from .memory import ablate
+
+        if self.ids is None:
+            raise ViewError("ablate: no prompt loaded")
+        m, sep = self._fact_memory(fact)
+        ablate(self.compiled, self.ids, [m], sep, self.backend)
+        synapses = {}
+        for var, idx in m.edges.items():
+            g = self.net.groups[self.net.edge_vars[var].group]
+            synapses[var] = [[int(e), int(g.source[e]), int(g.indices[e])] for e in idx]
+        return dict(
+            fact=m.label,
+            answer=m.answer,
+            question=m.query,
+            held=m.n_synapses,
+            synapses=synapses,
+            before=dict(p=_r(m.p_before), top=softmax_top(m.logits_before)),
+            after=dict(p=_r(m.p_after), top=softmax_top(m.logits_after)),
         )
 
     def notes(self) -> list:
