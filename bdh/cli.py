@@ -14,13 +14,15 @@ so no rank is left waiting in a collective.
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import importlib
 import os
+import signal
 import sys
 
 from bdh import __version__
-from bdh.errors import EXIT_BUG, EXIT_PIPE, EXIT_SIGINT, exit_code, one_line
+from bdh.errors import EXIT_BUG, EXIT_PIPE, EXIT_SIGINT, EXIT_SIGTERM, exit_code, one_line
 
 COMMANDS = [
     "train",
@@ -72,7 +74,38 @@ def _mpi_world():
 
 
 def main(argv=None, callbacks=()) -> int:
-    """callbacks: passed to the training loop by `bdh train` (bdh_gpu.train.train; tests/train_hooks.py)."""
+    """callbacks: passed to the training loop by `bdh train` (bdh_gpu.train.train; tests/train_hooks.py).
+    argv None: this process is the `bdh` program, so a signal while it shuts down keeps the exit code."""
+    code = _main(argv, callbacks)
+    if argv is None:
+        exit_on_signal_keeping(code)
+    return code
+
+
+def exit_on_signal_keeping(code: int) -> None:
+    """The command is over and the process ends: a SIGINT or SIGTERM from now on (a second Ctrl-C 0.2 s after the
+    first, while torch winds down) does not turn the exit into the signal's own death (-2) or a KeyboardInterrupt
+    traceback. Until the interpreter finalizes, it ends the process at once with `code` (130/143 of an
+    interrupted run; else 128 + the signal); from the atexit hooks on it is ignored (CPython's finalization puts
+    back the default, deadly, action of any signal that has a Python handler, so only SIG_IGN survives it)."""
+
+    def now(signum, frame):
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code if code in (EXIT_SIGINT, EXIT_SIGTERM) else 128 + signum)
+
+    def ignore():
+        for s in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(s, signal.SIG_IGN)
+
+    with contextlib.suppress(ValueError):  # not the main thread: nothing to arm
+        for s in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(s, now)
+        atexit.register(ignore)  # registered last, so it runs first
+
+
+def _main(argv, callbacks) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
