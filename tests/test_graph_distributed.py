@@ -266,3 +266,21 @@ def test_fault_on_one_rank_ends_every_rank(fault, tmp_path):
     if fault == "raise":
         assert "bad input on rank 1 only" in r.stderr
     print(f"{fault}: exit {r.returncode} after {took:.1f} s")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["verify", "/nonexistent/model", "--text", "ab"], ["verify", "/nonexistent/model", "--tolerance", "-1"]],
+    ids=["bad-model-dir", "bad-flag"],
+)
+def test_a_bad_argument_on_three_ranks_is_one_line(argv):
+    """An input error that every rank meets (a model directory that is not there; a flag argparse refuses) under
+    `mpiexec -n 3`: exit 2, ONE stderr line (rank 0's: the lowest rank that failed), no MPICH `Abort(2)` banner,
+    nothing on stdout (before: 1 to 4 lines, one per rank that got there, plus the banner)."""
+    need_mpi()
+    r = launch(["-m", "bdh", *argv], 3, 120)
+    assert r.returncode == 2, r.stdout + r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("bdh verify: error"), r.stderr
+    assert "rank 1" not in r.stderr and "rank 2" not in r.stderr and "Abort" not in r.stderr, r.stderr
+    assert r.stdout == "", r.stdout

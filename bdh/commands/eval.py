@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-from bdh.options import add_attention, add_device, parse_attention, resolve_device
+from bdh.options import add_attention, add_device, count, parse_attention, resolve_device
 
 
 def add_parser(subparsers):
@@ -24,9 +24,9 @@ def add_parser(subparsers):
         choices=("val", "train"),
         help="val (default: the held-out last 10%%) or train (the first 90%%)",
     )
-    p.add_argument("--block-size", type=int, help="bytes per window (default: the training run's, else 256)")
-    p.add_argument("--batch-size", type=int, default=16, help="windows per batch (default 16)")
-    p.add_argument("--max-batches", type=int, default=50, help="at most this many batches (default 50)")
+    p.add_argument("--block-size", type=count(1), help="bytes per window (default: the training run's, else 256)")
+    p.add_argument("--batch-size", type=count(1), default=16, help="windows per batch (default 16)")
+    p.add_argument("--max-batches", type=count(1), default=50, help="at most this many batches (default 50)")
     add_device(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     add_attention(p)
@@ -35,13 +35,11 @@ def add_parser(subparsers):
 
 
 def run(args) -> int:
-    from bdh.errors import InputError, load_model
+    from bdh.errors import load_model
     from bdh_gpu.checkpoint import TRAIN_STATE_JSON
     from bdh_gpu.data import make_dataset
     from bdh_gpu.train import evaluate
 
-    if args.batch_size < 1 or args.max_batches < 1:
-        raise InputError(f"--batch-size and --max-batches must be >= 1 (got {args.batch_size}, {args.max_batches})")
     device = resolve_device(args.device)
     attention = parse_attention(args)
     model = load_model(args.model_dir, map_location=device)
