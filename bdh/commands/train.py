@@ -130,8 +130,19 @@ def run(args) -> int:
     from bdh_gpu import parallel
 
     env = parallel.Ranks.env()
-    with _out_lock(args.out, args.resume, env is None or env["rank"] == 0):
-        return _run_in(args, env)
+    if env is None:
+        with _out_lock(args.out, args.resume, True):
+            return _run_in(args, env)
+    try:
+        with _out_lock(args.out, args.resume, env["rank"] == 0):
+            code = _run_in(args, env)
+    except KeyboardInterrupt:  # a second Ctrl-C: the run stopped at once (its line is printed)
+        code = 130
+    except InputError as e:  # rank 0's verdict on --out, before any process group: bdh.cli prints it
+        if env["rank"] == 0:
+            raise
+        code = exit_code(e)
+    parallel.end_worker(code)  # never returns: see there why a torchrun worker skips interpreter shutdown
 
 
 def _out_lock(out: str, resume: bool, lead: bool):
