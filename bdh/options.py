@@ -101,7 +101,7 @@ def check_compile(model, how, flag: str = "--compile", value: str | None = None)
         good = default_compile(model)
         shown = (value or "{}").format
         raise InputError(
-            f"{flag} {shown(how)}: does not apply to a {v} model (it applies to "
+            f"{flag} {shown(how)}: does not apply to {'an' if v[:1] in 'aeiou' else 'a'} {v} model (it applies to "
             f"{' and '.join(APPLIES[how])}); use {flag} {shown(good)}"
         )
     return how

@@ -228,7 +228,6 @@ def summarize(rows, mem, rounds) -> dict:
 
     Ts = sorted({r["T"] for r in rows})
     forms = list(dict.fromkeys(r["form"] for r in rows))
-    mem_Ts = sorted(mem)
     for r in rows:
         if r["T"] in mem and r["form"] in mem[r["T"]]:
             r["peak_above_model_mb"] = mem[r["T"]][r["form"]]
@@ -246,6 +245,19 @@ def summarize(rows, mem, rounds) -> dict:
     ]
     if not mem:
         notes.append("Memory not measured in this run (the run was stopped before its memory children).")
+    goals = attention_goals(by, mem, Ts, forms)
+    return {
+        "name": "attention",
+        "title": "Attention form by T: train step (fwd + bwd), `small` shapes, batch 1",
+        "notes": notes,
+        "rows": rows,
+        "goals": goals,
+    }
+
+
+def attention_goals(by, mem, Ts, forms) -> list:
+    """The section's goals: speed against the released math, matmul efficiency, memory growth, auto's choice."""
+    mem_Ts = sorted(mem)
     goals = []
     for T, target in ((2048, 1.5), (4096, 2.0)):
         if (T, "auto") in by:
@@ -290,13 +302,7 @@ def summarize(rows, mem, rounds) -> dict:
                 unit="",
             )
         )
-    return {
-        "name": "attention",
-        "title": "Attention form by T: train step (fwd + bwd), `small` shapes, batch 1",
-        "notes": notes,
-        "rows": rows,
-        "goals": goals,
-    }
+    return goals
 
 
 def main(argv=None) -> int:

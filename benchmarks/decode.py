@@ -197,13 +197,41 @@ def sparse_rows(quick: bool, rounds: int, gib: float) -> tuple[list, dict]:
 
 
 def run(quick: bool = False, tokens: int | None = None, rounds: int | None = None) -> dict:
-    from bdh_gpu import BDH, get_preset
-    from bdh_gpu.model import decoder_in
-
     preset = "small" if quick else "paper-25m"
     tokens = tokens or (16 if quick else 64)
     rounds = rounds or (1 if quick else 3)
     gib = 0.25 if quick else 1.0
+    rows = dense_rows(preset, tokens, rounds, gib)
+    sparse, trained = sparse_rows(quick, rounds, gib)
+    rows += sparse
+    rec = recompute_rows(quick)
+    notes = [
+        f"Dense decode: {tokens} teacher-forced tokens per round, {rounds} rounds after a warm-up round; "
+        "read bandwidth timed in each round (torch sum over "
+        f"{gib:g} GiB); fraction_of_bandwidth = tokens/s x bytes_per_step / that round's bandwidth.",
+        "16-bit: weights and state stored in 16 bits, float32 accumulation in the kernels; "
+        "logit_rel_error over the same tokens against float32.",
+        "Sparse: a model trained briefly in this run (row preset), teacher-forced on the last bytes of tiny "
+        "Shakespeare; active_x, active_y = share of x > 0, y > 0 on those tokens; bytes per step = the bytes "
+        "the sparse step must move at that activity (per layer D_x whole, the active rows of D_y and of the "
+        "state read and written once, the active columns of E; see sparse_rows).",
+        "Recompute: measured (the whole prefix per token); recompute_fitted_s is the quadratic fit through "
+        "single forwards, for comparison.",
+    ]
+    return {
+        "name": "decode",
+        "title": "Decode at the limit: recurrent form vs read bandwidth, 16-bit, batched, recompute",
+        "notes": notes,
+        "rows": rows + rec,
+        "goals": decode_goals(preset, rows, sparse[-1], rec[-1]),
+    }
+
+
+def dense_rows(preset, tokens, rounds, gib) -> list:
+    """float32, float16, bfloat16 and float32 at B = 8: tokens/s and the fraction of the read bandwidth."""
+    from bdh_gpu import BDH, get_preset
+    from bdh_gpu.model import decoder_in
+
     torch.manual_seed(0)
     cfg = get_preset(preset)
     cfg.dropout = 0.0
@@ -237,12 +265,14 @@ def run(quick: bool = False, tokens: int | None = None, rounds: int | None = Non
         if k in ("float16", "bfloat16"):
             row["logit_rel_error"] = float((logits[k] - ref).abs().max() / ref.abs().max())
         rows.append(row)
-    sparse, trained = sparse_rows(quick, rounds, gib)
-    rows += sparse
-    rec = recompute_rows(quick)
+    return rows
+
+
+def decode_goals(preset, rows, sp_row, last) -> list:
+    """The decode section's goals, computed from the measured rows."""
     by = {r["decode"]: r for r in rows}
     best16 = max(("float16", "bfloat16"), key=lambda k: by[k]["speed_vs_float32"])
-    goals = [
+    return [
         goal(
             f"{preset} float32 dense decode / read bandwidth (bytes: 3nd weights + 2nd state per layer)",
             by["float32"]["fraction_of_bandwidth"],
@@ -255,9 +285,6 @@ def run(quick: bool = False, tokens: int | None = None, rounds: int | None = Non
             1.6,
             note=f"logit error vs float32 {by[best16]['logit_rel_error']:.2g} (relative to max |logit|)",
         ),
-    ]
-    sp_row = sparse[-1]
-    goals.append(
         goal(
             f"{sp_row['preset']}: sparse decode at its measured activity (x {sp_row['active_x']:.2f}, "
             f"y {sp_row['active_y']:.2f}) / read bandwidth for the bytes that step moves",
@@ -265,36 +292,13 @@ def run(quick: bool = False, tokens: int | None = None, rounds: int | None = Non
             0.8,
             unit="",
             note=f"sparse {sp_row['speed_vs_float32']:.2f}x dense on the same model",
-        )
-    )
-    last = rec[-1]
-    goals.append(
+        ),
         goal(
             f"{last['preset']} recurrent vs recompute at {last['new_tokens']} tokens ({last['recompute']} recompute)",
             last["speedup"],
             50.0,
-        )
-    )
-    notes = [
-        f"Dense decode: {tokens} teacher-forced tokens per round, {rounds} rounds after a warm-up round; "
-        "read bandwidth timed in each round (torch sum over "
-        f"{gib:g} GiB); fraction_of_bandwidth = tokens/s x bytes_per_step / that round's bandwidth.",
-        "16-bit: weights and state stored in 16 bits, float32 accumulation in the kernels; "
-        "logit_rel_error over the same tokens against float32.",
-        "Sparse: a model trained briefly in this run (row preset), teacher-forced on the last bytes of tiny "
-        "Shakespeare; active_x, active_y = share of x > 0, y > 0 on those tokens; bytes per step = the bytes "
-        "the sparse step must move at that activity (per layer D_x whole, the active rows of D_y and of the "
-        "state read and written once, the active columns of E; see sparse_rows).",
-        "Recompute: measured (the whole prefix per token); recompute_fitted_s is the quadratic fit through "
-        "single forwards, for comparison.",
+        ),
     ]
-    return {
-        "name": "decode",
-        "title": "Decode at the limit: recurrent form vs read bandwidth, 16-bit, batched, recompute",
-        "notes": notes,
-        "rows": rows + rec,
-        "goals": goals,
-    }
 
 
 def main():

@@ -87,7 +87,6 @@ def make_model(how, preset, N, folder):
 
 
 def one(how, folder, tokens, verify):
-    import numpy as np
     import torch
 
     import bdh_gpu
@@ -113,25 +112,8 @@ def one(how, folder, tokens, verify):
     local_syn = sum(net.groups[ev.group].nnz for ev in net.edge_vars.values())
     comm.barrier()
     out = dict(compile=how, variant=cfg.variant, n=cfg.n, d=cfg.d, L=cfg.n_layer, P=comm.size, tokens=tokens)
-    if verify:
-        t = time.perf_counter()
-        rep = equivalence.compare(None, compiled, TEXT[:tokens], backend="numba", state=False, reference=ref)
-        run_s, sent, ok = time.perf_counter() - t, comm.bytes_sent, rep.ok
-        out.update(ok=ok, max_rel=float(f"{rep.max_rel:.2e}"))
-        per_token = run_s / tokens
-    else:
-        runner = equivalence.GraphRunner(compiled, "numba")
-        ids = np.frombuffer(TEXT[: tokens + 1], dtype=np.uint8).astype(np.int64)
-        gen = runner.feed(ids)
-        next(gen)  # warm-up token (numba compiles)
-        comm.barrier()
-        sent0 = comm.bytes_sent
-        t = time.perf_counter()
-        for _ in gen:
-            pass
-        comm.barrier()
-        run_s, sent = time.perf_counter() - t, comm.bytes_sent - sent0
-        per_token = run_s / tokens
+    run_s, sent = _timed_run(compiled, comm, tokens, verify, ref, out)
+    per_token = run_s / tokens
     stats = dict(
         rank=comm.rank,
         compile_s=round(compile_s, 1),
@@ -151,6 +133,32 @@ def one(how, folder, tokens, verify):
         ranks=ranks,
     )
     return out if comm.rank == 0 else None
+
+
+def _timed_run(compiled, comm, tokens, verify, ref, out):
+    """(seconds, bytes sent) of the graph over `tokens` bytes: the verify against `ref`, or a bare run after one
+    warm-up token."""
+    import numpy as np
+
+    import equivalence
+
+    if verify:
+        t = time.perf_counter()
+        rep = equivalence.compare(None, compiled, TEXT[:tokens], backend="numba", state=False, reference=ref)
+        out.update(ok=rep.ok, max_rel=float(f"{rep.max_rel:.2e}"))
+        return time.perf_counter() - t, comm.bytes_sent
+    else:
+        runner = equivalence.GraphRunner(compiled, "numba")
+        ids = np.frombuffer(TEXT[: tokens + 1], dtype=np.uint8).astype(np.int64)
+        gen = runner.feed(ids)
+        next(gen)  # warm-up token (numba compiles)
+        comm.barrier()
+        sent0 = comm.bytes_sent
+        t = time.perf_counter()
+        for _ in gen:
+            pass
+        comm.barrier()
+        return time.perf_counter() - t, comm.bytes_sent - sent0
 
 
 def launch(how, preset, tokens, P, verify, mem_gib, N=None):

@@ -143,31 +143,7 @@ def run(quick: bool = False) -> dict:
     from benchmarks.common import goal
 
     preset, tokens = ("tiny", 8) if quick else ("paper-25m", 8)
-    rows = []
-    for r in measure(tokens, "numba", preset):
-        g = r["graph"]
-        rows.append(
-            {
-                "preset": preset,
-                "compile": r["compile"],
-                "variant": r["variant"],
-                "tokens": r["tokens"],
-                "nodes": g["nodes_total"],
-                "edges": g["edges_total"],
-                "synapses": g["synapses"],
-                "state_floats": g["state_size"],
-                "compile_s": r["compile_s"],
-                "verify_s": r["verify_s"],
-                "verify_s_per_token": r["verify_s"] / r["tokens"],
-                "peak_rss_gib": r["peak_rss_gib"],
-                "ok": r["ok"],
-                "max_rel_error": max(r["max_rel"].values()),
-                "run_tokens_per_s": r["run_tokens_per_s"],
-                "communication_s_per_token": r["communication_s_per_token"],
-                "computation_s_per_token": r["computation_s_per_token"],
-                "rule_s_per_token": r["rule_s_per_token"],
-            }
-        )
+    rows = [_row(preset, r) for r in measure(tokens, "numba", preset)]
     goals = [
         goal(
             f"{r['compile']} graph equals the tensor model (max relative error, float64)",
@@ -201,6 +177,31 @@ def run(quick: bool = False) -> dict:
         "notes": notes,
         "rows": rows,
         "goals": goals,
+    }
+
+
+def _row(preset, r) -> dict:
+    """One compile's row of the section."""
+    g = r["graph"]
+    return {
+        "preset": preset,
+        "compile": r["compile"],
+        "variant": r["variant"],
+        "tokens": r["tokens"],
+        "nodes": g["nodes_total"],
+        "edges": g["edges_total"],
+        "synapses": g["synapses"],
+        "state_floats": g["state_size"],
+        "compile_s": r["compile_s"],
+        "verify_s": r["verify_s"],
+        "verify_s_per_token": r["verify_s"] / r["tokens"],
+        "peak_rss_gib": r["peak_rss_gib"],
+        "ok": r["ok"],
+        "max_rel_error": max(r["max_rel"].values()),
+        "run_tokens_per_s": r["run_tokens_per_s"],
+        "communication_s_per_token": r["communication_s_per_token"],
+        "computation_s_per_token": r["computation_s_per_token"],
+        "rule_s_per_token": r["rule_s_per_token"],
     }
 
 

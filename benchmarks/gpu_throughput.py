@@ -147,6 +147,38 @@ def run(quick: bool = False) -> dict:
     return {"name": "gpu_throughput", "title": title, "rows": rows}
 
 
+def measure_T(cfg, T, tps, chunk, steps, warmup, device, comp, peak) -> list:
+    """The released math and ours at sequence length T, one printed row each."""
+    batch = max(1, tps // T)
+    base, runs = None, []
+    for path in ("released", "ours"):
+        torch.manual_seed(0)
+        attention = Attention("full") if path == "released" else Attention("chunked", min(chunk, T))
+        model = BDH(cfg, attention=attention).to(device).train()
+        net = ReleasedMath(model).to(device) if path == "released" else model
+        try:
+            r = measure(net, list(model.parameters()), T, batch, steps, warmup, device, True, comp)
+        except torch.OutOfMemoryError as e:
+            r = {"status": f"out of memory: {str(e).splitlines()[0][:100]}"}
+        r.update(T=T, batch=batch, path=path)
+        if "tokens_per_s" in r:
+            r["mfu"] = flops_per_token(cfg, T) * r["tokens_per_s"] / peak if peak else None
+            base = base or (r["tokens_per_s"] if path == "released" else None)
+            speed = f"{r['tokens_per_s'] / base:.2f}x" if base and path == "ours" else ""
+            mfu = f"{r['mfu']:.1%}" if r["mfu"] is not None else "-"
+            print(
+                f"{T:>6} {batch:>5} {path:>9} {r['tokens_per_s']:>12,.0f} {mfu:>6} {r['peak_mem_gib']:>9.1f}  {speed}",
+                flush=True,
+            )
+        else:
+            print(f"{T:>6} {batch:>5} {path:>9}  {r['status']}", flush=True)
+        runs.append(r)
+        del model, net
+        if device == "cuda":
+            torch.cuda.empty_cache()
+    return runs
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.gpu_throughput", description=__doc__.split("\n")[0])
     ap.add_argument("--T", type=int, nargs="+", default=[512, 2048, 8192])
@@ -183,34 +215,7 @@ def main(argv=None) -> int:
     print(f"device: {name}")
     print(f"{'T':>6} {'batch':>5} {'path':>9} {'tokens/s':>12} {'MFU':>6} {'peak GiB':>9}  vs released")
     for T in Ts:
-        batch = max(1, tps // T)
-        base = None
-        for path in ("released", "ours"):
-            torch.manual_seed(0)
-            attention = Attention("full") if path == "released" else Attention("chunked", min(a.chunk, T))
-            model = BDH(cfg, attention=attention).to(device).train()
-            net = ReleasedMath(model).to(device) if path == "released" else model
-            try:
-                r = measure(net, list(model.parameters()), T, batch, steps, warmup, device, True, comp)
-            except torch.OutOfMemoryError as e:
-                r = {"status": f"out of memory: {str(e).splitlines()[0][:100]}"}
-            r.update(T=T, batch=batch, path=path)
-            if "tokens_per_s" in r:
-                r["mfu"] = flops_per_token(cfg, T) * r["tokens_per_s"] / peak if peak else None
-                base = base or (r["tokens_per_s"] if path == "released" else None)
-                speed = f"{r['tokens_per_s'] / base:.2f}x" if base and path == "ours" else ""
-                mfu = f"{r['mfu']:.1%}" if r["mfu"] is not None else "-"
-                print(
-                    f"{T:>6} {batch:>5} {path:>9} {r['tokens_per_s']:>12,.0f} {mfu:>6} {r['peak_mem_gib']:>9.1f}  "
-                    f"{speed}",
-                    flush=True,
-                )
-            else:
-                print(f"{T:>6} {batch:>5} {path:>9}  {r['status']}", flush=True)
-            report["runs"].append(r)
-            del model, net
-            if device == "cuda":
-                torch.cuda.empty_cache()
+        report["runs"] += measure_T(cfg, T, tps, a.chunk, steps, warmup, device, comp, peak)
     return write_json(a.json, report)
 
 

@@ -12,13 +12,17 @@ exactly zero). A quantity is within tolerance when every slice's relative error 
 Tolerances (docs/equivalence.md): tensor model in float64: rtol 1e-9 (measured errors are ~1e-14); in float32
 (the graph always runs in float64): rtol 1e-3 for official and paper (measured <= 5e-4: LN over small d
 amplifies float32 rounding); normfree in float32 under- or overflows within a few layers (its products are
-unbounded), so float32 is not a meaningful check for it.
+unbounded), so float32 is not a meaningful check for it. A model that amplifies rounding is judged against its
+own sensitivity as well: each quantity's largest relative change when every weight moves by one ulp
+(`perturbed`); a quantity fails only beyond rtol and beyond SENSITIVITY_MULTIPLE times that. The tensor side
+runs in one torch thread (`one_thread`), so every process computes the same reference bits.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,24 +31,41 @@ from .compile import Compiled, Weights, compile_model
 from .run import GraphRunner, TensorRunner
 
 RTOL = {np.float64: 1e-9, np.float32: 1e-3}
+SENSITIVITY_MULTIPLE = 100.0  # a quantity fails only beyond rtol and beyond this multiple of its sensitivity
+PERTURB_SEEDS = (1, 2)  # the one-ulp perturbations the sensitivity is measured with
+AMPLIFICATION_NOTE = 1e3  # the report says in a line that the model amplifies rounding from this factor on
 
 
 @dataclass
 class QuantityError:
-    """Max errors of one quantity and where they occur: `where_*` = (token, layer, index) (layer None for logits)."""
+    """Max errors of one quantity and where they occur: `where_*` = (token, layer, index) (layer None for logits).
+
+    `sensitivity`: the tensor model's own relative change of this quantity under a one-ulp change of its weights
+    (None: not measured); the quantity passes when max_rel <= tolerance = max(rtol, multiple * sensitivity)."""
 
     name: str
     max_abs: float = 0.0
     max_rel: float = 0.0
     where_abs: tuple | None = None
     where_rel: tuple | None = None
-    first_bad: tuple | None = None  # (token, layer) of the first slice beyond tolerance
     slices: int = 0
     rtol: float = 1e-9
+    sensitivity: float | None = None
+    multiple: float = SENSITIVITY_MULTIPLE
+    rels: list = field(default_factory=list, repr=False)  # (token, layer, relative error) of every slice
+
+    @property
+    def tolerance(self):
+        return self.rtol if self.sensitivity is None else max(self.rtol, self.multiple * self.sensitivity)
 
     @property
     def ok(self):
-        return self.slices > 0 and self.max_rel <= self.rtol
+        return self.slices > 0 and self.max_rel <= self.tolerance
+
+    @property
+    def first_bad(self):
+        """(token, layer) of the first slice beyond tolerance, or None."""
+        return next(((t, l) for t, l, rel in self.rels if rel > self.tolerance), None)
 
     def add(self, ref, got, token, layer, terms: float = 0.0):
         """One slice; `terms`: the magnitude of the terms summed to form it (0: the slice's own scale only)."""
@@ -67,8 +88,7 @@ class QuantityError:
             self.max_abs, self.where_abs = err, (token, layer, idx)
         if rel > self.max_rel or self.where_rel is None:
             self.max_rel, self.where_rel = rel, (token, layer, idx)
-        if rel > self.rtol and self.first_bad is None:
-            self.first_bad = (token, layer)
+        self.rels.append((token, layer, rel))
 
     def to_dict(self):
         return dict(
@@ -79,8 +99,14 @@ class QuantityError:
             first_bad=self.first_bad,
             slices=self.slices,
             rtol=self.rtol,
+            sensitivity=self.sensitivity,
+            tolerance=self.tolerance,
             ok=self.ok,
         )
+
+
+def _quantities(names, rtol, multiple=SENSITIVITY_MULTIPLE):
+    return {k: QuantityError(k, rtol=rtol, multiple=multiple) for k in names}
 
 
 @dataclass
@@ -93,6 +119,7 @@ class CompareReport:
     T: int
     quantities: dict = field(default_factory=dict)
     compiled_report: dict = field(default_factory=dict)
+    sensitivity_multiple: float | None = None  # None: the sensitivity was not measured (rtol alone)
 
     @property
     def ok(self):
@@ -115,7 +142,16 @@ class CompareReport:
     def max_rel(self):
         return max(q.max_rel for q in self.quantities.values())
 
+    @property
+    def amplification(self):
+        """(factor, quantity): the largest sensitivity over the prompt in units of the dtype's epsilon, i.e. how
+        many-fold the tensor model amplifies a one-ulp change of its weights; None where not measured."""
+        eps = float(np.finfo(self.dtype).eps)
+        got = [(q.sensitivity / eps, q.name) for q in self.quantities.values() if q.sensitivity is not None]
+        return max(got) if got else None
+
     def to_dict(self):
+        amp = self.amplification
         return dict(
             ok=self.ok,
             compile=self.compile,
@@ -124,6 +160,8 @@ class CompareReport:
             dtype=self.dtype,
             rtol=self.rtol,
             tokens=self.T,
+            sensitivity_multiple=self.sensitivity_multiple,
+            amplification=None if amp is None else dict(factor=amp[0], quantity=amp[1]),
             first_divergence=self.first_divergence,
             quantities={k: q.to_dict() for k, q in self.quantities.items()},
             graph=dict(self.compiled_report),
@@ -133,18 +171,33 @@ class CompareReport:
         return json.dumps(self.to_dict(), indent=2, default=str)
 
     def __str__(self):
+        amp = self.amplification
         lines = [
-            f"{self.compile} compile of a {self.variant} model, {self.backend} backend, tensor model in "
-            f"{self.dtype}, {self.T} tokens, rtol {self.rtol:g}: {'OK' if self.ok else 'MISMATCH'}"
+            f"{self.compile} compile of {_a(self.variant)} {self.variant} model, "
+            f"{self.backend} backend, tensor model in "
+            f"{self.dtype}, {self.T} tokens, rtol {self.rtol:g}"
+            + ("" if amp is None else f", rounding amplified {amp[0]:.3g}-fold")
+            + f": {'OK' if self.ok else 'MISMATCH'}"
         ]
+        if amp is not None and amp[0] >= AMPLIFICATION_NOTE:
+            lines.append(
+                f"  the tensor model amplifies rounding {amp[0]:.1e}-fold over these {self.T} tokens ({amp[1]}): "
+                f"errors up to {self.sensitivity_multiple:g}x its own sensitivity pass (docs/equivalence.md)"
+            )
         for q in self.quantities.values():
+            sens = "" if q.sensitivity is None else f"   sensitivity {q.sensitivity:.1e}"
             lines.append(
                 f"  {q.name:<7} max abs {q.max_abs:.3e} at {q.where_abs}   max rel {q.max_rel:.3e} at "
-                f"{q.where_rel}   {'ok' if q.ok else 'BEYOND TOLERANCE'}"
+                f"{q.where_rel}{sens}   {'ok' if q.ok else 'BEYOND TOLERANCE'}"
             )
         if not self.ok:
             lines.append(f"  first divergence (token, layer, quantity): {self.first_divergence}")
         return "\n".join(lines)
+
+
+def _a(word: str) -> str:
+    """The article before `word`: 'an official', 'a normfree'."""
+    return "an" if word[:1].lower() in "aeiou" else "a"
 
 
 def as_ids(idx_or_text, vocab=256) -> np.ndarray:
@@ -179,6 +232,7 @@ def term_scales(W, tr, variant: str) -> dict:
                               normfree the two-level sum |lm_head|^T |E| |y_L|;
     x_l = x_{l-1} + (D_x v)^+ (paper, normfree; official without x_{l-1}): max_i |x_{l-1,i}| + sum_a |D_x[i,a]| |v_a|;
     y = (D_y a)^+ * x:        max_i x_i sum_a |D_y[i,a]| |a_a| (a = the head's LN(a_h), or sum_h a_h).
+    The products run in `one_thread` (torch), so the scales are the same bits under any thread count.
     """
     from .compile import layer_norm
 
@@ -190,14 +244,14 @@ def term_scales(W, tr, variant: str) -> dict:
     if official:
         z = np.abs(tr["v"][-1])
     elif normfree:
-        z = np.abs(yL) @ absE.T
+        z = _mm(np.abs(yL), absE.T)
     else:
-        z = np.abs(layer_norm(yL @ W.E.T))
-    out = {"logits": (z @ abslm).max(-1), "x": {}, "y": {}}
+        z = np.abs(layer_norm(_mm(yL, W.E.T)))
+    out = {"logits": _mm(z, abslm).max(-1), "x": {}, "y": {}}
     for l in range(1, L + 1):
         k = l - 1 if official else l  # index into tr["x"], tr["y"]
         v = tr["v"][l - 1] if official else tr["value"][l - 1]  # (T, d): the input of D_x
-        grow = np.abs(v) @ absDx.T  # (T, n)
+        grow = _mm(np.abs(v), absDx.T)  # (T, n)
         if not official:
             grow = grow + np.abs(tr["x"][k - 1])
         out["x"][l] = grow.max(-1)
@@ -211,27 +265,131 @@ def term_scales(W, tr, variant: str) -> dict:
     return out
 
 
+def _mm(a, b):
+    """a @ b (float64 numpy) by torch in one thread: numpy's BLAS splits long sums by its thread count."""
+    import torch
+
+    with one_thread():
+        return (torch.from_numpy(np.ascontiguousarray(a)) @ torch.from_numpy(np.ascontiguousarray(b))).numpy()
+
+
+@contextmanager
+def one_thread():
+    """torch (its own loops and MKL) in one thread for the duration: the tensor side of every check runs in it.
+
+    A float64 product on the CPU sums in an order that depends on the thread count (MKL splits a long dot
+    product, torch its reductions), and the thread count is the process's CPU affinity or OMP_NUM_THREADS: a
+    model that amplifies rounding then gives different reference answers in different processes
+    (docs/equivalence.md, "Same bits in every process"). In one thread the order is fixed. The grad mode is
+    restored too (a recurrent tensor pass stepped inside leaves its no_grad behind at each yield)."""
+    import torch
+
+    before, grad = torch.get_num_threads(), torch.is_grad_enabled()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+        torch.set_grad_enabled(grad)
+
+
+def _one_thread_iter(it):
+    """Each step of iterator `it` in `one_thread` and no_grad (the recurrent states, stepped between graph tokens;
+    the caller's grad mode holds between steps); closing this closes `it` there too."""
+    import torch
+
+    try:
+        while True:
+            with one_thread(), torch.no_grad():
+                try:
+                    item = next(it)
+                except StopIteration:
+                    return
+            yield item
+    finally:
+        with one_thread():
+            getattr(it, "close", lambda: None)()
+
+
 @dataclass
 class Reference:
-    """The tensor side of a comparison without rho (`tensor_reference`): the trace and the term scales of `ids`."""
+    """The tensor side of a comparison without rho (`tensor_reference`): the trace, the term scales and the
+    sensitivity of `ids` (None where not measured)."""
 
     variant: str
     dtype: type
     ids: np.ndarray
     tr: dict
     terms: dict
+    sensitivity: dict | None = None
 
 
-def tensor_reference(model, idx="hello", dtype=np.float64) -> Reference:
+def tensor_reference(model, idx="hello", dtype=np.float64, sensitivity=True) -> Reference:
     """Run the tensor model on `idx` once, for `compare(None, compiled, idx, reference=...)` later: a rank can
     then free the tensor model before it compiles its block, so its peak memory is the larger of the two
-    sides instead of their sum (the ~100M run of docs/distributed.md)."""
+    sides instead of their sum (the ~100M run of docs/distributed.md). sensitivity=True also measures
+    `sensitivity` (two more traces)."""
     dtype = np.dtype(dtype).type
     ids = as_ids(idx, model.config.vocab_size)
-    tensor = TensorRunner(model, dtype)
-    tr = tensor.trace(ids)
-    W = Weights.of(tensor.model if dtype is np.float64 else TensorRunner(model, np.float64).model)
-    return Reference(model.config.variant, dtype, ids, tr, term_scales(W, tr, model.config.variant))
+    variant = model.config.variant
+    tensor, tr, terms = _tensor_side(model, None, ids, dtype)
+    record = ("v",) if variant == "official" else ()
+    sens = _sensitivity(tensor, ids, tr, terms, variant, model.config.n_layer, record) if sensitivity else None
+    return Reference(variant, dtype, ids, tr, terms, sens)
+
+
+# ---- the tensor model's own sensitivity to rounding ------------------------------------------------------------
+
+
+def perturbed(model, seed):
+    """A copy of `model` with every parameter moved by about one unit in the last place of its dtype:
+    w (1 + s eps), eps = the dtype's machine epsilon, signs s = +-1 drawn from `seed`."""
+    import copy
+
+    return _perturb(copy.deepcopy(model), seed)
+
+
+def _perturb(m, seed):
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in m.parameters():
+            sign = torch.randint(0, 2, p.shape, generator=g).to(p.dtype) * 2 - 1
+            p.mul_(1 + torch.finfo(p.dtype).eps * sign)
+    m._cache = {}
+    return m
+
+
+def _perturbed_runner(tensor, seed, dtype):
+    """A TensorRunner of `perturbed` (tensor.model, seed), with one copy of the model."""
+    runner = TensorRunner(tensor.model, dtype)
+    _perturb(runner.model, seed)
+    return runner
+
+
+def _sensitivity(tensor, ids, tr, terms, variant, L, record, seeds=PERTURB_SEEDS) -> dict:
+    """{quantity: the largest relative change of any slice (measured as `compare` measures graph against
+    tensor) when the weights move by one ulp (`perturbed`, each seed)}: logits, x, y and the hub records."""
+    S = _quantities(("logits", "x", "y") + tuple(record), 0.0)
+    dtype = np.float64 if tensor.model.E.dtype == tensor.torch.float64 else np.float32
+    for seed in seeds:
+        with one_thread():
+            tp = _perturbed_runner(tensor, seed, dtype).trace(ids)
+        for t in range(len(ids)):
+            _add_token(S, variant, L, record, t, _as_graph_token(tp, t, variant), tr, terms)
+    return {k: q.max_rel for k, q in S.items()}
+
+
+def _as_graph_token(tr, t, variant):
+    """Token t of a tensor trace laid out as `GraphRunner.feed` yields it (x, y (L+1, n), v (L, d))."""
+    x, y = tr["x"][:, t], tr["y"][:, t]
+    out = {"logits": tr["logits"][t]}
+    if variant == "official":  # the graph's layer 0 is unused
+        x, y = (np.concatenate([np.zeros_like(a[:1]), a]) for a in (x, y))
+        out["v"] = tr["v"][1:, t]
+    out["x"], out["y"] = x, y
+    return out
 
 
 def compare(
@@ -246,51 +404,111 @@ def compare(
     comm=None,
     progress=False,
     reference: Reference | None = None,
+    sensitivity_multiple: float | None = SENSITIVITY_MULTIPLE,
 ) -> CompareReport:
     """Run `model` (torch, any dtype: converted to `dtype`) and its graph (float64) on the same tokens.
 
     compiled: a Compiled, a compile name ("dense", "circuit", "official") or None (the default compile).
     state=False skips rho (saves time on big models). progress=True: a tqdm bar on stderr, one step per token.
-    Returns a CompareReport; `report.ok` against `rtol` (default RTOL[dtype]). Sharded (`comm`, or the compiled
-    network's): every rank runs its block of the graph, rank 0 alone runs the tensor model and compares, and
-    every rank returns the same report. Only rank 0 needs `model`: the other ranks may pass None with a
-    Compiled (e.g. compiled from the model directory, so that no rank but 0 ever builds the tensor model).
-    `reference` (from `tensor_reference(model, idx, dtype)`, on rank 0) replaces the tensor model there
-    (state=False only: rho needs the recurrent tensor state per token).
+    Returns a CompareReport; a quantity passes when its max relative error is at most rtol (default RTOL[dtype])
+    or at most `sensitivity_multiple` times the tensor model's own sensitivity to a one-ulp change of its weights
+    (`perturbed`; None: not measured, rtol alone). The tensor side runs in `one_thread`: the same bits in every
+    process. Sharded (`comm`, or the compiled network's): every rank runs its block of the graph, rank 0 alone
+    runs the tensor model and compares, and every rank returns the same report. Only rank 0 needs `model`: the
+    other ranks may pass None with a Compiled (e.g. compiled from the model directory, so that no rank but 0
+    ever builds the tensor model). `reference` (from `tensor_reference(model, idx, dtype)`, on rank 0) replaces
+    the tensor model there (state=False only: rho needs the recurrent tensor state per token).
     """
     dtype, idx = (reference.dtype, reference.ids) if reference is not None else (dtype, idx)
     dtype, rtol = _check_dtype(dtype, rtol, reference, state)
     compiled = _compiled_for(model, compiled, comm)
     root = compiled.network.comm.rank == 0
+    ids = _check_sides(model, compiled, idx, reference, root)
+    multiple = sensitivity_multiple
+    rep = _new_report(compiled, backend, dtype, rtol, len(ids), state, multiple)
+    tr = terms = states = None
+    if root:
+        tr, terms, sens, states = _reference(model, compiled, ids, dtype, state, reference, multiple is not None)
+        for k, v in (sens or {}).items():
+            rep.quantities[k].sensitivity = v
+    graph = GraphRunner(compiled, backend, device=device)
+    feed = graph.feed(ids, with_state=state, progress=progress and "graph vs tensor")
+    for t, g in enumerate(feed):
+        if root:
+            _add_token(rep.quantities, compiled.variant, compiled.weights.L, compiled.record, t, g, tr, terms)
+            if states is not None:
+                _add_rho(rep.quantities["rho"], states[1], t, g["rho"], states[0])
+    for it in (states or ())[::-1]:
+        getattr(it, "close", lambda: None)()
+    return compiled.network.comm.bcast(rep if root else None)
+
+
+def _reference(model, compiled, ids, dtype, state, reference, sensitivity):
+    """Rank 0's side: (trace, term scales, sensitivity or None, states) from `reference` or the tensor model.
+
+    states: None, or (an iterator of the recurrent states' rho per token, the QuantityError collecting the
+    sensitivity of rho: the states of one `perturbed` model against them, stepped along)."""
+    if reference is not None:
+        return reference.tr, reference.terms, reference.sensitivity if sensitivity else None, None
+    tensor, tr, terms = _tensor_side(model, compiled, ids, dtype)
+    sens = (
+        _sensitivity(tensor, ids, tr, terms, compiled.variant, compiled.weights.L, compiled.record)
+        if sensitivity
+        else None
+    )
+    if not state:
+        return tr, terms, sens, None
+    ref = _one_thread_iter(tensor.states(ids))
+    if not sensitivity:
+        return tr, terms, sens, (None, ref)
+    pert = _one_thread_iter(_perturbed_runner(tensor, PERTURB_SEEDS[0], dtype).states(ids))
+    return tr, terms, sens, (_RhoSensitivity(pert), ref)
+
+
+class _RhoSensitivity:
+    """The sensitivity of rho, measured token by token beside the graph: a perturbed model's states against the
+    reference states (the recurrent pass is the costly one, so one perturbation)."""
+
+    def __init__(self, states):
+        self.states, self.q = states, QuantityError("rho", rtol=0.0)
+
+    def close(self):
+        self.states.close()
+
+    def add(self, t, r_ref):
+        for l, (r_t, r_p) in enumerate(zip(r_ref, next(self.states))):
+            self.q.add(r_t, r_p, t, l + 1)
+
+
+def _add_rho(Q, states, t, rho_graph, sens):
+    """Token t's rho per layer: graph against the reference states (and, with `sens`, the perturbed ones, whose
+    running max is the sensitivity of rho)."""
+    r_ref = next(states)
+    for l, (r_t, r_g) in enumerate(zip(r_ref, rho_graph)):
+        Q.add(r_t, r_g, t, l + 1)
+    if sens is not None:
+        sens.add(t, r_ref)
+        Q.sensitivity = sens.q.max_rel
+
+
+def _check_sides(model, compiled, idx, reference, root):
+    """The token ids, after checking that rank 0 has a tensor side of the compiled model's variant."""
     if root and model is None and reference is None:
         raise ValueError("compare: rank 0 needs the tensor model (got model=None)")
     ids = as_ids(idx, compiled.weights.V)
     variant = model.config.variant if model is not None else reference.variant if reference is not None else None
     if variant is not None and compiled.variant != variant:
         raise ValueError(f"compiled model is variant {compiled.variant!r}, the tensor model {variant!r}")
-    rep = _new_report(compiled, backend, dtype, rtol, len(ids), state)
-    tensor = tr = terms = None
-    if root and reference is not None:
-        tr, terms = reference.tr, reference.terms
-    elif root:
-        tensor, tr, terms = _tensor_side(model, compiled, ids, dtype)
-    states = tensor.states(ids) if state and root else None
-    graph = GraphRunner(compiled, backend, device=device).feed(
-        ids, with_state=state, progress=progress and "graph vs tensor"
-    )
-    for t, g in enumerate(graph):
-        if root:
-            _add_token(rep.quantities, compiled, t, g, tr, terms, states)
-    return compiled.network.comm.bcast(rep if root else None)
+    return ids
 
 
-def _new_report(compiled, backend, dtype, rtol, T, state) -> CompareReport:
+def _new_report(compiled, backend, dtype, rtol, T, state, multiple) -> CompareReport:
     """An empty report with the quantities to compare: logits, x, y, the compile's hub records, rho (state)."""
     names = ["logits", "x", "y"] + list(compiled.record) + (["rho"] if state else [])
-    quantities = {k: QuantityError(k, rtol=rtol) for k in names}
-    return CompareReport(
-        compiled.name, compiled.variant, backend, np.dtype(dtype).name, rtol, T, quantities, compiled.report
-    )
+    quantities = _quantities(names, rtol, SENSITIVITY_MULTIPLE if multiple is None else multiple)
+    rep = CompareReport(compiled.name, compiled.variant, backend, np.dtype(dtype).name, rtol, T, quantities)
+    rep.compiled_report, rep.sensitivity_multiple = compiled.report, multiple
+    return rep
 
 
 def _check_dtype(dtype, rtol, reference, state):
@@ -313,27 +531,26 @@ def _compiled_for(model, compiled, comm) -> Compiled:
 
 
 def _tensor_side(model, compiled, ids, dtype):
-    """(TensorRunner, trace, term scales) of the tensor model on `ids` in `dtype`."""
+    """(TensorRunner, trace, term scales) of the tensor model on `ids` in `dtype`, in `one_thread`; the scales
+    from the compile's weights when it holds them all (compiled None: from the model's)."""
     tensor = TensorRunner(model, dtype)
-    tr = tensor.trace(ids)
-    W = compiled.weights
-    if not W.full:  # a sliced compile: the scales need every neuron
+    with one_thread():
+        tr = tensor.trace(ids)
+    W = compiled.weights if compiled is not None else None
+    if W is None or not W.full:  # a sliced compile: the scales need every neuron
         W = Weights.of(tensor.model if dtype is np.float64 else TensorRunner(model, np.float64).model)
-    return tensor, tr, term_scales(W, tr, compiled.variant)
+    return tensor, tr, term_scales(W, tr, model.config.variant)
 
 
-def _add_token(Q, compiled, t, g, tr, terms, states):
-    """Token t's slices into the QuantityErrors Q: graph output `g` against the tensor trace `tr` (and the next
-    recurrent state from `states` for rho). Official models have no layer-0 x, y; their v is compared per layer."""
-    official = compiled.variant == "official"
+def _add_token(Q, variant, L, record, t, g, tr, terms):
+    """Token t's slices into the QuantityErrors Q: `g` (laid out as GraphRunner.feed yields it) against the
+    tensor trace `tr`. Official models have no layer-0 x, y; their v is compared per layer."""
+    official = variant == "official"
     Q["logits"].add(tr["logits"][t], g["logits"], t, None, terms["logits"][t])
-    for l in range(0 if not official else 1, compiled.weights.L + 1):
+    for l in range(0 if not official else 1, L + 1):
         k = l - 1 if official else l
         Q["x"].add(tr["x"][k, t], g["x"][l], t, l, terms["x"][l][t] if l else 0.0)
         Q["y"].add(tr["y"][k, t], g["y"][l], t, l, terms["y"][l][t] if l else 0.0)
-    if "v" in compiled.record:
-        for l in range(compiled.weights.L):
+    if "v" in record:
+        for l in range(L):
             Q["v"].add(tr["v"][l + 1, t], g["v"][l], t, l + 1)
-    if states is not None:
-        for l, (r_t, r_g) in enumerate(zip(next(states), g["rho"])):
-            Q["rho"].add(r_t, r_g, t, l + 1)

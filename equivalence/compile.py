@@ -227,8 +227,14 @@ class Compiled:
             f"{self.name} compile of {'an' if self.variant[0] in 'aeiou' else 'a'} {self.variant} model: "
             f"nodes {r['nodes_total']:,} ({pops}); "
             f"edges {r['edges_total']:,}; synapses {r['synapses']:,} per layer; state {r['state_size']:,} floats; "
-            f"{r['rounds_per_token']} rounds per token"
+            f"{r['rounds_per_token']} rounds per token{self._share()}"
         )
+
+    def _share(self) -> str:
+        """Under MPI (P > 1) the edge counts are this rank's block: the summary says so."""
+        comm = self.network.comm
+        size = getattr(comm, "size", 1)
+        return f" (edges and synapses: rank {comm.rank}'s share of {size} ranks)" if size > 1 else ""
 
 
 def layer_norm(z):

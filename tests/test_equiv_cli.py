@@ -70,10 +70,12 @@ def test_verify_refuses_inapplicable_compile(trained, capsys):
 
 
 def test_verify_exit_1_beyond_tolerance_and_bad_tolerance(trained, capsys):
-    """Exit 1 when a quantity is beyond tolerance (an absurd 1e-300 one): the check can fail."""
-    assert main(["verify", trained["official"], "--text", "ab", "--tolerance", "1e-300"]) == 1
+    """Exit 1 when a quantity is beyond tolerance (an absurd 1e-300 one, the sensitivity off): the check can fail."""
+    strict = ["--tolerance", "1e-300", "--sensitivity-multiple", "0"]
+    assert main(["verify", trained["official"], "--text", "ab", *strict]) == 1
     assert "MISMATCH" in capsys.readouterr().out
     assert main(["verify", trained["official"], "--tolerance", "-1"]) == 2
+    assert main(["verify", trained["official"], "--sensitivity-multiple", "-1"]) == 2
 
 
 @pytest.mark.parametrize(

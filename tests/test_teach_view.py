@@ -1,11 +1,8 @@
-"""`bdh view`: the viewer's data is the graph simulator's (official, dense and circuit compiles), the local server
-answers bad requests with a 4xx and a message, and the CLI checks its flags. The browser tests are in
+"""`bdh view`: the viewer's data is the graph simulator's (official, dense and circuit compiles), and the CLI checks its
+flags (the local server: tests/test_teach_serve.py). The browser tests are in
 tests/test_teach_view_browser.py."""
 
 import json
-import threading
-import urllib.error
-import urllib.request
 
 import numpy as np
 import pytest
@@ -13,7 +10,6 @@ from small_models import small_model
 
 import bdh_gpu
 from bdh.cli import main
-from bdh.teach.serve import make_server
 from bdh.teach.view import ViewError, ViewSession, page
 from equivalence import GraphRunner, TensorRunner, compile_model
 
@@ -129,69 +125,6 @@ def test_page_is_self_contained():
     assert "src=" not in html and "href=" not in html and "http://" not in html and "https://" not in html
     blob = html.split("id='bdh-data'>")[1].split("</script>")[0]
     assert json.loads(blob.replace("<\\/", "</"))["labels"] == ["<", "/"]
-
-
-def _req(base, path, body=None, method=None):
-    data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
-    r = urllib.request.Request(
-        base + path,
-        data=data,
-        method=method or ("POST" if data is not None else "GET"),
-        headers={"Content-Type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(r, timeout=30) as resp:
-            return resp.status, resp.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
-
-
-@pytest.fixture
-def server():
-    c = compile_model(TensorRunner(tiny()).model)
-    s = ViewSession(c, max_prompt=16)
-    srv = make_server(s, "127.0.0.1", 0)
-    th = threading.Thread(target=srv.serve_forever, daemon=True)
-    th.start()
-    yield f"http://127.0.0.1:{srv.server_address[1]}", s, c
-    srv.shutdown()
-    srv.server_close()
-
-
-def test_server_steps_the_simulator_and_rejects_bad_requests(server):
-    """--serve: the page, then load + step return frames equal to a session stepped in Python; bad requests get a
-    4xx with a one-line JSON message (never a traceback): bad JSON, a prompt too long, stepping before loading,
-    an unknown step, path or method, a bad node index."""
-    base, s, c = server
-    st, body = _req(base, "/")
-    assert st == 200 and b"bdh-data" in body and b'"mode":"serve"' in body
-    for path, req, status, match in [
-        ("/api/step", {"by": "sub"}, 400, "no prompt"),
-        ("/api/load", b"{not json", 400, "JSON object"),
-        ("/api/load", {"prompt": ""}, 400, "non-empty"),
-        ("/api/load", {"prompt": "x" * 17}, 413, "at most 16 bytes"),
-        ("/nope", None, 404, "not found"),
-        ("/api/load", None, 405, "not allowed"),
-    ]:
-        st, body = _req(base, path, req)
-        err = json.loads(body)["error"]
-        assert st == status and match in err and "\n" not in err and "Traceback" not in err, (path, st, err)
-    st, body = _req(base, "/api/load", {"prompt": "hi"})
-    assert st == 200 and json.loads(body)["labels"] == ["h", "i"]
-    st, body = _req(base, "/api/step", {"by": "token"})
-    frames = json.loads(body)["frames"]
-    assert st == 200 and len(frames) == 1 + 2 * len(c.kernel.rounds) and "end" in frames[-1]
-    ref = ViewSession(c)
-    ref.load(list(b"hi"))
-    assert json.loads(json.dumps(ref.step("token"))) == frames
-    st, body = _req(base, "/api/step", {"by": "diagonal"})
-    assert st == 400 and "sub, round, token or all" in json.loads(body)["error"]
-    st, body = _req(base, "/api/node?pop=neurons&i=x")
-    assert st == 400 and "integer" in json.loads(body)["error"]
-    st, body = _req(base, "/api/node?pop=neurons&i=99")
-    assert st == 400 and "[0, 31]" in json.loads(body)["error"]
-    st, body = _req(base, "/api/step", {"by": "all"})
-    assert st == 200 and json.loads(body)["done"] is True
 
 
 def test_view_cli(tmp_path, capsys):

@@ -38,7 +38,11 @@ def add_parser(subparsers):
     p.add_argument(
         "--seeds", type=count(1), default=5, help="Louvain runs per graph, best kept (default 5, as the paper)"
     )
-    p.add_argument("--sigma-layer", type=count(0), help="layer l of sigma_l (default: the middle one)")
+    p.add_argument(
+        "--sigma-layer",
+        type=count(1),
+        help="the paper's layer ℓ (1..L) of the state σ_ℓ to analyse (default: the middle one)",
+    )
     p.add_argument("--concept", help="file of concept sentences, one per line (with --contrast)")
     p.add_argument("--contrast", help="file of contrast sentences, one per line (with --concept)")
     p.add_argument(

@@ -97,7 +97,8 @@ def run(args) -> int:
         print(format_trace(tr, header="\n".join([header] + notes)))
         print(
             "\nlegend: q(i) -> r(j) [G] sends q along the edges i→j of G; X(i), sigma(i,j) -> A(j) reads the "
-            "synaptic state; ↓ resets; (p - n)^+ thresholds; values shown as before → after"
+            "synaptic state; ↓ resets; (p - n)^+ thresholds; values shown as before → after; layers count "
+            "1..L as in the paper: the key sigma_0 holds σ_1, the state of layer 1; sigma_1 holds σ_2; ..."
         )
     return 0
 

@@ -31,6 +31,14 @@ def add_parser(subparsers):
     p.add_argument(
         "--tolerance", type=real(0.0, open_lo=True), help="relative tolerance per token and layer (default 1e-9)"
     )
+    p.add_argument(
+        "--sensitivity-multiple",
+        type=real(0.0),
+        default=100.0,
+        metavar="K",
+        help="a quantity fails only beyond the tolerance and beyond K times the tensor model's own sensitivity "
+        "to a one-ulp change of its weights (default 100; 0: the tolerance alone, sensitivity not measured)",
+    )
     p.add_argument("--no-state", action="store_true", help="skip the state (rho) comparison")
     p.add_argument("--json", action="store_true", help="print one JSON object with each quantity's max error")
     p.set_defaults(func=run)
@@ -85,6 +93,7 @@ def run(args) -> int:
         state=not args.no_state,
         device=device,
         progress=True,
+        sensitivity_multiple=args.sensitivity_multiple or None,
     )
     if args.json:
         print(json.dumps(rep.to_dict(), default=str))

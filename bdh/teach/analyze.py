@@ -10,8 +10,9 @@ import time
 import numpy as np
 
 from .demo import byte_label
-from .figures import betas_for_density, captioned, fit_text
+from .figures import betas_for_density, captioned, fit_text, modularity_text
 from .html import write_html
+from .names import node, state, synapse
 from .words import notation_html
 
 PAPER = {  # reference section 6
@@ -209,7 +210,7 @@ def _sigma_graph(model, tr, ids, l, sigma_neurons, out_dir, figs, log) -> dict:
     res = dict(layer=l, neurons=int(len(both)), beta=beta_s, edges=int(A.nnz), positive_fraction=float((S > 0).mean()))
     res.update(tail_in=fi.to_dict() if fi else None, tail_out=fo.to_dict() if fo else None)
     log(
-        f"sigma_{l} after the text, on the {len(both)} neurons active on both ends, positive part >= "
+        f"{state(l)} after the text, on the {len(both)} neurons active on both ends, positive part >= "
         f"{beta_s:.3g} (its 90th percentile): {A.nnz} edges; tail exponent in "
         f"{_alpha_s(fi)}, out {_alpha_s(fo)}"
     )
@@ -218,7 +219,7 @@ def _sigma_graph(model, tr, ids, l, sigma_neurons, out_dir, figs, log) -> dict:
             GP.plot_degree_distribution(
                 os.path.join(out_dir, "degrees_sigma.png"),
                 {"in-degree": k_in, "out-degree": k_out},
-                title=f"sigma_{l} (positive part >= {beta_s:.3g})",
+                title=f"{state(l)} (positive part >= {beta_s:.3g})",
             )
         )
         figs.append(_sigma_series_figure(model, tr, ids, l, rows, cols, out_dir))
@@ -241,7 +242,7 @@ def _sigma_series_figure(model, tr, ids, l, rows, cols, out_dir):
         os.path.join(out_dir, "sigma_synapses.png"),
         series,
         [byte_label(b) for b in list(ids)[:T]],
-        title=f"sigma_{l}(i->j) over the text (most changing)",
+        title=f"{state(l)}(i → j) over the text (most changing)",
         ylabel="sigma",
     )
 
@@ -251,7 +252,7 @@ def _synapse_search(model, concept, contrast, l, candidates, log) -> dict:
     found = find_synapses(model, concept, contrast, l, candidates)
     best = found["top"][:3]
     log(
-        f"monosemantic-synapse search, sigma_{l}, {len(concept)} concept vs {len(contrast)} contrast sentences, "
+        f"monosemantic-synapse search, {state(l)}, {len(concept)} concept vs {len(contrast)} contrast sentences, "
         f"{found['candidates']} candidate synapses: best "
         + "; ".join(f"{s['synapse']} U = {s['U']:.0f} of {s['U_max']} (p = {s['p']:.2g})" for s in best)
     )
@@ -306,7 +307,9 @@ def find_synapses(model, concept, contrast, layer: int, candidates: int = 48, to
     out = []
     for r in ranked:
         a, b = int(rows[r.index // len(cols)]), int(cols[r.index % len(cols)])
-        out.append(dict(synapse=f"{b}->{a}", key=b, value=a, **r.to_dict()))
+        out.append(
+            dict(synapse=synapse(state(layer), node("neurons", b), node("neurons", a)), key=b, value=a, **r.to_dict())
+        )
     return dict(layer=layer, candidates=int(vals.shape[1]), n_concept=m1, n_contrast=len(contrast), top=out)
 
 
@@ -315,7 +318,7 @@ def _report_blocks(res, figs) -> list:
     blocks = _intro_blocks(res) + _weight_blocks(res)
     for e in res["graphs"]:
         if e.get("modularity"):
-            blocks.append(_modularity_table(e))
+            blocks += [_modularity_table(e), ("p", f"Ours: {modularity_text(e['modularity'], res['config']['N'])}")]
     if "sigma" in res:
         blocks += _sigma_blocks(res["sigma"])
     if "synapses" in res:
@@ -415,7 +418,7 @@ def _modularity_table(e) -> tuple:
 def _sigma_blocks(sg) -> list:
     """The state graph sigma_l after the text."""
     return [
-        ("h2", f"The state graph: sigma_{sg['layer']} after the text"),
+        ("h2", f"The state graph: {state(sg['layer'])} after the text"),
         (
             "p",
             f"On the {sg['neurons']} neurons active at both ends of a synapse, the positive part of "
@@ -433,7 +436,7 @@ def _synapse_blocks(sy, paper) -> list:
         ("h2", "Monosemantic synapses"),
         (
             "p",
-            f"sigma_{sy['layer']}(i->j) after each sentence, {sy['n_concept']} concept vs "
+            f"{state(sy['layer'])}(i → j) after each sentence, {sy['n_concept']} concept vs "
             f"{sy['n_contrast']} contrast sentences, over {sy['candidates']} candidate synapses, ranked "
             "by the one-sided Mann-Whitney U (U_max = all pairs: the synapse is larger on every concept "
             f"sentence than on every contrast one). Paper: {paper['synapse']}.",
@@ -441,7 +444,7 @@ def _synapse_blocks(sy, paper) -> list:
         (
             "table",
             (
-                ("synapse key->value", "U", "of U_max", "p"),
+                ("synapse (key → value)", "U", "of U_max", "p"),
                 [(t["synapse"], f"{t['U']:.0f}", t["U_max"], f"{t['p']:.2g}") for t in sy["top"]],
             ),
         ),

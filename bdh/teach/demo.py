@@ -18,6 +18,8 @@ import numpy as np
 
 from equivalence import Compiled, GraphRunner, TensorRunner, compile_model
 
+from . import names
+
 DEMO_PRESET = "tiny"
 # the demo's two models: part 1 tells the paper's story (Normfree, Eq. 7, as the Table 1(b) graph of Obs. 4 with
 # neuron -> neuron synapses; ALiBi damping, so the synapses forget slowly and sigma stays >= 0), part 2 is the
@@ -182,20 +184,13 @@ class GraphWalk:
 
 
 def synapse_name(compiled: Compiled, sigma: str, e: int) -> tuple[str, str]:
-    """(pre, post) names of edge e of the group carrying `sigma`: 'neuron i' or 'pop[j]' (official: 'att[h,a]')."""
+    """(pre, post) names (bdh.teach.names.node) of edge e of the group carrying `sigma`: 'neuron i', 'pop[j]',
+    official: 'att[h1,4]'."""
     net = compiled.network
     g = net.groups[net.edge_vars[sigma].group]
     i, j = int(g.source[e]), int(g.indices[e])
-
-    def name(pop, k):
-        if pop == "neurons":
-            return f"neuron {k}"
-        if pop == "att":
-            d = compiled.weights.d
-            return f"att[h{k // d},{k % d}]"
-        return f"{pop}[{k}]"
-
-    return name(g.pre, i), name(g.post, j)
+    d = compiled.weights.d
+    return names.node(g.pre, i, d), names.node(g.post, j, d)
 
 
 def graph_walk(

@@ -8,6 +8,7 @@ import re
 
 import numpy as np
 
+from . import names
 from .demo import GraphWalk, byte_label, synapse_name
 
 
@@ -35,7 +36,7 @@ def walk_figures(walk: GraphWalk, out_dir: str, max_neurons: int = 64) -> list[s
         )
     )
     series = {
-        f"L{l} {' -> '.join(synapse_name(walk.compiled, walk.compiled.network.sigma_names[l - 1], e))}": v
+        names.synapse(names.state(l), *synapse_name(walk.compiled, walk.compiled.network.sigma_names[l - 1], e)): v
         for (l, e), v in walk.sigma_trace.items()
     }
     paths.append(
@@ -43,8 +44,8 @@ def walk_figures(walk: GraphWalk, out_dir: str, max_neurons: int = 64) -> list[s
             os.path.join(out_dir, "sigma_synapses.png"),
             series,
             labels,
-            title="sigma of the synapses that changed most",
-            ylabel="sigma",
+            title="σ on the synapses that changed most",
+            ylabel="σ_ℓ(i, j)",
         )
     )
     sx = [float((walk.x[:, l] > 0).mean()) for l in layers]
@@ -123,8 +124,9 @@ CAPTIONS = {
     "synapses whose &sigma; changed most. &sigma; is the Hebbian memory of layer l: the write rule "
     "<code>X(i), Y(j) &rarr; &sigma;(i,j)</code> adds the product of the activity at its two ends, and "
     "between tokens it decays or rotates with U (Eq. 6; RoPE turns it signed, so it crosses 0). Recall reads "
-    "it back with <code>X(i), &sigma;(i,j) &rarr; A(j)</code>. Legend (right): <code>L2 neuron 431 -&gt; "
-    "att[h1,9]</code> is the synapse of layer 2 from neuron 431 to attention hub 9 of head 1 (the official "
+    "it back with <code>X(i), &sigma;(i,j) &rarr; A(j)</code>. Legend (right): <code>&sigma;_2(neuron 431 "
+    "&rarr; att[h1,9])</code> is the state &sigma;<sub>2</sub> of layer 2 on the synapse from neuron 431 to "
+    "attention hub 9 of head 1 (the official "
     "compile keeps &sigma; on synapses from neurons to per-head attention hubs; a dense compile from neuron to "
     "neuron; <code>hub[k]</code> is one of the 2d hubs of the circuit compile).",
     "sparsity_per_layer.png": "<b>How many neurons are active, per layer</b>, over the text: the fraction with "
@@ -141,18 +143,20 @@ CAPTIONS = {
     "towards 1 = separate clusters) of the thresholded G<sub>x</sub> against the threshold &beta;, beside "
     "two graphs without structure: <b>G(n,m)</b>, a uniformly random graph with the same number of nodes n "
     "and edges m, and <b>random low-rank</b>, a random product D E with the same d and weight scales "
-    "thresholded at the same &beta;. <i>Paper (Sec. 5.5):</i> high modularity, peak near &beta; = 1.0, the "
-    "baselines about 0. A tiny model trained for minutes shows little of this.",
+    "thresholded at the same &beta;. <i>Paper (Sec. 5.5):</i> for a trained model with n = 32768 neurons "
+    "the modularity is high, with its peak near &beta; = 1.0, and both baselines stay about 0. What this "
+    "model shows is stated beside it (<i>Ours</i>); it need not be the paper's picture.",
     "degrees_sigma.png": "<b>The graph the prompt wrote into the synapses.</b> The positive part of &sigma;<sub>l</sub> after the "
     "text, thresholded, as a directed graph on the neurons active at both ends; P(K &ge; k) of its in- and "
     "out-degrees on log-log axes. <i>Paper (Sec. 6.2):</i> heavy-tailed degrees.",
     "memory_synapses.png": "<b>A fact, written into one synapse.</b> For each key=value fact of the prompt, the synapse "
     "&sigma;<sub>1</sub>(i&rarr;j) between two neurons that carries most of that fact's recall (legend: fact, "
-    "then key neuron i -&gt; value neuron j), after every token. It is 0 until the fact byte is fed in, jumps "
+    "then the synapse from key neuron i to value neuron j), after every token. In a model that has learned the "
+    "task it is 0 until the fact byte is fed in, jumps "
     "there (the Hebbian write <code>X(i), Y(j) &rarr; &sigma;(i,j)</code> adds x(i) y(j)), then decays slowly "
     "by the damping u (ALiBi) and is read when the key is asked. Later steps are tokens that activate the "
     "same two neurons again, most often the fact's own question. <i>Paper (Sec. 6.3):</i> individual synapses that respond to one concept.",
-    "memory_ablation.png": "<b>The ablation that proves it.</b> The probability the graph gives the right answer to each fact's "
+    "memory_ablation.png": "<b>The ablation test.</b> The probability the graph gives the right answer to each fact's "
     "question, with the graph intact (left bar) and with exactly that fact's synapses (the table above) set "
     "to 0 after the facts were heard and before the questions (right bar). A recall that collapses was held "
     "by those synapses; the table shows the other questions keep their answers.",
@@ -175,6 +179,27 @@ def captioned(paths, ours: dict | None = None) -> list:
             cap += f" <i>Ours:</i> {ours[b]}"
         out.append((p, cap))
     return out
+
+
+def modularity_text(rows, n: int) -> str:
+    """What this model's modularity rows show beside the baselines, in words: the peak and, at that beta, the
+    baselines; says plainly when the model is not above them."""
+    ok = [r for r in rows if r.get("modularity") is not None]
+    if not ok:
+        return "no threshold gave a graph small enough to measure."
+    top = max(ok, key=lambda r: r["modularity"])
+    base = {k: top[k] for k in ("G(n,m)", "low-rank") if top.get(k) is not None}
+    said = ", ".join(f"{k} {v:.3f}" for k, v in base.items())
+    text = f"peak modularity {top['modularity']:.3f} at β = {top['beta']:.3g}" + (
+        f" (baselines: {said})" if said else ""
+    )
+    if base and top["modularity"] <= max(base.values()):
+        low = "below both baselines" if top["modularity"] < min(base.values()) else "not above the baselines"
+        return (
+            text + f". At this scale (n = {n} neurons in the head, trained for minutes) the wiring is "
+            f"{low}: this model does not show the paper's community structure."
+        )
+    return text + ": above the baselines, as in the paper (at a far smaller scale)."
 
 
 def fit_text(fit) -> str:

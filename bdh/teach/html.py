@@ -26,7 +26,8 @@ def write_html(path: str, title: str, blocks: list) -> str:
     out = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
         "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height:1.4}"
-        "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:2px 6px}"
+        ".wide{max-width:100%;overflow-x:auto}table{border-collapse:collapse;font-size:13px}"
+        "td,th{border:1px solid #ccc;padding:2px 6px;overflow-wrap:anywhere}"
         "pre{background:#f6f6f6;padding:.6em;overflow-x:auto;font-size:12px}figure{margin:1.2em 0}"
         "figure img{max-width:100%}figcaption{max-width:900px;font-size:13px;color:#333}.file{color:#999}"
         "dl.notation dt{font-family:monospace;font-weight:bold;margin-top:.3em}dl.notation dd{margin-left:2em}"
@@ -38,9 +39,11 @@ def write_html(path: str, title: str, blocks: list) -> str:
             out.append(_img(*val) if isinstance(val, tuple) else _img(val))
         elif kind == "table":
             header, rows = val
-            out.append("<table><tr>" + "".join(f"<th>{html.escape(str(h))}</th>" for h in header) + "</tr>")
+            out.append(
+                "<div class='wide'><table><tr>" + "".join(f"<th>{html.escape(str(h))}</th>" for h in header) + "</tr>"
+            )
             out += ["<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows]
-            out.append("</table>")
+            out.append("</table></div>")
         elif kind == "html":
             out.append(val)
         else:

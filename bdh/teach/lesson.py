@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import names
+
 TITLES = {
     "normfree": "a Normfree model as the local graph of Table 1(b), neuron -> neuron synapses",
     "official": "the released LayerNorm model as a graph with hub populations",
@@ -124,7 +126,7 @@ def _walk_row(walk, t, labels, expect, tensor_pred):
     act = np.nonzero(walk.y[t, L])[0]
     shown = ",".join(map(str, act[:6])) + ("…" if len(act) > 6 else "")
     top = walk.sigma_delta[t][0] if walk.sigma_delta[t] else None
-    syn = f"L{top[0]} {top[2]}->{top[3]}: {top[4]:+.3g} -> {top[5]:+.3g}" if top else "-"
+    syn = f"{names.synapse(names.state(top[0]), top[2], top[3])}: {top[4]:+.3g} → {top[5]:+.3g}" if top else "-"
     print(
         f"   {t:>3} {labels[t]:>6} {byte_label(pred):>10} {byte_label(tensor_pred[t]):>6}  "
         f"{len(act):>4} [{shown}]{mark}  {syn}"
@@ -167,7 +169,7 @@ def memory_step(p: Part, compiled, ids, walk, labels):
         f"keep their answers in {kept} of {len(mems)} ablations"
     )
     p.times["memory"] = time.perf_counter() - t0
-    return _memory_blocks(mems, mrows, mfigs, n_syn, broken, kept)
+    return _memory_blocks(mems, mrows, mfigs, n_syn, broken, kept, sig)
 
 
 def _memory_row(m, n_syn):
@@ -175,7 +177,10 @@ def _memory_row(m, n_syn):
     from bdh.teach.memory import CARRY
 
     top = m.top[0] if m.top else None
-    what = f"L{top[0]} neuron {top[1]} -> neuron {top[2]}: sigma += {top[3]:.3g}" if top else "-"
+    syn = (
+        names.synapse(names.state(top[0]), names.node("neurons", top[1]), names.node("neurons", top[2])) if top else ""
+    )
+    what = f"{syn}: σ += {top[3]:.3g}" if top else "-"
     print(
         f"   {m.label}: heard at t={m.pos}, asked at t={m.query}; {m.n_synapses} synapses "
         f"({m.n_synapses / n_syn:.2%} of {n_syn:,}) carry {CARRY:.0%} of its read; strongest {what}; "
@@ -196,7 +201,7 @@ def _memory_row(m, n_syn):
     )
 
 
-def _memory_blocks(mems, mrows, mfigs, n_syn, broken, kept):
+def _memory_blocks(mems, mrows, mfigs, n_syn, broken, kept, sig=None):
     """The report's memory section: the rule, the table of facts, the result, the two figures."""
     from bdh.teach.figures import captioned
     from bdh.teach.memory import CARRY
@@ -206,10 +211,10 @@ def _memory_blocks(mems, mrows, mfigs, n_syn, broken, kept):
         ("h3", "Which synapses hold each fact (the paper's working memory, Sec. 6.3)"),
         (
             "p",
-            "Every synapse sigma(i, j) from neuron i to neuron j is written by the Hebbian rule X(i), Y(j) -> "
-            "sigma(i, j): when a fact byte is heard, the synapses between the neurons it activates in two "
-            "consecutive layers potentiate (sigma grows by x(i) y(j)), and ALiBi damping makes them forget "
-            "slowly afterwards. When the key is asked, the read X(i), sigma(i, j) -> A(j) brings that write "
+            "Every synapse σ(i, j) from neuron i to neuron j is written by the Hebbian rule X(i), Y(j) → "
+            "σ(i, j): when a fact byte is heard, the synapses between the neurons it activates in two "
+            "consecutive layers potentiate (σ grows by x(i) y(j)), and ALiBi damping makes them forget "
+            "slowly afterwards. When the key is asked, the read X(i), σ(i, j) → A(j) brings that write "
             "back. For each fact we rank the synapses by how much of that read they carry, keep only those "
             f"where this fact wrote more than all the other facts together, and take the fewest that carry "
             f"{CARRY:.0%} of it. Then, in the running graph, after the facts and before the questions, we zero "
@@ -235,23 +240,51 @@ def _memory_blocks(mems, mrows, mfigs, n_syn, broken, kept):
         (
             "p",
             f"Result: {broken} of {len(mems)} recalls break when their own synapses are zeroed, while the "
-            f"other questions keep exactly their answers in {kept} of {len(mems)} ablations. A fact is held "
-            f"by {counts[0]} to {counts[-1]} of the model's {n_syn:,} synapses, and by those synapses (paper: "
-            "a monosemantic synapse, one sigma(i, j) that separates a concept, Sec. 6.3).",
+            f"other questions keep exactly their answers in {kept} of {len(mems)} ablations. "
+            + _intact_text(mems)
+            + f" A fact is held by {counts[0]} to {counts[-1]} of the model's {n_syn:,} synapses (paper: "
+            "a monosemantic synapse, one σ(i, j) that separates a concept, Sec. 6.3).",
         ),
         *[
             ("img", c)
             for c in captioned(
                 mfigs,
                 {
-                    "memory_synapses.png": "each fact's strongest synapse is 0 until its fact byte arrives, jumps "
-                    "there, then decays slowly (ALiBi damping) until its question.",
+                    "memory_synapses.png": _jump_text(mems, sig),
                     "memory_ablation.png": f"{broken} of {len(mems)} answers collapse when their own synapses are "
                     "zeroed.",
                 },
             )
         ],
     ]
+
+
+def _intact_text(mems) -> str:
+    """How well the intact graph recalls, so that the ablation's result is read against it."""
+    if not mems:
+        return ""
+    ps = [m.p_before for m in mems]
+    text = f"With the graph intact, p(right answer) is {min(ps):.3f} to {max(ps):.3f}"
+    if max(ps) < 0.5:
+        return text + ": this model does not recall its facts yet, so there is no recall for an ablation to break."
+    return text + "."
+
+
+def _jump_text(mems, sig) -> str:
+    """What the strongest synapse of each fact did in this run: 0 before its fact byte, a jump there."""
+    if sig is None or not mems:
+        return "no facts were traced."
+    sig = np.asarray(sig)
+    ok = 0
+    for k, m in enumerate(mems):
+        col = sig[:, k]
+        before = np.abs(col[: m.pos]).max() if m.pos else 0.0
+        rise = np.diff(np.concatenate([[0.0], col]))
+        ok += bool(before == 0 and col[m.pos] > 0 and np.argmax(rise) == m.pos)
+    return (
+        f"{ok} of {len(mems)} facts' strongest synapse is 0 until its fact byte arrives and takes its largest "
+        "step there."
+    )
 
 
 def figures_step(p: Part, model, compiled, ids, walk):
@@ -272,17 +305,16 @@ def figures_step(p: Part, model, compiled, ids, walk):
 
 def _ours(model, compiled, walk, wnum) -> dict:
     """What this model shows, per figure, beside the caption's paper value."""
-    from bdh.teach.figures import fit_text
+    from bdh.teach.figures import fit_text, modularity_text
 
     layers = list(range(1, walk.y.shape[1])) if compiled.variant == "official" else list(range(walk.y.shape[1]))
     sy = ", ".join(f"layer {l}: {float((walk.y[:, l] > 0).mean()):.1%}" for l in layers)
-    peak = max((r["modularity"] for r in wnum["rows"] if r["modularity"] is not None), default=None)
     return {
         "sparsity_per_layer.png": f"y &gt; 0 in {sy}.",
         "degree_distribution.png": f"{wnum['edges']} edges on {model.config.N} neurons at &beta; = "
         f"{wnum['beta_degrees']:.3g}; in-degree tail {fit_text(wnum['tail_in'])}, "
         f"out-degree tail {fit_text(wnum['tail_out'])}.",
-        "modularity_vs_beta.png": "peak modularity " + _f(peak) + ".",
+        "modularity_vs_beta.png": modularity_text(wnum["rows"], model.config.N),
     }
 
 
@@ -325,7 +357,8 @@ def _model_blocks(p: Part, model, info, compiled, view_rel):
             "computation sub-round (right of |, rules local to a node), in the notation above. Every rule "
             "passed the locality check: it reads only its own node and what arrives over its edges.",
         ),
-        ("pre", compiled.summary() + "\n\n" + str(compiled.kernel)),
+        ("p", compiled.summary() + "."),
+        ("pre", str(compiled.kernel)),
     ]
 
 
@@ -362,9 +395,9 @@ def _walk_blocks(table):
             "One row per token of the prompt: the byte fed in, the byte the graph's output nodes score highest "
             "(with the expected answer where the prompt asks a question), the tensor model's choice, how many "
             "neurons have y > 0 in the last layer and the first few of them, and the synapse whose σ changed "
-            "most on that token, written 'L2 neuron 431->neuron 12: old -> new' (layer 2, from neuron 431 to "
-            "neuron 12; for the LayerNorm model the targets are attention hubs, 'att[h1,9]' = slot 9 of head "
-            "1).",
+            "most on that token, written 'σ_2(neuron 431 → neuron 12): old → new' (the state σ_2 of layer 2, "
+            "on the synapse from neuron 431 to neuron 12; layers count 1..L as in the paper, neurons and hubs "
+            "from 0; for the LayerNorm model the targets are attention hubs, 'att[h1,9]' = slot 9 of head 1).",
         ),
         (
             "table",

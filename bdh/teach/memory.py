@@ -23,6 +23,8 @@ import numpy as np
 
 from equivalence import Compiled, GraphRunner
 
+from . import names
+
 CARRY = 0.8  # keep the fewest synapses that carry this fraction of a pair's read at its question
 
 
@@ -164,11 +166,10 @@ def memory_figures(memories, sigma_rows, labels, out_dir: str) -> list[str]:
 
     from bdh_graph.plots import plot_series
 
+    syn = lambda top: names.synapse(names.state(1), names.node("neurons", top[1]), names.node("neurons", top[2]))
     series = {
         (
-            f"{m.label}: neuron {m.top[0][1]} -> {m.top[0][2]}"
-            if m.top and m.top[0][0] == 1
-            else f"{m.label}: (no layer-1 synapse)"
+            f"{m.label}: {syn(m.top[0])}" if m.top and m.top[0][0] == 1 else f"{m.label}: (no layer-1 synapse)"
         ): sigma_rows[:, k]
         for k, m in enumerate(memories)
     }
@@ -176,8 +177,8 @@ def memory_figures(memories, sigma_rows, labels, out_dir: str) -> list[str]:
         os.path.join(out_dir, "memory_synapses.png"),
         series,
         labels,
-        title="sigma of the strongest synapse of each fact (layer 1): it jumps when the pair is heard",
-        ylabel="sigma(i, j)",
+        title="σ_1 on the strongest synapse of each fact (layer 1)",
+        ylabel="σ_1(i, j)",
     )
     b = os.path.join(out_dir, "memory_ablation.png")
     fig, ax = plt.subplots(figsize=(6.4, 3.8))

@@ -33,6 +33,7 @@ from bdh.errors import InputError
 from bdh_graph import EventMonitor, StateMonitor
 from equivalence import Compiled, GraphRunner
 
+from . import names
 from .demo import byte_label
 
 MAX_PROMPT = 256  # bytes a page or a server session may step (the graph runs token by token)
@@ -126,7 +127,8 @@ class ViewSession:
             for g in net.groups.values()
         ]
         edge_vars = [
-            dict(name=ev.name, group=ev.group, layer=i + 1, kind=ev.kind) for i, ev in enumerate(net.edge_vars.values())
+            dict(name=ev.name, label=names.state_of(ev.name), group=ev.group, layer=i + 1, kind=ev.kind)
+            for i, ev in enumerate(net.edge_vars.values())
         ]
         c = self.compiled
         return dict(
@@ -352,6 +354,7 @@ class ViewSession:
             ids=self.ids,
             labels=[self.label(b) for b in self.ids],
             shown={p: v.tolist() for p, v in self.shown.items()},
+            names={p: [names.node(p, i, self.compiled.weights.d) for i in v] for p, v in self.shown.items()},
             synapses=self.synapses,
             tracked={k: len(v) for k, v in self.tracked.items()},
             frames=self.frames,
