@@ -6,18 +6,14 @@ fails under the change named in its docstring:
   request);
 - each locality probe of the validator (bdh_graph.kernels: the one-node perturbation, the sub-population) has a
   rule that only it refuses;
-- the viewer server's body limit (a Content-Length over MAX_BODY -> 413, before reading the body) and its
-  default host 127.0.0.1;
 - the memory attribution's rule: a synapse holds a fact when the fact's write carries more there than ALL the
   other facts' writes together (bdh.teach.memory).
 (The exchange's byte counter and the gather of neuron -> hub synapses: tests/test_graph_distributed.py; the
-docs snippets' printed values: tests/test_docs_snippets.py; BDH_REQUIRE_MPI: tests/mpi_harness.py.)"""
+docs snippets' printed values: tests/test_docs_snippets.py; BDH_REQUIRE_MPI: tests/mpi_harness.py; the viewer
+server's 413 over its body limit and its default host 127.0.0.1: tests/test_teach_serve.py.)"""
 
-import json
 import os
 import signal
-import socket
-import threading
 
 import numpy as np
 import pytest
@@ -162,46 +158,6 @@ def test_each_locality_probe_refuses_a_rule_the_other_lets_pass(kind, fn, only):
         assert _verdict(kind, without=only) == "passes"  # and without it the rule would get through
     finally:
         K.COMPUTATION_RULES.pop(kind, None)
-
-
-# ---- the viewer's server ----------------------------------------------------------------------------------------
-
-
-def test_server_default_host_is_loopback_and_a_body_over_the_limit_is_413():
-    """`bdh view --serve` binds 127.0.0.1 unless told otherwise (the parser's default and the server's); a POST
-    whose Content-Length is over MAX_BODY gets 413 at once, its body never read (the client sends none)."""
-    import inspect
-
-    from bdh.cli import build_parser
-    from bdh.teach import serve as S
-    from bdh.teach.view import ViewSession
-    from equivalence import TensorRunner, compile_model
-
-    assert build_parser().parse_args(["view", "DIR", "--serve"]).host == "127.0.0.1"
-    for fn in (S.make_server, S.serve):
-        assert inspect.signature(fn).parameters["host"].default == "127.0.0.1"
-    srv = S.make_server(ViewSession(compile_model(TensorRunner(small_model()).model), max_prompt=16))
-    assert srv.server_address[0] == "127.0.0.1"
-    th = threading.Thread(target=srv.serve_forever, daemon=True)
-    th.start()
-    try:
-        with socket.create_connection(srv.server_address[:2], timeout=10) as c:
-            c.sendall(
-                f"POST /api/load HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {S.MAX_BODY + 1}\r\n\r\n".encode()
-            )
-            reply = b""
-            while b"\r\n\r\n" not in reply or not reply.rstrip().endswith(b"}"):
-                chunk = c.recv(65536)
-                if not chunk:
-                    break
-                reply += chunk
-        head, _, body = reply.partition(b"\r\n\r\n")
-        assert head.split(b"\r\n")[0].split()[1] == b"413", head
-        assert f"at most {S.MAX_BODY} bytes" in json.loads(body)["error"]
-    finally:
-        srv.shutdown()
-        srv.server_close()
 
 
 # ---- the memory attribution's rule ------------------------------------------------------------------------------
