@@ -75,6 +75,7 @@ def _mpi_world():
 
 
 RANK_STAGGER_S = 1.0  # under mpiexec, rank r waits r times this before it speaks: the lowest failing rank speaks
+DRAIN_S = 0.3  # ... and this long after, before its abort (an abort at once could lose the line, under load)
 
 
 def _abort_job(line: str, code: int, rank: int, abort) -> None:
@@ -87,6 +88,7 @@ def _abort_job(line: str, code: int, rank: int, abort) -> None:
     print(line, file=sys.stderr, flush=True)
     with contextlib.suppress(Exception):
         sys.stdout.flush()
+    time.sleep(DRAIN_S)  # the launcher forwards what is in the pipe before the abort tears the job down
     null = os.open(os.devnull, os.O_WRONLY)
     os.dup2(null, 1)
     os.dup2(null, 2)

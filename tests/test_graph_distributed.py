@@ -282,7 +282,7 @@ def test_a_bad_argument_on_three_ranks_is_one_line(argv):
     assert r.returncode == 2, r.stdout + r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("bdh verify: error"), r.stderr
-    assert "rank 1" not in r.stderr and "rank 2" not in r.stderr and "Abort" not in r.stderr, r.stderr
+    assert "Abort" not in r.stderr, r.stderr  # rank 0's line, unless a loaded machine kept it > 1 s behind
     assert r.stdout == "", r.stdout
 
 
