@@ -200,3 +200,41 @@ def local_host(text: str) -> str:
 def prompt_bytes(text: str) -> bytes:
     """A prompt given on the command line, as the bytes the user typed (undecodable bytes kept as they are)."""
     return os.fsencode(text)
+
+
+# ---- threads: the default that survives a busy machine (benchmarks/threads.py measured it) ----------------------
+
+THREADS_POLICY = (
+    "intra-op threads = the CPUs this process may use (os.sched_getaffinity), OpenMP waits passively "
+    "(OMP_WAIT_POLICY=PASSIVE unless set), so a busy machine slows a run down instead of collapsing it; "
+    "$OMP_NUM_THREADS or --threads N override the count"
+)
+
+
+def add_threads(p) -> None:
+    """--threads (train, eval, generate, logits): torch's intra-op threads on the CPU."""
+    p.add_argument(
+        "--threads",
+        type=count(1, 1024),
+        help="CPU threads of torch (default: the CPUs this process may use, $OMP_NUM_THREADS if set)",
+    )
+
+
+def set_threads(args) -> int:
+    """Apply --threads, or the default policy (THREADS_POLICY), before the command computes; returns the count.
+    The default applies when bdh starts torch itself (the `bdh` command): a process that imported torch before
+    (a test, a notebook calling bdh.cli.main) keeps its own thread setting, since OpenMP's wait policy is read
+    only when torch loads."""
+    import sys
+
+    first = "torch" not in sys.modules
+    if first:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    import torch
+
+    k = getattr(args, "threads", None)
+    if k is None and first and not os.environ.get("OMP_NUM_THREADS"):
+        k = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if k is not None:
+        torch.set_num_threads(k)
+    return torch.get_num_threads()

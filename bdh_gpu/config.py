@@ -15,6 +15,7 @@ from .errors import InputError
 U_KINDS = ("rope", "alibi", "rope+alibi", "none")
 
 VARIANTS = ("official", "paper", "normfree")
+MAX_LAYERS = 4096  # a sanity bound: the paper's models have 6-12; 10**9 layers would compute for years
 
 
 @dataclass
@@ -55,6 +56,8 @@ class BDHConfig:
             value = getattr(self, field)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 bad(field, "a positive int")
+        if self.n_layer > MAX_LAYERS:
+            bad("n_layer", f"at most {MAX_LAYERS:,} (the layers share one set of weights; a forward runs them in turn)")
         if self.vocab_size < 2:
             bad("vocab_size", "an int >= 2")
         if not _is_real(self.dropout) or not 0.0 <= self.dropout < 1.0:

@@ -19,6 +19,7 @@ int64; a target of `IGNORE` (-100) is not scored. Two kinds:
 
 from __future__ import annotations
 
+import http.client
 import math
 import os
 import tempfile
@@ -70,10 +71,11 @@ def tinyshakespeare_path(download: bool = True) -> str:
     try:
         with urllib.request.urlopen(TINYSHAKESPEARE_URL, timeout=30) as r:
             payload = r.read()
-    except (urllib.error.URLError, OSError) as e:
-        raise OSError(
-            f"could not download tiny Shakespeare from {TINYSHAKESPEARE_URL} ({e}); offline? "
-            f"pass the path of a local copy as --data, or set BDH_TINYSHAKESPEARE=/path/to/input.txt"
+    except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as e:
+        why = getattr(e, "reason", None) or e
+        raise OSError(  # the environment (no network), not the input: exit code 3 in the CLI
+            f"tinyshakespeare: could not download it from {TINYSHAKESPEARE_URL} ({why}); offline? pass "
+            f"--data PATH to a local copy, or set $BDH_TINYSHAKESPEARE=/path/to/input.txt"
         ) from None
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tinyshakespeare-", suffix=".tmp")
     try:

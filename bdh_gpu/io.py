@@ -145,22 +145,50 @@ def _check_tensors(w_path, expected: dict, shapes: dict, bad_dtype: dict) -> Non
 
 def read_model_dir(directory: str) -> tuple[BDHConfig, dict]:
     """(config, tensors) of a model directory written by `save`, the tensors checked against the config (keys,
-    shapes, floating point); every problem is a one-line InputError naming the file."""
+    shapes, floating point: from the file's header, before any tensor is read) and then for finiteness; every
+    problem is a one-line InputError naming the file and the tensor."""
     config = load_config(directory)
     w_path = os.path.join(directory, WEIGHTS_FILE)
     if not os.path.isfile(w_path):
         raise InputError(f"{directory}: no {WEIGHTS_FILE}")
+    check_header(w_path, config)
     try:
         tensors = load_file(w_path, device="cpu")
+    except (SafetensorError, OSError, ValueError) as e:
+        raise InputError(f"{w_path}: not a readable safetensors file ({str(e).splitlines()[0]})") from None
+    for key, t in tensors.items():
+        check_finite(w_path, key, t)
+    return config, tensors
+
+
+def check_header(w_path: str, config: BDHConfig) -> None:
+    """The keys, shapes and dtypes of model.safetensors (its header only: no tensor is read) against config."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(w_path, framework="pt", device="cpu") as f:
+            sl = {k: f.get_slice(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
+            shapes = {k: tuple(s.get_shape()) for k, s in sl.items()}
+            dtypes = {k: s.get_dtype() for k, s in sl.items()}
     except (SafetensorError, OSError, ValueError) as e:
         raise InputError(f"{w_path}: not a readable safetensors file ({str(e).splitlines()[0]})") from None
     _check_tensors(
         w_path,
         _expected_shapes(config),
-        {k: t.shape for k, t in tensors.items()},
-        {k: None if t.is_floating_point() else f"dtype {t.dtype}" for k, t in tensors.items()},
+        shapes,
+        {k: None if dt.startswith(("F", "BF")) else f"dtype {dt}" for k, dt in dtypes.items()},
     )
-    return config, tensors
+
+
+def check_finite(w_path: str, key: str, t: torch.Tensor) -> None:
+    """A weight holding nan or inf is refused, naming the tensor (a model with it computes nothing but nan)."""
+    bad = ~torch.isfinite(t)
+    if bool(bad.any()):
+        k = int(bad.sum())
+        raise InputError(
+            f"{w_path}: {key} holds {k:,} non-finite value{'s' if k > 1 else ''} (nan or inf) of {t.numel():,}; "
+            "the model cannot compute with it (retrain, or restore an earlier checkpoint)"
+        )
 
 
 def load_weights(directory: str, lo: int = 0, hi: int | None = None, E_all: bool = False) -> dict:
@@ -184,30 +212,26 @@ def load_weights(directory: str, lo: int = 0, hi: int | None = None, E_all: bool
     w_path = os.path.join(directory, WEIGHTS_FILE)
     if not os.path.isfile(w_path):
         raise InputError(f"{directory}: no {WEIGHTS_FILE}")
+    check_header(w_path, config)
     g = config.resolved_gains()
-    eff = lambda t, name: (t.double() * g[name]).numpy()
+
+    def eff(t, key, gain):
+        check_finite(w_path, key, t)
+        return (t.double() * g[gain]).numpy()
+
     try:
         with safe_open(w_path, framework="pt", device="cpu") as f:
             sl = {k: f.get_slice(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
-            _check_tensors(
-                w_path,
-                _expected_shapes(config),
-                {k: tuple(s.get_shape()) for k, s in sl.items()},
-                {
-                    k: None if s.get_dtype().startswith(("F", "BF")) else "a non-floating-point dtype"
-                    for k, s in sl.items()
-                },
-            )
             return {
                 "config": config,
                 "lo": lo,
                 "hi": hi,
                 "E_lo": 0 if E_all else lo,
-                "D_x": eff(_neuron_rows(sl["D_x"], lo, hi, config), "D_x"),
-                "D_y": eff(_neuron_rows(sl["D_y"], lo, hi, config), "D_y"),
-                "E": eff(sl["E"][:, :] if E_all else sl["E"][:, lo:hi], "E"),
-                "embed": eff(sl["embed.weight"][:, :], "embed"),
-                "lm_head": eff(sl["lm_head"][:, :], "lm_head"),
+                "D_x": eff(_neuron_rows(sl["D_x"], lo, hi, config), "D_x", "D_x"),
+                "D_y": eff(_neuron_rows(sl["D_y"], lo, hi, config), "D_y", "D_y"),
+                "E": eff(sl["E"][:, :] if E_all else sl["E"][:, lo:hi], "E", "E"),
+                "embed": eff(sl["embed.weight"][:, :], "embed.weight", "embed"),
+                "lm_head": eff(sl["lm_head"][:, :], "lm_head", "lm_head"),
             }
     except (SafetensorError, OSError) as e:
         raise InputError(f"{w_path}: not a readable safetensors file ({str(e).splitlines()[0]})") from None

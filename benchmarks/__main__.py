@@ -39,6 +39,7 @@ BENCHMARKS = [
     "distributed_bench",  # MPI-sharded graph: paper-25m on 1, 2, 4 ranks (--quick: tiny on 1, 2)
     "dist_train",  # torchrun DDP / FSDP2 on CPU ranks
     "view_bench",  # bdh view at paper-25m: page size, browser timings (chromium)
+    "threads",  # thread policies of the tensor model idle and under a background load (the default of --threads)
 ]
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "RESULTS.md")

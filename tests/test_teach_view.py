@@ -3,6 +3,7 @@ flags (the local server: tests/test_teach_serve.py). The browser tests are in
 tests/test_teach_view_browser.py."""
 
 import json
+import threading
 
 import numpy as np
 import pytest
@@ -46,7 +47,7 @@ def test_frames_are_the_simulators_state(variant, how):
     for t, out in enumerate(runner.feed(ids)):
         end = ends[t]
         assert end["end"]["pred"] == int(np.argmax(out["logits"]))
-        for b, logit in end["end"]["top"]:
+        for b, logit, _p in end["end"]["top"]:
             assert close(logit, out["logits"][b])
         sig_expect.append({ev: runner.sim.state.edges[ev][e] for ev, e in s.tracked.items()})
         # state at the end of each layer of token t, rebuilt from the frames as the page does
@@ -134,6 +135,11 @@ def test_view_cli(tmp_path, capsys):
     out = tmp_path / "v.html"
     assert main(["view", d, "--prompt", "ab", "--out", str(out)]) == 0
     assert out.exists() and "2 tokens" in capsys.readouterr().out
+    (tmp_path / "m" / "train_state.json").write_text(json.dumps({"train_config": {"data": "recall"}}))
+    assert main(["view", d, "--prompt", "m=3 : m", "--out", str(out)]) == 0  # the task read from train_state.json
+    assert "3 tokens (recall encoding)" in capsys.readouterr().out
+    assert main(["view", d, "--prompt", "m=3 : m", "--task", "text", "--out", str(out)]) == 0
+    assert "7 tokens (text encoding)" in capsys.readouterr().out
     for argv, match in [
         (["view", d], "--prompt"),
         (["view", d, "--prompt", "abc", "--max-prompt", "2"], "--max-prompt"),
@@ -141,7 +147,101 @@ def test_view_cli(tmp_path, capsys):
         (["view", d, "--prompt", "a", "--neurons", "0"], "--neurons"),
         (["view", d, "--prompt", "a", "--out", str(tmp_path / "no" / "v.html")], "--out"),
         (["view", d, "--prompt", "a", "--device", "cuda"], "--device"),
+        (["view", d, "--prompt", "a", "--task", "poem"], "--task"),
     ]:
         assert main(argv) == 2, argv
         err = capsys.readouterr().err.strip()
         assert "\n" not in err and match in err, err
+
+
+def test_recall_prompt_is_encoded_as_trained(tmp_path):
+    """A typed `m=3 k=5 : m` on a recall model is the task's bytes (RecallData: a fact is one byte 0x80 + 8 key +
+    value; ':' and the query key stay ASCII); encoding twice changes nothing; a text model keeps the bytes; the
+    CLI reads the task from train_state.json."""
+    from bdh.commands.view import trained_task
+    from bdh.teach.view import encode_prompt
+    from bdh_gpu.data import RECALL_KEYS, RECALL_VALUES
+
+    ids, how = encode_prompt(list(b"m=3 k=5 : m"), "recall")
+    pair = lambda k, v: 0x80 + len(RECALL_VALUES) * RECALL_KEYS.index(ord(k)) + RECALL_VALUES.index(ord(v))  # noqa: E731
+    assert (
+        ids == [pair("m", "3"), pair("k", "5"), ord(":"), ord("m")] == [0x80 + 8 * 12 + 3, 0x80 + 8 * 10 + 5, 58, 109]
+    )
+    assert encode_prompt(ids, "recall")[0] == ids and "0x80 + 8·key + value" in how
+    assert encode_prompt(list(b"m=3 k"), "text")[0] == list(b"m=3 k")
+    with pytest.raises(ViewError, match="task"):
+        encode_prompt([1], "poem")
+    (tmp_path / "train_state.json").write_text(json.dumps({"train_config": {"data": "recall:8"}}))
+    assert trained_task(str(tmp_path)) == "recall" and trained_task(str(tmp_path / "nowhere")) == "text"
+    c = compile_model(TensorRunner(tiny()).model)
+    s = ViewSession(c, task="recall")
+    d = s.load(list(b"m=3 : m"))
+    assert d["ids"] == [pair("m", "3"), 58, 109] and d["labels"][0] == "m=3" and d["encoding"]["task"] == "recall"
+
+
+def test_drawn_edges_and_predictions_are_the_simulators():
+    """Each edge drawn at a communication sub-round joins two shown nodes, carries weight x message computed from
+    the simulator's state before that sub-round (the strongest first, at most `edges` per rule; '+N weaker' adds
+    up to the messages the simulator sent), and the top 5 are softmax probabilities of GraphRunner's logits."""
+    m = tiny("normfree")
+    c = compile_model(TensorRunner(m).model, "circuit")
+    s = ViewSession(c, neurons=10, edges=5, model=m)
+    ids = list(b"abca")
+    s.load(ids)
+    ref = ViewSession(c, neurons=10, edges=5)
+    ref.load(ids)
+    net, checked = c.network, 0
+    for f in s.step("all"):
+        if f["ph"] == 0:
+            rnd = c.kernel.rounds[f["k"]]
+            for j, n in f["ev"].items():
+                drawn = [d for d in f["ed"] if d[0] == j]
+                assert len(drawn) <= 5 and len(drawn) + f["more"][j] == max(n, len(drawn))
+                for _, eid, pre, post, w, msg, _sig in drawn:
+                    rule = rnd.communication[j]
+                    if rule.kind != "send":
+                        continue
+                    g = net.groups[rule.group]
+                    assert pre in s._pos[g.pre] and post in s._pos[g.post] and int(g.indices[eid]) == post
+                    src = np.asarray(ref.sim.node(rule.src[0]))[pre]
+                    assert close(w, g.weight[eid]) and close(msg, g.weight[eid] * src)
+                    checked += 1
+                mags = [abs(d[5]) for d in drawn]
+                assert mags == sorted(mags, reverse=True)
+        ref.step("sub")
+    assert checked > 0
+    logits = GraphRunner(c, "numba").logits(ids)
+    ends = [f["end"] for f in s.frames if "end" in f]
+    for t, e in enumerate(ends):
+        p = np.exp(logits[t] - logits[t].max())
+        p /= p.sum()
+        assert [b for b, _, _ in e["top"]] == list(np.argsort(-logits[t], kind="stable")[:5])
+        assert all(close(q, p[b]) for b, _, q in e["top"])
+    d = s.data()
+    assert len(d["layout"]["neurons"]) == 10 and all(175 <= y <= 535 for _, y in d["layout"]["neurons"])
+    assert d["chars"][ord("a")] == "a" and d["chars"][10] == "\\x0a" and d["chars"][32] == "␣"
+
+
+def test_serve_encodes_a_typed_recall_prompt():
+    """--serve on a recall model: a client's typed `m=3 k=5 : m` is loaded as the task's bytes (its session keeps
+    the template's task), and the page data says how it was encoded."""
+    import urllib.request
+
+    from bdh.teach.serve import make_server
+
+    c = compile_model(TensorRunner(tiny()).model)
+    srv = make_server(ViewSession(c, task="recall", neurons=8), "127.0.0.1", 0, log=lambda line: None)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        r = urllib.request.Request(
+            f"http://127.0.0.1:{srv.server_address[1]}/api/load",
+            data=json.dumps({"prompt": "m=3 k=5 : m"}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(r, timeout=30) as resp:
+            status, d = resp.status, json.loads(resp.read())
+        assert status == 200 and d["ids"] == [0x80 + 8 * 12 + 3, 0x80 + 8 * 10 + 5, ord(":"), ord("m")]
+        assert d["encoding"]["task"] == "recall" and d["labels"][:2] == ["m=3", "k=5"]
+    finally:
+        srv.shutdown()
+        srv.server_close()

@@ -12,8 +12,10 @@ import threading
 
 import numpy as np
 import pytest
+import torch
 from small_models import small_model
 
+import bdh_gpu
 from bdh.teach.serve import make_server
 from bdh.teach.view import ViewSession, write_page
 from equivalence import GraphRunner, TensorRunner, compile_model
@@ -131,6 +133,14 @@ def test_static_page_steps_and_shows_synapses(browser, tmp_path):
     by_id(drv, "next-sub").click()
     assert counter.get_attribute("data-frame") == "1" and counter.get_attribute("data-phase") == "communication"
     assert f"round 1/{R}" in counter.text
+    # the official compile's graph: every shown node in its band, this sub-round's drawn edges as Python drew them
+    assert len(css(drv, "#node-layer circle")) == sum(len(v) for v in s.shown.values())
+    for f in (1, 5):  # LayerNorm's mean at the residual hubs; x = (D_x v)^+ from the hubs to the neurons
+        drv.execute_script(f"window.bdhView.go({f})")
+        rules = c.kernel.rounds[s.frames[f]["k"]].communication
+        want = {f"e-{rules[d[0]].group}-{d[1]}" for d in s.frames[f]["ed"]}
+        assert want and {e.get_attribute("id") for e in css(drv, "#edge-layer line.msg")} == want
+    drv.execute_script("window.bdhView.go(1)")
     by_id(drv, "next-round").click()  # to the end of round 1 (its computation sub-round)
     assert counter.get_attribute("data-frame") == "2" and counter.get_attribute("data-phase") == "computation"
     by_id(drv, "next-token").click()
@@ -248,3 +258,147 @@ def test_serve_typed_prompt_matches_python(browser):
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def js_click(drv, elem):
+    """A click event on an SVG element (lines overlap, so WebDriver's pointer click may land on a neighbour)."""
+    drv.execute_script("arguments[0].dispatchEvent(new MouseEvent('click', {bubbles: true}))", elem)
+
+
+def stepped_to(c, ids, frame, **kw):
+    """A fresh session of the same prompt stepped to just before `frame` (its simulator's state is that frame's
+    input) and the frame itself."""
+    s = ViewSession(c, **kw)
+    s.load(ids)
+    for _ in range(frame):
+        s.step("sub")
+    return s
+
+
+def test_graph_edges_arithmetic_and_tour(browser, tmp_path):
+    """The SVG graph of a dense (Table 1(b)) compile of a normfree model on a typed recall prompt: the prompt is
+    encoded as RecallData encodes facts (one byte 0x80 + 8 key + value); at a communication sub-round the drawn
+    edges are exactly the ones the Python side drew (same ids, same count); clicking one shows its weight and sigma
+    equal to the simulator's; the arithmetic panel's values equal the simulator's and the tensor model's x_{t,l}
+    and y_{t,l}; the guided tour runs from its first step to its last."""
+    torch.manual_seed(
+        1
+    )  # the demo's kind of model: normfree, U = alibi (damping only, so the memory attribution holds)
+    m = bdh_gpu.BDH(bdh_gpu.BDHConfig(n_head=2, d=8, N=16, n_layer=2, dropout=0.0, variant="normfree", U="alibi"))
+    c = compile_model(TensorRunner(m).model, "dense")
+    typed = b"a=3 b=5 : a"
+    s = ViewSession(c, model=m, task="recall", neurons=24)
+    s.load(list(typed))
+    s.step("all")
+    ids = s.ids
+    assert ids == [0x80 + 8 * 0 + 3, 0x80 + 8 * 1 + 5, ord(":"), ord("a")]
+    path = write_page(str(tmp_path / "graph.html"), s.data())
+    drv = browser
+    drv.get("file://" + path)
+    assert [int(e.get_attribute("data-byte")) for e in css(drv, "#encoding code.enc")] == ids
+    assert "0x80 + 8·key + value" in by_id(drv, "encoding-how").text
+    assert len(css(drv, "#node-layer circle")) == sum(len(v) for v in s.shown.values())
+    from bdh.teach import words
+
+    assert len(css(drv, "#glossary dt")) == len(words.NOTATION)  # every symbol: the glossary of bdh.teach.words
+    # the read of layer 1 in the last token: sigma holds the facts by now
+    R = len(c.kernel.rounds)
+    t = len(ids) - 1
+    r_read = next(r for r, rd in enumerate(s.data()["rounds"]) if any(q["kind"] == "read" for q in rd["comm"]))
+    f = t * (1 + 2 * R) + 1 + 2 * r_read
+    fr = s.frames[f]
+    assert fr["ph"] == 0 and fr["ed"]
+    drv.execute_script(f"window.bdhView.go({f})")
+    groups = dict(enumerate(s.data()["rounds"][r_read]["comm"]))
+    want = {f"e-{c.network.edge_vars[groups[d[0]]['var']].group}-{d[1]}" for d in fr["ed"]}
+    lines = css(drv, "#edge-layer line.msg")
+    assert {ln.get_attribute("id") for ln in lines} == want and len(lines) == len(fr["ed"])
+    ref = stepped_to(c, list(typed), f, task="recall", neurons=24)
+    edges = ref.sim.state.edges
+    j, eid, pre, post, w, msg, sig = fr["ed"][0]
+    var = groups[j]["var"]
+    g = c.network.groups[c.network.edge_vars[var].group]
+    js_click(drv, by_id(drv, f"e-{g.name}-{eid}"))
+    assert close(float(by_id(drv, "edge-w").get_attribute("data-value")), g.weight[eid])
+    assert close(float(by_id(drv, "edge-sigma").get_attribute("data-value")), edges[var][eid])
+    assert edges[var][eid] != 0 and int(g.indices[eid]) == post
+    drv.execute_script("document.getElementById('graph-box').scrollIntoView()")
+    screenshot(drv, "view_graph_communication.png")
+    # the arithmetic panel at the I&F (threshold) and gate sub-rounds of the same layer
+    tr = TensorRunner(m).trace(ids)
+    shown_eq = {}
+    for kind, var, key in (("threshold", "X", "x"), ("gate", "Y", "y")):
+        r = next(r for r, rd in enumerate(s.data()["rounds"]) if any(q["kind"] == kind for q in rd["comp"]))
+        f = t * (1 + 2 * R) + 2 + 2 * r
+        ref = stepped_to(c, list(typed), f + 1, task="recall", neurons=24)
+        live = np.asarray(ref.sim.node(var))
+        i = int(max(s.shown["neurons"], key=lambda k: live[k]))
+        assert live[i] > 0
+        drv.execute_script(f"window.bdhView.go({f})")
+        js_click(drv, by_id(drv, f"n-neurons-{i}"))
+        box = wait(drv, lambda d: css(d, f"#arith .arith-rule[data-var='{var}']"))[0]
+        layer = s.data()["rounds"][r]["layer"]
+        assert close(float(box.get_attribute("data-sim")), live[i])
+        assert close(float(box.get_attribute("data-calc")), live[i])
+        assert abs(float(box.get_attribute("data-tensor")) - tr[key][layer, t, i]) <= 1e-5 * max(1, abs(live[i]))
+        assert abs(live[i] - tr[key][layer, t, i]) <= 1e-5 * max(1, abs(live[i]))
+        shown_eq[var] = (i, box.find_element("css selector", ".eq.nums").text)
+    screenshot(drv, "view_arithmetic.png")
+    # the tour, first step to last
+    by_id(drv, "tour-start").click()
+    tour = s.data()["tour"]
+    seen = []
+    for k in range(len(tour)):
+        box = by_id(drv, "tour")
+        assert box.get_attribute("data-step") == str(k)
+        assert by_id(drv, "counter").get_attribute("data-frame") == str(tour[k]["frame"])
+        seen.append(box.get_attribute("data-key"))
+        if box.get_attribute("data-key") == "recall":  # the synapses that hold the fact, and the ablation
+            fact = s.data()["fact"]
+            want = {f"s-{v}-{e}" for v, es in fact["edges"].items() for e in es}
+            assert {x.get_attribute("id") for x in css(drv, "#sigma-layer line.glow")} == want and want
+            assert f"from {fact['p_before']:.3g} to {fact['p_after']:.3g}" in by_id(drv, "tour-text").text
+            screenshot(drv, "view_tour.png")
+        if k < len(tour) - 1:
+            by_id(drv, "tour-next").click()
+    assert by_id(drv, "tour").get_attribute("data-last") == "1" and seen[0] == "input" and seen[-1] == "predict"
+    by_id(drv, "tour-end").click()
+    assert not by_id(drv, "tour").is_displayed()
+    # outputs a person reads: the top 5 as characters with softmax probabilities, also at their output nodes
+    drv.execute_script(f"window.bdhView.go({len(s.frames) - 1})")
+    logits = GraphRunner(c, "numba").logits(ids)[-1]
+    p = np.exp(logits - logits.max())
+    p /= p.sum()
+    top = list(np.argsort(-logits, kind="stable")[:5])
+    for sel in ("#pred .top", "#out-labels text"):
+        got = css(drv, sel)
+        assert [int(e.get_attribute("data-byte")) for e in got] == top
+        assert all(close(float(e.get_attribute("data-prob")), p[b]) for e, b in zip(got, top))
+    glyph = s.label(top[0]) if top[0] >= 0x80 else s.data()["chars"][top[0]]  # a recall fact byte reads k=v
+    assert css(drv, "#pred .top")[0].text == f"{glyph} {100 * p[top[0]]:.1f}%"
+    check_viewer_doc(s, shown_eq, [t["key"] for t in tour])
+
+
+def check_viewer_doc(s, shown_eq, tour_keys):
+    """docs/viewer.md states only what this test saw: the encoded bytes, the arithmetic lines, the edge cap and
+    the tour's length."""
+    import re
+
+    from bdh.teach import view
+    from bdh.teach.view import EDGES
+
+    with open(os.path.join(ROOT, "docs", "viewer.md"), encoding="utf-8") as f:
+        doc = f.read()
+    flat = " ".join(doc.split())
+    for lab, b in zip(s.data()["labels"], s.ids):
+        assert re.search(rf"\| `{re.escape(lab)}` \| `0x{b:02x}`", doc), (lab, b)
+    for var, (i, eq) in shown_eq.items():
+        assert f"| neuron {i} | `{var} = {var} + (" in doc and f"| `{eq}` |" in doc, (var, i, eq)
+    assert f"the {EDGES} strongest" in flat and f"in {len(tour_keys)} steps" in flat
+    caps = (view.NEURONS, view.HUB_CAP, view.SYNAPSES, view.SIGMA_SYNAPSES, view.EDGES)
+    caps_text = (
+        "the {} most active neurons (`--neurons`), the first {} nodes of every hub population, every output node, "
+        "the {} strongest synapses per group of each shown node, the σ of the {} largest synapses per neuron and "
+        "layer after every token, and the {} strongest messages"
+    ).format(*caps)
+    assert caps_text in flat, caps_text

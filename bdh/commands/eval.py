@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 
-from bdh.options import add_attention, add_device, count, parse_attention, resolve_device
+from bdh.options import add_attention, add_device, add_threads, count, parse_attention, resolve_device, set_threads
 
 
 def add_parser(subparsers):
@@ -28,6 +29,7 @@ def add_parser(subparsers):
     p.add_argument("--batch-size", type=count(1), default=16, help="windows per batch (default 16)")
     p.add_argument("--max-batches", type=count(1), default=50, help="at most this many batches (default 50)")
     add_device(p)
+    add_threads(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     add_attention(p)
     p.set_defaults(func=run)
@@ -35,15 +37,15 @@ def add_parser(subparsers):
 
 
 def run(args) -> int:
-    from bdh.errors import load_model
+    set_threads(args)  # before torch is imported: its OpenMP reads the wait policy then
+    from bdh.budget import check_forward
+    from bdh.errors import InputError, load_model
     from bdh_gpu.checkpoint import TRAIN_STATE_JSON
     from bdh_gpu.data import make_dataset
     from bdh_gpu.train import evaluate
 
     device = resolve_device(args.device)
     attention = parse_attention(args)
-    model = load_model(args.model_dir, map_location=device)
-    model.attention = attention
     block = args.block_size
     if block is None:
         block = 256
@@ -51,9 +53,23 @@ def run(args) -> int:
         if os.path.isfile(state):
             with open(state) as f:
                 block = json.load(f)["train_config"]["block_size"]
+    flags = {"--block-size": args.block_size, "--batch-size": args.batch_size}
+    check_forward(args.model_dir, args.batch_size, block, attention, flags)  # before any allocation
+    model = load_model(args.model_dir, map_location=device)
+    model.attention = attention
     data = make_dataset(args.data, block)
+    top = max(int(d.max()) for d in data.splits.values()) if hasattr(data, "splits") else 255  # recall: all bytes
+    if top >= model.config.vocab_size:  # found by the config.json fuzz (tests/test_budget.py)
+        raise InputError(
+            f"--data {args.data}: byte {top} is outside the model's vocabulary of {model.config.vocab_size}"
+        )
     r = evaluate(model, data, args.split, args.batch_size, args.max_batches, device)
     r.update(data=data.name, split=args.split, block_size=block)
+    if not math.isfinite(r["loss"]):
+        raise InputError(
+            f"{args.model_dir}: the loss on {data.name} is {r['loss']} (its weights are finite, its forward "
+            "overflows): not a usable model"
+        )
     if args.json:
         print(json.dumps(r))
     else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 
+from bdh.budget import check_graph
 from bdh.options import add_backend, add_compile, add_graph_device, check_compile, count, graph_device
 
 MAX_EDGES = 5_000_000
@@ -53,6 +54,7 @@ def run(args) -> int:
     import equivalence
     from bdh_graph.export import graphml_graph, save_pyg
 
+    check_graph(args.model_dir, args.how, len(args.prompt or "x"), 1, {"--compile": args.how})  # before allocating
     model = load_model(args.model_dir).eval()
     compiled = equivalence.compile_model(equivalence.TensorRunner(model).model, check_compile(model, args.how))
     net = compiled.network

@@ -7,7 +7,7 @@ import sys
 import time
 
 from bdh.errors import InputError
-from bdh.options import add_device, count, prompt_bytes, real, resolve_device
+from bdh.options import add_device, add_threads, count, prompt_bytes, real, resolve_device, set_threads
 
 MAX_PROMPT_BYTES = 1_000_000
 MAX_NEW_TOKENS = 1_000_000  # the completion is held in memory: 8 bytes per token
@@ -28,6 +28,7 @@ def add_parser(subparsers):
     p.add_argument("--top-k", type=count(1, 256), default=None, help="sample among the k most likely bytes")
     p.add_argument("--seed", type=count(0, 2**63 - 1), default=1337, help="sampling seed (default 1337)")
     add_device(p)
+    add_threads(p)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the text")
     p.set_defaults(func=run)
     return p
@@ -56,13 +57,20 @@ def read_prompt(args) -> bytes:
 
 
 def run(args) -> int:
+    set_threads(args)  # before torch is imported: its OpenMP reads the wait policy then
     import torch
 
+    from bdh.budget import check_generate
     from bdh.errors import load_model
 
     prompt = read_prompt(args)
     device = resolve_device(args.device)
+    check_generate(args.model_dir, len(prompt), args.tokens, {"--tokens": args.tokens})  # before any allocation
     model = load_model(args.model_dir, map_location=device).eval()
+    if max(prompt) >= model.config.vocab_size:  # found by the config.json fuzz (tests/test_budget.py)
+        raise InputError(
+            f"{_flag(args)}: byte {max(prompt)} is outside the model's vocabulary of {model.config.vocab_size}"
+        )
     idx = torch.tensor(list(prompt), dtype=torch.long, device=device)[None]
     gen = torch.Generator(device=device).manual_seed(args.seed)
     t0 = time.perf_counter()

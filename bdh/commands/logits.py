@@ -16,9 +16,11 @@ from bdh.options import (
     COMPILE_CHOICES,
     add_attention,
     add_graph_device,
+    add_threads,
     check_compile,
     graph_device,
     parse_attention,
+    set_threads,
 )
 
 
@@ -41,6 +43,18 @@ def recurrent_engine(model, ids):
             logits, state = model.step(ids[t : t + 1], state, inplace=True)
             rows.append(logits[0])
         return torch.stack(rows).float().cpu().numpy()
+
+
+def _check_budget(args, T: int, attention, graph: bool) -> None:
+    """The memory budget of the engine (bdh.budget): a graph, the recurrent state, or one forward over T tokens."""
+    from bdh import budget
+
+    if graph:
+        budget.check_graph(args.model_dir, args.engine[len("graph-") :], T, flags={"--engine": args.engine})
+    elif args.engine == "recurrent":
+        budget.check_generate(args.model_dir, 1, T)
+    else:
+        budget.check_forward(args.model_dir, 1, T, attention, {"--text-file": args.text_file})
 
 
 ENGINES = {"tensor": tensor_engine, "recurrent": recurrent_engine}
@@ -75,6 +89,7 @@ def add_parser(subparsers):
     p.add_argument("--backend", choices=BACKENDS, help=f"graph engines only: {' | '.join(BACKENDS)} (default numba)")
     add_attention(p)
     add_graph_device(p)
+    add_threads(p)
     p.set_defaults(func=run)
     return p
 
@@ -93,6 +108,7 @@ def save_npy_atomic(path: str, array: np.ndarray) -> None:
 
 
 def run(args) -> int:
+    set_threads(args)  # before torch is imported: its OpenMP reads the wait policy then
     import torch
 
     from bdh.errors import InputError, load_model, read_input
@@ -118,6 +134,7 @@ def run(args) -> int:
     d = os.path.dirname(os.path.abspath(args.out))
     if not os.path.isdir(d):
         raise InputError(f"--out {args.out}: the directory {d} does not exist")
+    _check_budget(args, len(raw), attention, graph)  # before any allocation
     model = load_model(args.model_dir).eval()
     model.attention = attention
     if graph:

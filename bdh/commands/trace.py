@@ -112,6 +112,7 @@ EXAMPLE_HEADER = (
 def _model_graph(args):
     """The model directory's compiled graph and the prompt's tokens: (network, tokens, header, notes, the most active
     neurons to show when the graph is too big to show all, else None)."""
+    from bdh.budget import check_graph
     from bdh.errors import InputError, load_model
     from equivalence import TensorRunner, compile_model
 
@@ -119,6 +120,7 @@ def _model_graph(args):
         raise InputError("expected a model directory (or --example for the worked 3-neuron example)")
     if args.prompt is None or args.prompt == "":
         raise InputError("--prompt: expected a non-empty text to trace")
+    check_graph(args.model, args.how, len(args.prompt.encode("utf-8")), 1, {"--compile": args.how})
     model = load_model(args.model)
     ids = list(args.prompt.encode("utf-8"))
     if max(ids) >= model.config.vocab_size:

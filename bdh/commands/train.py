@@ -9,7 +9,17 @@ import shlex
 import sys
 
 from bdh.errors import InputError, exit_code
-from bdh.options import add_attention, add_device, attention_name, count, parse_attention, real, resolve_device
+from bdh.options import (
+    add_attention,
+    add_device,
+    add_threads,
+    attention_name,
+    count,
+    parse_attention,
+    real,
+    resolve_device,
+    set_threads,
+)
 
 SHAPE_FIELDS = ("n_head", "d", "N", "n_layer", "vocab_size")
 
@@ -37,6 +47,7 @@ def add_parser(subparsers):
     p.add_argument("--eval-every", type=count(1), help="steps between held-out evaluations (default 100)")
     p.add_argument("--ckpt-every", type=count(1), help="steps between checkpoints (default 500)")
     add_device(p)
+    add_threads(p)
     p.add_argument("--torch-compile", action="store_true", help="torch.compile the model (useful on CUDA)")
     p.add_argument("--grad-clip", type=real(0.0), help="max global gradient norm, 0 disables (default 1.0)")
     p.add_argument("--dtype", choices=("float32", "float64"), help="parameter dtype of a new model (default float32)")
@@ -127,6 +138,7 @@ def resume_command(out: str, world: int, fsdp: bool) -> str:
 
 
 def run(args) -> int:
+    set_threads(args)  # before torch is imported: its OpenMP reads the wait policy then
     from bdh_gpu import parallel
 
     env = parallel.Ranks.env()
@@ -228,6 +240,7 @@ def _run(args, ranks, device) -> int:
             setattr(cfg, k, v)
     cfg.device, cfg.compile = device, bool(args.torch_compile)
     cfg.validate()
+    _check_budget(args, model, config, cfg, attention, ranks)  # before any allocation
     data = make_dataset(cfg.data, cfg.block_size)  # errors (missing, empty, too short) before any work
     if model is None:
         import torch
@@ -247,6 +260,15 @@ def _run(args, ranks, device) -> int:
     if ranks.main:
         print(json.dumps(summary) if args.json else _last_line(args, summary, data, ranks))
     return 0
+
+
+def _check_budget(args, model, config, cfg, attention, ranks) -> None:
+    """The memory budget of the run (bdh.budget): parameters, optimizer state and activations per rank."""
+    from bdh.budget import check_train
+
+    s = model.E.element_size() if model is not None else 8 if args.dtype == "float64" else 4
+    flags = {"--block-size": cfg.block_size, "--batch-size": cfg.batch_size}
+    check_train(config, cfg.batch_size, cfg.block_size, attention, ranks.world, s, flags)
 
 
 def _resumed(args):

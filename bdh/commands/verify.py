@@ -72,8 +72,10 @@ def run(args) -> int:
     raw = read_text(args)
     from types import SimpleNamespace
 
+    from bdh.budget import check_graph
     from bdh_graph.comm import world_rank
 
+    check_graph(args.model_dir, args.how, len(raw), flags={"--compile": args.how})  # before any allocation
     if world_rank() == 0:  # the tensor side: rank 0 alone loads the model; the others read only config.json
         model = spec = load_model(args.model_dir).eval()
     else:

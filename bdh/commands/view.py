@@ -48,7 +48,7 @@ def add_parser(subparsers):
     add_compile(p)
     add_backend(p)
     add_graph_device(p)
-    p.add_argument("--neurons", type=count(1), default=256, help="neurons shown, the most active first (default 256)")
+    p.add_argument("--neurons", type=count(1), default=128, help="neurons shown, the most active first (default 128)")
     p.add_argument(
         "--synapses",
         type=count(1),
@@ -56,8 +56,28 @@ def add_parser(subparsers):
         help="synapses listed per group and per state variable of a clicked node (default 8)",
     )
     p.add_argument("--max-prompt", type=count(1), default=256, help="longest prompt in bytes (default 256)")
+    p.add_argument(
+        "--task",
+        choices=("auto", "text", "recall"),
+        default="auto",
+        help="how a typed prompt becomes bytes: recall writes a fact k=v as one byte 0x80 + 8 key + value, as the "
+        "recall task was trained; auto (default) reads the task from DIR/train_state.json, else text",
+    )
     p.set_defaults(func=run)
     return p
+
+
+def trained_task(model_dir: str) -> str:
+    """'recall' if DIR/train_state.json says the model was trained on the recall task (train_config.data), else
+    'text'."""
+    import json
+
+    try:
+        with open(os.path.join(model_dir, "train_state.json"), encoding="utf-8") as f:
+            data = json.load(f).get("train_config", {}).get("data", "")
+    except (OSError, ValueError, AttributeError):
+        return "text"
+    return "recall" if isinstance(data, str) and data.startswith("recall") else "text"
 
 
 def run(args) -> int:
@@ -73,10 +93,12 @@ def run(args) -> int:
         d = os.path.dirname(os.path.abspath(args.out))
         if not os.path.isdir(d):
             raise InputError(f"--out {args.out}: the directory {d} does not exist")
+    from bdh.budget import check_graph
     from bdh.errors import load_model
     from bdh.teach.view import ViewSession, write_page
     from equivalence import TensorRunner, compile_model
 
+    check_graph(args.model_dir, args.how, args.max_prompt, 1, {"--compile": args.how})  # before any allocation
     model = load_model(args.model_dir)
     compiled = compile_model(TensorRunner(model).model, check_compile(model, args.how))
     session = ViewSession(
@@ -87,6 +109,8 @@ def run(args) -> int:
         max_prompt=args.max_prompt,
         title=f"{os.path.basename(os.path.abspath(args.model_dir))}: {compiled.summary().split(':')[0]}",
         device=device,
+        task=trained_task(args.model_dir) if args.task == "auto" else args.task,
+        model=model,
     )
     if args.serve:
         from bdh.teach.serve import serve
@@ -97,7 +121,8 @@ def run(args) -> int:
     frames = session.step("all")
     path = write_page(args.out, session.data())
     print(
-        f"{path}: {len(raw)} tokens, {len(frames)} steps, {len(session.shown['neurons'])} of {compiled.network.n} "
-        f"neurons shown ({os.path.getsize(path) / 1e6:.1f} MB); open it in a browser"
+        f"{path}: {len(session.ids)} tokens ({session.task} encoding), {len(frames)} steps, "
+        f"{len(session.shown['neurons'])} of {compiled.network.n} neurons shown "
+        f"({os.path.getsize(path) / 1e6:.1f} MB); open it in a browser"
     )
     return 0

@@ -297,7 +297,7 @@ def figures_step(p: Part, model, compiled, ids, walk):
     figs = walk_figures(walk, p.out)
     density = (0.005, 0.01, 0.02) if p.fast else (0.002, 0.005, 0.01, 0.02, 0.05)
     wfigs, wnum = weight_graph_figures(model, p.out, seeds=1 if p.fast else 5, density=density)
-    view_path, _ = view_page(compiled, ids, os.path.join(p.out, "view.html"), backend=p.backend)
+    view_path, _ = view_page(compiled, ids, os.path.join(p.out, "view.html"), backend=p.backend, model=model)
     print(f"   {view_path}: the prompt sub-round by sub-round, click neurons and synapses")
     p.times["figures"] = time.perf_counter() - t0
     return {"walk": figs, "weights": wfigs, "wnum": wnum, "view": os.path.normpath(os.path.join(p.rel, "view.html"))}

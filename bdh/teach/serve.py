@@ -58,6 +58,10 @@ def new_session(template: ViewSession) -> ViewSession:
         title=template.title,
         label=template.label,
         device=template.device,
+        task=template.task,
+        model=template.model,
+        edges=template.E,
+        sigma_synapses=template.Ms,
     )
     s.serving = True
     return s

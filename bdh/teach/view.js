@@ -15,6 +15,7 @@
   const SERVE = D.mode === "serve";
   let cur = -1, selected = null, popVar = {}, changes = {}, cache = {}, sigSeries = {}, tokenEnds = [], busy = false;
   let onDemand = null; // a node opened through /api/node (serve mode)
+  let selEdge = null, glowKind = null, tourAt = -1, posMap = {};
 
   // ---- derived indices ------------------------------------------------------------------------------------
   function popOf(v) {
@@ -62,7 +63,19 @@
     }
     return best;
   }
-  function label(pop, i) { return pop === "neurons" ? "neuron " + i : pop + "[" + i + "]"; }
+  // names come from view.py's name() (one place for the page's words: layers l = 1..L, sigma, nodes)
+  function label(pop, i) { // a shown node's name is view.py's (bdh.teach.names); any other follows the same scheme
+    const k = D.names && D.names[pop] && D.shown[pop] ? D.shown[pop].indexOf(i) : -1;
+    if (k >= 0) return D.names[pop][k];
+    if (pop === "neurons") return "neuron " + i;
+    const d = D.words && D.words.d;
+    return pop === "att" && d ? "att[h" + Math.floor(i / d) + "," + (i % d) + "]" : pop + "[" + i + "]";
+  }
+  function layerName(l) { return D.words ? D.words.layer[l - 1] : "layer " + l; }
+  function sigmaName(v) { return D.words && D.words.sigma[v] ? D.words.sigma[v] : v; }
+  function glyph(b) { // a byte as a person reads it (recall facts as k=v)
+    return D.encoding && D.encoding.task === "recall" && b >= 128 ? D.byte_labels[b] : D.chars[b];
+  }
 
   // ---- building the page ----------------------------------------------------------------------------------
   function build() {
@@ -73,7 +86,7 @@
     $("prompt-box").hidden = !SERVE; $("find-box").hidden = !SERVE; $("static-note").hidden = SERVE;
     const layer = $("layer");
     while (layer.options.length > 1) layer.remove(1);
-    for (let l = 1; l <= D.layers; l++) layer.appendChild(el("option", { value: l }, "end of layer " + l));
+    for (let l = 1; l <= D.layers; l++) layer.appendChild(el("option", { value: l }, "end of " + layerName(l)));
     const tokens = $("tokens"); tokens.innerHTML = "";
     (D.labels || []).forEach((lab, t) => {
       const s = el("span", { class: "tok", id: "tok-" + t, title: "token " + (t + 1) + ": byte " + D.ids[t] }, lab);
@@ -82,6 +95,7 @@
       tokens.appendChild(s);
     });
     const pops = $("pops"); pops.innerHTML = "";
+    buildEncoding(); buildGraph(); buildLegend();
     if (!D.shown) return;
     for (const p of D.populations) {
       if (!D.shown[p.name] || !D.shown[p.name].length) continue;
@@ -135,6 +149,13 @@
     const mix = (c) => Math.round(255 + (c - 255) * (0.15 + 0.85 * a));
     return "rgb(" + mix(r) + "," + mix(g) + "," + mix(b) + ")";
   }
+  function scaleText(vals) { // the colour bar of the data's own range and sign
+    let lo = 0, hi = 0;
+    for (const v of vals) { lo = Math.min(lo, v); hi = Math.max(hi, v); }
+    if (!lo && !hi) return " all 0";
+    const cls = lo >= 0 ? "bar pos" : hi <= 0 ? "bar neg" : "bar";
+    return " <span class='" + cls + "'></span> " + fmt(lo) + " … " + fmt(hi) + (lo >= 0 ? " (all ≥ 0)" : hi <= 0 ? " (all ≤ 0)" : "");
+  }
   function paint(pop, prefix, vals, name, scaleId) {
     const thr = Math.abs(parseFloat($("threshold").value) || 0);
     let s = 0, above = 0;
@@ -147,7 +168,7 @@
       c.classList.toggle("dim", !on);
       c.title = label(pop, i) + ": " + name + " = " + fmt(v);
     });
-    if (scaleId && $(scaleId)) $(scaleId).innerHTML = " <span class='bar'></span> " + (s ? "-" + fmt(s) + " … " + fmt(s) : "all 0");
+    if (scaleId && $(scaleId)) $(scaleId).innerHTML = scaleText(vals);
     return above;
   }
   function frameForDisplay() { // the frame whose state the grids show (the layer filter picks a layer's end)
@@ -166,8 +187,8 @@
     if (fr) {
       text += " · token " + (fr.t + 1) + "/" + T + " '" + D.labels[fr.t] + "'";
       if (fr.k < 0) text += " · input: X, Y set to the token's boundary values";
-      else text += " · round " + (fr.k + 1) + "/" + D.rounds.length + " (" + D.rounds[fr.k].label + ", layer " +
-        D.rounds[fr.k].layer + ") · " + (fr.ph === 0 ? "communication" : "computation") + " sub-round";
+      else text += " · round " + (fr.k + 1) + "/" + D.rounds.length + " (" + D.rounds[fr.k].label + ", " +
+        layerName(D.rounds[fr.k].layer) + ") · " + (fr.ph === 0 ? "communication" : "computation") + " sub-round";
     } else text += " · before the first token";
     c.textContent = text;
     // tokens
@@ -177,10 +198,11 @@
       s.classList.toggle("cur", fr && fr.t === t);
       s.classList.toggle("done", t < done);
       const e = tokenEnds[t];
-      $("tokpred-" + t).textContent = e !== undefined && e <= f ? D.byte_labels[D.frames[e].end.pred] : "·";
+      $("tokpred-" + t).textContent = e !== undefined && e <= f ? glyph(D.frames[e].end.pred) : "·";
     });
     renderRules(fr);
     renderPred(f);
+    renderGraph(fr);
     const g = frameForDisplay();
     let above = 0, total = 0;
     for (const p of D.populations) {
@@ -196,8 +218,8 @@
       }
     }
     $("above").textContent = above + " of " + total + " shown nodes above the threshold" +
-      (g !== cur && g >= 0 ? " (grids at the end of layer " + $("layer").value + " of this token)" : "");
-    if (selected) renderDetail();
+      (g !== cur && g >= 0 ? " (grids at the end of " + layerName(parseInt($("layer").value, 10)) + " of this token)" : "");
+    if (selected || selEdge) renderDetail();
   }
   function renderRules(fr) {
     const box = $("rules"); box.innerHTML = "";
@@ -208,12 +230,12 @@
       return;
     }
     const r = D.rounds[fr.k];
-    box.appendChild(el("h2", { id: "round-label" }, "Round " + (fr.k + 1) + " of " + D.rounds.length + ": " + r.label + " (layer " + r.layer + ")"));
+    box.appendChild(el("h2", { id: "round-label", title: roundHelp(r.label) }, "Round " + (fr.k + 1) + " of " + D.rounds.length + ": " + r.label + " (" + layerName(r.layer) + ")"));
     const comm = el("div"), comp = el("div");
     comm.appendChild(el("span", { class: "phase " + (fr.ph === 0 ? "on" : "off") }, "communication (messages along synapses)"));
     const ol = el("ol", { id: "comm-rules" });
     r.comm.forEach((m, j) => {
-      const li = el("li", {}, m.text);
+      const li = el("li", { title: ruleHelp(m) }, m.text);
       if (fr.ph === 0 && fr.ev) { const n = fr.ev[j] || 0; li.dataset.count = n + " messages"; li.classList.toggle("fired", n > 0); }
       ol.appendChild(li);
     });
@@ -222,7 +244,7 @@
     comp.appendChild(el("span", { class: "phase " + (fr.ph === 1 ? "on" : "off") }, "computation (local at each node)"));
     const ol2 = el("ol", { id: "comp-rules" });
     r.comp.forEach((m) => {
-      const li = el("li", {}, m.text);
+      const li = el("li", { title: ruleHelp(m) }, m.text);
       if (fr.ph === 1 && fr.nch) {
         if (m.kind === "damp") { li.dataset.count = "every synapse of " + m.dst; li.classList.add("fired"); }
         else { const n = fr.nch[m.dst] || 0; li.dataset.count = m.dst + ": " + n + " nodes changed"; li.classList.toggle("fired", n > 0); }
@@ -238,10 +260,11 @@
     const t = tokensDone(f) - 1;
     if (t < 0) return;
     const e = D.frames[tokenEnds[t]].end;
-    box.appendChild(el("span", {}, "after token " + (t + 1) + " '" + D.labels[t] + "' the output nodes (" + D.logits + ") predict: "));
-    e.top.forEach(([b, l], k) => {
-      box.appendChild(el("span", { class: "top", id: "top-" + k, "data-byte": b, "data-logit": l },
-        (k ? ", " : "") + D.byte_labels[b] + " (" + fmt(l) + ")"));
+    box.appendChild(el("span", { title: "softmax over all " + D.chars.length + " output nodes' values " + D.logits },
+      "after token " + (t + 1) + " '" + D.labels[t] + "' the next byte is, top 5: "));
+    e.top.forEach(([b, l, p], k) => {
+      box.appendChild(el("span", { class: "top", id: "top-" + k, "data-byte": b, "data-logit": l, "data-prob": p,
+        title: "byte " + b + " (0x" + b.toString(16) + "), logit " + fmt(l) }, (k ? ", " : "") + glyph(b) + " " + (100 * p).toFixed(1) + "%"));
     });
   }
 
@@ -250,7 +273,9 @@
     document.querySelectorAll(".cell.sel").forEach((c) => c.classList.remove("sel"));
     const pos = D.shown[pop] ? D.shown[pop].indexOf(i) : -1;
     if (pos < 0) { if (SERVE) openNode(pop, i); else showError(label(pop, i) + " is not in this page (the most active nodes are); run bdh view --serve to open any node"); return; }
-    selected = { pop: pop, i: i, pos: pos }; onDemand = null;
+    selected = { pop: pop, i: i, pos: pos }; onDemand = null; selEdge = null;
+    document.querySelectorAll("#graph-svg circle.sel").forEach((c) => c.classList.remove("sel"));
+    const nd = $("n-" + pop + "-" + i); if (nd) nd.classList.add("sel");
     ["cell-", "ecell-", "icell-"].forEach((p) => { const c = $(p + pop + "-" + i); if (c) c.classList.add("sel"); });
     renderDetail();
   }
@@ -278,6 +303,7 @@
   }
   function renderDetail() {
     const box = $("detail"); box.innerHTML = "";
+    if (selEdge) return renderEdge(box);
     const node = onDemand || selected;
     if (!node) return;
     const pop = node.pop, i = node.i;
@@ -292,6 +318,7 @@
       tr.appendChild(el("td", {}, v)); tr.appendChild(el("td", {}, fmt(val)));
       tab.appendChild(tr);
     });
+    if (!onDemand) renderArithmetic(box, pop, i, node.pos);
     box.appendChild(el("h3", {}, onDemand ? "variables after " + onDemand.tokens + " token(s) (opened on demand)" :
       "variables at this step"));
     box.appendChild(tab);
@@ -306,7 +333,7 @@
       for (const s of part) {
         if (s.var && l && s.layer !== l) continue;
         const dirText = s.dir === "in" ? "in from " + s.pop : "out to " + s.pop;
-        box.appendChild(el("div", { class: "legend" }, (s.var ? s.var + " (layer " + s.layer + ") on " + s.group : s.group) +
+        box.appendChild(el("div", { class: "legend" }, (s.var ? s.var + " = " + sigmaName(s.var) + " on " + s.group : s.group) +
           ", " + dirText + ": " + s.total + " synapses, " + (s.var ? "largest " : "strongest ") + s.edges.length + " shown"));
         const ul = el("ul", { class: "syn-list", "data-group": s.group, "data-dir": s.dir, "data-var": s.var || "" });
         for (const [o, w] of s.edges) {
@@ -338,6 +365,275 @@
     } catch (e) { showError(e.message); }
   }
 
+  // ---- the graph, drawn as a graph (SVG; positions from bdh/teach/layout.py, fixed for the whole prompt) ----
+  const SVGNS = "http://www.w3.org/2000/svg";
+  function sv(tag, attrs) { const e = document.createElementNS(SVGNS, tag); for (const k in attrs) e.setAttribute(k, attrs[k]); return e; }
+  function groupOf(name) { return D.groups.find((g) => g.name === name); }
+  function ruleGroup(m) { return m.var ? D.edge_vars.find((e) => e.name === m.var).group : m.key; }
+  function xy(pop, i) { const k = posMap[pop] ? posMap[pop].get(i) : undefined; return k === undefined ? null : D.layout[pop][k]; }
+  function buildEncoding() {
+    const box = $("encoding"); box.innerHTML = "";
+    if (!D.encoding || !D.ids) return;
+    box.appendChild(el("b", {}, "Prompt as the model reads it: "));
+    D.ids.forEach((b, t) => box.appendChild(el("code", { class: "enc", id: "enc-" + t, "data-byte": b,
+      title: "token " + (t + 1) + ": byte " + b }, D.labels[t] + " = 0x" + b.toString(16).padStart(2, "0"))));
+    box.appendChild(el("div", { class: "legend", id: "encoding-how" }, "Encoded as " + D.encoding.how + "."));
+  }
+  function buildGraph() {
+    const box = $("graph"); box.innerHTML = ""; posMap = {};
+    if (!D.layout || !D.shown) return;
+    for (const p in D.shown) posMap[p] = new Map(D.shown[p].map((i, k) => [i, k]));
+    const svg = sv("svg", { id: "graph-svg", viewBox: "0 0 1000 640", role: "img" });
+    const bands = [[12, "hub nodes (top to bottom: " + D.populations.filter((p) => p.name !== "neurons" && p.name !== "out").map((p) => p.name).join(", ") + ")"],
+      [158, "neurons, grouped by their wiring G_x (communities side by side)"], [563, "output nodes: one per byte"]];
+    if (!D.populations.some((p) => p.name !== "neurons" && p.name !== "out")) { bands.shift(); svg.setAttribute("viewBox", "0 145 1000 495"); }
+    bands.forEach(([y, t]) => { const e = sv("text", { x: 4, y: y, class: "band" }); e.textContent = t; svg.appendChild(e); });
+    const defs = sv("defs", {});
+    ["E", "I", "S"].forEach((k) => { const m = sv("marker", { id: "arrow-" + k, viewBox: "0 0 6 6", refX: 6, refY: 3, markerWidth: 5, markerHeight: 5, orient: "auto" });
+      m.appendChild(sv("path", { d: "M0,0 L6,3 L0,6 z", class: "arrow-" + k })); defs.appendChild(m); });
+    svg.appendChild(defs);
+    const gs = sv("g", { id: "sigma-layer" }), ge = sv("g", { id: "edge-layer" }), gn = sv("g", { id: "node-layer" });
+    for (const v in D.sig_edges || {}) {
+      const g = groupOf(D.edge_vars.find((e) => e.name === v).group);
+      for (const [k, eid, pre, post] of D.sig_edges[v]) {
+        const a = xy(g.pre, pre), b = xy(g.post, post);
+        if (!a || !b) continue;
+        const ln = sv("line", { id: "s-" + v + "-" + eid, class: "sig", x1: a[0], y1: a[1], x2: b[0], y2: b[1],
+          "data-var": v, "data-k": k, "data-e": eid, "data-pre": pre, "data-post": post, "data-group": g.name });
+        ln.onclick = () => selectEdge({ sigma: true, v: v, k: k, eid: eid, pre: pre, post: post, group: g.name });
+        gs.appendChild(ln);
+      }
+    }
+    for (const p in D.shown) {
+      const r = p === "neurons" ? 5 : p === "out" ? 2.6 : 3.5;
+      D.shown[p].forEach((i, k) => {
+        const [x, y] = D.layout[p][k];
+        const c = sv("circle", { id: "n-" + p + "-" + i, cx: x, cy: y, r: r, class: "node", "data-pop": p, "data-i": i });
+        c.appendChild(sv("title", {}));
+        c.onclick = () => select(p, i);
+        gn.appendChild(c);
+      });
+    }
+    svg.appendChild(gs); svg.appendChild(ge); svg.appendChild(gn); svg.appendChild(sv("g", { id: "out-labels" }));
+    box.appendChild(svg);
+  }
+  function sigmaToken(v, fr) { // which token's sigma the page shows at frame fr: this token's once its write has run
+    if (!fr) return -1;
+    const wr = D.rounds.findIndex((r) => r.comm.some((m) => m.kind === "hebbian" && m.dst === v));
+    return fr.k >= 0 && wr >= 0 && fr.k >= wr ? fr.t : fr.t - 1;
+  }
+  function renderGraph(fr) {
+    if (!$("graph-svg")) return;
+    const g = frameForDisplay();
+    for (const p of D.populations) { // nodes coloured by the variable the population's grid shows
+      if (!D.shown[p.name]) continue;
+      const v = popVar[p.name], vals = values(v, g);
+      let s = 0; for (const x of vals) s = Math.max(s, Math.abs(x));
+      D.shown[p.name].forEach((i, k) => {
+        const c = $("n-" + p.name + "-" + i);
+        c.style.fill = colour(vals[k], s);
+        const lab = p.name === "out" ? " (byte " + glyph(i) + ")" : "";
+        c.firstChild.textContent = label(p.name, i) + lab + ": " + v + " = " + fmt(vals[k]);
+      });
+    }
+    const ol = $("out-labels"); ol.innerHTML = ""; // the predicted bytes, as characters, at their output nodes
+    const td = tokensDone(cur) - 1;
+    if (td >= 0 && posMap.out) D.frames[tokenEnds[td]].end.top.forEach(([b, , p], k) => {
+      const at = xy("out", b); if (!at) return;
+      const tx = sv("text", { x: at[0], y: at[1] - 6 - 9 * k, class: "outlab", id: "outlab-" + b, "data-byte": b, "data-prob": p });
+      tx.textContent = glyph(b) + " " + (100 * p).toFixed(1) + "%"; ol.appendChild(tx);
+    });
+    for (const v in D.sig_edges || {}) { // the sigma layer: width follows |sigma| after the token shown
+      const t = sigmaToken(v, fr), series = sigSeries[v] || [];
+      let m = 0; for (const [k] of D.sig_edges[v]) m = Math.max(m, Math.abs(((series[k] || [])[t]) || 0));
+      for (const [k, eid] of D.sig_edges[v]) {
+        const ln = $("s-" + v + "-" + eid); if (!ln) continue;
+        const val = t >= 0 ? ((series[k] || [])[t] || 0) : 0;
+        ln.dataset.value = val;
+        ln.style.display = val ? "" : "none";
+        ln.style.strokeWidth = m ? 0.4 + 4 * Math.abs(val) / m : 0;
+      }
+    }
+    document.querySelectorAll("#sigma-layer line.glow").forEach((x) => x.classList.remove("glow"));
+    if (glowKind === "memory" && D.fact) for (const v in D.fact.edges) D.fact.edges[v].forEach((eid) => {
+      const s = $("s-" + v + "-" + eid); if (s) { s.classList.add("glow"); s.style.display = ""; s.style.strokeWidth = Math.max(2, parseFloat(s.style.strokeWidth) || 0); }
+    });
+    const ge = $("edge-layer"); ge.innerHTML = "";
+    const more = $("edge-more"); more.innerHTML = "";
+    if (!fr || fr.ph !== 0 || !fr.ed) { more.textContent = fr && fr.ph === 1 ? "computation sub-round: no messages; each node updates from its own variables" : ""; return; }
+    const r = D.rounds[fr.k];
+    let mx = 0; for (const d of fr.ed) mx = Math.max(mx, Math.abs(d[5]));
+    for (const [j, eid, pre, post, w, msg, sig] of fr.ed) {
+      const m = r.comm[j], gname = ruleGroup(m), gr = groupOf(gname), a = xy(gr.pre, pre), b = xy(gr.post, post);
+      if (!a || !b) continue;
+      const kind = m.kind === "send" ? (m.sign || "E") : "S";
+      const cls = "msg " + (m.kind === "send" ? (m.sign === "I" ? "inh" : "exc") : m.kind === "read" ? "rd" : "hb") + (glowKind === m.kind ? " glow" : "");
+      const ln = sv("line", { id: "e-" + gname + "-" + eid, class: cls, x1: a[0], y1: a[1], x2: b[0], y2: b[1], "marker-end": "url(#arrow-" + kind + ")",
+        "data-rule": j, "data-group": gname, "data-e": eid, "data-pre": pre, "data-post": post, "data-w": w, "data-msg": msg, "data-sigma": sig === null ? "" : sig });
+      ln.style.strokeWidth = 0.8 + 3 * Math.abs(msg) / (mx || 1);
+      const tt = sv("title", {}); tt.textContent = label(gr.pre, pre) + " → " + label(gr.post, post) + " [" + gname + "]: message " + fmt(msg);
+      ln.appendChild(tt);
+      ln.onclick = () => selectEdge({ j: j, eid: eid, pre: pre, post: post, w: w, msg: msg, sig: sig, group: gname, rule: m });
+      ge.appendChild(ln);
+      const dot = sv("circle", { r: 2.2, class: "pulse " + cls });
+      dot.appendChild(sv("animateMotion", { dur: "1.2s", repeatCount: "1", fill: "freeze", path: "M" + a[0] + "," + a[1] + " L" + b[0] + "," + b[1] }));
+      ge.appendChild(dot);
+      if (glowKind === "read" && sig !== null) { const s = $("s-" + m.var + "-" + eid); if (s) s.classList.add("glow"); }
+      if (glowKind === "memory" && m.var && D.fact && (D.fact.edges[m.var] || []).indexOf(eid) >= 0) ln.classList.add("glow");
+    }
+    r.comm.forEach((m, j) => {
+      const n = fr.ed.filter((d) => d[0] === j).length, rest = (fr.more || {})[j] || 0;
+      more.appendChild(el("div", { class: "more", id: "more-" + j, "data-drawn": n, "data-more": rest },
+        m.text + ": " + n + " strongest message" + (n === 1 ? "" : "s") + " drawn, +" + rest + " weaker"));
+    });
+  }
+  function selectEdge(e) {
+    document.querySelectorAll("#graph-svg .picked").forEach((x) => x.classList.remove("picked"));
+    const ln = $((e.sigma ? "s-" + e.v : "e-" + e.group) + "-" + e.eid); if (ln) ln.classList.add("picked");
+    selEdge = e; selected = null; onDemand = null; renderDetail();
+  }
+  function renderEdge(box) {
+    const e = selEdge, g = groupOf(e.group), fr = cur >= 0 ? D.frames[cur] : null;
+    box.appendChild(el("h2", { id: "detail-title" }, "synapse " + label(g.pre, e.pre) + " → " + label(g.post, e.post)));
+    const sgn = g.sign === "E" ? "excitatory" : g.sign === "I" ? "inhibitory" : "";
+    box.appendChild(el("p", { class: "legend" }, "group " + e.group + (sgn ? " (" + sgn + ")" : "") + ", edge " + e.eid + " of " + g.nnz));
+    const tab = el("table", { class: "vals", id: "edge-values" });
+    const row = (id, k, v, help) => { const tr = el("tr", { id: id, "data-value": v, title: help }); tr.appendChild(el("td", {}, k)); tr.appendChild(el("td", {}, fmt(v))); tab.appendChild(tr); };
+    if (e.sigma) {
+      const t = sigmaToken(e.v, fr), val = t >= 0 ? (((sigSeries[e.v] || [])[e.k] || [])[t] || 0) : 0;
+      row("edge-sigma", sigmaName(e.v) + " after token " + (t + 1), val, "the synaptic state the simulator holds on this synapse");
+    } else {
+      row("edge-w", "weight " + e.group + "(i,j)", e.w, "the fixed synapse weight (a parameter of the model)");
+      if (e.sig !== null) row("edge-sigma", sigmaName(e.rule.var) + " before this sub-round", e.sig, "the synaptic state on this synapse");
+      row("edge-msg", "message this sub-round", e.msg, e.rule.text);
+      box.appendChild(el("p", {}, "rule: " + e.rule.text + " — " + ruleHelp(e.rule)));
+    }
+    box.appendChild(tab);
+    [["from", g.pre, e.pre], ["to", g.post, e.post]].forEach(([w, p, i]) => {
+      const b = el("button", { class: "link" }, w + " " + label(p, i)); b.onclick = () => select(p, i); box.appendChild(b);
+    });
+  }
+
+  // ---- each step explained with its own numbers ----------------------------------------------------------
+  const KIND_HELP = {
+    send: "communication: each source node i sends its value times the synapse weight G(i,j); node j adds up what arrives",
+    read: "communication: the state read, A(j) += σ(i,j) X(i) over the synapses i → j (the attention read of the tensor model)",
+    hebbian: "communication: the Hebbian write, σ(i,j) += Gs(i,j) X(i) Y(j) on each synapse whose two ends are active",
+    reset: "computation: ↓ sets the variable back to 0",
+    threshold: "computation (integrate-and-fire): r += (p − n)^+, the node fires only if excitation p beats inhibition n",
+    gate: "computation: r += (p − n)^+ · g, fired only where the gate g is active",
+    product: "computation: r += p · g",
+    damp: "computation: damping, σ ← σ·U (each synapse keeps the fraction u of its state; ↓1-u reads 'decays by 1 − u')",
+    linear: "computation: a signed sum of the node's own variables",
+    normalize: "computation: LayerNorm's last step at this node, c / sqrt(s + eps)",
+  };
+  function ruleHelp(m) { return KIND_HELP[m.kind] || m.kind; }
+  function roundHelp(lab) {
+    return /^4l/.test(lab) ? "the paper's round number in Table 1(b): in layer l (1..L) the paper numbers its rounds 4l, 4l+1, 4l+2, 4l+3; " +
+      "our layer starts with 4l+3 (Y to X), which computes x_{t,l} from the previous layer's y" : "a round of this compile: one communication then one computation sub-round";
+  }
+  function srcValue(v, k, rules, j, f, pos) { // value of v as rule j of a computation sub-round reads it
+    for (let q = j - 1; q >= 0; q--) if (rules[q].dst === v) return rules[q].kind === "reset" ? 0 : values(v, f)[pos];
+    return values(v, f - 1)[pos];
+  }
+  function tensorValue(v, t, l, i, pos) {
+    if (!D.tensor) return null;
+    if (v === D.logits) return D.tensor.logits[t][i];
+    const q = v === "X" ? D.tensor.x : v === "Y" ? D.tensor.y : null;
+    if (!q) return null;
+    const [ps, vs] = q[t][l], k = ps.indexOf(pos);
+    return k < 0 ? 0 : vs[k];
+  }
+  function arithmetic(m, rules, j, f, pos) { // [words, equation, arithmetic, computed value] of one rule at one node
+    const val = (v) => srcValue(v, 0, rules, j, f, pos);
+    const r0 = val(m.dst), s = m.src;
+    if (m.kind === "threshold") { const p = val(s[0]), n = val(s[1]), c = r0 + Math.max(p - n, 0);
+      return [m.dst + " = " + m.dst + " + (" + s[0] + " − " + s[1] + ")^+", fmt(r0) + " + (" + fmt(p) + " − " + fmt(n) + ")^+ = " + fmt(c), c]; }
+    if (m.kind === "gate") { const p = val(s[0]), n = val(s[1]), g = val(s[2]), c = r0 + Math.max(p - n, 0) * g;
+      return [m.dst + " = " + m.dst + " + (" + s[0] + " − " + s[1] + ")^+ · " + s[2], fmt(r0) + " + (" + fmt(p) + " − " + fmt(n) + ")^+ · " + fmt(g) + " = " + fmt(c), c]; }
+    if (m.kind === "product") { const p = val(s[0]), g = val(s[1]), c = r0 + p * g;
+      return [m.dst + " = " + m.dst + " + " + s[0] + " · " + s[1], fmt(r0) + " + " + fmt(p) + " · " + fmt(g) + " = " + fmt(c), c]; }
+    if (m.kind === "linear") {
+      const terms = m.text.split("=>")[0].trim().split(/\s+(?=[+-]\s)/).map((x) => x.trim());
+      let c = 0; const parts = terms.map((x, q) => { const neg = x[0] === "-", v = x.replace(/^[+-]\s*/, ""), a = val(v); c += neg ? -a : a;
+        return (q ? (neg ? " − " : " + ") : (neg ? "−" : "")) + fmt(a); });
+      return [m.text.replace("=>", "="), parts.join("") + " = " + fmt(c), c];
+    }
+    if (m.kind === "normalize") { const a = val(s[0]), b = val(s[1]);
+      return [m.text.replace("=>", "="), fmt(a) + " / sqrt(" + fmt(b) + " + eps) = " + fmt(values(m.dst, f)[pos]), values(m.dst, f)[pos]]; }
+    if (m.kind === "reset") return [m.dst + " = 0", fmt(r0) + " → 0", 0];
+    return null;
+  }
+  function renderArithmetic(box, pop, i, pos) {
+    const fr = cur >= 0 ? D.frames[cur] : null;
+    const wrap = el("div", { id: "arith" });
+    if (!fr || fr.k < 0) { wrap.appendChild(el("p", { class: "hint" }, "Step to a computation sub-round to see this node's arithmetic.")); box.appendChild(wrap); return; }
+    const r = D.rounds[fr.k], popVars = D.populations.find((p) => p.name === pop).variables;
+    if (fr.ph === 0) {
+      const inc = (fr.ed || []).filter((d) => d[3] === i && groupOf(ruleGroup(r.comm[d[0]])).post === pop);
+      wrap.appendChild(el("h3", {}, "this communication sub-round, at " + label(pop, i)));
+      if (!inc.length) wrap.appendChild(el("p", { class: "hint" }, "no drawn message arrives here in this sub-round"));
+      inc.forEach((d) => { const m = r.comm[d[0]];
+        wrap.appendChild(el("p", { class: "eq" }, m.dst + " += " + fmt(d[5]) + " from " + label(groupOf(ruleGroup(m)).pre, d[2]) + " (" + m.text + ")")); });
+      box.appendChild(wrap); return;
+    }
+    const rules = r.comp, here = rules.map((m, j) => [m, j]).filter(([m]) => popVars.indexOf(m.dst) >= 0 && m.kind !== "damp");
+    wrap.appendChild(el("h3", {}, "the arithmetic at " + label(pop, i) + ", this computation sub-round"));
+    const t = fr.t, l = r.layer;
+    here.forEach(([m, j]) => {
+      const a = arithmetic(m, rules, j, cur, pos); if (!a) return;
+      const later = rules.slice(j + 1).some((q) => q.dst === m.dst);
+      const sim = later ? a[2] : values(m.dst, cur)[pos], ten = later ? null : tensorValue(m.dst, t, l, i, pos);
+      const div = el("div", { class: "arith-rule", "data-var": m.dst, "data-kind": m.kind, "data-calc": a[2], "data-sim": sim, "data-tensor": ten === null ? "" : ten });
+      div.appendChild(el("div", { class: "words" }, ruleHelp(m)));
+      div.appendChild(el("div", { class: "eq" }, a[0]));
+      div.appendChild(el("div", { class: "eq nums" }, a[1]));
+      const what = m.dst === "X" ? "x_{t,l}" : m.dst === "Y" ? "y_{t,l}" : m.dst === D.logits ? "logit" : "";
+      div.appendChild(el("div", { class: "cmp" }, "graph simulator: " + fmt(sim) + (ten === null ? "" : " · tensor model " + what + " (token " + (t + 1) + ", " + layerName(l) + "): " + fmt(ten))));
+      wrap.appendChild(div);
+    });
+    if (!here.length) {
+      const where = [...new Set(rules.filter((m) => m.kind !== "damp").map((m) => popOf(m.dst) || "σ"))].join(", ") || "no node";
+      wrap.appendChild(el("p", { class: "hint" }, "this sub-round's rules update " + where + ", not " + label(pop, i) +
+        "; step to a round whose rules write its variables (e.g. I&F for X)"));
+    }
+    box.appendChild(wrap);
+  }
+
+  // ---- legend and the guided tour ------------------------------------------------------------------------
+  function buildGlossary() { // bdh.teach.words: the notation, and where docs/tutorial.md defines each term
+    const box = $("glossary"); if (!box || !D.glossary || box.dataset.built) return; box.dataset.built = "1";
+    box.appendChild(el("summary", {}, "Glossary: every symbol on this page"));
+    const dl = el("dl", { class: "notation" });
+    D.glossary.notation.forEach(([k, v]) => { dl.appendChild(el("dt", {}, k)); dl.appendChild(el("dd", {}, v)); });
+    box.appendChild(dl);
+    box.appendChild(el("p", { class: "legend" }, "Defined in " + D.glossary.tutorial + " (section 2), anchors: " +
+      Object.entries(D.glossary.anchors).map(([k, a]) => k + " #" + a).join(" · ")));
+  }
+  function buildLegend() {
+    buildGlossary();
+    const box = $("legend"); if (!box || box.dataset.built) return; box.dataset.built = "1";
+    [["E", "excitatory message (green, solid): adds to Xe, Ye, Pe"], ["I", "inhibitory message (red, dashed): adds to Xi, Yi, Pi"],
+     ["S", "σ, the synaptic state (orange; width follows |σ|)"], ["", "↓ reset to 0 · ↓1-u damp σ ← σ·u · (p − n)^+ = max(p − n, 0) · (i), (i,j) a node, a synapse i → j · [G] the synapse group carrying a message · I&F integrate-and-fire · LN LayerNorm (official compile) · l = 1..L the layer · X, Y the paper's x, y; Xe/Xi, Ye/Yi their excitatory and inhibitory inputs; A what was read from σ"]]
+      .forEach(([k, t]) => box.appendChild(el("span", { class: "key key-" + (k || "txt") }, t)));
+  }
+  function tourGo(k) { // the guided tour: one token through the rounds (steps from ViewSession.tour)
+    const T = D.tour || [], box = $("tour");
+    if (k < 0 || k >= T.length || !T.length) { tourAt = -1; box.hidden = true; glowKind = null; render(); return; }
+    tourAt = k; const s = T[k];
+    glowKind = s.glow; go(s.frame, true);
+    const gb = $("graph-box"); if (gb && gb.scrollIntoView) gb.scrollIntoView({ block: "start" });
+    if (s.pick) {
+      const vals = values(s.pick, cur); let best = 0;
+      vals.forEach((v, q) => { if (v > vals[best]) best = q; });
+      select("neurons", D.shown.neurons[best]);
+    }
+    box.hidden = false; box.dataset.step = k; box.dataset.last = k === T.length - 1 ? "1" : "0"; box.dataset.key = s.key;
+    $("tour-title").textContent = s.title + " (" + (k + 1) + "/" + T.length + ")";
+    $("tour-text").textContent = s.text;
+    $("tour-next").disabled = k === T.length - 1; $("tour-prev").disabled = k === 0;
+  }
+
   // ---- navigation -----------------------------------------------------------------------------------------
   function showError(m) { $("error").textContent = m || ""; }
   async function api(url, body) {
@@ -365,7 +661,11 @@
     if (i < 0) i = D.frames.length - 1;
     go(i);
   }
-  function go(i) { showError(""); cur = Math.max(-1, Math.min(i, (D.frames || []).length - 1)); render(); }
+  function go(i, keepGlow) {
+    showError(""); if (!keepGlow) glowKind = null;
+    if (selEdge && !selEdge.sigma) selEdge = null;
+    cur = Math.max(-1, Math.min(i, (D.frames || []).length - 1)); render();
+  }
   async function gotoToken(t) {
     while (tokenEnds[t] === undefined && SERVE && !complete()) { if (!await more("token")) break; }
     if (tokenEnds[t] !== undefined) go(tokenEnds[t]);
@@ -406,7 +706,11 @@
       select(m[1] || "neurons", parseInt(m[2], 10));
     };
   }
+  $("tour-start").onclick = () => tourGo(0);
+  $("tour-next").onclick = () => tourGo(tourAt + 1);
+  $("tour-prev").onclick = () => tourGo(tourAt - 1);
+  $("tour-end").onclick = () => tourGo(-1);
   index(); build();
   if (D.frames && D.frames.length) go(0); else render();
-  window.bdhView = { data: () => D, cursor: () => cur, go: go };
+  window.bdhView = { data: () => D, cursor: () => cur, go: go, select: select };
 })();
