@@ -117,7 +117,7 @@ def add_attention(p) -> None:
     )
     p.add_argument(
         "--chunk-size",
-        type=int,
+        type=count(1),
         help="tokens per block of the chunked form (implies --attention chunked; default "
         "bdh_gpu.model.AUTO_CHUNK_SIZE)",
     )
@@ -128,8 +128,6 @@ def parse_attention(args):
     from bdh_gpu import Attention
 
     form, C = getattr(args, "attention", None), getattr(args, "chunk_size", None)
-    if C is not None and C < 1:
-        raise InputError(f"--chunk-size: expected a positive number of tokens, got {C}")
     if C is not None and form in ("auto", "full"):
         raise InputError(f"--chunk-size: applies to --attention chunked, got --attention {form}")
     if form == "chunked" or C is not None:

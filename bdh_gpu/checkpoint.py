@@ -16,6 +16,8 @@ training state, the model files are one checkpoint ahead until the resume rewrit
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 
@@ -218,3 +220,52 @@ def _cut_metrics(path: str, step: int) -> None:
             if isinstance(rec, dict) and isinstance(rec.get("step"), int) and rec["step"] <= step:
                 keep.append(json.dumps(rec) + "\n")
     atomic_write(path, lambda p: open(p, "w").write("".join(keep)))
+
+
+# ---------------------------------------------------------------------------------------------- one run per directory
+
+LOCK = ".lock"  # held (flock) by the process training into the directory; its text is that process's pid
+
+
+class Busy(InputError):
+    """Another process is training into the directory."""
+
+
+@contextlib.contextmanager
+def run_lock(out_dir: str):
+    """Hold `out_dir/.lock` for the block: a second process that asks for it while the first runs raises `Busy`
+    naming the directory and the first one's pid, at once (never waits, never interleaves its files). The kernel
+    drops the lock when its process ends, so a file left by a killed run does not block the next. The file is
+    removed on release; a taker checks that the file it locked is still the one at the path (else it retries),
+    so a release racing a new taker never lets two runs in."""
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, LOCK)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise Busy(
+                f"{out_dir}: another process (pid {holder}) is training into it; wait for it, or choose another --out"
+            ) from None
+        if _same_file(fd, path):
+            break
+        os.close(fd)  # released and removed between our open and our lock: take the new file
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield path
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+        os.close(fd)
+
+
+def _same_file(fd: int, path: str) -> bool:
+    try:
+        a, b = os.fstat(fd), os.stat(path)
+    except FileNotFoundError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)

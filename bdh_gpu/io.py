@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 
 import torch
@@ -27,10 +28,19 @@ def atomic_write(path: str, write) -> None:
     A failure (or KeyboardInterrupt) removes the temporary file; a kill -9 may leave a `.tmp-*` file behind,
     never a half file under the real name."""
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix="-" + os.path.basename(path), dir=folder)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix="-" + os.path.basename(path), dir=folder)
+    except OSError as e:
+        raise os_error(e, path) from None
     os.close(fd)
     try:
-        write(tmp)
+        try:
+            write(tmp)
+        except Exception as e:
+            error = os_error(e, path)
+            if error is e:
+                raise
+            raise error from None
         mask = os.umask(0)
         os.umask(mask)
         os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600; a model directory is as readable as any file
@@ -41,6 +51,24 @@ def atomic_write(path: str, write) -> None:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+    _fsync_dir(folder)
+
+
+def os_error(e: Exception, path: str) -> Exception:
+    """The OS error inside a failed write, as an OSError naming `path` (the file being written): a full disk
+    from safetensors' writer ('... (os error 28) ...') or from Python's file object (no file name) reads
+    'path: No space left on device'. Any other exception is returned as it is."""
+    if isinstance(e, OSError) and e.errno is not None:
+        return OSError(e.errno, e.strerror or os.strerror(e.errno), path)
+    m = None if isinstance(e, OSError) else re.search(r"\(os error (\d+)\)", str(e))
+    if m is None:
+        return e
+    code = int(m.group(1))
+    return OSError(code, os.strerror(code), path)
+
+
+def _fsync_dir(folder: str) -> None:
+    """fsync a directory (a rename in it is then on disk); filesystems that cannot open directories are skipped."""
     try:
         dfd = os.open(folder, os.O_RDONLY)
     except OSError:  # some filesystems do not open directories; the rename is done either way

@@ -13,7 +13,6 @@ A `torch.compile`d model saves every key with the prefix `_orig_mod.`; it is str
 from __future__ import annotations
 
 import os
-import pickle
 from collections.abc import Mapping
 
 import torch
@@ -33,9 +32,12 @@ def read_official_state_dict(path: str) -> dict:
         raise InputError(f"{path}: no such file")
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError, TypeError) as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise InputError(f"{path}: not a torch state_dict loadable with weights_only=True ({msg})") from None
+    except OSError:
+        raise  # the file could not be read: the environment's (a permission), not its content
+    except Exception as e:  # any other bytes (a text file: the unpickler's KeyError, ...) are not a state_dict
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        why = msg if "pickle" in type(e).__name__.lower() else f"{type(e).__name__} {msg}".strip()
+        raise InputError(f"{path}: not a torch state_dict loadable with weights_only=True ({why})") from None
     return check_official_state_dict(sd, source=path)
 
 

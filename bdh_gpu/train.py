@@ -575,9 +575,14 @@ def _checkpoint(run: _Run, done: int) -> None:
     def written(tmp, step):
         _fire(run.callbacks, "on_checkpoint_written", tmp, step)
 
-    save_checkpoint(
-        run.out_dir, run.net, run.opt, run.gen, done, run.cfg, {"val": run.summary["val"]}, on_written=written
-    )
+    try:
+        save_checkpoint(
+            run.out_dir, run.net, run.opt, run.gen, done, run.cfg, {"val": run.summary["val"]}, on_written=written
+        )
+    except OSError as e:  # a full disk, a permission: one line naming the file (bdh: exit 3), the last one kept
+        if e.errno is None:
+            raise
+        raise OSError(e.errno, f"{e.strerror} (the step-{done} checkpoint; {_where(run)})", e.filename) from None
     run.last_ckpt = done
 
 

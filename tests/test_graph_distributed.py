@@ -266,3 +266,64 @@ def test_fault_on_one_rank_ends_every_rank(fault, tmp_path):
     if fault == "raise":
         assert "bad input on rank 1 only" in r.stderr
     print(f"{fault}: exit {r.returncode} after {took:.1f} s")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["verify", "/nonexistent/model", "--text", "ab"], ["verify", "/nonexistent/model", "--tolerance", "-1"]],
+    ids=["bad-model-dir", "bad-flag"],
+)
+def test_a_bad_argument_on_three_ranks_is_one_line(argv):
+    """An input error that every rank meets (a model directory that is not there; a flag argparse refuses) under
+    `mpiexec -n 3`: exit 2, ONE stderr line (rank 0's: the lowest rank that failed), no MPICH `Abort(2)` banner,
+    nothing on stdout (before: 1 to 4 lines, one per rank that got there, plus the banner)."""
+    need_mpi()
+    r = launch(["-m", "bdh", *argv], 3, 120)
+    assert r.returncode == 2, r.stdout + r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("bdh verify: error"), r.stderr
+    assert "Abort" not in r.stderr, r.stderr  # rank 0's line, unless a loaded machine kept it > 1 s behind
+    assert r.stdout == "", r.stdout
+
+
+# ---- what the exchange sends, and the synapse state of neuron -> hub groups --------------------------------------
+
+
+@distributed(cases=[{"n": 11, "active": [0, 3, 4, 10], "seed": 1}], ranks=(2, 3))
+def test_exchange_sends_only_active_neurons_and_gather_returns_hub_synapses(comm, cases):
+    """(1) `exchange_active` sends each rank's ACTIVE (index, value) pairs and its counts, no more: bytes_sent
+    grows by exactly 8 * (2 * active in the block + one count per variable); sending every neuron of the block
+    would fail here. (2) `RunResult.gather()` of the circuit compile, whose sigma lives on the X -> hub.H groups
+    (neuron -> hub: `partial`, every rank holds the edges of its own sources), returns every edge's sigma in
+    one process's order; a gather that took only the root's edges of such a group would differ in shape."""
+    from bdh_graph.comm import block
+    from bdh_graph.simulator import RunResult
+    from equivalence import GraphRunner, compile_model
+    from equivalence.strategies import Case
+
+    out = {}
+    spec = cases[0]
+    n, full = spec["n"], np.zeros(spec["n"])
+    full[spec["active"]] = np.arange(1, len(spec["active"]) + 1) * 0.5
+    lo, hi = block(n, comm.size, comm.rank)
+    before = comm.bytes_sent
+    got = comm.exchange_active({"X": (full[lo:hi], lo, n), "Y": (2 * full[lo:hi], lo, n)})
+    if comm.size > 1:
+        mine = int(np.count_nonzero(full[lo:hi]))
+        assert comm.bytes_sent - before == 8 * (2 * 2 * mine + 2), (comm.rank, comm.bytes_sent - before, mine)
+    out["exchange/X"], out["exchange/Y"] = got["X"], got["Y"]
+    case = Case(variant="normfree", U="rope", h=2, N=6, d=3, L=2, ids=(1, 7, 3, 7), seed=spec["seed"])
+    c = compile_model(case.model(), "circuit", comm=comm)
+    runner = GraphRunner(c, "numpy")
+    for _ in runner.feed(case.ids):
+        pass
+    st_ = runner.sim.state
+    width = st_.hi - st_.lo if hasattr(st_, "hi") else 0
+    res = RunResult(c.network, np.zeros((1, 1, width)), np.zeros((1, 1, width)), st_.edges, st_).gather()
+    if comm.rank == 0:
+        assert {c.network.groups[c.network.edge_vars[k].group].partial for k in c.network.sigma_names} == {True}
+        for k, v in res.sigma_edges.items():
+            out[f"sigma/{k}"] = v
+            r, col, _ = res.coords[k]
+            out[f"coords/{k}"] = np.stack([r, col]).astype(np.float64)
+    return out

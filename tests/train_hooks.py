@@ -87,4 +87,5 @@ if __name__ == "__main__":
     from bdh.cli import main
 
     hooks, rest = parse(sys.argv[1:])
-    sys.exit(main(rest, callbacks=hooks))
+    sys.argv[1:] = rest  # main(None): this process is the `bdh` program (its exit on a late signal included)
+    sys.exit(main(callbacks=hooks))

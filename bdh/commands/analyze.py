@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 
+from bdh.options import count
+
 MAX_TOKENS = 1024
 
 
@@ -24,7 +26,7 @@ def add_parser(subparsers):
     src.add_argument("--text", help="text to run through the model")
     src.add_argument("--text-file", help="file whose bytes to run through the model")
     p.add_argument(
-        "--max-tokens", type=int, default=MAX_TOKENS, help=f"use at most this many bytes (default {MAX_TOKENS})"
+        "--max-tokens", type=count(2), default=MAX_TOKENS, help=f"use at most this many bytes (default {MAX_TOKENS})"
     )
     p.add_argument("--out", help="directory for figures, analysis.json and report.html")
     p.add_argument("--json", action="store_true", help="print the numbers as JSON")
@@ -33,15 +35,19 @@ def add_parser(subparsers):
         help="comma-separated thresholds (default: the quantiles giving edge densities 0.1%%, 0.2%%, 0.5%%, 1%%, 2%%)",
     )
     p.add_argument("--heads", default="0", help="comma-separated heads to analyse (default 0; 'all')")
-    p.add_argument("--seeds", type=int, default=5, help="Louvain runs per graph, best kept (default 5, as the paper)")
+    p.add_argument(
+        "--seeds", type=count(1), default=5, help="Louvain runs per graph, best kept (default 5, as the paper)"
+    )
     p.add_argument(
         "--sigma-layer",
-        type=int,
+        type=count(1),
         help="the paper's layer ℓ (1..L) of the state σ_ℓ to analyse (default: the middle one)",
     )
     p.add_argument("--concept", help="file of concept sentences, one per line (with --contrast)")
     p.add_argument("--contrast", help="file of contrast sentences, one per line (with --concept)")
-    p.add_argument("--candidates", type=int, default=48, help="synapse finder: candidate neurons per end (default 48)")
+    p.add_argument(
+        "--candidates", type=count(1), default=48, help="synapse finder: candidate neurons per end (default 48)"
+    )
     p.set_defaults(func=run)
     return p
 
@@ -61,10 +67,6 @@ def _floats(spec, what):
 def run(args) -> int:
     from bdh.errors import InputError
 
-    if args.max_tokens < 2:
-        raise InputError(f"--max-tokens: expected >= 2, got {args.max_tokens}")
-    if args.seeds < 1 or args.candidates < 1:
-        raise InputError(f"--seeds and --candidates: expected >= 1, got {args.seeds} and {args.candidates}")
     if (args.concept is None) != (args.contrast is None):
         raise InputError("--concept and --contrast go together: give both files or neither")
     if args.text_file is not None:

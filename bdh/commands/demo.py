@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import time
 
-from bdh.options import add_backend
+from bdh.options import add_backend, count
 
 
 def add_parser(subparsers):
@@ -28,7 +28,9 @@ def add_parser(subparsers):
     p.add_argument("--fast", action="store_true", help="seconds instead of minutes: 4 training steps, short prompt")
     p.add_argument("--no-cache", action="store_true", help="train again even if a cached model exists")
     add_backend(p)
-    p.add_argument("--pairs", type=int, default=None, help="key-value pairs in the prompt (default 8; --fast 3)")
+    p.add_argument(
+        "--pairs", type=count(1, 16), default=None, help="key-value pairs in the prompt (default 8; --fast 3)"
+    )
     p.add_argument(
         "--part",
         default="both",

@@ -6,7 +6,7 @@ import json
 import math
 import os
 
-from bdh.options import add_attention, add_device, add_threads, parse_attention, resolve_device, set_threads
+from bdh.options import add_attention, add_device, add_threads, count, parse_attention, resolve_device, set_threads
 
 
 def add_parser(subparsers):
@@ -25,9 +25,9 @@ def add_parser(subparsers):
         choices=("val", "train"),
         help="val (default: the held-out last 10%%) or train (the first 90%%)",
     )
-    p.add_argument("--block-size", type=int, help="bytes per window (default: the training run's, else 256)")
-    p.add_argument("--batch-size", type=int, default=16, help="windows per batch (default 16)")
-    p.add_argument("--max-batches", type=int, default=50, help="at most this many batches (default 50)")
+    p.add_argument("--block-size", type=count(1), help="bytes per window (default: the training run's, else 256)")
+    p.add_argument("--batch-size", type=count(1), default=16, help="windows per batch (default 16)")
+    p.add_argument("--max-batches", type=count(1), default=50, help="at most this many batches (default 50)")
     add_device(p)
     add_threads(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -44,8 +44,6 @@ def run(args) -> int:
     from bdh_gpu.data import make_dataset
     from bdh_gpu.train import evaluate
 
-    if args.batch_size < 1 or args.max_batches < 1:
-        raise InputError(f"--batch-size and --max-batches must be >= 1 (got {args.batch_size}, {args.max_batches})")
     device = resolve_device(args.device)
     attention = parse_attention(args)
     block = args.block_size

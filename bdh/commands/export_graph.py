@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 
 from bdh.budget import check_graph
-from bdh.options import add_backend, add_compile, add_graph_device, check_compile, graph_device
+from bdh.options import add_backend, add_compile, add_graph_device, check_compile, count, graph_device
 
 MAX_EDGES = 5_000_000
 
@@ -29,7 +29,7 @@ def add_parser(subparsers):
     add_graph_device(p)
     p.add_argument(
         "--max-edges",
-        type=int,
+        type=count(0),
         default=MAX_EDGES,
         help=f"refuse GraphML beyond this many edges (default {MAX_EDGES:,}; GraphML is text)",
     )

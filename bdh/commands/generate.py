@@ -26,7 +26,7 @@ def add_parser(subparsers):
     p.add_argument("--tokens", type=count(0, MAX_NEW_TOKENS), default=256, help="new bytes to generate (default 256)")
     p.add_argument("--temperature", type=real(0.0), default=1.0, help="0 = greedy (default 1.0)")
     p.add_argument("--top-k", type=count(1, 256), default=None, help="sample among the k most likely bytes")
-    p.add_argument("--seed", type=int, default=1337, help="sampling seed (default 1337)")
+    p.add_argument("--seed", type=count(0, 2**63 - 1), default=1337, help="sampling seed (default 1337)")
     add_device(p)
     add_threads(p)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the text")

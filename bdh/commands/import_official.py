@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from bdh.options import count
+
 
 def add_parser(subparsers):
     p = subparsers.add_parser(
@@ -16,7 +18,7 @@ def add_parser(subparsers):
         help="a torch state_dict of the released BDH class (read with weights_only=True)",
     )
     p.add_argument("--out", required=True, help="model directory to write")
-    p.add_argument("--n-layer", type=int, default=6, help="layers (not recorded in a state_dict; released: 6)")
+    p.add_argument("--n-layer", type=count(1), default=6, help="layers (not recorded in a state_dict; released: 6)")
     p.set_defaults(func=run)
     return p
 
@@ -25,10 +27,6 @@ def run(args) -> int:
     import bdh_gpu
     from bdh_gpu.official import import_official, read_official_state_dict
 
-    if args.n_layer < 1:
-        from bdh.errors import InputError
-
-        raise InputError(f"--n-layer: expected >= 1, got {args.n_layer}")
     sd = read_official_state_dict(args.state_dict)
     model = import_official(sd, n_layer=args.n_layer)
     bdh_gpu.save(model, args.out)

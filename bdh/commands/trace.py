@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from bdh.options import add_backend, add_compile, add_graph_device, check_compile, graph_device
+from bdh.options import add_backend, add_compile, add_graph_device, check_compile, count, graph_device
 
 EXAMPLE_N = 3
 MAX_AUTO_NEURONS = 24  # graphs up to this size show every neuron; bigger ones the most active few
@@ -27,12 +27,12 @@ def add_parser(subparsers):
     p.add_argument("model", nargs="?", help="model directory (omit with --example)")
     p.add_argument("--example", action="store_true", help="the worked 3-neuron example (two tokens, L = 1)")
     p.add_argument("--prompt", help="text to feed, one byte per token (required with a model)")
-    p.add_argument("--rounds", type=int, help="stop after this many rounds (default: all of every token)")
+    p.add_argument("--rounds", type=count(1), help="stop after this many rounds (default: all of every token)")
     p.add_argument(
         "--neurons", help="comma-separated neuron indices to show (default: all if n <= 24, else the 8 most active)"
     )
-    p.add_argument("--hubs", type=int, default=4, help="nodes shown per hub population (default 4)")
-    p.add_argument("--max-flows", type=int, default=12, help="messages shown per rule (default 12)")
+    p.add_argument("--hubs", type=count(0), default=4, help="nodes shown per hub population (default 4)")
+    p.add_argument("--max-flows", type=count(1), default=12, help="messages shown per rule (default 12)")
     add_compile(p)
     add_backend(p)
     add_graph_device(p)
@@ -79,10 +79,6 @@ def run(args) -> int:
     from bdh.errors import InputError
     from bdh_graph.trace import format_trace, trace_rounds
 
-    if args.rounds is not None and args.rounds < 1:
-        raise InputError(f"--rounds: expected a positive integer, got {args.rounds}")
-    if args.hubs < 0 or args.max_flows < 1:
-        raise InputError(f"--hubs >= 0 and --max-flows >= 1 expected, got {args.hubs} and {args.max_flows}")
     device = graph_device(args)
     dev = {"device": device} if device is not None else {}
     if args.example:

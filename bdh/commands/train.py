@@ -14,7 +14,9 @@ from bdh.options import (
     add_device,
     add_threads,
     attention_name,
+    count,
     parse_attention,
+    real,
     resolve_device,
     set_threads,
 )
@@ -35,19 +37,19 @@ def add_parser(subparsers):
     p.add_argument("--preset", help="tiny (default) | small | paper-25m")
     p.add_argument("--variant", help="official (default) | paper | normfree")
     p.add_argument("--U", dest="U", help="positional operator: rope (default) | alibi | rope+alibi | none")
-    p.add_argument("--dropout", type=float, help="override the preset's dropout")
-    p.add_argument("--steps", type=int, help="total optimizer steps (default 1000)")
-    p.add_argument("--batch-size", type=int, help="windows per step (default 32)")
-    p.add_argument("--block-size", type=int, help="bytes per window (default 64 for recall, else 256)")
-    p.add_argument("--lr", type=float, help="peak learning rate (default 3e-3 for recall, else 1e-3)")
-    p.add_argument("--warmup", type=int, help="warm-up steps (default: min(100, steps/10))")
-    p.add_argument("--seed", type=int, help="seed for weights, batches and dropout (default 1337)")
-    p.add_argument("--eval-every", type=int, help="steps between held-out evaluations (default 100)")
-    p.add_argument("--ckpt-every", type=int, help="steps between checkpoints (default 500)")
+    p.add_argument("--dropout", type=real(0.0, 1.0), help="override the preset's dropout")
+    p.add_argument("--steps", type=count(1), help="total optimizer steps (default 1000)")
+    p.add_argument("--batch-size", type=count(1), help="windows per step (default 32)")
+    p.add_argument("--block-size", type=count(1), help="bytes per window (default 64 for recall, else 256)")
+    p.add_argument("--lr", type=real(0.0, open_lo=True), help="peak learning rate (default 3e-3 for recall, else 1e-3)")
+    p.add_argument("--warmup", type=count(0), help="warm-up steps (default: min(100, steps/10))")
+    p.add_argument("--seed", type=count(0, 2**63 - 1), help="seed for weights, batches and dropout (default 1337)")
+    p.add_argument("--eval-every", type=count(1), help="steps between held-out evaluations (default 100)")
+    p.add_argument("--ckpt-every", type=count(1), help="steps between checkpoints (default 500)")
     add_device(p)
     add_threads(p)
     p.add_argument("--torch-compile", action="store_true", help="torch.compile the model (useful on CUDA)")
-    p.add_argument("--grad-clip", type=float, help="max global gradient norm, 0 disables (default 1.0)")
+    p.add_argument("--grad-clip", type=real(0.0), help="max global gradient norm, 0 disables (default 1.0)")
     p.add_argument("--dtype", choices=("float32", "float64"), help="parameter dtype of a new model (default float32)")
     p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out exactly")
     p.add_argument(
@@ -62,7 +64,7 @@ def add_parser(subparsers):
     )
     p.add_argument(
         "--dist-timeout",
-        type=float,
+        type=real(0.0, open_lo=True),
         default=300.0,
         help="under torchrun: seconds a collective may wait for the other ranks (default 300)",
     )
@@ -86,7 +88,7 @@ RUN_FILES = ("config.json", "model.safetensors", "train_state.safetensors", "tra
 def check_out_dir(out: str, resume: bool, force: bool) -> None:
     """No lost work: a fresh run needs a new or empty --out; --resume needs a checkpoint there; --force alone
     replaces (it deletes the run files listed in RUN_FILES, and leaves any other file)."""
-    from bdh_gpu.checkpoint import TRAIN_STATE, has_checkpoint, read_train_state
+    from bdh_gpu.checkpoint import LOCK, TRAIN_STATE, has_checkpoint, read_train_state
     from bdh_gpu.io import TMP_PREFIX
 
     if resume and force:
@@ -105,7 +107,7 @@ def check_out_dir(out: str, resume: bool, force: bool) -> None:
                 f"continue; start a new run with another --out, or replace {out} with --force"
             )
         return
-    entries = sorted(os.listdir(out)) if os.path.isdir(out) else []
+    entries = sorted(f for f in os.listdir(out) if f != LOCK) if os.path.isdir(out) else []
     if not entries:
         return
     if force:
@@ -140,6 +142,35 @@ def run(args) -> int:
     from bdh_gpu import parallel
 
     env = parallel.Ranks.env()
+    if env is None:
+        with _out_lock(args.out, args.resume, True):
+            return _run_in(args, env)
+    try:
+        with _out_lock(args.out, args.resume, env["rank"] == 0):
+            code = _run_in(args, env)
+    except KeyboardInterrupt:  # a second Ctrl-C: the run stopped at once (its line is printed)
+        code = 130
+    except InputError as e:  # rank 0's verdict on --out, before any process group: bdh.cli prints it
+        if env["rank"] == 0:
+            raise
+        code = exit_code(e)
+    parallel.end_worker(code)  # never returns: see there why a torchrun worker skips interpreter shutdown
+
+
+def _out_lock(out: str, resume: bool, lead: bool):
+    """One run per --out (bdh_gpu.checkpoint.run_lock; under torchrun rank 0 holds it for the job), taken before
+    anything in --out is read or replaced. None to take where check_out_dir refuses at once (--resume of a
+    directory that is not there, a file)."""
+    from bdh_gpu.checkpoint import run_lock
+
+    if not lead or (resume and not os.path.isdir(out)) or (os.path.exists(out) and not os.path.isdir(out)):
+        return contextlib.nullcontext()
+    return run_lock(out)
+
+
+def _run_in(args, env) -> int:
+    from bdh_gpu import parallel
+
     try:
         check_out_dir(args.out, args.resume, args.force)
     except InputError:

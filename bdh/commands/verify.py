@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from bdh.options import add_backend, add_compile, add_graph_device, check_compile, graph_device
+from bdh.options import add_backend, add_compile, add_graph_device, check_compile, graph_device, real
 
 DEFAULT_TEXT = "The Dragon Hatchling"
 MAX_TEXT_BYTES = 4096
@@ -28,10 +28,12 @@ def add_parser(subparsers):
     add_compile(p)
     add_backend(p)
     add_graph_device(p)
-    p.add_argument("--tolerance", type=float, help="relative tolerance per token and layer (default 1e-9)")
+    p.add_argument(
+        "--tolerance", type=real(0.0, open_lo=True), help="relative tolerance per token and layer (default 1e-9)"
+    )
     p.add_argument(
         "--sensitivity-multiple",
-        type=float,
+        type=real(0.0),
         default=100.0,
         metavar="K",
         help="a quantity fails only beyond the tolerance and beyond K times the tensor model's own sensitivity "
@@ -62,15 +64,10 @@ def read_text(args) -> bytes:
 
 
 def run(args) -> int:
-    import math
 
     import equivalence
     from bdh.errors import InputError, load_model
 
-    if args.tolerance is not None and not (math.isfinite(args.tolerance) and args.tolerance > 0):
-        raise InputError(f"--tolerance: expected a finite number > 0, got {args.tolerance}")
-    if not (math.isfinite(args.sensitivity_multiple) and args.sensitivity_multiple >= 0):
-        raise InputError(f"--sensitivity-multiple: expected a finite number >= 0, got {args.sensitivity_multiple}")
     device = graph_device(args)
     raw = read_text(args)
     from types import SimpleNamespace
