@@ -449,3 +449,30 @@ def check_viewer_doc(s, shown_eq, tour_keys):
         "layer after every token, and the {} strongest messages"
     ).format(*caps)
     assert caps_text in flat, caps_text
+
+
+def test_sign_colours_read_in_the_browser(browser, tmp_path):
+    """One sign convention on the whole page, read off the rendered cells (issue 19's audit: the viewer's colour for
+    the sign of a value was never read in a browser): a positive value is red (r > b), a negative one blue (b > r),
+    0 the neutral grey; the output population at the end of a token holds both signs."""
+    c = compile_model(TensorRunner(model()).model)
+    s = ViewSession(c, synapses=4)
+    s.load(list(b"hello"))
+    s.step("all")
+    drv = browser
+    drv.get("file://" + write_page(str(tmp_path / "view.html"), s.data()))
+    drv.execute_script(f"window.bdhView.go({len(s.frames) - 1})")
+    seen = {1: 0, -1: 0}
+    for cell in css(drv, "[id^='cell-out-']"):
+        value = float(cell.get_attribute("title").rsplit("= ", 1)[1])
+        rgb = drv.execute_script("return getComputedStyle(arguments[0]).backgroundColor", cell)
+        r, g, b = (int(x) for x in rgb[rgb.index("(") + 1 : rgb.index(")")].split(",")[:3])
+        if value > 0:
+            assert r > b, (value, rgb)
+            seen[1] += 1
+        elif value < 0:
+            assert b > r, (value, rgb)
+            seen[-1] += 1
+        else:
+            assert r == g == b, (value, rgb)
+    assert seen[1] > 0 and seen[-1] > 0, seen
