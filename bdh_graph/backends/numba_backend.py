@@ -20,9 +20,9 @@ import numpy as np
 from numba import njit, prange
 
 from .. import config
-from .. import kernels as K
 from ..ops import numpy_ops
 from ..state import NetworkState
+from .base import Backend
 
 _jit = dict(fastmath=config.FASTMATH, cache=config.CACHE, nogil=True)
 _NO_CLOCK = -1
@@ -174,7 +174,7 @@ def is_complete(g) -> bool:
     )
 
 
-class NumbaBackend:
+class NumbaBackend(Backend):
     name = "numba"
 
     def __init__(self, net):
@@ -233,22 +233,6 @@ class NumbaBackend:
 
     def node(self, state, var):
         return state.nodes[var]
-
-    def communicate(self, rules, state, remote=None):
-        """remote: {variable: full vector} exchanged for the gathered groups (bdh_graph.simulator)."""
-        nodes, edges = dict(state.nodes), dict(state.edges)
-        for r in rules:
-            self._rules[r.kind](r, state, remote, nodes, edges)
-        return state.replace(nodes=nodes, edges=edges)
-
-    def compute(self, rules, state):
-        nodes, edges = dict(state.nodes), dict(state.edges)
-        for r in rules:
-            if r.kind in self._rules:  # damp: on the synapses
-                self._rules[r.kind](r, state, None, nodes, edges)
-            else:  # node-local: the rule functions every backend shares
-                nodes.update(K.apply_rule(r, nodes, self.ops))
-        return state.replace(nodes=nodes, edges=edges)
 
     # -- the rules on edges, one method per kind (self._rules); sigma is updated in place, node arrays copied --
     def _send(self, r, state, remote, nodes, edges):

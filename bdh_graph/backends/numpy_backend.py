@@ -6,13 +6,13 @@ backend with the spiking mode (reference 2d: every product of rates becomes an A
 
 import numpy as np
 
-from .. import kernels as K
 from ..ops import numpy_ops
 from ..reference import apply_U
 from ..state import NetworkState
+from .base import Backend
 
 
-class NumpyBackend:
+class NumpyBackend(Backend):
     name = "numpy"
 
     def __init__(self, net, spiking=False, seed=None):
@@ -40,22 +40,6 @@ class NumpyBackend:
 
     def node(self, state, var):
         return state.nodes[var]
-
-    def communicate(self, rules, state, remote=None):
-        """remote: {variable: full vector} exchanged for the gathered groups (bdh_graph.simulator)."""
-        nodes, edges = dict(state.nodes), dict(state.edges)
-        for r in rules:  # validated: no rule of this sub-round reads what another writes
-            self._rules[r.kind](r, state, remote, nodes, edges)
-        return state.replace(nodes=nodes, edges=edges)
-
-    def compute(self, rules, state):
-        nodes, edges = dict(state.nodes), dict(state.edges)
-        for r in rules:
-            if r.kind in self._rules:  # damp: on the synapses
-                self._rules[r.kind](r, state, None, nodes, edges)
-            else:  # node-local: the rule functions every backend shares
-                nodes.update(K.apply_rule(r, nodes, self.ops))
-        return state.replace(nodes=nodes, edges=edges)
 
     # -- the rules on edges, one method per kind (self._rules); each updates the working dicts nodes, edges --
     def _send(self, r, state, remote, nodes, edges):

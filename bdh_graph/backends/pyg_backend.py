@@ -22,9 +22,9 @@ import numpy as np
 import torch
 from torch_geometric.nn import MessagePassing
 
-from .. import kernels as K
 from ..ops import Ops
 from ..state import NetworkState
+from .base import Backend
 
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
 
@@ -62,7 +62,7 @@ class Synapses(MessagePassing):
         return gs * p_j, q_i
 
 
-class PygBackend:
+class PygBackend(Backend):
     name = "pyg"
 
     def __init__(self, net, device=None):
@@ -127,22 +127,8 @@ class PygBackend:
     def node(self, state, var):
         return state.nodes[var].detach().cpu().numpy()
 
-    def communicate(self, rules, state, remote=None):
-        """remote: {variable: full vector} exchanged for the gathered groups (bdh_graph.simulator)."""
-        nodes, edges = dict(state.nodes), dict(state.edges)
-        remote = {v: self._t(a) for v, a in (remote or {}).items()}
-        for r in rules:
-            self._rules[r.kind](r, state, remote, nodes, edges)
-        return state.replace(nodes=nodes, edges=edges)
-
-    def compute(self, rules, state):
-        nodes, edges = dict(state.nodes), dict(state.edges)
-        for r in rules:
-            if r.kind in self._rules:  # damp: on the synapses
-                self._rules[r.kind](r, state, None, nodes, edges)
-            else:  # node-local: the rule functions every backend shares
-                nodes.update(K.apply_rule(r, nodes, self.ops))
-        return state.replace(nodes=nodes, edges=edges)
+    def _remote(self, remote):
+        return {v: self._t(a) for v, a in (remote or {}).items()}
 
     # -- the rules on edges, one method per kind (self._rules); each updates the working dicts nodes, edges --
     def _send(self, r, state, remote, nodes, edges):
