@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 
 from .config import BDHConfig
 
-FIXED = 450 * 2**20  # python + torch + numpy + numba + bdh resident before any model (measured ~330-400 MB)
+FIXED = 640 * 2**20  # python + torch + numpy + numba + bdh resident before any model (measured ~330-500 MB; the
+# high end is numba compiling its kernels from an empty cache, as in a fresh clone)
 ACT_TRAIN = 8  # floats per (token, layer, neuron) kept for the backward (measured ~7)
 ACT_EVAL = 6  # floats per (token, neuron) alive at once in a forward without gradient
 GENERATE_TOKEN = 16  # bytes per generated token held (the ids, the output list)
