@@ -307,3 +307,67 @@ def test_edge_convention_against_dense_matmul():
         j, i = np.nonzero(Gx_e)
         g = net.groups["Gx_e"]
         assert set(zip(g.source.tolist(), g.indices.tolist())) == set(zip(i.tolist(), j.tolist()))
+
+
+@st.composite
+def _fixed_groups(draw):
+    """A fixed synapse group (rows possibly unsorted, parallel edges), a source vector with silent neurons and
+    signed zeros, a non-zero initial target vector, and a number of target blocks."""
+    n_pre, n_post = draw(st.integers(1, 12)), draw(st.integers(1, 12))
+    deg = draw(st.lists(st.integers(0, 8), min_size=n_pre, max_size=n_pre))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    indptr = np.concatenate(([0], np.cumsum(deg))).astype(np.int64)
+    indices = rng.integers(0, n_post, indptr[-1]).astype(np.int64)
+    weight = rng.standard_normal(indptr[-1]) * 10.0 ** rng.integers(-8, 8, indptr[-1])
+    src = rng.standard_normal(n_pre) * (rng.random(n_pre) < 0.6)
+    src[rng.random(n_pre) < 0.2] = -0.0
+    out = rng.standard_normal(n_post) * 1e3
+    return indptr, indices, weight, src, out, draw(st.integers(1, 5))
+
+
+def _sends(case, mutate=None):
+    """The send of a fixed group by the serial reference `_scatter` and by `_scatter_blocks` (serial build,
+    parallel build) over `target_blocks`; `mutate(split, active)` edits the fast path's inputs."""
+    from types import SimpleNamespace
+
+    import bdh_graph.backends.numba_backend as nb
+
+    indptr, indices, weight, src, out, nblk = case
+    g = SimpleNamespace(indptr=indptr, indices=indices, weight=weight, n_pre=len(src), n_post=len(out))
+    g.nnz = len(indices)
+    active = np.flatnonzero(src)
+    ref = out.copy()
+    nb._scatter(indptr, indices, weight, src, active, ref, np.zeros(1), np.zeros(1, dtype=np.int64), -1)
+    t_idx, t_w, split = nb.target_blocks(g, nblk)
+    if mutate is not None:
+        split, active = mutate(split.copy(), active.copy())
+    fast = [out.copy(), out.copy()]
+    for par in (False, True):
+        nb._scatter_blocks[par](t_idx, t_w, src, active, fast[par], split)
+    return ref, fast
+
+
+@given(_fixed_groups())
+def test_numba_parallel_send_is_bit_identical_to_the_serial_scatter(case):
+    """A fixed group's send parallel over target blocks (`_scatter_blocks`) adds, for every target, the same
+    products in the same order (sources ascending) as the serial `_scatter`: the same bits, float64."""
+    ref, fast = _sends(case)
+    for f in fast:
+        assert np.array_equal(f.view(np.int64), ref.view(np.int64))
+
+
+def test_numba_parallel_send_mutants_fail_the_comparison():
+    """The comparison above sees a fast path that skips each source's last edge or sums sources descending."""
+    rng = np.random.default_rng(20)
+    n, deg = 10, 6
+    indptr = np.arange(0, n * deg + 1, deg, dtype=np.int64)
+    case = (indptr, rng.integers(0, 3, n * deg), rng.standard_normal(n * deg), rng.random(n) + 0.1, rng.random(3), 2)
+
+    def skip_last(split, active):
+        split[:, -1] -= 1
+        return split, active
+
+    for mutant in (skip_last, lambda split, active: (split, active[::-1].copy())):
+        ref, fast = _sends(case, mutant)
+        assert not any(np.array_equal(f, ref) for f in fast)

@@ -6,6 +6,9 @@ sub-round only advances a clock; the synapses of a key neuron b catch up (`sigma
 one power per key; per synapse for a per-synapse u) the next time a
 read or a write touches it, so it too costs nothing for silent neurons. A rotation is applied eagerly to all
 synapses (O(|Gs|) per layer and token).
+A fixed group's send (weights only, no state) runs parallel over blocks of targets (`_scatter_blocks`): each
+thread visits the active sources in order but only their edges into its own targets, so the work stays
+(active sources) x (fan-out) and every target sums its sources in the serial scatter's order (the same bits).
 A complete group (every source to every target in order: Gs in the Obs. 4 shape) has two fast paths with the
 same bits: the read runs parallel over blocks of targets with the per-key catch-up fused into its one pass,
 and the Hebbian write visits only (active pre) x (active post) synapses.
@@ -41,6 +44,38 @@ def _scatter(indptr, indices, w, src, active, out, u_edge, last, clock):
                 w[e] *= u_edge[e] if k == 1 else u_edge[e] ** k
                 last[e] = clock
             out[indices[e]] += w[e] * sb
+
+
+def _scatter_blocks_py(indices, w, src, active, out, split):
+    """`_scatter` of a fixed group, parallel over target blocks: thread blk visits, for each active source b in
+    order, its out-edges split[b, blk]:split[b, blk + 1] (the targets of block blk; rows sorted by target, see
+    `target_blocks`). Each thread owns its targets, and each out[j] adds the same products in the same order as
+    the serial scatter (the same bits); the work is still (active sources) x (fan-out)."""
+    for blk in prange(split.shape[1] - 1):
+        for k in range(active.shape[0]):
+            b = active[k]
+            sb = src[b]
+            for e in range(split[b, blk], split[b, blk + 1]):
+                out[indices[e]] += w[e] * sb
+
+
+def target_blocks(g, nblk):
+    """(indices, weight, split) of a fixed group for `_scatter_blocks`: each row's edges sorted by target (a
+    stable sort, so one source's parallel edges keep their order; no copy when already sorted) and split[b, k]
+    the first edge of row b whose target is in block k or later; nblk blocks of targets with about equal
+    in-edges."""
+    key = np.repeat(np.arange(g.n_pre, dtype=np.int64) * g.n_post, np.diff(g.indptr)) + g.indices  # no cached copy
+    if np.any(np.diff(key) < 0):
+        order = np.argsort(key, kind="stable")
+        key, indices, weight = key[order], g.indices[order], g.weight[order]
+    else:
+        indices, weight = g.indices, g.weight
+    cum = np.concatenate(([0], np.cumsum(np.bincount(g.indices, minlength=g.n_post))))
+    bounds = np.searchsorted(cum, np.linspace(0, g.nnz, nblk + 1)).astype(np.int64)
+    bounds[0], bounds[-1] = 0, g.n_post
+    rows = np.arange(g.n_pre, dtype=np.int64)[:, None] * g.n_post
+    split = np.searchsorted(key, rows + bounds[None, :]).astype(np.int64)
+    return indices, weight, np.ascontiguousarray(split)
 
 
 def _hebbian_py(indptr, indices, gs, sigma, pre, post, active_pre, u_edge, last, clock):
@@ -160,6 +195,7 @@ _hebbian = (njit(**_jit)(_hebbian_py), njit(parallel=True, **_jit)(_hebbian_py))
 _rotate = (njit(**_jit)(_rotate_py), njit(parallel=True, **_jit)(_rotate_py))
 _hebbian_complete = (njit(**_jit)(_hebbian_complete_py), njit(parallel=True, **_jit)(_hebbian_complete_py))
 _read_complete = (njit(**_jit)(_read_complete_py), njit(parallel=True, **_jit)(_read_complete_py))
+_scatter_blocks = (njit(**_jit)(_scatter_blocks_py), njit(parallel=True, **_jit)(_scatter_blocks_py))
 
 
 def is_complete(g) -> bool:
@@ -187,7 +223,10 @@ class NumbaBackend(Backend):
         }
         self._dummy_f = np.zeros(1)
         self._dummy_i = np.zeros(1, dtype=np.int64)
+        self._no_lazy = (self._dummy_f, self._dummy_i, _NO_CLOCK)
         self.complete = {k: is_complete(net.groups[ev.group]) for k, ev in net.edge_vars.items()}
+        self.parallel_sends = True  # False: the serial `_scatter`, the reference `_scatter_blocks` is tested against
+        self._blocks = {}  # group name -> (group, its `target_blocks` arrays), built on the group's first send
         self._rules = {"send": self._send, "read": self._read, "hebbian": self._hebbian, "damp": self._damp}
 
     def initial_state(self, sigma0):
@@ -239,7 +278,14 @@ class NumbaBackend(Backend):
         g = self.net.group_of(r)
         src = g.read_source(r.src[0], state.nodes, remote)
         out = nodes[r.dst] = nodes[r.dst].copy()
-        _scatter(g.indptr, g.indices, g.weight, src, np.flatnonzero(src), out, self._dummy_f, self._dummy_i, _NO_CLOCK)
+        active = np.flatnonzero(src)
+        if not self.parallel_sends or g.nnz * len(active) // max(1, g.n_pre) < config.PARALLEL_MIN_EDGES:
+            _scatter(g.indptr, g.indices, g.weight, src, active, out, *self._no_lazy)
+            return
+        tb = self._blocks.get(r.group)
+        if tb is None or tb[0] is not g:
+            tb = self._blocks[r.group] = (g, *target_blocks(g, numba.get_num_threads()))
+        _scatter_blocks[True](tb[1], tb[2], src, active, out, tb[3])
 
     def _read(self, r, state, remote, nodes, edges):
         q, s = r.src
