@@ -84,7 +84,7 @@ def _abort_job(line: str, code: int, rank: int, abort) -> None:
     failing rank prints and aborts the job before the others speak (an error on one rank alone is printed by it,
     a moment later). MPI_Abort's own banner ('Abort(2) on node 0 ...') is sent to /dev/null with the rest of this
     rank's output: stdout and stderr hold only what bdh printed."""
-    time.sleep(RANK_STAGGER_S * rank)
+    time.sleep(RANK_STAGGER_S * min(rank, 8))  # capped: a lone failing rank 255 must not wait minutes
     print(line, file=sys.stderr, flush=True)
     with contextlib.suppress(Exception):
         sys.stdout.flush()

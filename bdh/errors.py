@@ -17,6 +17,8 @@ code, so every command ends the same way. Every other exception is a bug.
 
 from __future__ import annotations
 
+import errno
+
 EXIT_OK = 0
 EXIT_BUG = 1
 EXIT_INPUT = 2
@@ -25,6 +27,31 @@ EXIT_FAILED = 4
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
 EXIT_PIPE = 141  # the reader of stdout went away (`bdh trace --json | head`): stopped quietly, as cat does
+
+
+# the OS errors that mean "the machine, not bdh": full disk, quota, permissions, read-only file systems, no network.
+# Any other OSError (a file bdh itself should have found) is a bug and keeps its traceback.
+ENVIRONMENT_ERRNOS = frozenset(
+    getattr(errno, name)
+    for name in (
+        "ENOSPC",
+        "EDQUOT",
+        "EACCES",
+        "EPERM",
+        "EROFS",
+        "ENETUNREACH",
+        "ENETDOWN",
+        "EHOSTUNREACH",
+        "ECONNREFUSED",
+        "ECONNRESET",
+        "ETIMEDOUT",
+        "EADDRINUSE",
+        "EMFILE",
+        "ENFILE",
+        "ENOMEM",
+    )
+    if hasattr(errno, name)
+)
 
 
 class InputError(Exception):
@@ -61,7 +88,7 @@ def exit_code(e: BaseException) -> int:
         return EXIT_INPUT
     if isinstance(e, failure_errors()):
         return EXIT_FAILED
-    if isinstance(e, (EnvironmentFault, OSError)):
+    if isinstance(e, EnvironmentFault) or (isinstance(e, OSError) and e.errno in ENVIRONMENT_ERRNOS):
         return EXIT_ENVIRONMENT
     return EXIT_BUG
 

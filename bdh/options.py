@@ -37,8 +37,14 @@ def add_device(p, what: str = "the tensor model") -> None:
 
 
 def add_graph_device(p) -> None:
-    """--device for the graph commands: it applies to `--backend pyg` (numba and numpy run on the CPU)."""
-    add_device(p, "the tensor model and, with --backend pyg, of the graph")
+    """--device for the graph commands: the torch device of the graph with `--backend pyg` (numba and numpy run on
+    the CPU; the tensor model's reference runs on the CPU in float64)."""
+    p.add_argument(
+        "--device",
+        default=DEFAULT_DEVICE,
+        help="torch device of the graph with --backend pyg: cpu | cuda | cuda:N | auto (default: cuda if present); "
+        "numba and numpy run on the CPU",
+    )
 
 
 def resolve_device(spec: str) -> str:
@@ -184,15 +190,19 @@ def real(lo: float | None = None, hi: float | None = None, *, open_lo: bool = Fa
     return parse
 
 
-LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
-
-
 def local_host(text: str) -> str:
-    """A host to bind on this machine only (the viewer's server has no authentication)."""
-    if text not in LOCAL_HOSTS and not text.startswith("127."):
+    """A host to bind on this machine only (the viewer's server has no authentication): localhost or an IPv4
+    loopback address (127.x.y.z; the server is IPv4)."""
+    import ipaddress
+
+    try:
+        ok = text == "localhost" or (ipaddress.ip_address(text).version == 4 and ipaddress.ip_address(text).is_loopback)
+    except ValueError:
+        ok = False
+    if not ok:
         raise argparse.ArgumentTypeError(
-            f"expected a loopback address ({', '.join(LOCAL_HOSTS)} or 127.x.y.z): the viewer has no "
-            f"authentication, so it serves this machine only; got {text!r}"
+            "expected localhost or an IPv4 loopback address (127.x.y.z): the viewer has no authentication, so it "
+            f"serves this machine only; got {text!r}"
         )
     return text
 

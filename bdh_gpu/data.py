@@ -19,6 +19,7 @@ int64; a target of `IGNORE` (-100) is not scored. Two kinds:
 
 from __future__ import annotations
 
+import errno
 import http.client
 import math
 import os
@@ -74,8 +75,9 @@ def tinyshakespeare_path(download: bool = True) -> str:
     except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as e:
         why = getattr(e, "reason", None) or e
         raise OSError(  # the environment (no network), not the input: exit code 3 in the CLI
+            errno.ENETUNREACH,
             f"tinyshakespeare: could not download it from {TINYSHAKESPEARE_URL} ({why}); offline? pass "
-            f"--data PATH to a local copy, or set $BDH_TINYSHAKESPEARE=/path/to/input.txt"
+            f"--data PATH to a local copy, or set $BDH_TINYSHAKESPEARE=/path/to/input.txt",
         ) from None
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tinyshakespeare-", suffix=".tmp")
     try:

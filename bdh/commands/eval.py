@@ -51,8 +51,13 @@ def run(args) -> int:
         block = 256
         state = os.path.join(args.model_dir, TRAIN_STATE_JSON)
         if os.path.isfile(state):
-            with open(state) as f:
-                block = json.load(f)["train_config"]["block_size"]
+            try:
+                with open(state) as f:
+                    block = int(json.load(f)["train_config"]["block_size"])
+            except (ValueError, KeyError, TypeError) as e:
+                raise InputError(
+                    f"{state}: unreadable training state ({type(e).__name__}); pass --block-size"
+                ) from None
     flags = {"--block-size": args.block_size, "--batch-size": args.batch_size}
     check_forward(args.model_dir, args.batch_size, block, attention, flags)  # before any allocation
     model = load_model(args.model_dir, map_location=device)

@@ -85,9 +85,11 @@ def data_spec(spec: str) -> str:
 RUN_FILES = ("config.json", "model.safetensors", "train_state.safetensors", "train_state.json", "metrics.jsonl")
 
 
-def check_out_dir(out: str, resume: bool, force: bool) -> None:
+def check_out_dir(out: str, resume: bool, force: bool, lead: bool = True) -> None:
     """No lost work: a fresh run needs a new or empty --out; --resume needs a checkpoint there; --force alone
-    replaces (it deletes the run files listed in RUN_FILES, and leaves any other file)."""
+    replaces (it deletes the run files listed in RUN_FILES, and leaves any other file). Only the lead process (the
+    one holding the run lock; rank 0 under torchrun) deletes: another rank must never touch a run the lock may
+    show to be someone else's."""
     from bdh_gpu.checkpoint import LOCK, TRAIN_STATE, has_checkpoint, read_train_state
     from bdh_gpu.io import TMP_PREFIX
 
@@ -111,9 +113,11 @@ def check_out_dir(out: str, resume: bool, force: bool) -> None:
     if not entries:
         return
     if force:
+        if not lead:
+            return
         for f in entries:
             if f in RUN_FILES or f.startswith(TMP_PREFIX):
-                with contextlib.suppress(FileNotFoundError):  # under torchrun every rank may delete
+                with contextlib.suppress(FileNotFoundError):
                     os.remove(os.path.join(out, f))
         return
     if has_checkpoint(out):
@@ -172,7 +176,7 @@ def _run_in(args, env) -> int:
     from bdh_gpu import parallel
 
     try:
-        check_out_dir(args.out, args.resume, args.force)
+        check_out_dir(args.out, args.resume, args.force, lead=env is None or env["rank"] == 0)
     except InputError:
         if env is not None and env["rank"] != 0:
             return 2  # the same verdict on every rank: rank 0 says it, once
