@@ -238,11 +238,11 @@ def test_numba_complete_group_fast_paths_are_bit_identical(monkeypatch, u_kind):
     theta = rng.uniform(-3, 3, n // 2) if u_kind.startswith("rotation") else None
     net = Network.from_dense(**G, u=u, theta=theta, layers=2)
     sim = net.simulator(backend="numba")
-    assert all(sim.backend.complete.values())  # the fast paths are the ones taken
+    assert sim.backend._rows(net.groups["Gs"], exact_only=True).exact  # the run kernels are the ones taken
     fast = net.run(x0, y0, backend="numba")
     monkeypatch.setattr(config, "PARALLEL_MIN_EDGES", 0)
     fast_par = net.run(x0, y0, backend="numba")
-    monkeypatch.setattr(nb, "is_complete", lambda g: False)
+    monkeypatch.setattr(nb, "FAST", False)
     general = net.run(x0, y0, backend="numba")
     for r in (fast, fast_par):
         assert (
@@ -331,20 +331,20 @@ def _sends(case, mutate=None):
     parallel build) over `target_blocks`; `mutate(split, active)` edits the fast path's inputs."""
     from types import SimpleNamespace
 
-    import bdh_graph.backends.numba_backend as nb
+    import bdh_graph.backends.numba_kernels as nb
 
     indptr, indices, weight, src, out, nblk = case
     g = SimpleNamespace(indptr=indptr, indices=indices, weight=weight, n_pre=len(src), n_post=len(out))
     g.nnz = len(indices)
     active = np.flatnonzero(src)
     ref = out.copy()
-    nb._scatter(indptr, indices, weight, src, active, ref, np.zeros(1), np.zeros(1, dtype=np.int64), -1)
+    nb.scatter(indptr, indices, weight, src, active, ref, np.zeros(1), np.zeros(1, dtype=np.int64), -1)
     t_idx, t_w, split = nb.target_blocks(g, nblk)
     if mutate is not None:
         split, active = mutate(split.copy(), active.copy())
     fast = [out.copy(), out.copy()]
     for par in (False, True):
-        nb._scatter_blocks[par](t_idx, t_w, src, active, fast[par], split)
+        nb.scatter_blocks[par](t_idx, t_w, src, active, fast[par], split)
     return ref, fast
 
 
