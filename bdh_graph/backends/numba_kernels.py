@@ -20,6 +20,8 @@ Each prange kernel comes in two builds, (serial, parallel): a parallel launch co
 calls below config.PARALLEL_MIN_EDGES synapses run the serial build (prange is range there): identical bits.
 """
 
+import types
+
 import numpy as np
 from numba import njit, prange
 
@@ -30,8 +32,12 @@ NO_CLOCK = -1
 
 
 def _builds(fn):
-    """(serial build, parallel build) of a kernel written with prange."""
-    return njit(**_jit)(fn), njit(parallel=True, **_jit)(fn)
+    """(serial build, parallel build) of a kernel written with prange. The parallel build compiles a copy named
+    `<name>_parallel`: numba's on-disk cache keys its files by the function's name, so the two builds must not
+    share one."""
+    par = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_parallel", fn.__defaults__, fn.__closure__)
+    par.__qualname__ = fn.__qualname__ + "_parallel"
+    return njit(**_jit)(fn), njit(parallel=True, **_jit)(par)
 
 
 # ---- index kernels (any group) ---------------------------------------------------------------------------------
@@ -286,6 +292,18 @@ def _read_rows_column_py(off, lo, ln, sigma, src, active, out, bounds, u_pre, la
                     o[i] += sg[i] * sb
 
 
+@njit(**_jit)
+def _rotate_run(g0, g1, c00, c01, c10, c11, steps):
+    """The runs g0, g1 of keys 2m, 2m+1 rotated `steps` times: s0' = c00 s0 + c01 s1, s1' = c11 s1 + c10 s0, each
+    step stored as the eager rotation stores it (the same bits, in float32 too); one vectorised pass per step."""
+    for _ in range(steps):
+        for i in range(g0.shape[0]):
+            s0 = g0[i]
+            s1 = g1[i]
+            g0[i] = c00 * s0 + c01 * s1
+            g1[i] = c11 * s1 + c10 * s0
+
+
 def _read_rows_pair_py(off, lo, ln, sigma, src, pairs, out, bounds, coef, last_pair, clock):
     """The state read over a rotated state, lazily: for each key pair m = (2m, 2m+1) with an active key, bring
     both runs up to date (coef[m] = (c00, c01, c10, c11): s0' = c00 s0 + c01 s1, s1' = c11 s1 + c10 s0, applied
@@ -307,18 +325,7 @@ def _read_rows_pair_py(off, lo, ln, sigma, src, pairs, out, bounds, coef, last_p
             o = out[a:z]
             g0 = sigma[off[b0] + a - lo[b0] : off[b0] + z - lo[b0]]
             g1 = sigma[off[b0 + 1] + a - lo[b0] : off[b0 + 1] + z - lo[b0]]
-            steps = clock - last_pair[m]
-            if steps > 0:
-                c00, c01, c10, c11 = coef[m, 0], coef[m, 1], coef[m, 2], coef[m, 3]
-                for i in range(z - a):
-                    s0 = g0[i]
-                    s1 = g1[i]
-                    for _ in range(steps):
-                        t = c00 * s0 + c01 * s1
-                        s1 = c11 * s1 + c10 * s0
-                        s0 = t
-                    g0[i] = s0
-                    g1[i] = s1
+            _rotate_run(g0, g1, coef[m, 0], coef[m, 1], coef[m, 2], coef[m, 3], clock - last_pair[m])
             if x0 != 0.0 and x1 != 0.0:
                 for i in range(z - a):
                     t = o[i]
@@ -344,16 +351,7 @@ def _catch_up_pairs_py(off, lo, ln, sigma, pairs, coef, last_pair, clock):
         b0 = 2 * m
         g0 = sigma[off[b0] : off[b0] + ln[b0]]
         g1 = sigma[off[b0 + 1] : off[b0 + 1] + ln[b0]]
-        c00, c01, c10, c11 = coef[m, 0], coef[m, 1], coef[m, 2], coef[m, 3]
-        for i in range(ln[b0]):
-            s0 = g0[i]
-            s1 = g1[i]
-            for _ in range(steps):
-                t = c00 * s0 + c01 * s1
-                s1 = c11 * s1 + c10 * s0
-                s0 = t
-            g0[i] = s0
-            g1[i] = s1
+        _rotate_run(g0, g1, coef[m, 0], coef[m, 1], coef[m, 2], coef[m, 3], steps)
         last_pair[m] = clock
 
 
