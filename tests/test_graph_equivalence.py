@@ -217,7 +217,7 @@ def test_numba_threads_agree(monkeypatch):
 
 @pytest.mark.parametrize("u_kind", ["identity", "diagonal", "per_synapse", "rotation_diagonal"])
 def test_numba_complete_group_fast_paths_are_bit_identical(monkeypatch, u_kind):
-    """Eq. 6 on a complete Gs (the Obs. 4 shape): the numba fast paths for complete groups (read parallel over
+    """Eq. 6 on a complete Gs (the Obs. 4 shape): the numba run kernels on a complete group (read parallel over
     targets with the per-key catch-up fused in; Hebbian write over active pre x active post only) give the same
     bits as the general source-major kernels, serial and parallel, over sparse activity with silent gaps."""
     import bdh_graph.backends.numba_backend as nb
@@ -327,7 +327,7 @@ def _fixed_groups(draw):
 
 
 def _sends(case, mutate=None):
-    """The send of a fixed group by the serial reference `_scatter` and by `_scatter_blocks` (serial build,
+    """The send of a fixed group by the serial reference `scatter` and by `scatter_blocks` (serial build,
     parallel build) over `target_blocks`; `mutate(split, active)` edits the fast path's inputs."""
     from types import SimpleNamespace
 
@@ -350,7 +350,7 @@ def _sends(case, mutate=None):
 
 @given(_fixed_groups())
 def test_numba_parallel_send_is_bit_identical_to_the_serial_scatter(case):
-    """A fixed group's send parallel over target blocks (`_scatter_blocks`) adds, for every target, the same
+    """A fixed group's send parallel over target blocks (`scatter_blocks`) adds, for every target, the same
     products in the same order (sources ascending) as the serial `_scatter`: the same bits, float64."""
     ref, fast = _sends(case)
     for f in fast:

@@ -68,6 +68,8 @@ class NumbaBackend(Backend):
         self._layouts, self._arrays, self._plans, self._bounds = {}, {}, {}, {}
         self.lazy = {k: self._lazy_kind(ev) for k, ev in net.edge_vars.items()}
         self._rules = {"damp": self._damp_op}
+        self.traffic = 0  # bytes of synapse arrays (weights, indices, sigma) the kernels read + wrote (a model)
+        self._isz = self.dtype.itemsize
 
     # -- layouts and lazy kinds, decided once --
     def _rows(self, g, exact_only=False):
@@ -220,8 +222,10 @@ class NumbaBackend(Backend):
             src, act = srcs.get(key)
             oe = nodes[de] = nodes[de].copy()
             oi = nodes[di] = nodes[di].copy()
-            par, b = self._blocks(len(act) * rows.mean_len, rows.n_post)
+            work = len(act) * rows.mean_len
+            par, b = self._blocks(work, rows.n_post)
             nk.send_rows_pair[par](rows.off, rows.lo, rows.ln, S, src, act, oe, oi, b)
+            self.traffic += int(work) * self._isz
 
         return send_pair
 
@@ -234,8 +238,10 @@ class NumbaBackend(Backend):
             def send_rows(nodes, edges, srcs):
                 src, act = srcs.get(key)
                 out = nodes[dst] = nodes[dst].copy()
-                par, b = self._blocks(len(act) * rows.mean_len, rows.n_post)
+                work = len(act) * rows.mean_len
+                par, b = self._blocks(work, rows.n_post)
                 nk.send_rows[par](rows.off, rows.lo, rows.ln, W, src, act, out, b)
+                self.traffic += int(work) * self._isz
 
             return send_rows
         w = np.ascontiguousarray(g.weight, dtype=self.dtype)
@@ -244,7 +250,9 @@ class NumbaBackend(Backend):
         def send_index(nodes, edges, srcs):
             src, act = srcs.get(key)
             out = nodes[dst] = nodes[dst].copy()
-            if not self.parallel_sends or g.nnz * len(act) // max(1, g.n_pre) < config.PARALLEL_MIN_EDGES:
+            edges_touched = g.nnz * len(act) // max(1, g.n_pre)
+            self.traffic += edges_touched * (g.indices.itemsize + self._isz)
+            if not self.parallel_sends or edges_touched < config.PARALLEL_MIN_EDGES:
                 nk.scatter(g.indptr, g.indices, w, src, act, out, self._dummy_f, self._dummy_i, nk.NO_CLOCK)
                 return
             if not blocks:
@@ -266,8 +274,10 @@ class NumbaBackend(Backend):
                 out = nodes[dst] = nodes[dst].copy()
                 clock = self.clock[s] if mode == "column" else nk.NO_CLOCK
                 last = self.last[s] if mode == "column" else self._dummy_i
-                par, b = self._blocks(len(act) * rows.mean_len, rows.n_post)
+                work = len(act) * rows.mean_len
+                par, b = self._blocks(work, rows.n_post)
                 nk.read_rows_column[par](rows.off, rows.lo, rows.ln, edges[s], src, act, out, b, u, last, clock)
+                self.traffic += int(work) * self._isz * (2 if mode == "column" else 1)
                 if mode == "column":
                     last[act] = clock
 
@@ -279,8 +289,10 @@ class NumbaBackend(Backend):
                 src, act = srcs.get(key)
                 out = nodes[dst] = nodes[dst].copy()
                 pairs = nk.active_pairs(act)
-                par, b = self._blocks(2 * len(pairs) * rows.mean_len, rows.n_post)
+                work = 2 * len(pairs) * rows.mean_len
+                par, b = self._blocks(work, rows.n_post)
                 last, clock = self.last[s], self.clock[s]
+                self.traffic += int(work) * self._isz * 2  # read, caught up and stored
                 nk.read_rows_pair[par](rows.off, rows.lo, rows.ln, edges[s], src, pairs, out, b, coef, last, clock)
                 last[pairs] = clock
 
@@ -294,6 +306,7 @@ class NumbaBackend(Backend):
             src, act = srcs.get(key)
             out = nodes[dst] = nodes[dst].copy()
             sigma = edges[s]
+            self.traffic += g.nnz * len(act) // max(1, g.n_pre) * (g.indices.itemsize + self._isz)
             if mode == "column":  # catch-up fused into the read
                 nk.scatter_columns(g.indptr, g.indices, sigma, src, act, out, ev.u, self.last[s], self.clock[s])
             else:
@@ -327,8 +340,10 @@ class NumbaBackend(Backend):
                 pairs = nk.active_pairs(act)
                 par = 2 * len(pairs) * rows.mean_len >= config.PARALLEL_MIN_EDGES
                 nk.catch_up_pairs[par](rows.off, rows.lo, rows.ln, sigma, pairs, coef, self.last[s], self.clock[s])
-            par = len(act) * len(act_post) >= config.PARALLEL_MIN_EDGES
+            touched = len(act) * min(len(act_post), rows.mean_len)
+            par = touched >= config.PARALLEL_MIN_EDGES
             nk.hebbian_rows[par](rows.off, rows.lo, rows.ln, gs, unit, sigma, pre, post, act, act_post)
+            self.traffic += int(touched) * self._isz * (2 if unit else 3)
 
         return hebbian_rows
 
@@ -341,7 +356,9 @@ class NumbaBackend(Backend):
             sigma = edges[s]
             if mode == "column":
                 nk.catch_up_columns(g.indptr, sigma, ev.u, self.last[s], self.clock[s], act)
-            par = g.nnz * len(act) // max(1, g.n_pre) >= config.PARALLEL_MIN_EDGES
+            edges_touched = g.nnz * len(act) // max(1, g.n_pre)
+            self.traffic += edges_touched * (g.indices.itemsize + 3 * self._isz)
+            par = edges_touched >= config.PARALLEL_MIN_EDGES
             nk.hebbian[par](g.indptr, g.indices, g.weight, sigma, pre, post, act, *self._edge_lazy(s))
 
         return hebbian_index
