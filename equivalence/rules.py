@@ -36,11 +36,11 @@ Two-round form (`merged=False`; needs nothing beforehand, stable for any mean):
 After either form every scratch variable is 0 again. Numerics of the merged form: E z^2 - (E z)^2 cancels when
 the group's mean is large against its spread. In float64 (unit roundoff u = 1.1e-16) both forms are within
 u (4 + 2 g (1 + |mean| / std + k)) of the exact LN(z), relative to max |LN(z)|, with k = mean^2 / (var + eps)
-merged and k = 0 in two rounds (tests/test_equiv_api.py::test_merged_layer_norm_error_bound checks it on inputs
-with |mean| up to 1e6 std). That is ~u (4 + 2 g) for a centred input, and the official compile feeds the merged
-form only centred inputs: a_h (a sum of LN outputs v), v + LN(E y) (a sum of two LN outputs), and E y with E's
-columns centred at compile time (`equivalence.compile.centred_columns`: LN(E y) is unchanged by it); the raw
-embedding, not centred, gets the two-round form.
+merged and k = 0 in two rounds (tests/test_equiv_layernorm.py::test_merged_layer_norm_error_bound checks it
+on inputs with |mean| up to 1e6 std). That is ~u (4 + 2 g) for a centred input, and the official compile feeds
+the merged form only centred inputs: a_h (a sum of LN outputs v), v + LN(E y) (a sum of two LN outputs), and
+E y with E's columns centred at compile time (`equivalence.compile.centred_columns`: LN(E y) is unchanged by
+it); the raw embedding, not centred, gets the two-round form.
 """
 
 from __future__ import annotations
