@@ -45,8 +45,8 @@ depends only on the values at node i; anything that crosses nodes must travel ov
 sub-round. `register_rule` takes only rules declared `local=True`, and `validate` checks every computation
 rule: one population per rule, and a probe (`check_local`) that perturbs one node's inputs and requires every
 other node's output to stay bit-identical. A rule that reads a whole group (a LayerNorm over d hubs, say) is
-refused; build it from rounds instead (`equivalence.rules.layer_norm_rounds`: a clique of edges carries the
-sum for the mean, a second round the sum of squares for the variance).
+refused; build it from rounds instead (`equivalence.rules.layer_norm_rounds`: one round over a clique of edges
+carries each hub's value and its square, so every hub receives the group's mean and mean square).
 """
 
 from __future__ import annotations

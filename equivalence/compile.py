@@ -6,8 +6,9 @@
             De, Di (hubs -> neurons) with De E' - Di E' = D_x E; state on 2dn synapses neurons -> hubs holding
             the split rho = E sigma = sigma_+ - sigma_-; no n x n matrix anywhere.
   official  the released LayerNorm model (and the `paper` variant, Eq. 8) neuron by neuron: residual hubs (d),
-            per-head attention hubs (h x d), LN as two rounds of local rules over a clique of edges per group
-            (equivalence.rules.layer_norm_rounds): every rule reads only its own node and its edges.
+            per-head attention hubs (h x d), LN as one round of local rules over a clique of edges per group
+            (equivalence.rules.layer_norm_rounds, merged; two for the raw embedding): every rule reads only its
+            own node and its edges.
 
 Every compile adds an output population `out` of V = 256 motor nodes: logits = Pe - Pi, with the read-out
 weights split into excitatory and inhibitory groups. Input (the sensory boundary) enters as the Simulator's
@@ -35,7 +36,7 @@ from bdh_graph import Network
 from bdh_graph import kernels as K
 from bdh_graph.comm import as_comm, block
 
-from .rules import LN_EPS, LN_VARIABLES, clique, layer_norm_rounds, linear
+from .rules import LN_EPS, LN_VARIABLES, clique, layer_norm_rounds, layer_norm_square, linear
 
 COMPILES = ("dense", "circuit", "official")
 APPLIES = {"dense": ("normfree",), "circuit": ("normfree",), "official": ("official", "paper")}
@@ -502,8 +503,9 @@ def _official_graph(net, W):
     signed input of an LN), `att` (h d: per head k, hubs k d .. k d + d - 1: Q the value to write, A = a_h,
     N = LN(a_h)), `out` (V); res and att also carry the LN scratch variables (rules.LN_VARIABLES).
     Groups: Dx_e/Dx_i = D_x^± (res -> neurons), copy (res -> att, identity per head), Gs (neurons of head k ->
-    hubs of head k, all ones: n d synapses), Dy_e/Dy_i = D_y^± per head (att -> neurons), E_e/E_i = E^±
-    (neurons -> res), ln_res / ln_att (the LN cliques inside each group of d hubs, weight 1/d)."""
+    hubs of head k, all ones: n d synapses), Dy_e/Dy_i = D_y^± per head (att -> neurons), E_e/E_i = Ec^±
+    (neurons -> res; Ec = `centred_columns(E)`), ln_res / ln_att (the LN cliques inside each group of d hubs,
+    weight 1/d)."""
     n, d, h, N = W.n, W.d, W.h, W.N
     net.add_population("neurons", n)
     net.add_population("res", d, variables=("V", "W", "Ze", "Zi", "Z") + LN_VARIABLES)
@@ -516,8 +518,9 @@ def _official_graph(net, W):
     net.add_group("copy", "res", "att", sp.csc_matrix(np.tile(np.eye(d), (h, 1))))
     net.add_group("Dy_e", "att", "neurons", block=_head_blocks(pos(W.Dy(rows)), rows.start, N, d, h))
     net.add_group("Dy_i", "att", "neurons", block=_head_blocks(neg(W.Dy(rows)), rows.start, N, d, h))
-    net.add_group("E_e", "neurons", "res", block=pos(W.Ec(cols)))
-    net.add_group("E_i", "neurons", "res", block=neg(W.Ec(cols)))
+    Ec = centred_columns(W.Ec(cols))  # LN(E y) = LN(Ec y), and Ec y has mean 0: the merged LN's input
+    net.add_group("E_e", "neurons", "res", block=pos(Ec)).add_group("E_i", "neurons", "res", block=neg(Ec))
+    del Ec
     ones = _head_blocks(np.ones((cols.stop - cols.start, d)), cols.start, N, d, h)
     net.add_group("Gs", "neurons", "att", block=ones.T.tocsc())
     for l in range(W.L):
@@ -525,24 +528,36 @@ def _official_graph(net, W):
     _output(net, "res", lambda c: W.lm_head.T[:, c], W.V)
 
 
+def centred_columns(E):
+    """E (d, cols) with each column's mean over the d rows subtracted: 1^T (Ec y) = 0 for every y, and
+    LN(Ec y) = LN(E y) exactly (LN subtracts the mean), so E y reaches its merged LayerNorm centred (rules.py:
+    the merged form's error grows with mean^2 / var). Column by column: each rank centres its own columns."""
+    return E - E.mean(axis=0, keepdims=True)
+
+
 def _official_rounds(L, official):
-    """The kernel, layer by layer (res.V = v_{l-1}; LN[..] is `rules.layer_norm_rounds`, 2 rounds).
+    """The kernel, layer by layer (res.V = v_{l-1}; LN[..] is `rules.layer_norm_rounds`, merged: one round, its
+    input squared (`z, z -> Lp`, `rules.layer_norm_square`) where the input is computed).
 
     official, per layer:
       1. res.V -> Xe/Xi [Dx_e/Dx_i], res.V -> att.Q [copy]; X↓, (Xe - Xi)^+ -> X     x_l = (D_x v)^+ (recomputed)
-      2. X, sigma_l -> att.A;  LN[att.A => att.N]                                    a_h, LN(a_h)
-      3. X(i), att.Q(j) -> sigma_l(i,j); att.N -> Ye/Yi; damp; Y↓, (Ye - Yi)^+, X -> Y   y = (D_y LN(a))^+ x
-      4. Y -> res.Ze/Zi [E_e/E_i]; Ze - Zi => Z;  LN[Z => W]; V + W => Z;  LN[Z => V]   v = LN(v + LN(E y))
-    paper: 1'. Y -> res.Ze/Zi; LN[Ze - Zi => V] (= v* = LN(E y_{l-1})); then 1-3 with X accumulating.
-    Rounds per token: official 10 L + 3, paper 8 L + 4 (each LN 2 rounds; 4 L + 2 for both when LN was one
+      2. X, sigma_l -> att.A; A, A -> att.Lp                                         a_h
+      3. LN[att.A => att.N]                                                          LN(a_h)
+      4. X(i), att.Q(j) -> sigma_l(i,j); att.N -> Ye/Yi; damp; Y↓, (Ye - Yi)^+, X -> Y   y = (D_y LN(a))^+ x
+      5. Y -> res.Ze/Zi [E_e/E_i]; Ze - Zi => Z; Z, Z -> res.Lp                       E y (E's columns centred)
+      6. LN[Z => W]; V + W => Z; Z, Z -> res.Lp                                      v + LN(E y)
+      7. LN[Z => V]                                                                  v = LN(v + LN(E y))
+    paper: 1'. Y -> res.Ze/Zi, Z^2; 2'. LN[Z => V] (= v* = LN(E y_{l-1})); then 1-4 with X accumulating.
+    Rounds per token: official 7 L + 3 (LN(embed) is the two-round form: the raw embedding is not centred),
+    paper 6 L + 3 (10 L + 3 and 8 L + 4 with every LN in two rounds; 4 L + 2 for both when LN was one
     group-wide rule). Sensory input (official): the raw embedding row at the residual hubs, LN in the graph.
     """
     to_res = _official_to_res(official)
     layers = []
     for l in range(L):
-        rounds = () if official else to_res  # paper: 1'
-        rounds += _official_attention(K.sigma_name(l), official)  # 1-3
-        layers.append(rounds + to_res if official else rounds)  # official: 4
+        rounds = () if official else to_res  # paper: 1', 2'
+        rounds += _official_attention(K.sigma_name(l), official)  # 1-4
+        layers.append(rounds + to_res if official else rounds)  # official: 5-7
     if official:
         layers[0] = layer_norm_rounds("res", "V", "V", "ln_res", "v_0 = LN(embed)") + layers[0]
         layers[-1] = layers[-1] + (_readout_round("res.V"),)
@@ -552,24 +567,25 @@ def _official_rounds(L, official):
 
 
 def _official_to_res(official):
-    """Round 4 (official: v = LN(v + LN(E y))) or 1' (paper: v* = LN(E y_{l-1})): E y to the residual hubs."""
+    """Rounds 5-7 (official: v = LN(v + LN(E y))) or 1'-2' (paper: v* = LN(E y_{l-1})): E y to the residual
+    hubs, then its merged LNs."""
+    ln = lambda src, dst, label, then=(): layer_norm_rounds("res", src, dst, "ln_res", label, then=then, merged=True)
     to_res = (
         K.Round(
             communication=(K.send("Y", "res.Ze", "E_e"), K.send("Y", "res.Zi", "E_i")),
-            computation=(linear(("res.Ze", "res.Zi"), "res.Z", (1, -1)), K.reset("res.Ze"), K.reset("res.Zi")),
+            computation=(linear(("res.Ze", "res.Zi"), "res.Z", (1, -1)), K.reset("res.Ze"), K.reset("res.Zi"))
+            + (layer_norm_square("res", "Z"),),
             label="E y to hubs",
         ),
     )
     if not official:
-        return to_res + layer_norm_rounds("res", "Z", "V", "ln_res", "v* = LN(E y)")
-    to_res += layer_norm_rounds(
-        "res", "Z", "W", "ln_res", "LN(E y)", then=(linear(("res.V", "res.W"), "res.Z", (1, 1)),)
-    )
-    return to_res + layer_norm_rounds("res", "Z", "V", "ln_res", "v = LN(v + W)")
+        return to_res + ln("Z", "V", "v* = LN(E y)")
+    v_plus_w = (linear(("res.V", "res.W"), "res.Z", (1, 1)), layer_norm_square("res", "Z"))
+    return to_res + ln("Z", "W", "LN(E y)", then=v_plus_w) + ln("Z", "V", "v = LN(v + W)")
 
 
 def _official_attention(s, official):
-    """Rounds 1-3 on synapse state `s`: x from v, read a_h and LN it per head, write and y = (D_y LN a)^+ x."""
+    """Rounds 1-4 on synapse state `s`: x from v, read a_h and LN it per head, write and y = (D_y LN a)^+ x."""
     return (
         K.Round(
             communication=(
@@ -581,8 +597,10 @@ def _official_attention(s, official):
             + (K.threshold("Xe", "Xi", "X"), K.reset("Xe"), K.reset("Xi")),
             label="x = (D_x v)^+" if official else "x += (D_x v*)^+",
         ),
-        K.Round(communication=(K.read("X", s, "att.A"),), label="read a_h"),
-        *layer_norm_rounds("att", "A", "N", "ln_att", "LN(a_h) per head"),
+        K.Round(
+            communication=(K.read("X", s, "att.A"),), computation=(layer_norm_square("att", "A"),), label="read a_h"
+        ),
+        *layer_norm_rounds("att", "A", "N", "ln_att", "LN(a_h) per head", merged=True),
         K.Round(
             communication=(K.hebbian("X", "att.Q", s), K.send("att.N", "Ye", "Dy_e"), K.send("att.N", "Yi", "Dy_i")),
             computation=(
@@ -603,12 +621,13 @@ _OFFICIAL_MAP = {
     "Dx_e, Dx_i": "D_x^+, D_x^- res -> neurons (n x d)",
     "copy": "identity res -> att of every head",
     "Dy_e, Dy_i": "D_y,h^+, D_y,h^- att(head h) -> neurons(head h)",
-    "E_e, E_i": "E^+, E^- neurons -> res",
+    "E_e, E_i": "Ec^+, Ec^- neurons -> res, Ec = E with each column centred (LN(Ec y) = LN(E y))",
     "Gs": "neurons of head k -> att hubs of head k, all ones (n d synapses)",
     "sigma": "sigma_l (h d x n, block diagonal by head): value hub x key neuron",
     "rho": "rho_l,h = block h of sigma_l (it is rho itself: the value lives at the hubs)",
     "ln_res, ln_att": "LN cliques: every hub to every hub of its group of d, weight 1/d",
-    "LN": "2 rounds of local rules: clique mean, clique variance, node-local division (eps 1e-5)",
+    "LN": "1 round of local rules: clique mean of z and z^2, node-local variance and division (eps 1e-5); "
+    "LN(embed): 2 rounds (clique mean, then clique variance)",
     "out": "lm_head^T res -> out",
 }
 

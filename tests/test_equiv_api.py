@@ -92,34 +92,6 @@ def test_local_rules_normalize_and_linear(xp):
         K.check_local(rule, 12)
 
 
-@pytest.mark.parametrize("backend", ["numpy", "numba", "pyg"])
-def test_layer_norm_rounds_equal_layernorm(backend):
-    """LayerNorm from local rules (reference Sec. 5, LN): over a clique of edges inside each group of g hubs, a
-    mean round and a variance round, then the node-local division, equal torch's layer_norm (eps 1e-5, no
-    affine) per group, on every backend; the scratch variables are back to 0 afterwards."""
-    from bdh_graph import Network
-
-    groups, g, T = 3, 5, 2
-    rng = np.random.default_rng(1)
-    z = rng.normal(size=(T, groups * g)) * rng.uniform(0.1, 10, size=(T, 1)) + rng.normal(size=(T, 1))
-    net = (
-        Network()
-        .add_population("neurons", 2)
-        .add_population("hub", groups * g, variables=("Z", "N") + rules.LN_VARIABLES)
-    )
-    net.add_group("ln", "hub", "hub", rules.clique(groups, g))
-    net.add_group("G", "neurons", "neurons", np.zeros((2, 2)))
-    net.with_kernel(K.Kernel((rules.layer_norm_rounds("hub", "Z", "N", "ln"),), name="LN"))
-    assert net.groups["ln"].nnz == groups * g * g
-    sim = net.simulator(backend=backend)
-    ref = torch.nn.functional.layer_norm(torch.tensor(z).view(T, groups, g), (g,), eps=1e-5).view(T, -1).numpy()
-    for t in range(T):
-        sim.feed(np.zeros(2), np.zeros(2), {"hub.Z": z[t]})
-        np.testing.assert_allclose(sim.node("hub.N"), ref[t], rtol=1e-12, atol=1e-14)
-        for v in rules.LN_VARIABLES:
-            assert not np.any(sim.node(f"hub.{v}")), v
-
-
 def test_report_locates_errors_and_serialises():
     """The report holds max abs / rel error per quantity with (token, layer, index), and JSON."""
     import json
