@@ -36,6 +36,7 @@ BENCHMARKS = [
     "quality",
     "equiv_bench",
     "gpu_throughput",
+    "gpu_check",  # the one prepared GPU run (tests, tensor model vs bandwidth, PyG on CUDA vs numba); no CUDA: one row
     "distributed_bench",  # MPI-sharded graph: paper-25m on 1, 2, 4 ranks (--quick: tiny on 1, 2)
     "dist_train",  # torchrun DDP / FSDP2 on CPU ranks
     "view_bench",  # bdh view at paper-25m: page size, browser timings (chromium)

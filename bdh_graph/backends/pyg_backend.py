@@ -62,6 +62,17 @@ class Synapses(MessagePassing):
         return gs * p_j, q_i
 
 
+def target_major(g):
+    """(perm, complete): the permutation from the group's source-major edge numbering to target-major order (by
+    target, then source), and whether the group is complete (every pair an edge). A complete group whose sources
+    list their targets in order (Gs in the Obs. 4 shape) needs no sort: perm is the transpose of the
+    (n_pre, n_post) grid of edge numbers (a sort of |Gs| = n^2 edges would take minutes at n = 16384)."""
+    complete = g.nnz == g.n_post * g.n_pre
+    if complete and g.nnz and (g.indices.reshape(g.n_pre, g.n_post) == np.arange(g.n_post)).all():
+        return np.arange(g.nnz, dtype=np.int64).reshape(g.n_pre, g.n_post).T.ravel(), True
+    return np.lexsort((g.source, g.indices)), complete
+
+
 class PygBackend(Backend):
     name = "pyg"
 
@@ -71,16 +82,16 @@ class PygBackend(Backend):
         t = lambda a, dt=torch.float64: torch.as_tensor(np.asarray(a), dtype=dt, device=self.device)  # noqa: E731
         self.perm, self.crow, self.col, self.row, self.weight, self.size, self.complete = ({} for _ in range(7))
         for k, g in net.groups.items():
-            perm = np.lexsort((g.source, g.indices))  # target-major: by target, then source
+            perm, complete = target_major(g)
+            self.perm[k], self.size[k], self.complete[k] = perm, (g.n_post, g.n_pre), complete
+            self.weight[k] = t(g.weight[perm])
+            if complete:  # a dense (n_post, n_pre) view: no index arrays on the device
+                continue
             crow = np.zeros(g.n_post + 1, dtype=np.int64)
             np.cumsum(np.bincount(g.indices, minlength=g.n_post), out=crow[1:])
             idx = torch.int32 if g.nnz < 2**31 - 1 else torch.long  # int32: the sparse kernels' native index
-            self.perm[k] = perm
             self.crow[k], self.col[k] = t(crow, idx), t(g.source[perm], idx)
             self.row[k] = t(g.indices[perm], torch.long)
-            self.weight[k] = t(g.weight[perm])
-            self.size[k] = (g.n_post, g.n_pre)
-            self.complete[k] = g.nnz == g.n_post * g.n_pre
         self.U = {}
         for k, ev in net.edge_vars.items():
             perm = self.perm[ev.group]
@@ -110,7 +121,7 @@ class PygBackend(Backend):
             v: torch.zeros(self.net.size_of(v), dtype=torch.float64, device=self.device)
             for v in self.net.node_variables
         }
-        edges = {k: self._t(np.asarray(sigma0[k])[self.perm[ev.group]]).clone() for k, ev in self.net.edge_vars.items()}
+        edges = {k: self._t(np.asarray(sigma0[k])[self.perm[ev.group]]) for k, ev in self.net.edge_vars.items()}
         return NetworkState(nodes, edges)
 
     def to_numpy_state(self, state):
@@ -122,7 +133,8 @@ class PygBackend(Backend):
         return state._replace(nodes={k: v.detach().cpu().numpy().copy() for k, v in state.nodes.items()}, edges=edges)
 
     def set_node(self, state, var, values):
-        return state.replace(nodes={**state.nodes, var: self._t(values).clone()})
+        values = self._t(values)  # a copy on a device; on the CPU it may share the caller's array
+        return state.replace(nodes={**state.nodes, var: values.clone() if self.device.type == "cpu" else values})
 
     def node(self, state, var):
         return state.nodes[var].detach().cpu().numpy()
