@@ -202,3 +202,44 @@ def test_unit_gs_hebbian_is_the_weighted_one():
     nk.hebbian_rows[False](rows.off, rows.lo, rows.ln, np.ones(rows.size), False, a, pre, post, ap, aq)
     nk.hebbian_rows[True](rows.off, rows.lo, rows.ln, np.zeros(1), True, b, pre, post, ap, aq)
     assert np.array_equal(a, b) and not np.array_equal(a, sig0)
+
+
+def _read_and_write(net):
+    """The read rule `X(i), sigma_0(i,j) -> A(j)` and the Hebbian write `X(i), Y(j) -> sigma_0(i,j)` of layer 1."""
+    rules = [r for rnd in net.kernel.layers[0] for r in rnd.communication]
+    read = next(r for r in rules if r.kind == "read")
+    return read, next(r for r in rules if r.kind == "hebbian" and r.dst == read.src[1])
+
+
+@pytest.mark.parametrize("u_kind", ["identity", "diagonal", "rotation"])
+def test_fused_read_write_equals_the_read_then_the_write(u_kind):
+    """A read of sigma followed by its Hebbian write (Table 1's rounds 4l and 4l+1 back to back, as the lookahead
+    of Simulator.feed runs them) done in one pass over the synapses gives the read's A and the write's sigma of the
+    two rules run one after the other (the same values), after tokens with silent keys."""
+    rng = np.random.default_rng(15)
+    n = 16
+    u = rng.uniform(0.6, 0.99, n) if u_kind != "identity" else None
+    theta = rng.uniform(-3, 3, n // 2) if u_kind == "rotation" else None
+    _, net = _rope_net(n, 2, u, theta)
+    read, write = _read_and_write(net)
+    x0 = rng.random((5, n)) * (rng.random((5, n)) < 0.4)
+    y_last = rng.random(n)
+    sims = [net.simulator(backend="numba") for _ in range(3)]
+    for sim in sims:
+        for t in range(4):
+            sim.feed(x0[t], x0[t])
+        sim.ingest(x0[4], y_last)
+        sim.step(), sim.step()  # round 4l+3: X = x_1 of the new token
+    be = [sim.backend for sim in sims]
+    assert be[0]._fusable(read, write)
+    before = be[1].to_numpy_state(sims[1]._state).edges["sigma_0"]
+    remote = [dict(sim._state.nodes) for sim in sims]  # one process: the exchanged vectors are the local ones
+    both = (read, write)
+    fused = be[0].communicate(both, sims[0]._state, remote[0])
+    apart = be[1].communicate((write,), be[1].communicate((read,), sims[1]._state, remote[1]), remote[1])
+    assert be[0]._plan(both)[0].__name__ == "read_write"
+    a, b = be[0].to_numpy_state(fused), be[1].to_numpy_state(apart)
+    assert np.array_equal(a.nodes["A"], b.nodes["A"]) and np.abs(a.nodes["A"]).max() > 0
+    assert np.array_equal(a.edges["sigma_0"], b.edges["sigma_0"]) and not np.array_equal(b.edges["sigma_0"], before)
+    swapped = be[2].communicate((read,), be[2].communicate((write,), sims[2]._state, remote[2]), remote[2])
+    assert not np.allclose(be[2].to_numpy_state(swapped).nodes["A"], a.nodes["A"])  # the order is seen

@@ -177,10 +177,15 @@ class NumbaBackend(Backend):
             if k in done:
                 continue
             mate = self._pair_of(rules, k, done) if r.kind == "send" and self.fast_paths else None
+            fused = k + 1 < len(rules) and self._fusable(r, rules[k + 1])
             if mate is not None:
                 done.add(mate)
                 op = self._op_pair(r, rules[mate])
                 op.rules = (r, rules[mate])
+            elif fused:
+                done.add(k + 1)
+                op = self._op_read_write(r, rules[k + 1])
+                op.rules = (r, rules[k + 1])
             else:
                 op = {"send": self._op_send, "read": self._op_read, "hebbian": self._op_hebbian}[r.kind](r)
                 op.rules = (r,)
@@ -204,6 +209,19 @@ class NumbaBackend(Backend):
         if hit is None or hit[0] is not g:
             hit = self._arrays[("padded", g.name)] = (g, layout.padded(rows, g, dtype=self.dtype))
         return hit[1]
+
+    def _fusable(self, r, h):
+        """A read of sigma followed by its Hebbian write from the same key variable (the lookahead of
+        Simulator.feed runs them back to back), on exact runs damped per key pair, per key or not at all, the
+        write not reading what the read writes: one pass over the synapses (numba_kernels._read_write_*)."""
+        if not (self.fast_paths and r.kind == "read" and h.kind == "hebbian" and h.dst == r.src[1]):
+            return False
+        if h.src[0] != r.src[0] or h.src[1] == r.dst or self.lazy[h.dst] == "edge":
+            return False
+        ev = self.net.edge_vars[h.dst]
+        if ev.kind == "rotation" and self.lazy[h.dst] != "pair":
+            return False
+        return self._rows(self.net.group_of(r), exact_only=True) is not None
 
     def _signed(self, ge, gi):
         key = ("pair", ge.name, gi.name)
@@ -298,6 +316,39 @@ class NumbaBackend(Backend):
 
             return read_pairs
         return self._op_read_index(r, g, key, s)
+
+    def _op_read_write(self, r, h):
+        """The read r and the Hebbian write h of one sigma in one pass (`_fusable`)."""
+        (q, s), g = r.src, self.net.group_of(r)
+        key, post_key, dst, mode = (q, g.gathered), (h.src[1], False), r.dst, self.lazy[s]
+        rows, ev = self._rows(g, exact_only=True), self.net.edge_vars[s]
+        unit = bool(g.nnz) and bool(np.all(g.weight == 1.0))
+        gs = self._dummy_f if unit else g.weight
+        coef = self._pair_coef(ev) if mode == "pair" else None
+        u = ev.u if mode == "column" else self._dummy_f
+
+        def read_write(nodes, edges, srcs):
+            x, act = srcs.get(key)
+            post = srcs.get(post_key)[0]
+            out = nodes[dst] = nodes[dst].copy()
+            last, clock = (self.last[s], self.clock[s]) if mode else (self._dummy_i, nk.NO_CLOCK)
+            if mode == "pair":
+                pairs = nk.active_pairs(act)
+                work = 2 * len(pairs) * rows.mean_len
+                par, b = self._blocks(work, rows.n_post)
+                args = (rows.off, rows.lo, rows.ln, edges[s], x, pairs, out, b, coef, last, clock, gs, unit, post)
+                nk.read_write_rows_pair[par](*args)
+                last[pairs] = clock
+            else:
+                work = len(act) * rows.mean_len
+                par, b = self._blocks(work, rows.n_post)
+                args = (rows.off, rows.lo, rows.ln, edges[s], x, act, out, b, u, last, clock, gs, unit, post)
+                nk.read_write_rows_column[par](*args)
+                if mode == "column":
+                    last[act] = clock
+            self.traffic += int(work) * self._isz * (2 if unit else 3)
+
+        return read_write
 
     def _op_read_index(self, r, g, key, s):
         dst, mode, ev = r.dst, self.lazy[s], self.net.edge_vars[s]

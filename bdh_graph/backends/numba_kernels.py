@@ -382,6 +382,90 @@ def _hebbian_rows_py(off, lo, ln, gs, unit, sigma, pre, post, active_pre, active
             sigma[base + j] += w * pb * post[j]
 
 
+def _read_write_rows_pair_py(off, lo, ln, sigma, x, pairs, out, bounds, coef, last_pair, clock, gs, unit, post):
+    """The state read and the Hebbian write of one sigma in one pass (when a sub-round runs the read `X(i),
+    sigma(i,j) -> out(j)` and then the write `X(i), post(j) -> sigma(i,j)` with the same X, e.g. the lookahead
+    of Simulator.feed): per key pair, catch the runs up (rotation), add the caught-up sigma x to out, then
+    sigma += Gs x post for the active keys. The read's and the write's own operations in their own order (the
+    same values; a write of x * 0 where post is 0 may turn a -0.0 into 0.0), with each synapse loaded and stored
+    once instead of twice. Parallel over target blocks; the caller sets last_pair[pairs] = clock."""
+    for blk in prange(bounds.shape[0] - 1):
+        j0 = bounds[blk]
+        j1 = bounds[blk + 1]
+        for k in range(pairs.shape[0]):
+            m = pairs[k]
+            b0 = 2 * m
+            a = max(lo[b0], j0)
+            z = min(lo[b0] + ln[b0], j1)
+            if z <= a:
+                continue
+            x0 = x[b0]
+            x1 = x[b0 + 1]
+            o = out[a:z]
+            q = post[a:z]
+            e0 = off[b0] + a - lo[b0]
+            e1 = off[b0 + 1] + a - lo[b0]
+            g0 = sigma[e0 : e0 + z - a]
+            g1 = sigma[e1 : e1 + z - a]
+            _rotate_run(g0, g1, coef[m, 0], coef[m, 1], coef[m, 2], coef[m, 3], clock - last_pair[m])
+            if x0 != 0.0 and x1 != 0.0:
+                for i in range(z - a):
+                    t = o[i]
+                    t += g0[i] * x0
+                    t += g1[i] * x1
+                    o[i] = t
+            elif x0 != 0.0:
+                for i in range(z - a):
+                    o[i] += g0[i] * x0
+            else:
+                for i in range(z - a):
+                    o[i] += g1[i] * x1
+            if x0 != 0.0:
+                _write_run(g0, gs[e0 : e0 + z - a], unit, x0, q)
+            if x1 != 0.0:
+                _write_run(g1, gs[e1 : e1 + z - a], unit, x1, q)
+
+
+def _read_write_rows_column_py(off, lo, ln, sigma, x, active, out, bounds, u_pre, last_col, clock, gs, unit, post):
+    """`_read_write_rows_pair_py` for a state damped per key (clock >= 0) or not at all (clock < 0): per active
+    key b, sigma[:, b] *= u[b] ** steps, out += sigma[:, b] x[b], sigma[:, b] += Gs x[b] post. The caller sets
+    last_col[active] = clock."""
+    for blk in prange(bounds.shape[0] - 1):
+        j0 = bounds[blk]
+        j1 = bounds[blk + 1]
+        for k in range(active.shape[0]):
+            b = active[k]
+            a = max(lo[b], j0)
+            z = min(lo[b] + ln[b], j1)
+            if z <= a:
+                continue
+            xb = x[b]
+            o = out[a:z]
+            e = off[b] + a - lo[b]
+            sg = sigma[e : e + z - a]
+            steps = clock - last_col[b] if clock >= 0 else 0
+            if steps > 0:
+                f = u_pre[b] if steps == 1 else u_pre[b] ** steps
+                for i in range(z - a):
+                    sg[i] *= f
+                    o[i] += sg[i] * xb
+            else:
+                for i in range(z - a):
+                    o[i] += sg[i] * xb
+            _write_run(sg, gs[e : e + z - a], unit, xb, post[a:z])
+
+
+@njit(**_jit)
+def _write_run(sg, g, unit, pb, q):
+    """sg += g pb q along a run (the Hebbian write's arithmetic: (Gs pb) q; unit: Gs = 1, not read)."""
+    if unit:
+        for i in range(sg.shape[0]):
+            sg[i] += pb * q[i]
+    else:
+        for i in range(sg.shape[0]):
+            sg[i] += g[i] * pb * q[i]
+
+
 @njit(**_jit)
 def active_pairs(active):
     """The key pairs (b // 2) of the ascending active keys, each once, ascending."""
@@ -404,3 +488,5 @@ read_rows_column = _builds(_read_rows_column_py)
 read_rows_pair = _builds(_read_rows_pair_py)
 catch_up_pairs = _builds(_catch_up_pairs_py)
 hebbian_rows = _builds(_hebbian_rows_py)
+read_write_rows_pair = _builds(_read_write_rows_pair_py)
+read_write_rows_column = _builds(_read_write_rows_column_py)
