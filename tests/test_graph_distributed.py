@@ -9,12 +9,14 @@ active pairs, one Allreduce into replicated targets per communication sub-round)
 """
 
 import dataclasses
+import subprocess
+import sys
 import time
 
 import numpy as np
 import pytest
 from hypothesis import strategies as st
-from mpi_harness import distributed, draw, launch, need_mpi
+from mpi_harness import distributed, draw, launch, mpi_env, need_mpi
 
 N_NETWORKS = 12  # hypothesis cases per launch (MPI start-up, not the cases, dominates the time)
 N_MODELS = 6
@@ -327,3 +329,48 @@ def test_exchange_sends_only_active_neurons_and_gather_returns_hub_synapses(comm
             r, col, _ = res.coords[k]
             out[f"coords/{k}"] = np.stack([r, col]).astype(np.float64)
     return out
+
+
+# ---- a graph rank imports no torch (the per-rank floor, docs/distributed.md) ------------------------------------
+
+NO_TORCH = """
+import sys
+import numpy as np
+import equivalence
+from bdh_graph.comm import default_comm
+comm = default_comm()
+c = equivalence.compile_model(sys.argv[1], sys.argv[2], comm=comm)
+out = next(equivalence.GraphRunner(c, "numba").feed(np.array([72, 105])))
+assert np.all(np.isfinite(out["logits"]))
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "torch_geometric", "safetensors"))
+print(f"rank {comm.rank} of {comm.size}: torch-side modules {loaded}", flush=True)
+assert not loaded, loaded
+"""
+
+
+@pytest.mark.parametrize("P", [1, 2])
+def test_a_graph_rank_compiling_from_a_directory_imports_no_torch(P, tmp_path):
+    """A rank that compiles its block from a model directory (equivalence.compile_model(DIR)) and runs a token
+    imports neither torch nor safetensors' torch side: bdh_gpu's package imports only its config, errors and
+    the numpy reader (the model lazily, PEP 562), U comes from bdh_gpu.positional, LN_EPS from bdh_gpu.config.
+    In a fresh interpreter (P = 1) and on each of 2 MPI ranks, for the official and the circuit compile."""
+    import torch
+
+    import bdh_gpu
+
+    script = tmp_path / "no_torch.py"
+    script.write_text(NO_TORCH)
+    for variant, how in (("official", "official"), ("normfree", "circuit")):
+        torch.manual_seed(0)
+        cfg = bdh_gpu.BDHConfig(n_head=2, d=4, N=6, n_layer=2, variant=variant, U="rope+alibi", dropout=0.0)
+        folder = str(tmp_path / variant)
+        bdh_gpu.save(bdh_gpu.BDH(cfg), folder)
+        if P == 1:
+            r = subprocess.run(
+                [sys.executable, str(script), folder, how], capture_output=True, text=True, env=mpi_env(), timeout=300
+            )
+        else:
+            need_mpi()
+            r = launch([str(script), folder, how], P, 300)
+        assert r.returncode == 0, r.stdout + r.stderr[-3000:]
+        assert r.stdout.count("torch-side modules []") == P, r.stdout
