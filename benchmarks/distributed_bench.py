@@ -58,6 +58,33 @@ def vm_peak_gib():
         return None
 
 
+def cpu_busy_s():
+    """Seconds of CPU time the whole machine has spent busy (all CPUs; /proc/stat), or None off Linux."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    return (sum(v[:8]) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
+
+
+def wait_idle(max_s, busy_below=0.25, log=print):
+    """Wait (up to max_s seconds) until the machine's CPUs are less than `busy_below` busy over 3 s; returns the
+    last busy fraction measured (None off Linux)."""
+    t0, frac = time.time(), None
+    while True:
+        a = cpu_busy_s()
+        time.sleep(3.0)
+        b = cpu_busy_s()
+        if a is None or b is None:
+            return None
+        frac = (b - a) / (3.0 * (os.cpu_count() or 1))
+        if frac < busy_below or time.time() - t0 > max_s:
+            return round(frac, 2)
+        log(f"distributed_bench: the CPUs are {frac:.0%} busy (other jobs); waiting (up to {max_s} s)")
+        time.sleep(10.0)
+
+
 def design_minimum_numbers(net):
     """Numbers per token the partition must move per rank (module docstring), without the gathered sources."""
     total = 0
@@ -164,6 +191,8 @@ def _timed_run(compiled, comm, tokens, verify, ref, out):
     next(gen)  # warm-up token (numba compiles)
     total = {k: {True: 0.0, False: 0.0} for k in ("wait", "sent")}
     times = {True: [], False: []}
+    comm.barrier()
+    busy, cpu, wall = cpu_busy_s(), time.process_time(), time.perf_counter()
     for i in range(2 * tokens):
         runner.sim.overlap = overlap = i % 2 == 0
         comm.barrier()
@@ -174,11 +203,16 @@ def _timed_run(compiled, comm, tokens, verify, ref, out):
         total["wait"][overlap] += comm.wait_s - wait
         total["sent"][overlap] += comm.bytes_sent - sent
     total["s"] = {k: tokens * float(np.median(v)) for k, v in times.items()}  # robust to the other jobs' bursts
+    ours = sum(comm.allgather(time.process_time() - cpu))  # every rank's CPU seconds (MPI's busy waits included)
+    busy_end, wall = cpu_busy_s(), time.perf_counter() - wall
+    if busy is not None and busy_end is not None:  # what other processes took of the machine while we timed
+        out["others_cpu_share"] = round(max(0.0, busy_end - busy - ours) / (wall * (os.cpu_count() or 1)), 2)
     return total
 
 
-def launch(how, preset, tokens, P, verify, mem_gib, N=None):
-    """Write the model (a separate process), then run `--one` on P ranks of mpiexec; the row rank 0 prints."""
+def launch(how, preset, tokens, P, verify, mem_gib, N=None, idle_s=0):
+    """Write the model (a separate process), then run `--one` on P ranks of mpiexec (first waiting up to idle_s
+    seconds for the other jobs to leave the CPUs: `wait_idle`); the row rank 0 prints."""
     import tempfile
 
     me = [sys.executable, "-m", "benchmarks.distributed_bench"]
@@ -210,11 +244,13 @@ def launch(how, preset, tokens, P, verify, mem_gib, N=None):
             ]
             + (["--verify"] if verify else [])
         )
+        busy = wait_idle(idle_s) if idle_s else None
         r = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if r.returncode != 0:
         raise RuntimeError(f"{how} on {P} rank(s): exit {r.returncode}: {r.stderr[-1500:]}")
     out = json.loads(r.stdout.strip().splitlines()[-1])
     out["preset"] = preset if not N else f"{preset} with N = {N}"
+    out["busy_before"] = busy
     return out
 
 
@@ -237,7 +273,7 @@ def table(rows):
     return "\n".join(lines)
 
 
-def run(quick=True, preset=None, ranks=None, tokens=4, mem_gib=None, log=None):
+def run(quick=True, preset=None, ranks=None, tokens=4, mem_gib=None, log=None, idle_s=0):
     """Registry entry (python -m benchmarks): paper-25m on 1, 2 and 4 ranks (quick: the tiny preset on 1 and 2);
     `--write` runs it with the command line's preset, ranks and tokens."""
     preset = preset or ("tiny" if quick else "paper-25m")
@@ -252,7 +288,7 @@ def run(quick=True, preset=None, ranks=None, tokens=4, mem_gib=None, log=None):
     rows = []
     for how in ("circuit", "official"):
         for P in ranks:
-            rows.append(launch(how, preset, tokens, P, False, cap))
+            rows.append(launch(how, preset, tokens, P, False, cap, idle_s=idle_s))
             if log:
                 log(json.dumps(rows[-1]))
     flat = [_flat(r) for r in rows]
@@ -290,8 +326,17 @@ def _goals(flat, preset):
     ]
     for how in ("circuit", "official"):
         if 2 in ranks:
-            one, two = by[(how, 1)]["s_per_token"], by[(how, 2)]["s_per_token"]
-            goals.append(goal(f"{how}: tokens/s on 2 ranks / on one rank", one / two, 1.8, unit="x"))
+            one, two = by[(how, 1)], by[(how, 2)]
+            others = " / ".join(str(r.get("others_cpu_share")) for r in (one, two))
+            goals.append(
+                goal(
+                    f"{how}: tokens/s on 2 ranks / on one rank",
+                    one["s_per_token"] / two["s_per_token"],
+                    1.8,
+                    unit="x",
+                    note=f"other jobs took {others} of the CPUs while 1 / 2 ranks were timed",
+                )
+            )
         goals.append(
             goal(
                 f"{how}: peak RSS per rank on {top} ranks / on one rank",
@@ -336,7 +381,10 @@ def _notes(preset):
         "that need neither before it waits; in the read of sigma_l (X -> hubs), the layer's Hebbian write and "
         "damping of sigma_l, hoisted from later sub-rounds, run while the Allreduce is in flight. Off: each "
         "collective is waited for at once, every rule in its own sub-round (the same bits). wait_s = a rank's "
-        "mean time blocked in the collectives per token, per mode. P above the 2 cores oversubscribes them.",
+        "mean time blocked in the collectives per token, per mode. P above the 2 cores oversubscribes them. "
+        "The machine is shared: busy_before = how busy its CPUs were just before the launch (after waiting for "
+        "them to fall below 25%, at most --wait-idle seconds), others_cpu_share = the share of its CPUs that "
+        "other processes took while the tokens were timed (all CPU time less the ranks' own).",
         "Bytes sent = the payload a rank contributes to the exchanges per token; the design minimum = the "
         "replicated targets of the neuron -> hub groups summed over the sub-rounds. The ~100M model on 4 ranks "
         "and the projections are in docs/distributed.md (`--compile circuit --N 32768 --ranks 4`, `--project`).",
@@ -397,6 +445,13 @@ def main(argv=None):
     p.add_argument("--out", help="append the measured rows to this JSON-lines file")
     p.add_argument("--project", metavar="FILE", help="print the projection from measured rows (no run)")
     p.add_argument(
+        "--wait-idle",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="before each run, wait up to this long for the CPUs to be less than 25%% busy (other jobs)",
+    )
+    p.add_argument(
         "--write",
         action="store_true",
         help="run the registered entry (circuit and official, goals computed) with --preset, --ranks, --tokens, "
@@ -408,7 +463,7 @@ def main(argv=None):
     if a.write:
         from benchmarks.__main__ import write_section
 
-        r = run(False, a.preset, a.ranks, a.tokens, a.mem_gib, log=lambda line: print(line, flush=True))
+        r = run(False, a.preset, a.ranks, a.tokens, a.mem_gib, lambda line: print(line, flush=True), a.wait_idle)
         r["notes"].insert(
             0, "Command: `python -m benchmarks.distributed_bench " + " ".join(argv or sys.argv[1:]) + "`."
         )
@@ -427,7 +482,7 @@ def main(argv=None):
     rows = []
     for how in a.hows:
         for P in a.ranks:
-            r = launch(how, a.preset, a.tokens, P, a.verify, a.mem_gib, a.N)
+            r = launch(how, a.preset, a.tokens, P, a.verify, a.mem_gib, a.N, a.wait_idle)
             print(json.dumps(r), flush=True)
             if a.out:
                 with open(a.out, "a") as f:
