@@ -210,7 +210,69 @@ def _timed_run(compiled, comm, tokens, verify, ref, out):
     return total
 
 
-def launch(how, preset, tokens, P, verify, mem_gib, N=None, idle_s=0):
+def profile(folder, how, tokens):
+    """Where a rank's token goes (`--profile`, on this MPI job): seconds per token in rules over the rank's own
+    block (neurons, their synapses: the work that shrinks as 1/P), in rules over replicated populations only
+    (the hubs: every rank repeats them), blocked in the collectives, and the rest (the simulator's and the
+    runner's Python); and the fraction of the rank's neurons active in x and y. Rules are timed where the
+    backend dispatches them (`Backend._rules`, `kernels.apply_rule`)."""
+    import collections
+
+    import numpy as np
+
+    import equivalence
+    from bdh_graph import kernels as K
+    from bdh_graph.backends import base
+    from bdh_graph.comm import default_comm
+
+    comm = default_comm()
+    runner = equivalence.GraphRunner(equivalence.compile_model(folder, how, comm=comm), "numba")
+    net, be, T = runner.sim.net, runner.sim.backend, collections.Counter()
+    split = {name for name, p in net.populations.items() if p.split}
+
+    def own_block(r):
+        if r.kind in ("read", "hebbian", "damp"):
+            return True  # sigma lives on the rank's synapses
+        if r.kind == "send":
+            g = net.group_of(r)
+            return g.pre in split or g.post in split
+        return net.node_variables.get(r.dst) in split
+
+    def timed(f):
+        def run(r, *a):
+            t = time.perf_counter()
+            out = f(r, *a)
+            T["block" if own_block(r) else "replicated"] += time.perf_counter() - t
+            return out
+
+        return run
+
+    be._rules = {k: timed(f) for k, f in be._rules.items()}
+    apply_rule, base.K.apply_rule = K.apply_rule, timed(K.apply_rule)
+    ids = np.frombuffer(TEXT[: tokens + 1], dtype=np.uint8).astype(np.int64)
+    x0, y0, extra = runner.compiled.token_inputs(ids)
+    runner.sim.feed(x0[0], y0[0], extra[0])  # warm-up (numba compiles)
+    T.clear()
+    active, wait = np.zeros(2), comm.wait_s
+    comm.barrier()
+    t = time.perf_counter()
+    for k in range(1, tokens + 1):
+        x, y = runner.sim.feed(x0[k], y0[k], extra[k])
+        active += [np.count_nonzero(x[1:]) / max(1, x[1:].size), np.count_nonzero(y[1:]) / max(1, y[1:].size)]
+    total = (time.perf_counter() - t) / tokens
+    base.K.apply_rule = apply_rule
+    row = {k: round(v / tokens, 4) for k, v in T.items()}
+    row.update(token=round(total, 4), wait=round((comm.wait_s - wait) / tokens, 4))
+    row["other"] = round(total - row.get("block", 0) - row.get("replicated", 0) - row["wait"], 4)
+    row["active_x"], row["active_y"] = (round(float(a), 3) for a in active / tokens)
+    rows = comm.allgather(row)
+    if comm.rank == 0:
+        for r, x in enumerate(rows):
+            print(json.dumps({"compile": how, "P": comm.size, "rank": r, **x}), flush=True)
+    return 0
+
+
+def launch(how, preset, tokens, P, verify, mem_gib, N=None, idle_s=0, prof=False):
     """Write the model (a separate process), then run `--one` on P ranks of mpiexec (first waiting up to idle_s
     seconds for the other jobs to leave the CPUs: `wait_idle`); the row rank 0 prints."""
     import tempfile
@@ -243,11 +305,14 @@ def launch(how, preset, tokens, P, verify, mem_gib, N=None, idle_s=0):
                 str(tokens),
             ]
             + (["--verify"] if verify else [])
+            + (["--profile"] if prof else [])
         )
         busy = wait_idle(idle_s) if idle_s else None
         r = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if r.returncode != 0:
         raise RuntimeError(f"{how} on {P} rank(s): exit {r.returncode}: {r.stderr[-1500:]}")
+    if prof:
+        return [json.loads(line) for line in r.stdout.strip().splitlines()]
     out = json.loads(r.stdout.strip().splitlines()[-1])
     out["preset"] = preset if not N else f"{preset} with N = {N}"
     out["busy_before"] = busy
@@ -445,6 +510,12 @@ def main(argv=None):
     p.add_argument("--out", help="append the measured rows to this JSON-lines file")
     p.add_argument("--project", metavar="FILE", help="print the projection from measured rows (no run)")
     p.add_argument(
+        "--profile",
+        action="store_true",
+        help="print where each rank's token goes (own block / replicated hubs / waiting / the rest) and its "
+        "active fractions, per configuration (no RESULTS.md section)",
+    )
+    p.add_argument(
         "--wait-idle",
         type=float,
         default=0,
@@ -474,6 +545,8 @@ def main(argv=None):
     if a.make:
         make_model(a.make, a.preset, a.N, a.dir)
         return 0
+    if a.one and a.profile:
+        return profile(a.dir, a.one, a.tokens)
     if a.one:
         out = one(a.one, a.dir, a.tokens, a.verify)
         if out is not None:
@@ -482,13 +555,18 @@ def main(argv=None):
     rows = []
     for how in a.hows:
         for P in a.ranks:
+            if a.profile:
+                for row in launch(how, a.preset, a.tokens, P, False, a.mem_gib, a.N, a.wait_idle, prof=True):
+                    print(json.dumps(row), flush=True)
+                continue
             r = launch(how, a.preset, a.tokens, P, a.verify, a.mem_gib, a.N, a.wait_idle)
             print(json.dumps(r), flush=True)
             if a.out:
                 with open(a.out, "a") as f:
                     f.write(json.dumps(r) + "\n")
             rows.append(r)
-    print(table(rows))
+    if rows:
+        print(table(rows))
     return 0
 
 
