@@ -15,6 +15,7 @@ from .errors import InputError
 U_KINDS = ("rope", "alibi", "rope+alibi", "none")
 
 VARIANTS = ("official", "paper", "normfree")
+LN_EPS = 1e-5  # the LayerNorm eps, as nn.LayerNorm in the released code (the graph compiles share it)
 MAX_LAYERS = 4096  # a sanity bound: the paper's models have 6-12; 10**9 layers would compute for years
 
 

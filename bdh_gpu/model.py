@@ -28,15 +28,14 @@ import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import GAIN_NAMES, INIT_STD, BDHConfig
+from . import positional
+from .config import GAIN_NAMES, INIT_STD, LN_EPS, BDHConfig
 from .hub import ModelHubMixin
 
-LN_EPS = 1e-5  # as nn.LayerNorm in the released code
 ALIBI_LAZY_LOG = 20.0  # the ALiBi state is rescaled when a stored factor would exceed e^20 (see BDHState)
 SPARSE_MAX_DENSITY = (
     0.1  # step() gathers active neurons when at most this fraction fires (crossover ~0.1-0.15 on 2 cores)
@@ -61,13 +60,10 @@ def layer_norm(z: torch.Tensor) -> torch.Tensor:
 
 
 def rope_frequencies(N: int, theta: float) -> torch.Tensor:
-    """Cycles per token f_i of neuron i of a head, (N,) float64 on the CPU.
-
-    f_i = theta^(-q(i)/N) / (2 pi), q(i) = 2 floor(i/2), evaluated in float32 exactly as the released code does
-    (so imported models turn by the very same angles); the float32 values are then used exactly in float64.
-    """
-    q = (torch.arange(N, dtype=torch.float32) / 2).floor() * 2
-    return (1.0 / (float(theta) ** (q / N)) / (2 * math.pi)).double()
+    """Cycles per token f_i of neuron i of a head, (N,) float64 on the CPU: `bdh_gpu.positional.rope_frequencies`
+    (f_i = theta^(-q(i)/N) / (2 pi), q(i) = 2 floor(i/2), float32 values as the released code computes them,
+    used exactly in float64), the one definition the graph compiles share."""
+    return torch.from_numpy(positional.rope_frequencies(N, theta))
 
 
 def rope_cos_sin(positions: torch.Tensor, freqs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -115,12 +111,9 @@ class _Rotate(torch.autograd.Function):
 
 
 def alibi_slopes(n_head: int, max_bias: float) -> torch.Tensor:
-    """Damping rate m_k = 2^(-max_bias (k+1) / h) of head k (ALiBi's geometric slopes), (h,) float64.
-
-    Head k keeps u_k = exp(-m_k) of its state per token: the multiplicative analogue of ALiBi's bias -m (t - tau).
-    """
-    k = torch.arange(1, n_head + 1, dtype=torch.float64)
-    return torch.pow(2.0, -float(max_bias) * k / n_head)
+    """Damping rate m_k = 2^(-max_bias (k+1) / h) of head k (ALiBi's geometric slopes), (h,) float64:
+    `bdh_gpu.positional.alibi_slopes` as a tensor. Head k keeps u_k = exp(-m_k) of its state per token."""
+    return torch.from_numpy(positional.alibi_slopes(n_head, max_bias))
 
 
 class BDHState(NamedTuple):
@@ -136,22 +129,7 @@ class BDHState(NamedTuple):
     t_ref: int
 
 
-def retention(config: BDHConfig) -> dict:
-    """U exactly as applied, in neuron space (index head*N + i), float64 numpy, from the config alone.
-
-    u (n,): damping per key neuron, exp(-m_k) for every neuron of head k (ones without ALiBi);
-    theta (n//2,): radians per token of pair (2m, 2m+1) (zeros without RoPE).
-    U = diag(u) R(theta) with R acting on each pair as [[cos, -sin], [sin, cos]] (u is equal within a pair,
-    so the two commute); the attention score between positions tau < t is x_tau^T U^{t-tau} x_t.
-    """
-    cfg = config
-    u = np.ones(cfg.n)
-    if cfg.uses_alibi:
-        u = np.repeat(np.exp(-alibi_slopes(cfg.n_head, cfg.alibi_max_bias).numpy()), cfg.N)
-    theta = np.zeros(cfg.n // 2)
-    if cfg.uses_rope:
-        theta = np.tile(2 * math.pi * rope_frequencies(cfg.N, cfg.rope_theta).numpy()[::2], cfg.n_head)
-    return {"u": u, "theta": theta}
+retention = positional.retention  # U in neuron space, float64 numpy, from the config alone
 
 
 ATTENTION_FORMS = ("full", "chunked", "auto")

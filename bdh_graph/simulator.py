@@ -11,13 +11,19 @@ Token policies (the paper leaves open how X is reset between tokens and what Y h
 - y_policy="set" (default): Y <- y0_t. "add": Y <- Y + y0_t (Y carries y_{t-1,L} into layer 1).
 
 Sharded (docs/distributed.md): the network lives on the ranks of `net.comm`; every rank runs this same loop on its
-block. Inputs are global (T, n); node arrays, `feed`'s x, y and a RunResult hold this rank's block; a
-communication sub-round first exchanges the active values of split sources that a `gathered` group reads (one
-Allgatherv), runs the rules, then completes the sums into replicated targets of `partial` groups (one
-Allreduce). At P = 1 both exchanges are the identity. `RunResult.gather()` brings the whole result to rank 0.
+block. Inputs are global (T, n); node arrays, `feed`'s x, y and a RunResult hold this rank's block. A
+communication sub-round posts, non-blocking, the exchange of the active values of split sources that a
+`gathered` group reads (Iallgather + Iallgatherv), runs the partial rules into zeroed replicated targets and
+posts their sums (Iallreduce), then runs what needs neither: the sub-round's other rules and, in `feed`, the
+token's later edge rules that do not depend on them (`lookahead`: the Hebbian write and the damping of sigma_l);
+it waits for the exchange only before the rules that read it, for the sums only to add them. Every rule sees
+the values it would see in kernel order, so the results are the same bits. At P = 1 the communicator's requests
+are complete when posted and the same code runs. `RunResult.gather()` brings the whole result to rank 0.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
@@ -25,10 +31,12 @@ import scipy.sparse as sp
 from . import config
 from .backends import make_backend
 from .checks import as_inputs
+from .comm import Done
 from .errors import GraphError
 from .state import NetworkState
 
 TOKEN_POLICIES = ("set", "add")
+HOISTED_KINDS = ("hebbian", "damp")  # the rules that touch only their own edge variable (sigma_l)
 
 
 def sigma0_edges(net, sigma0):
@@ -149,11 +157,87 @@ class _Nodes:
         return self.sim.node(var)
 
 
+class Plan(NamedTuple):
+    """What a communication sub-round runs, in this order (`Simulator._communicate`): post the exchange of
+    `gather`; `pre`; the `partial` rules into zeroed `dsts`, post their Allreduce; `free`; the `ahead` batches;
+    wait for the exchange, `gathered`; wait for the sums and add them to `dsts`."""
+
+    gather: tuple  # split source variables to exchange (their gathered groups read them)
+    pre: tuple  # rules run before the partial sums: they write a partial target (or overlap is off)
+    free: tuple  # rules that need neither collective: they run while both are in flight
+    gathered: tuple  # rules that read an exchanged source
+    partial: tuple  # rules into replicated targets, completed by one Allreduce
+    dsts: tuple  # the targets of `partial`
+    ahead: tuple = ()  # ((phase, rules), ...): later rules of the token hoisted into this window (`lookahead`)
+
+
+def plan(net, rules, overlap=True):
+    """The Plan of a communication sub-round's `rules` (kernel order kept within each part). overlap=False: every
+    rule other than the partial ones runs before them, after the exchange, as the kernel lists them."""
+    gathered = {r for r in rules if net.group_of(r).gathered}
+    partial = tuple(r for r in rules if r.kind != "hebbian" and net.group_of(r).partial)
+    dsts = tuple(sorted({r.dst for r in partial}))
+    local = [r for r in rules if r not in partial]
+    pre = tuple(r for r in local if not overlap or r.dst in dsts)
+    rest = [r for r in local if r not in pre]
+    return Plan(
+        tuple(sorted({r.src[0] for r in gathered})),
+        pre,
+        tuple(r for r in rest if r not in gathered),
+        tuple(r for r in rest if r in gathered),
+        partial,
+        dsts,
+    )
+
+
+def _touches(r):
+    """(variables a rule reads, variables it writes): its sources and its target (accumulated into: read too)."""
+    return set(r.src) | {r.dst}, {r.dst}
+
+
+def lookahead(net, rounds, plans, hoistable):
+    """Hoist later rules of the token into the windows of the communication sub-rounds that post a collective.
+
+    For each such sub-round k (a window: its collectives are in flight while the hoisted rules run), scan the
+    token's sub-rounds after it, up to the next window: a rule `hoistable(r)` moves into k's window when it reads
+    nothing that a rule staying between writes (the window's gathered rules and the Allreduce's targets
+    included) and writes nothing such a rule reads or writes: it then sees the values it would see in place,
+    and nobody sees its write earlier. Returns (plans with `ahead`, the computation rules left per round)."""
+    comm = [list(r.communication) for r in rounds]
+    comp = [list(r.computation) for r in rounds]
+    ahead = [[] for _ in rounds]
+    windows = [k for k, p in enumerate(plans) if p.gather or p.partial]
+    for w, k in enumerate(windows):
+        end = windows[w + 1] if w + 1 < len(windows) else len(rounds)
+        reads, writes = set(plans[k].dsts), set(plans[k].dsts)  # the sums are added after the window
+        for r in plans[k].gathered:  # these run after the window (the partial rules ran before it)
+            a, b = _touches(r)
+            reads, writes = reads | a, writes | b
+        for j, phase in [(k, 1)] + [(j, ph) for j in range(k + 1, end) for ph in (0, 1)]:
+            rules, keep, moved = (comm if phase == 0 else comp)[j], [], []
+            for r in rules:  # in order (a communication sub-round's are validated: none reads what one writes)
+                a, b = _touches(r)
+                if hoistable(r) and not a & writes and not b & (reads | writes):
+                    moved.append(r)
+                    continue
+                keep.append(r)
+                reads, writes = reads | a, writes | b
+            if moved:
+                ahead[k].append((phase, tuple(moved)))
+            (comm if phase == 0 else comp)[j] = keep
+    plans = [plan(net, tuple(c))._replace(ahead=tuple(a)) for c, a in zip(comm, ahead)]
+    return plans, [tuple(c) for c in comp]
+
+
 class Simulator:
     """Step a network token by token (`feed`) or sub-round by sub-round (`ingest` + `step`).
 
     backend: "numba" | "pyg" | "numpy"; sigma0: initial state (see sigma0_edges); x_policy, y_policy: token
     policies (module docstring); spiking, seed: the stochastic mode (numpy backend); device: for "pyg".
+    `overlap` (default True; read at each token): post the exchanges before the work that does not need them
+    and, in `feed`, hoist the token's later edge rules into their windows (module docstring); False: block at
+    each exchange and run the rules in kernel order (the same bits; for measuring what the overlap hides). The
+    spiking mode never overlaps (its random draws follow the rule order).
     """
 
     def __init__(
@@ -184,47 +268,90 @@ class Simulator:
         self.monitors = []
         self._x = self._y = None
         self._remote = {}
-        self._plans = [self._plan(rnd.communication) for rnd in self._rounds]
+        self.spiking, self.overlap = spiking, True
+        self._schedules = {}  # ("exact", overlap) and ("ahead", the edge variables monitors observe) -> schedule
+        self._schedule = self._exact()
 
     # -- the exchange of a communication sub-round (docs/distributed.md) --
-    def _plan(self, rules):
-        """(split variables to exchange, rules run as they are, rules into replicated targets completed by an
-        Allreduce, their targets)."""
-        group_of = self.net.group_of
-        gather = sorted({r.src[0] for r in rules if group_of(r).gathered})
-        partial = tuple(r for r in rules if r.kind != "hebbian" and group_of(r).partial)
-        local = tuple(r for r in rules if r not in partial)
-        return gather, local, partial, sorted({r.dst for r in partial})
+    def _exact(self):
+        """(plans, computation rules) of every round, each sub-round's rules in their own sub-round."""
+        overlap = self.overlap and not self.spiking
+        if ("exact", overlap) not in self._schedules:
+            self._schedules["exact", overlap] = (
+                [plan(self.net, rnd.communication, overlap) for rnd in self._rounds],
+                [rnd.computation for rnd in self._rounds],
+            )
+        return self._schedules["exact", overlap]
+
+    def _ahead(self):
+        """The schedule of a token run by `feed`: `lookahead` when overlapping, over the edge rules that no
+        monitor observes within the token (cached per set of observed edge variables)."""
+        if not self.overlap or self.spiking:
+            return self._exact()
+        edges, seen = set(self.net.edge_vars), set()
+        for m in self.monitors:
+            if m.when != "token":
+                names = getattr(m, "variables", None) or (getattr(m, "variable", None),)
+                seen |= edges if type(m).__name__ not in ("StateMonitor", "SpikeMonitor", "EventMonitor") else set()
+                seen |= edges & set(names)
+        key = ("ahead", frozenset(seen))
+        if key not in self._schedules:
+            plans = self._exact()[0]
+            self._schedules[key] = lookahead(self.net, self._rounds, plans, lambda r: self._hoistable(r, key[1]))
+        return self._schedules[key]
+
+    def _hoistable(self, r, seen):
+        return r.kind in HOISTED_KINDS and r.dst not in seen and (r.kind == "damp" or not self.net.group_of(r).gathered)
 
     def source(self, group, var):
         """The values of `var` as `group` reads them (`SynapseGroup.read_source`), as a NumPy array."""
         return group.read_source(var, _Nodes(self), self._remote)
 
     def _communicate(self, k):
-        gather, local, partial, dsts = self._plans[k]
-        be, net = self.backend, self.net
-        self._remote = (
-            self.comm.exchange_active(
-                {v: (np.asarray(be.node(self._state, v)), net.block_of(v)[0], net.global_size_of(v)) for v in gather}
-            )
-            if gather
-            else {}
-        )
-        for m in self.monitors:
-            m._before_communication(self, self._rounds[k].communication)
-        state = be.communicate(local, self._state, self._remote) if local else self._state
-        if partial:
-            old = [np.array(be.node(state, v)) for v in dsts]
-            for v, o in zip(dsts, old):
-                state = be.set_node(state, v, np.zeros_like(o))
-            state = be.communicate(partial, state, self._remote)
-            total = self.comm.allreduce_sum(np.concatenate([np.asarray(be.node(state, v)) for v in dsts]))
-            at = 0
-            for v, o in zip(dsts, old):
+        p, be = self._schedule[0][k], self.backend
+        exchange = self.comm.iexchange_active(self._blocks(p.gather)) if p.gather else Done({})
+        received = []
+
+        def receive():  # the exchanged vectors, waited for once; the monitors see the sub-round then
+            if not received:
+                received.append(exchange.wait())
+                self._remote = received[0]
+                for m in self.monitors:
+                    m._before_communication(self, self._rounds[k].communication)
+            return received[0]
+
+        state = be.communicate(p.pre, self._state, receive()) if p.pre else self._state
+        state, sums, old = self._post_partial(p, state)
+        state = be.communicate(p.free, state, {}) if p.free else state
+        for phase, rules in p.ahead:  # later edge rules of the token, independent of both collectives
+            exchange.test(), sums.test()  # MPI moves a collective on only inside MPI calls
+            state = be.communicate(rules, state, {}) if phase == 0 else be.compute(rules, state)
+        remote = receive()
+        state = be.communicate(p.gathered, state, remote) if p.gathered else state
+        if p.partial:
+            total, at = sums.wait(), 0
+            for v, o in zip(p.dsts, old):
                 state = be.set_node(state, v, o + total[at : at + len(o)])
                 at += len(o)
         self._remote = {}
         return state
+
+    def _blocks(self, gather):
+        """{var: (this rank's block, its first index, the global size)} of the split variables to exchange."""
+        be, net = self.backend, self.net
+        return {v: (np.asarray(be.node(self._state, v)), net.block_of(v)[0], net.global_size_of(v)) for v in gather}
+
+    def _post_partial(self, p, state):
+        """Run the partial rules into zeroed copies of their replicated targets and post the Allreduce of the
+        partial sums: (state, the request, the targets' previous values)."""
+        if not p.partial:
+            return state, Done(None), []
+        be = self.backend
+        old = [np.array(be.node(state, v)) for v in p.dsts]
+        for v, o in zip(p.dsts, old):
+            state = be.set_node(state, v, np.zeros_like(o))
+        state = be.communicate(p.partial, state, {})
+        return state, self.comm.iallreduce_sum(np.concatenate([np.asarray(be.node(state, v)) for v in p.dsts])), old
 
     # -- inspection --
     @property
@@ -266,6 +393,7 @@ class Simulator:
         self._x[0], self._y[0] = x, y
         for var, values in (inputs or {}).items():
             self._state = self.backend.set_node(self._state, var, self._input(var, values))
+        self._schedule = self._exact()  # stepped by hand: every sub-round runs its own rules
         self._loaded = True
 
     def _input(self, var, values):
@@ -278,11 +406,11 @@ class Simulator:
         if not self._loaded:
             raise GraphError("step: no token loaded; call sim.ingest(x0_t, y0_t) first")
         k, phase = divmod(self._sub, 2)
-        rnd = self._rounds[k]
         if phase == 0:
             self._state = self._communicate(k)
         else:
-            self._state = self.backend.compute(rnd.computation, self._state)
+            rules = self._schedule[1][k]
+            self._state = self.backend.compute(rules, self._state) if rules else self._state
         self._sub += 1
         self._notify("subround")
         if phase == 1:
@@ -301,6 +429,7 @@ class Simulator:
         """Run one token (all rounds; `inputs` as for `ingest`); returns x, y of shape (L+1, n), layer 0 = the
         inputs (sharded: this rank's block of the n neurons, `sim.lo:sim.hi`)."""
         self.ingest(x0_t, y0_t, inputs)
+        self._schedule = self._ahead()  # kept to the token's end (the next ingest resets it)
         while self._loaded:
             self.step()
         return self._x.copy(), self._y.copy()

@@ -90,14 +90,14 @@ class Weights:
     def load(cls, directory, lo: int = 0, hi: int | None = None, E_all: bool = False) -> Weights:
         """Neurons lo..hi-1 of a model directory's weights (all of E's columns with E_all), read from
         model.safetensors without building the model; equal to `Weights.of` of the model in float64."""
-        from bdh_gpu.io import load_weights
+        from bdh_gpu.modeldir import load_weights
 
         w = load_weights(os.fspath(directory), lo, hi, E_all)
         return cls._make(w["config"], w["E"], w["D_x"], w["D_y"], w["embed"], w["lm_head"], lo, w["E_lo"])
 
     @classmethod
     def _make(cls, C, E, D_x, D_y, embed, lm_head, lo=0, E_lo=0):
-        from bdh_gpu.model import retention
+        from bdh_gpu.positional import retention
 
         ret = retention(C)
         return cls(
@@ -142,7 +142,7 @@ class Weights:
 def _config(source):
     """The BDHConfig of a model or of a model directory (config.json only)."""
     if isinstance(source, (str, os.PathLike)):
-        from bdh_gpu.io import load_config
+        from bdh_gpu.modeldir import load_config
 
         return load_config(os.fspath(source))
     return source.config

@@ -48,7 +48,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from bdh_gpu.model import LN_EPS  # the tensor model's LayerNorm eps: one definition
+from bdh_gpu.config import LN_EPS  # the tensor model's LayerNorm eps: one definition (torch-free)
 from bdh_graph import kernels as K
 
 LN_VARIABLES = ("Lp", "Lm", "Lq", "Lc", "Ls")  # the scratch variables layer_norm_rounds needs on a hub population

@@ -31,6 +31,29 @@ def test_frequencies_are_the_released_float32_values():
     np.testing.assert_allclose(f.numpy(), np.array(expect, dtype=np.float64), rtol=2e-7, atol=0)
 
 
+def test_numpy_frequencies_within_3_float32_ulps_of_the_released_torch_recipe():
+    """Reference Sec. 4: `bdh_gpu.positional.rope_frequencies` (numpy, no torch: the one definition the tensor model
+    and the graph compiles share) holds float32 values, equal within pairs, within 3 float32 ulps of the released
+    recipe computed with torch's float32 pow (which is 1-ulp accurate and machine dependent; the power here is
+    math.pow rounded once), and exactly torch's where its pow rounds the same. Prints the worst ulp distance."""
+    from bdh_gpu import positional
+
+    worst, differ, total = 0.0, 0, 0
+    for theta in (2.0**16, 10000.0, 500000.0):
+        for N in list(range(2, 1025, 2)) + [8192, 32768]:
+            q = (torch.arange(N, dtype=torch.float32) / 2).floor() * 2
+            released = (1.0 / (float(theta) ** (q / N)) / (2 * math.pi)).double().numpy()
+            ours = positional.rope_frequencies(N, theta)
+            assert np.array_equal(ours.astype(np.float32).astype(np.float64), ours) and np.array_equal(
+                ours[::2], ours[1::2]
+            )
+            ulps = np.abs(ours - released) / np.spacing(released.astype(np.float32)).astype(np.float64)
+            worst, differ, total = max(worst, ulps.max()), differ + int((ulps > 0).sum()), total + N
+    print(f"worst {worst:g} float32 ulps; {differ} of {total} frequencies differ from torch's float32 recipe")
+    assert worst <= 3
+    assert torch.equal(rope_frequencies(64, 2.0**16), torch.from_numpy(positional.rope_frequencies(64, 2.0**16)))
+
+
 def test_phase_accurate_at_1e7_and_released_float32_recipe_is_not():
     """At t ~ 1e7 our cos/sin (float64 phase, then cast) are within 2 float32 ulps of a 50-digit reference;
     the released recipe (t * f formed in float32, % 1, * 2 pi) is off by more than 0.05."""

@@ -9,12 +9,14 @@ active pairs, one Allreduce into replicated targets per communication sub-round)
 """
 
 import dataclasses
+import subprocess
+import sys
 import time
 
 import numpy as np
 import pytest
 from hypothesis import strategies as st
-from mpi_harness import distributed, draw, launch, need_mpi
+from mpi_harness import distributed, draw, launch, mpi_env, need_mpi
 
 N_NETWORKS = 12  # hypothesis cases per launch (MPI start-up, not the cases, dominates the time)
 N_MODELS = 6
@@ -326,4 +328,95 @@ def test_exchange_sends_only_active_neurons_and_gather_returns_hub_synapses(comm
             out[f"sigma/{k}"] = v
             r, col, _ = res.coords[k]
             out[f"coords/{k}"] = np.stack([r, col]).astype(np.float64)
+    return out
+
+
+# ---- a graph rank imports no torch (the per-rank floor, docs/distributed.md) ------------------------------------
+
+NO_TORCH = """
+import sys
+import numpy as np
+import equivalence
+from bdh_graph.comm import default_comm
+comm = default_comm()
+c = equivalence.compile_model(sys.argv[1], sys.argv[2], comm=comm)
+out = next(equivalence.GraphRunner(c, "numba").feed(np.array([72, 105])))
+assert np.all(np.isfinite(out["logits"]))
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "torch_geometric", "safetensors"))
+print(f"rank {comm.rank} of {comm.size}: torch-side modules {loaded}", flush=True)
+assert not loaded, loaded
+"""
+
+
+@pytest.mark.parametrize("P", [1, 2])
+def test_a_graph_rank_compiling_from_a_directory_imports_no_torch(P, tmp_path):
+    """A rank that compiles its block from a model directory (equivalence.compile_model(DIR)) and runs a token
+    imports neither torch nor safetensors' torch side: bdh_gpu's package imports only its config, errors and
+    the numpy reader (the model lazily, PEP 562), U comes from bdh_gpu.positional, LN_EPS from bdh_gpu.config.
+    In a fresh interpreter (P = 1) and on each of 2 MPI ranks, for the official and the circuit compile."""
+    import torch
+
+    import bdh_gpu
+
+    script = tmp_path / "no_torch.py"
+    script.write_text(NO_TORCH)
+    for variant, how in (("official", "official"), ("normfree", "circuit")):
+        torch.manual_seed(0)
+        cfg = bdh_gpu.BDHConfig(n_head=2, d=4, N=6, n_layer=2, variant=variant, U="rope+alibi", dropout=0.0)
+        folder = str(tmp_path / variant)
+        bdh_gpu.save(bdh_gpu.BDH(cfg), folder)
+        if P == 1:
+            r = subprocess.run(
+                [sys.executable, str(script), folder, how], capture_output=True, text=True, env=mpi_env(), timeout=300
+            )
+        else:
+            need_mpi()
+            r = launch([str(script), folder, how], P, 300)
+        assert r.returncode == 0, r.stdout + r.stderr[-3000:]
+        assert r.stdout.count("torch-side modules []") == P, r.stdout
+
+
+# ---- the exchange overlapped with computation (bdh_graph.simulator `plan`, `lookahead`) ---------------------------
+
+OVERLAP_CASES = [
+    {"variant": "official", "how": "official", "U": "rope+alibi", "seed": 3},
+    {"variant": "normfree", "how": "circuit", "U": "rope", "seed": 4},
+    {"variant": "normfree", "how": "dense", "U": "alibi", "seed": 5},
+]
+
+
+@distributed(cases=OVERLAP_CASES, ranks=(2, 3))
+def test_overlapped_exchange_gives_the_same_bits(comm, cases):
+    """The non-blocking exchange (Iallreduce of the partial sums posted before the work that does not need them,
+    the layer's Hebbian write and damping of sigma_l hoisted into that window; Iallgather + Iallgatherv for the
+    dense compile's gathered sources) against overlap off (each collective waited for at once, every rule in
+    its own sub-round): on every rank the same bits for logits, x, y and every rank's sigma, and both equal the
+    single process (the harness). The official and circuit schedules do hoist (asserted), so the test runs
+    the reordering it pins."""
+    import torch
+
+    import bdh_gpu
+    import equivalence as EQ
+
+    torch.set_num_threads(1)
+    out = {}
+    for k, case in enumerate(cases):
+        torch.manual_seed(case["seed"])
+        cfg = bdh_gpu.BDHConfig(n_head=2, d=4, N=6, n_layer=2, variant=case["variant"], U=case["U"], dropout=0.0)
+        c = EQ.compile_model(bdh_gpu.BDH(cfg).eval(), case["how"], comm=comm)
+        got = {}
+        for overlap in (True, False):
+            runner = EQ.GraphRunner(c, "numba")
+            runner.sim.overlap = overlap
+            rows = list(runner.feed([72, 101, 108, 108, 111]))
+            got[overlap] = {"logits": np.stack([r["logits"] for r in rows])}
+            got[overlap].update({e: v for e, v in runner.sim.state.edges.items() if e.startswith("sigma")})
+            if comm.rank == 0:
+                got[overlap].update({q: np.stack([r[q] for r in rows]) for q in ("x", "y")})
+            hoisted = sum(len(rules) for p in runner.sim._ahead()[0] for _, rules in p.ahead)
+            assert (hoisted > 0) == (overlap and case["how"] != "dense"), (case, overlap, hoisted)
+        for q in got[True]:
+            assert np.array_equal(got[True][q], got[False][q]), f"case {k} rank {comm.rank}: {q} differs"
+        if comm.rank == 0:
+            out[f"{k}/{case['how']}"] = {q: v for q, v in got[True].items() if not q.startswith("sigma")}
     return out
