@@ -229,6 +229,33 @@ def lookahead(net, rounds, plans, hoistable):
     return plans, [tuple(c) for c in comp]
 
 
+def fuse_reads(plans):
+    """A Hebbian write that `lookahead` hoisted into the window of the read of its own sigma, from the same keys,
+    runs right after that read, in the same backend call (the numba backend then loads and stores each synapse
+    once for both: numba_kernels.read_write_rows_*). It moves only from the window's first hoisted batch and only
+    past rules that neither touch what it writes nor write what it reads, and never reads a target the
+    Allreduce is still summing; so every rule still sees the values it would see in kernel order."""
+    out = []
+    for p in plans:
+        if not p.ahead or p.ahead[0][0] != 0:
+            out.append(p)
+            continue
+        batch, partial = list(p.ahead[0][1]), list(p.partial)
+        for h in [r for r in batch if r.kind == "hebbian" and not set(r.src) & set(p.dsts)]:
+            at = next((i for i, r in enumerate(partial) if r.kind == "read" and r.src == (h.src[0], h.dst)), None)
+            if at is None:
+                continue
+            a, b = _touches(h)
+            passed = partial[at + 1 :] + list(p.free) + batch[: batch.index(h)]
+            if any(b & (_touches(r)[0] | _touches(r)[1]) or a & _touches(r)[1] for r in passed):
+                continue
+            partial.insert(at + 1, h)
+            batch.remove(h)
+        ahead = (((0, tuple(batch)),) if batch else ()) + p.ahead[1:]
+        out.append(p._replace(partial=tuple(partial), ahead=ahead))
+    return out
+
+
 class Simulator:
     """Step a network token by token (`feed`) or sub-round by sub-round (`ingest` + `step`).
 
@@ -297,7 +324,8 @@ class Simulator:
         key = ("ahead", frozenset(seen))
         if key not in self._schedules:
             plans = self._exact()[0]
-            self._schedules[key] = lookahead(self.net, self._rounds, plans, lambda r: self._hoistable(r, key[1]))
+            plans, comp = lookahead(self.net, self._rounds, plans, lambda r: self._hoistable(r, key[1]))
+            self._schedules[key] = (fuse_reads(plans), comp)
         return self._schedules[key]
 
     def _hoistable(self, r, seen):
