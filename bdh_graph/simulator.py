@@ -23,7 +23,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from . import config
-from .backends import make_backend
+from .backends import as_dtype, make_backend
 from .checks import as_inputs
 from .errors import GraphError
 from .state import NetworkState
@@ -154,10 +154,21 @@ class Simulator:
 
     backend: "numba" | "pyg" | "numpy"; sigma0: initial state (see sigma0_edges); x_policy, y_policy: token
     policies (module docstring); spiking, seed: the stochastic mode (numpy backend); device: for "pyg".
+    dtype: "float64" (default, the reference) or "float32" (numba, pyg): weights and sigma stored in float32, node
+    variables and their sums in float64 (bdh_graph.backends); `state`, `node` and a RunResult are float64 either way.
     """
 
     def __init__(
-        self, net, backend="numba", sigma0=None, x_policy="set", y_policy="set", spiking=False, seed=None, device=None
+        self,
+        net,
+        backend="numba",
+        sigma0=None,
+        x_policy="set",
+        y_policy="set",
+        spiking=False,
+        seed=None,
+        device=None,
+        dtype="float64",
     ):
         if net.kernel is None:
             raise GraphError("network has no kernel; call net.with_kernel(kernel) first")
@@ -172,7 +183,8 @@ class Simulator:
         self.net, self.kernel, self.comm = net, net.kernel, net.comm
         self.x_policy, self.y_policy = x_policy, y_policy
         self.lo, self.hi = net.block_of("X")
-        self.backend = make_backend(backend, net, spiking=spiking, seed=seed, device=device)
+        self.backend = make_backend(backend, net, spiking=spiking, seed=seed, device=device, dtype=dtype)
+        self.dtype = as_dtype(dtype)
         self._state = self.backend.initial_state(sigma0_edges(net, sigma0))
         self._rounds = self.kernel.rounds
         ends = np.cumsum([len(layer) for layer in self.kernel.layers]) - 1

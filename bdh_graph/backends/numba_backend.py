@@ -213,8 +213,11 @@ def is_complete(g) -> bool:
 class NumbaBackend(Backend):
     name = "numba"
 
-    def __init__(self, net):
-        self.net = net
+    def __init__(self, net, dtype="float64"):
+        """dtype (bdh_graph.backends.DTYPES): of sigma and of the weights the kernels read (float32: a float32 copy
+        of every group's weights); node variables and the sums into them stay float64."""
+        self.dtype = np.dtype(dtype)
+        self.net = net.with_weight_dtype(self.dtype)
         self.ops = numpy_ops(None)
         # "column": u per key neuron, one clock per key; "edge": u per synapse, one clock per synapse
         self.lazy = {
@@ -231,7 +234,7 @@ class NumbaBackend(Backend):
 
     def initial_state(self, sigma0):
         nodes = {v: np.zeros(self.net.size_of(v)) for v in self.net.node_variables}
-        edges = {k: np.array(sigma0[k], dtype=np.float64) for k in self.net.edge_vars}
+        edges = {k: np.array(sigma0[k], dtype=self.dtype) for k in self.net.edge_vars}
         self.last = {
             k: np.zeros(
                 len(edges[k]) if self.lazy[k] == "edge" else self.net.groups[self.net.edge_vars[k].group].n_pre,
@@ -264,7 +267,8 @@ class NumbaBackend(Backend):
     def to_numpy_state(self, state):
         self.flush(state)
         return state._replace(
-            nodes={k: v.copy() for k, v in state.nodes.items()}, edges={k: v.copy() for k, v in state.edges.items()}
+            nodes={k: v.copy() for k, v in state.nodes.items()},
+            edges={k: v.astype(np.float64) for k, v in state.edges.items()},  # a float64 copy, whatever the dtype
         )
 
     def set_node(self, state, var, values):

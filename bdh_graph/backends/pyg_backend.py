@@ -14,6 +14,12 @@ To make the fused product a plain CSR product, this backend keeps every group's 
 (sorted by target, then source); `perm` maps that order to the network's source-major edge numbering, and
 `initial_state` / `to_numpy_state` translate (nothing outside the backend sees the internal order).
 Runs on CUDA when available (or on the `device` given), float64. Imported only when backend="pyg" is asked for.
+
+dtype="float32" (opt-in; bdh_graph.backends): the weights and sigma are float32 tensors, node values stay float64.
+torch multiplies a sparse or dense matrix only by a vector of its own dtype, so a send or read casts the source
+vector to float32, forms the product in float32 (float32 sums, unlike numba's float64 accumulators) and adds it
+to the float64 target; the Hebbian increment `Gs p q` and damping are computed in float64 and rounded once into
+the float32 sigma (U's coefficients stay float64).
 """
 
 import warnings
@@ -37,9 +43,11 @@ class Synapses(MessagePassing):
         super().__init__(aggr="sum", flow="source_to_target", node_dim=0)
 
     def forward(self, adj_t, q):
+        """The sum in adj_t's dtype (q cast to it: torch does not mix dtypes in a matrix product), returned in q's."""
+        qw = q.to(adj_t.dtype)
         if adj_t.layout == torch.strided:  # a complete group: the fused step on a dense matrix
-            return self.message_and_aggregate(adj_t, q)
-        return self.propagate(adj_t, q=q)
+            return self.message_and_aggregate(adj_t, qw).to(q.dtype)
+        return self.propagate(adj_t, q=qw).to(q.dtype)
 
     def message(self, q_j, w):  # the unfused form, kept for reference (edge lists)
         return w * q_j
@@ -65,8 +73,9 @@ class Synapses(MessagePassing):
 class PygBackend(Backend):
     name = "pyg"
 
-    def __init__(self, net, device=None):
+    def __init__(self, net, device=None, dtype="float64"):
         self.net = net
+        self.dtype = getattr(torch, dtype)  # of the weights and sigma (module docstring); nodes are float64
         self.device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
         t = lambda a, dt=torch.float64: torch.as_tensor(np.asarray(a), dtype=dt, device=self.device)  # noqa: E731
         self.perm, self.crow, self.col, self.row, self.weight, self.size, self.complete = ({} for _ in range(7))
@@ -78,7 +87,7 @@ class PygBackend(Backend):
             self.perm[k] = perm
             self.crow[k], self.col[k] = t(crow, idx), t(g.source[perm], idx)
             self.row[k] = t(g.indices[perm], torch.long)
-            self.weight[k] = t(g.weight[perm])
+            self.weight[k] = t(g.weight[perm], self.dtype)
             self.size[k] = (g.n_post, g.n_pre)
             self.complete[k] = g.nnz == g.n_post * g.n_pre
         self.U = {}
@@ -110,7 +119,10 @@ class PygBackend(Backend):
             v: torch.zeros(self.net.size_of(v), dtype=torch.float64, device=self.device)
             for v in self.net.node_variables
         }
-        edges = {k: self._t(np.asarray(sigma0[k])[self.perm[ev.group]]).clone() for k, ev in self.net.edge_vars.items()}
+        edges = {
+            k: self._t(np.asarray(sigma0[k])[self.perm[ev.group]], self.dtype).clone()
+            for k, ev in self.net.edge_vars.items()
+        }
         return NetworkState(nodes, edges)
 
     def to_numpy_state(self, state):
@@ -160,4 +172,4 @@ class PygBackend(Backend):
             edges[r.dst].mul_(cs)
         elif ev.kind == "rotation":
             s = edges[r.dst]
-            edges[r.dst] = torch.addcmul(cs * s, cm, s[mate])
+            edges[r.dst] = torch.addcmul(cs * s, cm, s[mate]).to(s.dtype)  # float64 U, sigma's dtype kept
