@@ -50,7 +50,8 @@ def add_parser(subparsers):
         default=100.0,
         metavar="K",
         help="a quantity fails only beyond the tolerance and beyond K times the tensor model's own sensitivity "
-        "to a one-ulp change of its weights (default 100; 0: the tolerance alone, sensitivity not measured)",
+        "to a one-ulp change of its weights (a float32 ulp with --dtype float32; default 100; 0: the tolerance alone, "
+        "sensitivity not measured)",
     )
     p.add_argument("--no-state", action="store_true", help="skip the state (rho) comparison")
     p.add_argument("--json", action="store_true", help="print one JSON object with each quantity's max error")
