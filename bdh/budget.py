@@ -150,9 +150,12 @@ def check_generate(directory: str, prompt: int, tokens: int, flags=None) -> None
     check(generate_bytes(config, prompt, tokens, dtype_bytes(directory), chunk_of(None, prompt)), config, flags)
 
 
-def check_graph(directory: str, how: str | None, tokens: int = 1, ranks: int | None = None, flags=None) -> None:
+def check_graph(
+    directory: str, how: str | None, tokens: int = 1, ranks: int | None = None, flags=None, dtype: str = "float64"
+) -> None:
     """verify, view, trace, export-graph, logits --engine graph-*: the compiled graph (per rank, summed over the
-    ranks of this job) and the tensor model's float64 forward over the text."""
+    ranks of this job; `dtype`: the graph's, equivalence.budget) and the tensor model's float64 forward over the
+    text."""
     from bdh_graph.comm import mpi_world_size
     from equivalence import APPLIES, default_compile
     from equivalence.budget import graph_bytes
@@ -160,4 +163,4 @@ def check_graph(directory: str, how: str | None, tokens: int = 1, ranks: int | N
     config = model_config(directory)
     if how is None or how not in APPLIES or config.variant not in APPLIES[how]:
         how = default_compile(config)  # a compile that does not apply is refused later, in its own words
-    check(graph_bytes(config, how, ranks or max(1, mpi_world_size()), tokens), config, flags)
+    check(graph_bytes(config, how, ranks or max(1, mpi_world_size()), tokens, dtype), config, flags)

@@ -5,6 +5,8 @@
 | `--device` | the torch device of the tensor model, and of the graph with `--backend pyg` | `auto` (cuda if present) |
 | `--backend` | the graph engine, from `bdh_graph.backends.BACKENDS` | `numba` |
 | `--compile` | the graph compile (equivalence.COMPILES: dense, circuit, official) | the variant's default |
+| `--dtype` | graph commands: the float type of the graph's weights and sigma (float32 on numba, pyg) | `float64` |
+| `--dtype` | `bdh train`: the float type of a new model's parameters | `float32` |
 | `--torch-compile` | `torch.compile` the tensor model (`bdh train`) | off |
 | `--attention`, `--chunk-size` | which equal form of Eq. 4 the tensor model's forward uses | `auto` |
 
@@ -19,9 +21,10 @@ import math
 import os
 
 from bdh.errors import InputError
-from bdh_graph.backends import BACKENDS
+from bdh_graph.backends import BACKENDS, DTYPES
 
 DEFAULT_BACKEND = "numba"
+DEFAULT_GRAPH_DTYPE = "float64"
 DEFAULT_DEVICE = "auto"
 # equivalence.COMPILES, spelled here so that building the parser does not import torch (a test keeps them equal)
 COMPILE_CHOICES = ("dense", "circuit", "official")
@@ -80,6 +83,27 @@ def add_backend(p, default: str = DEFAULT_BACKEND) -> None:
         choices=BACKENDS,
         help=f"graph engine: {' | '.join(BACKENDS)} (default {default})",
     )
+
+
+def add_graph_dtype(p) -> None:
+    """--dtype for the graph commands: float64 (the reference) or float32 (weights and sigma stored in float32, node
+    values in float64; docs/bdh_graph.md). Unset means float64; `graph_dtype` checks it against --backend."""
+    p.add_argument(
+        "--dtype",
+        choices=DTYPES,
+        help=f"float type of the graph's weights and synaptic state: {' | '.join(DTYPES)} (default "
+        f"{DEFAULT_GRAPH_DTYPE}; float32 on --backend numba or pyg, node values stay float64)",
+    )
+
+
+def graph_dtype(args) -> str:
+    """The graph's dtype from --dtype (unset: float64); float32 with --backend numpy is refused (the float64
+    reference)."""
+    dtype = getattr(args, "dtype", None) or DEFAULT_GRAPH_DTYPE
+    backend = getattr(args, "backend", None) or DEFAULT_BACKEND
+    if dtype != DEFAULT_GRAPH_DTYPE and backend == "numpy":
+        raise InputError(f"--dtype {dtype}: --backend numpy is the float64 reference; use --backend numba or pyg")
+    return dtype
 
 
 def add_compile(p) -> None:

@@ -34,6 +34,7 @@ source and target vectors it is applied to, `col0`, `row0` their global offsets.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass
 from functools import cached_property
@@ -571,9 +572,21 @@ class Network:
             mats["Gx_e"], mats["Gx_i"], mats["Gy_e"], mats["Gy_i"], mats["Gs"], u=u, theta=theta, layers=layers, **kw
         )
 
+    def with_weight_dtype(self, dtype) -> Network:
+        """This network with every group's weights stored in `dtype` (np.float32: the float32 graph's weights,
+        bdh_graph.backends): a shallow copy sharing populations, edge variables, kernel and communicator; the
+        network itself when its weights are already of that dtype."""
+        dtype = np.dtype(dtype)
+        if all(g.weight.dtype == dtype for g in self.groups.values()):
+            return self
+        net = copy.copy(self)
+        net.groups = {k: dataclasses.replace(g, weight=g.weight.astype(dtype)) for k, g in self.groups.items()}
+        return net
+
     # -- running and exporting (thin: bdh_graph.simulator and bdh_graph.export do the work) --
     def simulator(self, backend="numba", **kw):
-        """A token-by-token Simulator on this network (options: bdh_graph.simulator.Simulator)."""
+        """A token-by-token Simulator on this network (options: bdh_graph.simulator.Simulator; `dtype`:
+        "float64", the default, or "float32", bdh_graph.backends)."""
         from .simulator import Simulator
 
         return Simulator(self, backend=backend, **kw)

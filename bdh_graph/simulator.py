@@ -29,7 +29,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from . import config
-from .backends import make_backend
+from .backends import as_dtype, make_backend
 from .checks import as_inputs
 from .comm import Done
 from .errors import GraphError
@@ -265,10 +265,21 @@ class Simulator:
     and, in `feed`, hoist the token's later edge rules into their windows (module docstring); False: block at
     each exchange and run the rules in kernel order (the same bits; for measuring what the overlap hides). The
     spiking mode never overlaps (its random draws follow the rule order).
+    dtype: "float64" (default, the reference) or "float32" (numba, pyg): weights and sigma stored in float32, node
+    variables and their sums in float64 (bdh_graph.backends); `state`, `node` and a RunResult are float64 either way.
     """
 
     def __init__(
-        self, net, backend="numba", sigma0=None, x_policy="set", y_policy="set", spiking=False, seed=None, device=None
+        self,
+        net,
+        backend="numba",
+        sigma0=None,
+        x_policy="set",
+        y_policy="set",
+        spiking=False,
+        seed=None,
+        device=None,
+        dtype="float64",
     ):
         if net.kernel is None:
             raise GraphError("network has no kernel; call net.with_kernel(kernel) first")
@@ -283,7 +294,8 @@ class Simulator:
         self.net, self.kernel, self.comm = net, net.kernel, net.comm
         self.x_policy, self.y_policy = x_policy, y_policy
         self.lo, self.hi = net.block_of("X")
-        self.backend = make_backend(backend, net, spiking=spiking, seed=seed, device=device)
+        self.backend = make_backend(backend, net, spiking=spiking, seed=seed, device=device, dtype=dtype)
+        self.dtype = as_dtype(dtype)
         self._state = self.backend.initial_state(sigma0_edges(net, sigma0))
         self._rounds = self.kernel.rounds
         ends = np.cumsum([len(layer) for layer in self.kernel.layers]) - 1

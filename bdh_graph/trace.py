@@ -39,7 +39,7 @@ def trace_rounds(sim, tokens, shown: dict, max_rounds: int | None = None, max_fl
     from the state before the sub-round (the same rule functions as the backends) so each rule's own effect is
     shown; `consistent` records that the replay reached the simulator's state.
     """
-    net, kernel = sim.net, sim.kernel
+    net, kernel = sim.net.with_weight_dtype(sim.dtype), sim.kernel  # the weights as the backend stores them
     layer_of = [l + 1 for l, layer in enumerate(kernel.layers) for _ in layer]
     show = {p: np.asarray(v, dtype=np.int64) for p, v in shown.items()}
     is_shown = {p: np.isin(np.arange(net.populations[p].size), show.get(p, [])) for p in net.populations}
@@ -49,7 +49,7 @@ def trace_rounds(sim, tokens, shown: dict, max_rounds: int | None = None, max_fl
         for k, rnd in enumerate(kernel.rounds):
             if max_rounds is not None and done_rounds >= max_rounds:
                 break
-            tok["rounds"].append(_trace_round(sim, k, rnd, layer_of[k], show, is_shown, max_flows))
+            tok["rounds"].append(_trace_round(sim, net, k, rnd, layer_of[k], show, is_shown, max_flows))
             done_rounds += 1
         out.append(tok)
         if max_rounds is not None and done_rounds >= max_rounds:
@@ -70,10 +70,9 @@ def _start_token(sim, t, label, x0, y0, extra, show):
     return dict(token=t, label=label, inputs=inputs, rounds=[])
 
 
-def _trace_round(sim, k, rnd, layer, show, is_shown, max_flows):
-    """Run round k (both sub-rounds) and describe its rules: the messages of the communication rules, then the
-    computation rules replayed one by one from the state between the sub-rounds."""
-    net = sim.net
+def _trace_round(sim, net, k, rnd, layer, show, is_shown, max_flows):
+    """Run round k (both sub-rounds) and describe its rules: the messages of the communication rules (weights from
+    `net`), then the computation rules replayed one by one from the state between the sub-rounds."""
     entry = dict(round=k, layer=layer, label=rnd.label, communication=[], computation=[])
     before = sim.state
     sim.step()

@@ -3,6 +3,8 @@ it on a short text: time and peak memory per phase. One subprocess per compile, 
 
     python -m benchmarks.equiv_bench                 # circuit (as a normfree model) and official, 8 bytes
     python -m benchmarks.equiv_bench --compile circuit --tokens 16 --backend numba
+    python -m benchmarks.equiv_bench --compile official --dtype float32   # the float32 graph (and, for the ratio,
+                                                                          # a float64 bare run in the same process)
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ def rss_gib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
-def one(how: str, tokens: int, backend: str, preset: str = "paper-25m", run_tokens: int = RUN_TOKENS) -> dict:
+def one(
+    how: str, tokens: int, backend: str, preset: str = "paper-25m", run_tokens: int = RUN_TOKENS, dtype="float64"
+) -> dict:
     import torch
 
     import equivalence
@@ -46,6 +50,7 @@ def one(how: str, tokens: int, backend: str, preset: str = "paper-25m", run_toke
         layers=cfg.n_layer,
         tokens=tokens,
         backend=backend,
+        dtype=dtype,
         rss_model_gib=round(rss_gib(), 2),
     )
     t = time.perf_counter()
@@ -54,16 +59,18 @@ def one(how: str, tokens: int, backend: str, preset: str = "paper-25m", run_toke
     out["rss_after_compile_gib"] = round(rss_gib(), 2)
     out["graph"] = {k: compiled.report[k] for k in ("nodes_total", "edges_total", "synapses", "state_size")}
     t = time.perf_counter()
-    rep = equivalence.compare(model, compiled, TEXT[:tokens], backend=backend)
+    rep = equivalence.compare(model, compiled, TEXT[:tokens], backend=backend, dtype=dtype)
     out["verify_s"] = round(time.perf_counter() - t, 1)
     out["peak_rss_gib"] = round(rss_gib(), 2)
     out["ok"] = rep.ok
     out["max_rel"] = {k: float(f"{q.max_rel:.2e}") for k, q in rep.quantities.items()}
-    out.update(run_split(compiled, backend, RUN_TEXT[: run_tokens + 1]))
+    out.update(run_split(compiled, backend, RUN_TEXT[: run_tokens + 1], dtype))
+    if dtype != "float64":  # the float64 graph's bare run in the same process, for a ratio
+        out["float64_run_tokens_per_s"] = run_split(compiled, backend, RUN_TEXT[: run_tokens + 1])["run_tokens_per_s"]
     return out
 
 
-def run_split(compiled, backend: str, text: bytes) -> dict:
+def run_split(compiled, backend: str, text: bytes, dtype="float64") -> dict:
     """Bare graph run (no tensor side, no monitors beyond the logits): tokens/s over text[1:] (text[0] is the
     untimed warm-up), and where the time goes: communication vs computation sub-rounds (the scheduler's two
     phases) and seconds per token by rule kind (send, read, hebbian, damp, the node rules)."""
@@ -73,7 +80,7 @@ def run_split(compiled, backend: str, text: bytes) -> dict:
 
     import equivalence
 
-    runner = equivalence.GraphRunner(compiled, backend)
+    runner = equivalence.GraphRunner(compiled, backend, dtype=dtype)
     sim, be = runner.sim, runner.sim.backend
     phase, kind = defaultdict(float), defaultdict(float)
     step, communicate, compute = sim.step, be.communicate, be.compute
@@ -111,7 +118,7 @@ def run_split(compiled, backend: str, text: bytes) -> dict:
     }
 
 
-def measure(tokens: int, backend: str, preset: str) -> list:
+def measure(tokens: int, backend: str, preset: str, dtype="float64") -> list:
     """Both compiles, one child process each (so each peak RSS is its own)."""
     rows = []
     for how in ("circuit", "official"):
@@ -128,6 +135,8 @@ def measure(tokens: int, backend: str, preset: str) -> list:
                 backend,
                 "--preset",
                 preset,
+                "--dtype",
+                dtype,
             ],
             capture_output=True,
             text=True,
@@ -211,11 +220,12 @@ def main(argv=None):
     p.add_argument("--tokens", type=int, default=8)
     p.add_argument("--backend", default="numba", choices=("numba", "pyg", "numpy"))
     p.add_argument("--preset", default="paper-25m")
+    p.add_argument("--dtype", default="float64", choices=("float64", "float32"), help="the graph's (GraphRunner)")
     a = p.parse_args(argv)
     if a.how:
-        print(json.dumps(one(a.how, a.tokens, a.backend, a.preset)), flush=True)
+        print(json.dumps(one(a.how, a.tokens, a.backend, a.preset, dtype=a.dtype)), flush=True)
         return 0
-    rows = measure(a.tokens, a.backend, a.preset)
+    rows = measure(a.tokens, a.backend, a.preset, a.dtype)
     print("| compile | variant | tokens | backend | compile s | verify s | peak RSS GiB | ok | max rel error |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:

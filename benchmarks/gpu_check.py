@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import inspect
 import json
 import os
 import re
@@ -329,13 +328,8 @@ def decode_rows(plan: Plan, device: str, bw: float, report: dict) -> list:
 
 
 def simulator_kwargs(backend: str, device: str, dtype: str) -> dict:
-    """device for pyg; dtype only where the Simulator takes one (the float32 option), else float64 throughout."""
-    from bdh_graph import Simulator
-
-    kw = {"device": device} if backend == "pyg" else {}
-    if "dtype" in inspect.signature(Simulator.__init__).parameters:
-        kw["dtype"] = dtype
-    return kw
+    """The Simulator's options for a backend: the device for pyg, the graph's dtype (float64 or float32) for both."""
+    return {"device": device, "dtype": dtype} if backend == "pyg" else {"dtype": dtype}
 
 
 def time_graph(net, backend: str, x0, y0, device: str, dtype: str):
@@ -411,9 +405,7 @@ def graph_run(compiled, backend: str, device: str, ids, dtype: str) -> dict:
     """One GraphRunner over ids: set-up seconds, tokens/s after the first (untimed) token, the logits (T, V)."""
     import equivalence
 
-    kw = {"device": device} if backend == "pyg" else {}
-    if "dtype" in inspect.signature(equivalence.GraphRunner.__init__).parameters:
-        kw["dtype"] = dtype
+    kw = simulator_kwargs(backend, device, dtype)
     t0 = time.perf_counter()
     runner = equivalence.GraphRunner(compiled, backend, **kw)
     setup = time.perf_counter() - t0
@@ -422,7 +414,7 @@ def graph_run(compiled, backend: str, device: str, ids, dtype: str) -> dict:
     t0 = time.perf_counter()
     logits += [o["logits"] for o in gen]
     tps = (len(ids) - 1) / (time.perf_counter() - t0)
-    return dict(setup_s=setup, tokens_per_s=tps, logits=np.stack(logits), dtype=kw.get("dtype", "float64"))
+    return dict(setup_s=setup, tokens_per_s=tps, logits=np.stack(logits), dtype=dtype)
 
 
 def part_official(plan: Plan, device: str, budget: Budget, report: dict, dtype: str) -> list:
@@ -537,14 +529,11 @@ def goals(report: dict) -> list:
 
 
 def notes(plan: Plan, device: str, budget: Budget, dtype: str, report: dict, argv: list) -> list:
-    from bdh_graph import Simulator
-
-    takes = "dtype" in inspect.signature(Simulator.__init__).parameters
     skipped_parts = [r for r in report["rows"] if str(r["note"]).startswith("skipped")]
     lines = [
         f"Command: `python -m benchmarks.gpu_check {' '.join(argv)}`; budget {budget.seconds:.0f} s, used "
         f"{budget.used():.0f} s (per part: {report.get('part_s', {})}); device {report['device']}.",
-        f"Graph dtype: {dtype} ({'passed to the Simulator' if takes else 'the Simulator takes no dtype: float64'}).",
+        f"Graph dtype: {dtype} (weights and sigma; node sums in float64).",
         "Skipped for time or by the plan: " + ("; ".join(r["case"] for r in skipped_parts) or "nothing") + ".",
         "tensor: fraction_of_bandwidth = tokens/s x bytes per token (per layer the three n x d matrices once and "
         "the n x d state read and written, plus one embedding row and lm_head; benchmarks.decode) / the read "

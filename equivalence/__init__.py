@@ -12,7 +12,7 @@ The only package that imports both `bdh_gpu` (torch) and `bdh_graph` (numpy/numb
 import os
 
 from . import rules  # registers the `linear` and `normalize` rules with bdh_graph
-from .compare import RTOL, CompareReport, QuantityError, Reference, as_ids, compare, tensor_reference
+from .compare import GRAPH_RTOL, RTOL, CompareReport, QuantityError, Reference, as_ids, compare, tensor_reference
 from .compile import (
     APPLIES,
     COMPILES,
@@ -40,6 +40,7 @@ __all__ = [
     "CompareReport",
     "QuantityError",
     "RTOL",
+    "GRAPH_RTOL",
     "as_ids",
     "GraphRunner",
     "TensorRunner",
@@ -50,12 +51,13 @@ __all__ = [
 ]
 
 
-def graph_logits(model, ids, how=None, backend="numba", comm=None, device=None, progress=False):
+def graph_logits(model, ids, how=None, backend="numba", comm=None, device=None, progress=False, dtype="float64"):
     """(T, V) float64 logits of a token sequence computed by the compiled graph of `model` (a bdh_gpu.BDH or a
     model directory: each rank then reads only its slice of the weights), sharded over `comm`: every rank
-    returns them; progress=True draws a bar on stderr."""
+    returns them; progress=True draws a bar on stderr; dtype: the graph's (GraphRunner)."""
     if not isinstance(how, Compiled):
         how = compile_model(
             model if isinstance(model, (str, os.PathLike)) else TensorRunner(model).model, how, comm=comm
         )
-    return GraphRunner(how, backend, device=device).logits(as_ids(ids, how.weights.V), progress=progress)
+    runner = GraphRunner(how, backend, device=device, dtype=dtype)
+    return runner.logits(as_ids(ids, how.weights.V), progress=progress)

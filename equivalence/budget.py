@@ -8,7 +8,10 @@ of the graph commands (`bdh.budget`). Edge counts, measured on `compile_model(..
 
 Each synapse costs EDGE_BYTES (its two end points, its weight, the backends' own layout and the compile's
 intermediate arrays); each sigma entry SIGMA_BYTES (float64, with the copies the backends keep). Under P ranks
-every rank holds 1/P of them, and each rank its own interpreter (FIXED).
+every rank holds 1/P of them, and each rank its own interpreter (FIXED). The float32 graph (`dtype="float32"`,
+bdh_graph.backends) counts 4 bytes per edge weight and per synapse: the backend's float32 copy of every weight
+(the network keeps its float64 weights) and its float32 sigma in place of the float64 one (the copies it hands
+out stay float64): the same total per synapse with state, 4 bytes more per synapse without.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from bdh_gpu.config import BDHConfig
 
 EDGE_BYTES = 64
 SIGMA_BYTES = 48
+FLOAT32_WEIGHT_BYTES = 4  # the float32 graph: its copy of each weight, and the 4 bytes its sigma saves per entry
 
 
 def edges(config: BDHConfig, how: str) -> tuple[int, int]:
@@ -30,13 +34,14 @@ def edges(config: BDHConfig, how: str) -> tuple[int, int]:
     return 7 * n * d + 2 * d * V + 64 * n, L * n * d
 
 
-def graph_bytes(config: BDHConfig, how: str, ranks: int = 1, tokens: int = 1) -> Estimate:
-    """The graph of compile `how` over `ranks` processes (the sum over them), and the tensor model's float64
-    forward over `tokens` that the graph commands compare with or compile from (on rank 0)."""
+def graph_bytes(config: BDHConfig, how: str, ranks: int = 1, tokens: int = 1, dtype: str = "float64") -> Estimate:
+    """The graph of compile `how` over `ranks` processes (the sum over them), in `dtype` (module docstring), and the
+    tensor model's float64 forward over `tokens` that the graph commands compare with or compile from (on rank 0)."""
     e, s = edges(config, how)
+    w = FLOAT32_WEIGHT_BYTES if dtype == "float32" else 0
     graph = Estimate(
-        f"{how} graph, {ranks} rank{'s' if ranks > 1 else ''}",
-        {"synapses": EDGE_BYTES * e, "sigma": SIGMA_BYTES * s, "fixed": FIXED * ranks},
+        f"{how} graph{' (float32)' if w else ''}, {ranks} rank{'s' if ranks > 1 else ''}",
+        {"synapses": (EDGE_BYTES + w) * e, "sigma": (SIGMA_BYTES - w) * s, "fixed": FIXED * ranks},
     )
     tensor = forward_bytes(config, 1, tokens, None, s=8)
     tensor.parts.pop("fixed")

@@ -9,13 +9,17 @@ max(|tensor|, |graph|) over the slice and, for logits, x and y, the size of the 
 its terms cancel is judged against the rounding those terms carry, not against its own size (0 when both are
 exactly zero). A quantity is within tolerance when every slice's relative error is at most `rtol`.
 
-Tolerances (docs/equivalence.md): tensor model in float64: rtol 1e-9 (measured errors are ~1e-14); in float32
-(the graph always runs in float64): rtol 1e-3 for official and paper (measured <= 5e-4: LN over small d
-amplifies float32 rounding); normfree in float32 under- or overflows within a few layers (its products are
-unbounded), so float32 is not a meaningful check for it. A model that amplifies rounding is judged against its
-own sensitivity as well: each quantity's largest relative change when every weight moves by one ulp
-(`perturbed`); a quantity fails only beyond rtol and beyond SENSITIVITY_MULTIPLE times that. The tensor side
-runs in one torch thread (`one_thread`), so every process computes the same reference bits.
+Tolerances (docs/equivalence.md), by the two sides' dtypes. Both float64: rtol 1e-9 (measured errors are ~1e-14).
+The float32 graph (`dtype="float32"`: weights and sigma stored in float32, node values summed in float64) against
+the float64 tensor model: rtol 1e-4 (`GRAPH_RTOL`; a weight stored in float32 is off by up to 6e-8 relative, and
+sigma rounds once per write). The tensor model in float32 (`tensor_dtype`) against the float64 graph: rtol 1e-3
+for official and paper (measured <= 5e-4: LN over small d amplifies float32 rounding); normfree in float32 under-
+or overflows within a few layers (its products are unbounded), so float32 is not a meaningful check for it. A
+model that amplifies rounding is judged against its own sensitivity as well: each quantity's largest relative
+change when every weight moves by one ulp of the coarser of the two dtypes (`perturbed`: float32's ulp for a
+float32 graph, the size of its weights' rounding); a quantity fails only beyond rtol and beyond
+SENSITIVITY_MULTIPLE times that. The tensor side runs in one torch thread (`one_thread`), so every process
+computes the same reference bits.
 """
 
 from __future__ import annotations
@@ -27,10 +31,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from bdh_graph.backends import as_dtype
+
 from .compile import Compiled, Weights, compile_model
 from .run import GraphRunner, TensorRunner
 
-RTOL = {np.float64: 1e-9, np.float32: 1e-3}
+RTOL = {np.float64: 1e-9, np.float32: 1e-3}  # by the tensor model's dtype, the graph in float64
+GRAPH_RTOL = {"float64": 1e-9, "float32": 1e-4}  # by the graph's dtype, the tensor model in float64
 SENSITIVITY_MULTIPLE = 100.0  # a quantity fails only beyond rtol and beyond this multiple of its sensitivity
 PERTURB_SEEDS = (1, 2)  # the one-ulp perturbations the sensitivity is measured with
 AMPLIFICATION_NOTE = 1e3  # the report says in a line that the model amplifies rounding from this factor on
@@ -111,6 +118,8 @@ def _quantities(names, rtol, multiple=SENSITIVITY_MULTIPLE):
 
 @dataclass
 class CompareReport:
+    """dtype: the graph's ("float64" or "float32"); tensor_dtype: the tensor model's."""
+
     compile: str
     variant: str
     backend: str
@@ -120,6 +129,12 @@ class CompareReport:
     quantities: dict = field(default_factory=dict)
     compiled_report: dict = field(default_factory=dict)
     sensitivity_multiple: float | None = None  # None: the sensitivity was not measured (rtol alone)
+    tensor_dtype: str = "float64"
+
+    @property
+    def eps(self):
+        """The ulp the sensitivity is measured with: the coarser of the two sides' machine epsilons."""
+        return max(float(np.finfo(self.dtype).eps), float(np.finfo(self.tensor_dtype).eps))
 
     @property
     def ok(self):
@@ -144,10 +159,9 @@ class CompareReport:
 
     @property
     def amplification(self):
-        """(factor, quantity): the largest sensitivity over the prompt in units of the dtype's epsilon, i.e. how
-        many-fold the tensor model amplifies a one-ulp change of its weights; None where not measured."""
-        eps = float(np.finfo(self.dtype).eps)
-        got = [(q.sensitivity / eps, q.name) for q in self.quantities.values() if q.sensitivity is not None]
+        """(factor, quantity): the largest sensitivity over the prompt in units of `eps`, i.e. how many-fold the
+        tensor model amplifies a one-ulp change of its weights; None where not measured."""
+        got = [(q.sensitivity / self.eps, q.name) for q in self.quantities.values() if q.sensitivity is not None]
         return max(got) if got else None
 
     def to_dict(self):
@@ -158,6 +172,7 @@ class CompareReport:
             variant=self.variant,
             backend=self.backend,
             dtype=self.dtype,
+            tensor_dtype=self.tensor_dtype,
             rtol=self.rtol,
             tokens=self.T,
             sensitivity_multiple=self.sensitivity_multiple,
@@ -174,8 +189,9 @@ class CompareReport:
         amp = self.amplification
         lines = [
             f"{self.compile} compile of {_a(self.variant)} {self.variant} model, "
-            f"{self.backend} backend, tensor model in "
-            f"{self.dtype}, {self.T} tokens, rtol {self.rtol:g}"
+            f"{self.backend} backend in {self.dtype}, tensor model in "
+            f"{self.tensor_dtype}, {self.T} tokens, rtol {self.rtol:g}"
+            + (" (float32 graph)" if self.dtype == "float32" else "")
             + ("" if amp is None else f", rounding amplified {amp[0]:.3g}-fold")
             + f": {'OK' if self.ok else 'MISMATCH'}"
         ]
@@ -322,60 +338,70 @@ class Reference:
     tr: dict
     terms: dict
     sensitivity: dict | None = None
+    graph_dtype: str = "float64"  # the graph it is for: the sensitivity is measured at the coarser ulp
 
 
-def tensor_reference(model, idx="hello", dtype=np.float64, sensitivity=True) -> Reference:
+def tensor_reference(model, idx="hello", dtype=np.float64, sensitivity=True, graph_dtype="float64") -> Reference:
     """Run the tensor model on `idx` once, for `compare(None, compiled, idx, reference=...)` later: a rank can
     then free the tensor model before it compiles its block, so its peak memory is the larger of the two
     sides instead of their sum (the ~100M run of docs/distributed.md). sensitivity=True also measures
-    `sensitivity` (two more traces)."""
-    dtype = np.dtype(dtype).type
+    `sensitivity` (two more traces), at the ulp of the coarser of `dtype` and `graph_dtype` (the graph's dtype
+    that `compare` will be asked for)."""
+    dtype, graph_dtype = np.dtype(dtype).type, as_dtype(graph_dtype)
     ids = as_ids(idx, model.config.vocab_size)
     variant = model.config.variant
     tensor, tr, terms = _tensor_side(model, None, ids, dtype)
     record = ("v",) if variant == "official" else ()
-    sens = _sensitivity(tensor, ids, tr, terms, variant, model.config.n_layer, record) if sensitivity else None
-    return Reference(variant, dtype, ids, tr, terms, sens)
+    eps = _eps(dtype, graph_dtype)
+    sens = _sensitivity(tensor, ids, tr, terms, variant, model.config.n_layer, record, eps) if sensitivity else None
+    return Reference(variant, dtype, ids, tr, terms, sens, graph_dtype)
 
 
 # ---- the tensor model's own sensitivity to rounding ------------------------------------------------------------
 
 
-def perturbed(model, seed):
+def perturbed(model, seed, eps=None):
     """A copy of `model` with every parameter moved by about one unit in the last place of its dtype:
-    w (1 + s eps), eps = the dtype's machine epsilon, signs s = +-1 drawn from `seed`."""
+    w (1 + s eps), eps = the dtype's machine epsilon (or the `eps` given: float32's for a float32 graph), signs
+    s = +-1 drawn from `seed`."""
     import copy
 
-    return _perturb(copy.deepcopy(model), seed)
+    return _perturb(copy.deepcopy(model), seed, eps)
 
 
-def _perturb(m, seed):
+def _perturb(m, seed, eps=None):
     import torch
 
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in m.parameters():
             sign = torch.randint(0, 2, p.shape, generator=g).to(p.dtype) * 2 - 1
-            p.mul_(1 + torch.finfo(p.dtype).eps * sign)
+            p.mul_(1 + (torch.finfo(p.dtype).eps if eps is None else eps) * sign)
     m._cache = {}
     return m
 
 
-def _perturbed_runner(tensor, seed, dtype):
-    """A TensorRunner of `perturbed` (tensor.model, seed), with one copy of the model."""
+def _eps(tensor_dtype, graph_dtype) -> float:
+    """The ulp of the coarser of the two sides' dtypes: the size of a perturbation that `_sensitivity` uses."""
+    return max(float(np.finfo(tensor_dtype).eps), float(np.finfo(graph_dtype).eps))
+
+
+def _perturbed_runner(tensor, seed, dtype, eps=None):
+    """A TensorRunner of `perturbed` (tensor.model, seed, eps), with one copy of the model."""
     runner = TensorRunner(tensor.model, dtype)
-    _perturb(runner.model, seed)
+    _perturb(runner.model, seed, eps)
     return runner
 
 
-def _sensitivity(tensor, ids, tr, terms, variant, L, record, seeds=PERTURB_SEEDS) -> dict:
+def _sensitivity(tensor, ids, tr, terms, variant, L, record, eps=None, seeds=PERTURB_SEEDS) -> dict:
     """{quantity: the largest relative change of any slice (measured as `compare` measures graph against
-    tensor) when the weights move by one ulp (`perturbed`, each seed)}: logits, x, y and the hub records."""
+    tensor) when the weights move by one ulp (`perturbed`, each seed; `eps`: that ulp, default the tensor
+    model's dtype's)}: logits, x, y and the hub records."""
     S = _quantities(("logits", "x", "y") + tuple(record), 0.0)
     dtype = np.float64 if tensor.model.E.dtype == tensor.torch.float64 else np.float32
     for seed in seeds:
         with one_thread():
-            tp = _perturbed_runner(tensor, seed, dtype).trace(ids)
+            tp = _perturbed_runner(tensor, seed, dtype, eps).trace(ids)
         for t in range(len(ids)):
             _add_token(S, variant, L, record, t, _as_graph_token(tp, t, variant), tr, terms)
     return {k: q.max_rel for k, q in S.items()}
@@ -397,7 +423,7 @@ def compare(
     compiled: Compiled | str | None = None,
     idx="hello",
     backend: str = "numba",
-    dtype=np.float64,
+    dtype="float64",
     rtol: float | None = None,
     state: bool = True,
     device=None,
@@ -405,33 +431,37 @@ def compare(
     progress=False,
     reference: Reference | None = None,
     sensitivity_multiple: float | None = SENSITIVITY_MULTIPLE,
+    tensor_dtype=np.float64,
 ) -> CompareReport:
-    """Run `model` (torch, any dtype: converted to `dtype`) and its graph (float64) on the same tokens.
+    """Run `model` (torch, any dtype: converted to `tensor_dtype`) and its graph (in `dtype`: "float64", or
+    "float32" with weights and sigma in float32, GraphRunner) on the same tokens.
 
     compiled: a Compiled, a compile name ("dense", "circuit", "official") or None (the default compile).
     state=False skips rho (saves time on big models). progress=True: a tqdm bar on stderr, one step per token.
-    Returns a CompareReport; a quantity passes when its max relative error is at most rtol (default RTOL[dtype])
-    or at most `sensitivity_multiple` times the tensor model's own sensitivity to a one-ulp change of its weights
-    (`perturbed`; None: not measured, rtol alone). The tensor side runs in `one_thread`: the same bits in every
-    process. Sharded (`comm`, or the compiled network's): every rank runs its block of the graph, rank 0 alone
-    runs the tensor model and compares, and every rank returns the same report. Only rank 0 needs `model`: the
-    other ranks may pass None with a Compiled (e.g. compiled from the model directory, so that no rank but 0
-    ever builds the tensor model). `reference` (from `tensor_reference(model, idx, dtype)`, on rank 0) replaces
-    the tensor model there (state=False only: rho needs the recurrent tensor state per token).
+    Returns a CompareReport; a quantity passes when its max relative error is at most rtol (default: the larger
+    of RTOL[tensor_dtype] and GRAPH_RTOL[dtype]) or at most `sensitivity_multiple` times the tensor model's own
+    sensitivity to a one-ulp change of its weights (`perturbed`, one ulp of the coarser dtype; None: not
+    measured, rtol alone). The tensor side runs in `one_thread`: the same bits in every process. Sharded
+    (`comm`, or the compiled network's): every rank runs its block of the graph, rank 0 alone runs the tensor
+    model and compares, and every rank returns the same report. Only rank 0 needs `model`: the other ranks may
+    pass None with a Compiled (e.g. compiled from the model directory, so that no rank but 0 ever builds the
+    tensor model). `reference` (from `tensor_reference(model, idx, tensor_dtype, graph_dtype=dtype)`, on rank 0)
+    replaces the tensor model there (state=False only: rho needs the recurrent tensor state per token).
     """
-    dtype, idx = (reference.dtype, reference.ids) if reference is not None else (dtype, idx)
-    dtype, rtol = _check_dtype(dtype, rtol, reference, state)
+    tensor_dtype, idx = (reference.dtype, reference.ids) if reference is not None else (tensor_dtype, idx)
+    tensor_dtype, dtype, rtol = _check_dtype(tensor_dtype, dtype, rtol, reference, state)
     compiled = _compiled_for(model, compiled, comm)
     root = compiled.network.comm.rank == 0
     ids = _check_sides(model, compiled, idx, reference, root)
     multiple = sensitivity_multiple
-    rep = _new_report(compiled, backend, dtype, rtol, len(ids), state, multiple)
+    rep = _new_report(compiled, backend, (dtype, tensor_dtype), rtol, len(ids), state, multiple)
     tr = terms = states = None
     if root:
-        tr, terms, sens, states = _reference(model, compiled, ids, dtype, state, reference, multiple is not None)
+        eps = _eps(tensor_dtype, dtype) if multiple is not None else None
+        tr, terms, sens, states = _reference(model, compiled, ids, tensor_dtype, state, reference, eps)
         for k, v in (sens or {}).items():
             rep.quantities[k].sensitivity = v
-    graph = GraphRunner(compiled, backend, device=device)
+    graph = GraphRunner(compiled, backend, device=device, dtype=dtype)
     feed = graph.feed(ids, with_state=state, progress=progress and "graph vs tensor")
     for t, g in enumerate(feed):
         if root:
@@ -443,25 +473,26 @@ def compare(
     return compiled.network.comm.bcast(rep if root else None)
 
 
-def _reference(model, compiled, ids, dtype, state, reference, sensitivity):
-    """Rank 0's side: (trace, term scales, sensitivity or None, states) from `reference` or the tensor model.
+def _reference(model, compiled, ids, dtype, state, reference, eps):
+    """Rank 0's side: (trace, term scales, sensitivity or None, states) from `reference` or the tensor model;
+    `eps`: the ulp the sensitivity is measured with (None: not measured).
 
     states: None, or (an iterator of the recurrent states' rho per token, the QuantityError collecting the
     sensitivity of rho: the states of one `perturbed` model against them, stepped along)."""
     if reference is not None:
-        return reference.tr, reference.terms, reference.sensitivity if sensitivity else None, None
+        return reference.tr, reference.terms, reference.sensitivity if eps is not None else None, None
     tensor, tr, terms = _tensor_side(model, compiled, ids, dtype)
     sens = (
-        _sensitivity(tensor, ids, tr, terms, compiled.variant, compiled.weights.L, compiled.record)
-        if sensitivity
+        _sensitivity(tensor, ids, tr, terms, compiled.variant, compiled.weights.L, compiled.record, eps)
+        if eps is not None
         else None
     )
     if not state:
         return tr, terms, sens, None
     ref = _one_thread_iter(tensor.states(ids))
-    if not sensitivity:
+    if eps is None:
         return tr, terms, sens, (None, ref)
-    pert = _one_thread_iter(_perturbed_runner(tensor, PERTURB_SEEDS[0], dtype).states(ids))
+    pert = _one_thread_iter(_perturbed_runner(tensor, PERTURB_SEEDS[0], dtype, eps).states(ids))
     return tr, terms, sens, (_RhoSensitivity(pert), ref)
 
 
@@ -502,23 +533,33 @@ def _check_sides(model, compiled, idx, reference, root):
     return ids
 
 
-def _new_report(compiled, backend, dtype, rtol, T, state, multiple) -> CompareReport:
-    """An empty report with the quantities to compare: logits, x, y, the compile's hub records, rho (state)."""
+def _new_report(compiled, backend, dtypes, rtol, T, state, multiple) -> CompareReport:
+    """An empty report with the quantities to compare: logits, x, y, the compile's hub records, rho (state);
+    dtypes: (the graph's, the tensor model's)."""
     names = ["logits", "x", "y"] + list(compiled.record) + (["rho"] if state else [])
     quantities = _quantities(names, rtol, SENSITIVITY_MULTIPLE if multiple is None else multiple)
-    rep = CompareReport(compiled.name, compiled.variant, backend, np.dtype(dtype).name, rtol, T, quantities)
+    graph, tensor = dtypes
+    rep = CompareReport(compiled.name, compiled.variant, backend, graph, rtol, T, quantities)
     rep.compiled_report, rep.sensitivity_multiple = compiled.report, multiple
+    rep.tensor_dtype = np.dtype(tensor).name
     return rep
 
 
-def _check_dtype(dtype, rtol, reference, state):
-    """(numpy dtype type, rtol): refuse a dtype without a tolerance and a reference asked for rho."""
+def _check_dtype(tensor_dtype, dtype, rtol, reference, state):
+    """(tensor numpy dtype type, graph dtype name, rtol): refuse a dtype without a tolerance, a reference asked for
+    rho, and a reference whose sensitivity was measured for another graph dtype."""
     if reference is not None and state:
         raise ValueError("compare: a precomputed reference has no rho; pass state=False")
-    dtype = np.dtype(dtype).type
-    if dtype not in RTOL:
-        raise ValueError(f"dtype: expected float64 or float32, got {np.dtype(dtype).name}")
-    return dtype, RTOL[dtype] if rtol is None else float(rtol)
+    tensor_dtype, dtype = np.dtype(tensor_dtype).type, as_dtype(dtype)
+    if tensor_dtype not in RTOL:
+        raise ValueError(f"tensor_dtype: expected float64 or float32, got {np.dtype(tensor_dtype).name}")
+    if reference is not None and reference.graph_dtype != dtype:
+        raise ValueError(
+            f"compare: the reference was measured for a {reference.graph_dtype} graph, got dtype={dtype!r} "
+            f"(tensor_reference(..., graph_dtype={dtype!r}))"
+        )
+    default = max(RTOL[tensor_dtype], GRAPH_RTOL[dtype])
+    return tensor_dtype, dtype, default if rtol is None else float(rtol)
 
 
 def _compiled_for(model, compiled, comm) -> Compiled:

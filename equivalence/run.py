@@ -16,12 +16,13 @@ from .compile import Compiled
 class GraphRunner:
     """Feed token ids through a Compiled network on a backend ("numba", "pyg", "numpy")."""
 
-    def __init__(self, compiled: Compiled, backend: str = "numba", device=None, sigma0=None):
+    def __init__(self, compiled: Compiled, backend: str = "numba", device=None, sigma0=None, dtype="float64"):
         """sigma0: the synaptic state to start from (as `bdh_graph.Simulator`; e.g. `runner.sim.state.edges` of
-        another run, edited), default zeros."""
+        another run, edited), default zeros. dtype: the graph's, "float64" (the reference) or "float32" (weights
+        and sigma in float32, node values float64; numba and pyg), as `bdh_graph.Simulator`."""
         self.compiled = compiled
         kw = {"device": device} if device is not None else {}
-        self.sim = Simulator(compiled.network, backend=backend, sigma0=sigma0, **kw)
+        self.sim = Simulator(compiled.network, backend=backend, sigma0=sigma0, dtype=dtype, **kw)
         self._out = StateMonitor(self.sim, variables=(compiled.logits_var,), when="token")
         self._hubs = None
         if compiled.record:

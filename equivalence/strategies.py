@@ -30,6 +30,7 @@ LIVE_MIN_LOGIT = 1e-6  # a draw whose logits are all below this is dead: it woul
 LIVE_MAX_ACT = 1e3  # ... and one whose activations exceed this has blown up (a slice's scale is its largest
 # element: one huge element would let errors on the small ones pass)
 DRAWS = Counter()  # (test name, "drawn" | "live") -> count, printed by tests/conftest.py
+WORST = {}  # test name -> the largest relative error a test saw over its draws, printed by tests/conftest.py
 
 
 @dataclass(frozen=True)

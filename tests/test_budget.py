@@ -107,6 +107,8 @@ def _calibration_cases(tmp_path):
          gb.generate_bytes(c_small, 200, 20, 4, gb.chunk_of(None, 200))),
         (["verify", tiny_nf, "--text-file", str(text), "--compile", "dense"],
          graph_bytes(c_nf, "dense", 1, 80)),
+        (["verify", tiny_nf, "--text-file", str(text), "--compile", "dense", "--dtype", "float32"],
+         graph_bytes(c_nf, "dense", 1, 80, "float32")),
     ]  # fmt: skip
 
 

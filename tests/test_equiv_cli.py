@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+from cli_errors import one_line_error
 
 from bdh.cli import main
 
@@ -111,3 +112,46 @@ def test_logits_graph_engines_match_tensor(trained, variant, engine, backend, tm
     ta, tb = np.load(a), np.load(b)
     assert ta.shape == tb.shape == (13, 256)
     np.testing.assert_allclose(tb, ta, rtol=1e-4, atol=1e-5 * np.abs(ta).max())
+
+
+def test_verify_float32_graph(trained, capsys):
+    """`bdh verify --dtype float32`: the float32 graph of the trained official model against the float64 tensor
+    model, within rtol 1e-4 (exit 0), and the report says so; a float32 graph judged at 1e-9 alone exits 1."""
+    assert main(["verify", trained["official"], "--text", "abcabc", "--dtype", "float32", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["ok"] and (d["dtype"], d["tensor_dtype"], d["rtol"]) == ("float32", "float64", 1e-4)
+    assert all(q["max_rel"] <= 1e-4 for q in d["quantities"].values())
+    assert main(["verify", trained["official"], "--text", "abc", "--dtype", "float32", "--backend", "pyg"]) == 0
+    assert "pyg backend in float32" in capsys.readouterr().out
+    strict = ["--tolerance", "1e-9", "--sensitivity-multiple", "0"]
+    assert main(["verify", trained["official"], "--text", "abcabc", "--dtype", "float32", *strict]) == 1
+
+
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (["--dtype", "float16"], "argument --dtype: invalid choice: 'float16'"),
+        (["--dtype", "float32", "--backend", "numpy"], "--backend numpy is the float64 reference"),
+    ],
+)
+def test_verify_bad_dtype_is_one_line(trained, capsys, argv, match):
+    one_line_error(capsys, ["verify", trained["official"], "--text", "ab", *argv], match)
+
+
+def test_logits_and_trace_take_the_graph_dtype(trained, tmp_path, capsys):
+    """`bdh logits --engine graph-* --dtype float32` writes the float32 graph's logits (equal to the tensor
+    engine's to 1e-4 of their scale); --dtype with the tensor engine is one line, exit 2; `bdh trace --dtype
+    float32` says the graph runs in float32."""
+    f = tmp_path / "t.txt"
+    f.write_bytes(b"graph engines")
+    a, b = tmp_path / "a.npy", tmp_path / "b.npy"
+    model = trained["official"]
+    assert main(["logits", model, "--text-file", str(f), "--engine", "tensor", "--out", str(a)]) == 0
+    argv = ["logits", model, "--text-file", str(f), "--engine", "graph-official", "--dtype", "float32"]
+    assert main([*argv, "--out", str(b)]) == 0
+    ta, tb = np.load(a), np.load(b)
+    np.testing.assert_allclose(tb, ta, rtol=1e-4, atol=1e-4 * np.abs(ta).max())
+    capsys.readouterr()
+    one_line_error(capsys, ["logits", model, "--text-file", str(f), "--dtype", "float32", "--out", str(a)], "--dtype")
+    assert main(["trace", model, "--prompt", "ab", "--rounds", "1", "--dtype", "float32"]) == 0
+    assert "the graph in float32" in capsys.readouterr().out

@@ -189,7 +189,8 @@ class RecordingComm(SelfComm):
 
 def test_the_allreduce_is_posted_before_the_work_that_does_not_need_it():
     """The official compile (Eq. 8 with LN, released model) on one process: each layer's read of sigma_l into
-    the attention hubs posts its Allreduce, then the layer's Hebbian write and damping of sigma_l run, then it
+    the attention hubs is followed at once by the layer's Hebbian write of sigma_l (`fuse_reads`: one backend
+    call, one pass over the synapses), then posts its Allreduce, then the damping of sigma_l runs, then it
     waits; with overlap off, the same token waits before them (and gives the same bits)."""
     import torch
 
@@ -211,7 +212,7 @@ def test_the_allreduce_is_posted_before_the_work_that_does_not_need_it():
             setattr(be, name, lambda rules, *a, f=f: (log.extend(r.kind for r in rules), f(rules, *a))[1])
         out[overlap] = np.stack([o["logits"] for o in runner.feed([3, 70, 9])])
         trace = " ".join(log)
-        windows = trace.count("read post hebbian damp wait")
+        windows = trace.count("read hebbian post damp wait")
         assert windows == (2 * 3 if overlap else 0), trace[:600]
         assert trace.count("post") == trace.count("wait") == 3 * 2 * 2, trace[:600]  # read + E y per layer and token
     assert np.array_equal(out[True], out[False])

@@ -79,20 +79,16 @@ def test_pytest_counts_from_the_summary_and_from_a_stopped_run():
     assert gc.pytest_counts(stopped, finished=False) == dict(passed=10, failed=0, skipped=1, errors=1)
 
 
-def test_dtype_goes_to_the_simulator_only_when_it_takes_one(monkeypatch):
-    """--dtype reaches Simulator(...) only if its signature has `dtype` (the float32 option); device only for pyg."""
+def test_dtype_and_device_go_to_the_simulator():
+    """--dtype reaches every Simulator the script builds (the float32 graph), device only pyg's, and a float32
+    run's simulator stores float32."""
     import bdh_graph
 
-    assert gc.simulator_kwargs("numba", "cuda", "float32") == {}
-    assert gc.simulator_kwargs("pyg", "cuda", "float32") == {"device": "cuda"}
-
-    class WithDtype:
-        def __init__(self, net, backend="numba", device=None, dtype="float64"):
-            pass
-
-    monkeypatch.setattr(bdh_graph, "Simulator", WithDtype)
     assert gc.simulator_kwargs("numba", "cuda", "float32") == {"dtype": "float32"}
     assert gc.simulator_kwargs("pyg", "cuda:1", "float32") == {"device": "cuda:1", "dtype": "float32"}
+    net = bdh_graph.Network.from_dense(np.ones((4, 4)) / 4, layers=1)
+    sim = net.simulator(backend="numba", **gc.simulator_kwargs("numba", "cpu", "float32"))
+    assert sim.dtype == "float32"
 
 
 def test_without_cuda_it_says_not_measured(tmp_path, capsys):

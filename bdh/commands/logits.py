@@ -16,9 +16,11 @@ from bdh.options import (
     COMPILE_CHOICES,
     add_attention,
     add_graph_device,
+    add_graph_dtype,
     add_threads,
     check_compile,
     graph_device,
+    graph_dtype,
     parse_attention,
     set_threads,
 )
@@ -50,7 +52,8 @@ def _check_budget(args, T: int, attention, graph: bool) -> None:
     from bdh import budget
 
     if graph:
-        budget.check_graph(args.model_dir, args.engine[len("graph-") :], T, flags={"--engine": args.engine})
+        how = args.engine[len("graph-") :]
+        budget.check_graph(args.model_dir, how, T, flags={"--engine": args.engine}, dtype=args.dtype or "float64")
     elif args.engine == "recurrent":
         budget.check_generate(args.model_dir, 1, T)
     else:
@@ -61,12 +64,13 @@ ENGINES = {"tensor": tensor_engine, "recurrent": recurrent_engine}
 
 
 def _graph_engine(how):
-    def engine(model, ids, backend="numba", device=None):
-        """The compiled neuron graph (equivalence, compile `how`), float64, token by token (a progress bar on
-        stderr)."""
+    def engine(model, ids, backend="numba", device=None, dtype="float64"):
+        """The compiled neuron graph (equivalence, compile `how`), float64 or float32 (`dtype`: its weights and
+        state), token by token (a progress bar on stderr)."""
         import equivalence
 
-        return equivalence.graph_logits(model, ids.cpu().numpy(), how, backend, device=device, progress=True)
+        ids = ids.cpu().numpy()
+        return equivalence.graph_logits(model, ids, how, backend, device=device, progress=True, dtype=dtype)
 
     engine.graph = True
     return engine
@@ -89,6 +93,7 @@ def add_parser(subparsers):
     p.add_argument("--backend", choices=BACKENDS, help=f"graph engines only: {' | '.join(BACKENDS)} (default numba)")
     add_attention(p)
     add_graph_device(p)
+    add_graph_dtype(p)
     add_threads(p)
     p.set_defaults(func=run)
     return p
@@ -127,10 +132,14 @@ def run(args) -> int:
     graph = getattr(engine, "graph", False)
     if getattr(args, "backend", None) is not None and not graph:
         raise InputError(f"--backend: applies to the graph engines only, got --engine {args.engine}")
+    if getattr(args, "dtype", None) is not None and not graph:
+        raise InputError(f"--dtype: applies to the graph engines only, got --engine {args.engine}")
     kw = {"backend": args.backend} if getattr(args, "backend", None) is not None else {}
     device = graph_device(args)
     if device is not None:
         kw["device"] = device
+    if graph:
+        kw["dtype"] = graph_dtype(args)
     d = os.path.dirname(os.path.abspath(args.out))
     if not os.path.isdir(d):
         raise InputError(f"--out {args.out}: the directory {d} does not exist")

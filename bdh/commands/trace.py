@@ -9,7 +9,16 @@ from __future__ import annotations
 
 import json
 
-from bdh.options import add_backend, add_compile, add_graph_device, check_compile, count, graph_device
+from bdh.options import (
+    add_backend,
+    add_compile,
+    add_graph_device,
+    add_graph_dtype,
+    check_compile,
+    count,
+    graph_device,
+    graph_dtype,
+)
 
 EXAMPLE_N = 3
 MAX_AUTO_NEURONS = 24  # graphs up to this size show every neuron; bigger ones the most active few
@@ -36,6 +45,7 @@ def add_parser(subparsers):
     add_compile(p)
     add_backend(p)
     add_graph_device(p)
+    add_graph_dtype(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=run)
     return p
@@ -79,7 +89,7 @@ def run(args) -> int:
     from bdh.errors import InputError
     from bdh_graph.trace import format_trace, trace_rounds
 
-    device = graph_device(args)
+    device, dtype = graph_device(args), graph_dtype(args)
     dev = {"device": device} if device is not None else {}
     if args.example:
         if args.model is not None:
@@ -88,7 +98,9 @@ def run(args) -> int:
         header, notes, top = EXAMPLE_HEADER, [], None
     else:
         net, tokens, header, notes, top = _model_graph(args)
-    sim = net.simulator(backend=args.backend, **dev)
+    if dtype != "float64":
+        notes = notes + [f"note: the graph in {dtype} (weights and synaptic state; node values float64)"]
+    sim = net.simulator(backend=args.backend, dtype=dtype, **dev)
     shown = _shown(args, net, top)
     tr = trace_rounds(sim, tokens, shown, max_rounds=args.rounds, max_flows=args.max_flows)
     if args.json:
@@ -120,7 +132,7 @@ def _model_graph(args):
         raise InputError("expected a model directory (or --example for the worked 3-neuron example)")
     if args.prompt is None or args.prompt == "":
         raise InputError("--prompt: expected a non-empty text to trace")
-    check_graph(args.model, args.how, len(args.prompt.encode("utf-8")), 1, {"--compile": args.how})
+    check_graph(args.model, args.how, len(args.prompt.encode("utf-8")), 1, {"--compile": args.how}, graph_dtype(args))
     model = load_model(args.model)
     ids = list(args.prompt.encode("utf-8"))
     if max(ids) >= model.config.vocab_size:

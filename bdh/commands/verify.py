@@ -1,14 +1,24 @@
 """`bdh verify`: compile a model directory into its neuron graph and check that both compute the same thing.
 
 Exit 0 iff every compared quantity (logits, x, y, rho, and v for official models) is within tolerance, 1 if
-not, 2 on bad input (including a compile that does not apply to the model's variant).
+not, 2 on bad input (including a compile that does not apply to the model's variant). `--dtype float32` verifies
+the float32 graph against the float64 tensor model (rtol 1e-4, docs/equivalence.md).
 """
 
 from __future__ import annotations
 
 import json
 
-from bdh.options import add_backend, add_compile, add_graph_device, check_compile, graph_device, real
+from bdh.options import (
+    add_backend,
+    add_compile,
+    add_graph_device,
+    add_graph_dtype,
+    check_compile,
+    graph_device,
+    graph_dtype,
+    real,
+)
 
 DEFAULT_TEXT = "The Dragon Hatchling"
 MAX_TEXT_BYTES = 4096
@@ -28,8 +38,11 @@ def add_parser(subparsers):
     add_compile(p)
     add_backend(p)
     add_graph_device(p)
+    add_graph_dtype(p)
     p.add_argument(
-        "--tolerance", type=real(0.0, open_lo=True), help="relative tolerance per token and layer (default 1e-9)"
+        "--tolerance",
+        type=real(0.0, open_lo=True),
+        help="relative tolerance per token and layer (default 1e-9; 1e-4 with --dtype float32)",
     )
     p.add_argument(
         "--sensitivity-multiple",
@@ -37,7 +50,8 @@ def add_parser(subparsers):
         default=100.0,
         metavar="K",
         help="a quantity fails only beyond the tolerance and beyond K times the tensor model's own sensitivity "
-        "to a one-ulp change of its weights (default 100; 0: the tolerance alone, sensitivity not measured)",
+        "to a one-ulp change of its weights (a float32 ulp with --dtype float32; default 100; 0: the tolerance alone, "
+        "sensitivity not measured)",
     )
     p.add_argument("--no-state", action="store_true", help="skip the state (rho) comparison")
     p.add_argument("--json", action="store_true", help="print one JSON object with each quantity's max error")
@@ -68,14 +82,14 @@ def run(args) -> int:
     import equivalence
     from bdh.errors import InputError, load_model
 
-    device = graph_device(args)
+    device, dtype = graph_device(args), graph_dtype(args)
     raw = read_text(args)
     from types import SimpleNamespace
 
     from bdh.budget import check_graph
     from bdh_graph.comm import world_rank
 
-    check_graph(args.model_dir, args.how, len(raw), flags={"--compile": args.how})  # before any allocation
+    check_graph(args.model_dir, args.how, len(raw), flags={"--compile": args.how}, dtype=dtype)  # before allocating
     if world_rank() == 0:  # the tensor side: rank 0 alone loads the model; the others read only config.json
         model = spec = load_model(args.model_dir).eval()
     else:
@@ -91,6 +105,7 @@ def run(args) -> int:
         compiled,
         raw,
         backend=args.backend,
+        dtype=dtype,
         rtol=args.tolerance,
         state=not args.no_state,
         device=device,

@@ -58,8 +58,10 @@ class NumbaBackend(Backend):
     name = "numba"
 
     def __init__(self, net, dtype="float64"):
-        self.net = net
+        """dtype (bdh_graph.backends.DTYPES): of sigma and of the weights the kernels read (float32: a float32 copy
+        of every group's weights, `Network.with_weight_dtype`); node variables and the sums into them stay float64."""
         self.dtype = np.dtype(dtype)
+        self.net = net = net.with_weight_dtype(self.dtype)
         self.ops = numpy_ops(None)
         self.fast_paths = FAST
         self.parallel_sends = True  # False: a fixed group's index send stays the serial `scatter`
@@ -150,7 +152,7 @@ class NumbaBackend(Backend):
         self.flush(state)
         return state._replace(
             nodes={k: v.copy() for k, v in state.nodes.items()},
-            edges={k: np.array(v, dtype=np.float64) for k, v in state.edges.items()},
+            edges={k: v.astype(np.float64) for k, v in state.edges.items()},  # a float64 copy, whatever the dtype
         )
 
     def set_node(self, state, var, values):

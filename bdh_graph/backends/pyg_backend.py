@@ -14,6 +14,12 @@ To make the fused product a plain CSR product, this backend keeps every group's 
 (sorted by target, then source); `perm` maps that order to the network's source-major edge numbering, and
 `initial_state` / `to_numpy_state` translate (nothing outside the backend sees the internal order).
 Runs on CUDA when available (or on the `device` given), float64. Imported only when backend="pyg" is asked for.
+
+dtype="float32" (opt-in; bdh_graph.backends): the weights and sigma are float32 tensors, node values stay float64.
+torch multiplies a sparse or dense matrix only by a vector of its own dtype, so a send or read casts the source
+vector to float32, forms the product in float32 (float32 sums, unlike numba's float64 accumulators) and adds it
+to the float64 target; the Hebbian increment `Gs p q` and damping are computed in float64 and rounded once into
+the float32 sigma (U's coefficients stay float64).
 """
 
 import warnings
@@ -37,9 +43,11 @@ class Synapses(MessagePassing):
         super().__init__(aggr="sum", flow="source_to_target", node_dim=0)
 
     def forward(self, adj_t, q):
+        """The sum in adj_t's dtype (q cast to it: torch does not mix dtypes in a matrix product), returned in q's."""
+        qw = q.to(adj_t.dtype)
         if adj_t.layout == torch.strided:  # a complete group: the fused step on a dense matrix
-            return self.message_and_aggregate(adj_t, q)
-        return self.propagate(adj_t, q=q)
+            return self.message_and_aggregate(adj_t, qw).to(q.dtype)
+        return self.propagate(adj_t, q=qw).to(q.dtype)
 
     def message(self, q_j, w):  # the unfused form, kept for reference (edge lists)
         return w * q_j
@@ -76,15 +84,16 @@ def target_major(g):
 class PygBackend(Backend):
     name = "pyg"
 
-    def __init__(self, net, device=None):
+    def __init__(self, net, device=None, dtype="float64"):
         self.net = net
+        self.dtype = getattr(torch, dtype)  # of the weights and sigma (module docstring); nodes are float64
         self.device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
         t = lambda a, dt=torch.float64: torch.as_tensor(np.asarray(a), dtype=dt, device=self.device)  # noqa: E731
         self.perm, self.crow, self.col, self.row, self.weight, self.size, self.complete = ({} for _ in range(7))
         for k, g in net.groups.items():
             perm, complete = target_major(g)
             self.perm[k], self.size[k], self.complete[k] = perm, (g.n_post, g.n_pre), complete
-            self.weight[k] = t(g.weight[perm])
+            self.weight[k] = t(g.weight[perm], self.dtype)
             if complete:  # a dense (n_post, n_pre) view: no index arrays on the device
                 continue
             crow = np.zeros(g.n_post + 1, dtype=np.int64)
@@ -121,7 +130,9 @@ class PygBackend(Backend):
             v: torch.zeros(self.net.size_of(v), dtype=torch.float64, device=self.device)
             for v in self.net.node_variables
         }
-        edges = {k: self._t(np.asarray(sigma0[k])[self.perm[ev.group]]) for k, ev in self.net.edge_vars.items()}
+        edges = {  # indexing by perm makes a new array: the tensor owns its memory
+            k: self._t(np.asarray(sigma0[k])[self.perm[ev.group]], self.dtype) for k, ev in self.net.edge_vars.items()
+        }
         return NetworkState(nodes, edges)
 
     def to_numpy_state(self, state):
@@ -172,4 +183,4 @@ class PygBackend(Backend):
             edges[r.dst].mul_(cs)
         elif ev.kind == "rotation":
             s = edges[r.dst]
-            edges[r.dst] = torch.addcmul(cs * s, cm, s[mate])
+            edges[r.dst] = torch.addcmul(cs * s, cm, s[mate]).to(s.dtype)  # float64 U, sigma's dtype kept
