@@ -12,4 +12,4 @@ import os
 FASTMATH = False
 CACHE = os.environ.get("BDH_GRAPH_NUMBA_CACHE", "1") != "0"
 DENSE_SIGMA_MAX_N = 16384  # RunResult.sigma refuses to densify beyond this; use RunResult.sigma_sparse(l)
-PARALLEL_MIN_EDGES = 1_000_000  # numba: a prange kernel touching fewer synapses runs its serial build
+PARALLEL_MIN_EDGES = 500_000  # numba: a prange kernel touching fewer synapses runs its serial build

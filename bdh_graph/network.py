@@ -264,6 +264,7 @@ class Network:
         split = (name == "neurons") if split is None else bool(split)
         lo, hi = block(int(size), self.comm.size, self.comm.rank) if split else (0, int(size))
         self.populations[name] = Population(name, int(size), tuple(variables), split, lo, hi)
+        self._pops_added = self.__dict__.get("_pops_added", 0) + 1
         return self
 
     def owned(self, pre, post):
@@ -395,12 +396,16 @@ class Network:
 
     @property
     def node_variables(self):
-        """{qualified name: population}: neurons' variables bare (`X`), others as `pop.V`."""
-        out = {}
-        for p in self.populations.values():
-            for v in p.variables:
-                out[v if p.name == "neurons" else f"{p.name}.{v}"] = p.name
-        return out
+        """{qualified name: population}: neurons' variables bare (`X`), others as `pop.V` (built once per set of
+        populations: the scheduler asks for it every sub-round)."""
+        key = (id(self.populations), len(self.populations), self.__dict__.get("_pops_added", 0))
+        if self.__dict__.get("_node_vars_key") != key:
+            out = {}
+            for p in self.populations.values():
+                for v in p.variables:
+                    out[v if p.name == "neurons" else f"{p.name}.{v}"] = p.name
+            self._node_vars, self._node_vars_key = out, key
+        return self._node_vars
 
     def size_of(self, var):
         """Length of `var`'s array on this rank (its block of a split population)."""
