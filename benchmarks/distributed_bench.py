@@ -215,7 +215,8 @@ def profile(folder, how, tokens):
     block (neurons, their synapses: the work that shrinks as 1/P), in rules over replicated populations only
     (the hubs: every rank repeats them), blocked in the collectives, and the rest (the simulator's and the
     runner's Python); and the fraction of the rank's neurons active in x and y. Rules are timed where the
-    backend dispatches them (`Backend._rules`, `kernels.apply_rule`)."""
+    backend dispatches them: the ops of the numba backend's plans (one per rule, E/I pair or fused read and
+    write), `Backend._rules` (damp) and `kernels.apply_rule` (the node rules)."""
     import collections
 
     import numpy as np
@@ -247,11 +248,21 @@ def profile(folder, how, tokens):
 
         return run
 
+    def timed_op(op):
+        def run(*a):
+            t = time.perf_counter()
+            op(*a)
+            T["block" if own_block(op.rules[0]) else "replicated"] += time.perf_counter() - t
+
+        return run
+
     be._rules = {k: timed(f) for k, f in be._rules.items()}
     apply_rule, base.K.apply_rule = K.apply_rule, timed(K.apply_rule)
     ids = np.frombuffer(TEXT[: tokens + 1], dtype=np.uint8).astype(np.int64)
     x0, y0, extra = runner.compiled.token_inputs(ids)
-    runner.sim.feed(x0[0], y0[0], extra[0])  # warm-up (numba compiles)
+    runner.sim.feed(x0[0], y0[0], extra[0])  # warm-up (numba compiles, the plans are built)
+    for _, ops in be._plans.values():
+        ops[:] = [timed_op(op) for op in ops]
     T.clear()
     active, wait = np.zeros(2), comm.wait_s
     comm.barrier()

@@ -243,3 +243,141 @@ def test_fused_read_write_equals_the_read_then_the_write(u_kind):
     assert np.array_equal(a.edges["sigma_0"], b.edges["sigma_0"]) and not np.array_equal(b.edges["sigma_0"], before)
     swapped = be[2].communicate((read,), be[2].communicate((write,), sims[2]._state, remote[2]), remote[2])
     assert not np.allclose(be[2].to_numpy_state(swapped).nodes["A"], a.nodes["A"])  # the order is seen
+
+
+# ---- every fast path on the compiled models: equal to the index kernels, and each mutation seen --------------
+
+COMPILED = [  # (compile, variant, U): which fast kernels each exercises is listed in FAST_KERNELS below
+    ("official", "official", "rope"),
+    ("circuit", "normfree", "rope+alibi"),
+    ("circuit", "normfree", "alibi"),
+    ("dense", "normfree", "alibi"),
+    ("dense", "normfree", "none"),
+    ("dense", "normfree", "rope"),
+    ("dense-table1", "normfree", "rope"),  # Table 1 as printed (read, damp, write): the write catches up
+]
+
+
+def _compiled(how, variant, U, seed):
+    import torch
+
+    import bdh_gpu
+    from equivalence import TensorRunner, compile_dense, compile_model
+
+    torch.manual_seed(seed)
+    cfg = bdh_gpu.BDHConfig(n_head=2, d=6, N=8, n_layer=2, variant=variant, U=U, dropout=0.0)
+    model = TensorRunner(bdh_gpu.BDH(cfg).eval()).model
+    return compile_dense(model, damping="table1") if how == "dense-table1" else compile_model(model, how)
+
+
+def _graph_run(compiled, ids, dtype="float64"):
+    from equivalence import GraphRunner
+
+    runner = GraphRunner(compiled, "numba", dtype=dtype)
+    outs = list(runner.feed(ids))
+    return (np.stack([o["logits"] for o in outs]), np.stack([o["y"] for o in outs])), runner.sim.state.edges
+
+
+def _fast_vs_index(compiled, ids, dtype="float64"):
+    """(fast run, run with only the index kernels and the eager rotation)."""
+    import bdh_graph.backends.numba_backend as nb
+
+    fast = _graph_run(compiled, ids, dtype)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(nb, "FAST", False)
+        slow = _graph_run(compiled, ids, dtype)
+    return fast, slow
+
+
+def _equal(a, b):
+    (la, ya), sa = a
+    (lb, yb), sb = b
+    return np.array_equal(la, lb) and np.array_equal(ya, yb) and all(np.array_equal(sa[k], sb[k]) for k in sa)
+
+
+@pytest.mark.parametrize("how,variant,U", COMPILED)
+@given(seed=st.integers(0, 2**16), ids=st.lists(st.integers(0, 255), min_size=4, max_size=7))
+def test_fast_paths_equal_the_index_kernels_on_compiled_models(how, variant, U, seed, ids):
+    """The dense (Obs. 4), circuit (Claims 3-4) and official compiles of random models run with the run
+    layouts, E/I pairs, lazy rotation and the fused read and write give the index kernels' (and the eager
+    rotation's) logits, y and sigma exactly in float64 (T > L, non-zero logits); in float32 they agree to
+    float32's rounding."""
+    c = _compiled(how, variant, U, seed)
+    fast, slow = _fast_vs_index(c, np.array(ids))
+    assert np.abs(fast[0][0]).max() > 0
+    assert _equal(fast, slow)
+    f32 = _graph_run(c, np.array(ids), "float32")
+    scale = np.abs(slow[0][0]).max(axis=-1, keepdims=True)
+    assert np.all(np.abs(f32[0][0] - slow[0][0]) <= 1e-4 * scale)
+
+
+def _late(real, arg):
+    """A kernel called with its clock argument (position `arg`) one step behind: the lazy catch-up misses a step."""
+
+    def build(par):
+        def run(*a):
+            a = list(a)
+            a[arg] = a[arg] - 1 if a[arg] >= 0 else a[arg]
+            return real[par](*a)
+
+        return run
+
+    return build(False), build(True)
+
+
+def _swap_outputs(real):
+    def build(par):
+        def run(off, lo, ln, S, src, act, oe, oi, b):
+            return real[par](off, lo, ln, S, src, act, oi, oe, b)
+
+        return run
+
+    return build(False), build(True)
+
+
+def _short_runs(real, ln_arg=2):
+    def build(par):
+        def run(*a):
+            a = list(a)
+            a[ln_arg] = np.maximum(a[ln_arg] - 1, 0)
+            return real[par](*a)
+
+        return run
+
+    return build(False), build(True)
+
+
+def _drop_last_post(real):
+    def build(par):
+        def run(*a):
+            return real[par](*a[:-1], a[-1][:-1])
+
+        return run
+
+    return build(False), build(True)
+
+
+FAST_KERNELS = {  # kernel -> (its mutant, a compile that runs it)
+    "send_rows": (_short_runs, ("official", "official", "rope")),
+    "send_rows_pair": (_swap_outputs, ("official", "official", "rope")),
+    "read_write_rows_pair": (lambda k: _late(k, 10), ("official", "official", "rope")),
+    "read_write_rows_column": (lambda k: _late(k, 10), ("circuit", "normfree", "alibi")),
+    "read_rows_column": (lambda k: _late(k, 10), ("dense", "normfree", "alibi")),
+    "hebbian_rows": (_drop_last_post, ("dense", "normfree", "none")),
+    "read_rows_pair": (lambda k: _late(k, 10), ("dense", "normfree", "rope")),
+    "catch_up_pairs": (lambda k: _late(k, 7), ("dense-table1", "normfree", "rope")),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FAST_KERNELS))
+def test_each_fast_kernel_mutation_fails_the_comparison(monkeypatch, name):
+    """A mutation of each fast kernel (a run one slot short, E and I swapped, a lazy clock one step behind, the
+    last active target of a write dropped) makes the compiled model's run differ from the index kernels'."""
+    mutant, case = FAST_KERNELS[name]
+    c = _compiled(*case, seed=3)
+    ids = np.array([5, 200, 17, 99, 42])
+    fast, slow = _fast_vs_index(c, ids)
+    assert _equal(fast, slow)
+    monkeypatch.setattr(nk, name, mutant(getattr(nk, name)))
+    bad = _graph_run(c, ids)
+    assert not _equal(bad, slow)
