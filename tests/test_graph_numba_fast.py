@@ -360,8 +360,8 @@ def _drop_last_post(real):
 FAST_KERNELS = {  # kernel -> (its mutant, a compile that runs it)
     "send_rows": (_short_runs, ("official", "official", "rope")),
     "send_rows_pair": (_swap_outputs, ("official", "official", "rope")),
-    "read_write_rows_pair": (lambda k: _late(k, 10), ("official", "official", "rope")),
-    "read_write_rows_column": (lambda k: _late(k, 10), ("circuit", "normfree", "alibi")),
+    "read_write_rows_pair": (lambda k: _late(k, 11), ("official", "official", "rope")),
+    "read_write_rows_column": (lambda k: _late(k, 11), ("circuit", "normfree", "alibi")),
     "read_rows_column": (lambda k: _late(k, 10), ("dense", "normfree", "alibi")),
     "hebbian_rows": (_drop_last_post, ("dense", "normfree", "none")),
     "read_rows_pair": (lambda k: _late(k, 10), ("dense", "normfree", "rope")),

@@ -107,9 +107,13 @@ class NumbaBackend(Backend):
         cs, cm = ev.coef_self[first], ev.coef_mate[first]
         if g.nnz and not (np.array_equal(ev.coef_self, cs[src]) and np.array_equal(ev.coef_mate, cm[src])):
             return None  # u per synapse: the step differs along a run
-        coef = np.ascontiguousarray(np.stack([cs[0::2], cm[0::2], cm[1::2], cs[1::2]], axis=1))
+        coef = np.ascontiguousarray(np.stack([cs[0::2], cm[0::2], cm[1::2], cs[1::2]], axis=1), dtype=self.dtype)
         self._arrays[key] = (ev.coef_self, coef)
         return coef
+
+    def _own(self, values):
+        """Node values in sigma's dtype, for the synapse arithmetic (float32: a float32 copy; float64: as they are)."""
+        return values if values.dtype == self.dtype else values.astype(self.dtype)
 
     def _blocks(self, work, n_post):
         """(parallel, bounds): one block of targets per thread when the call touches enough synapses."""
@@ -327,24 +331,25 @@ class NumbaBackend(Backend):
         unit = bool(g.nnz) and bool(np.all(g.weight == 1.0))
         gs = self._dummy_f if unit else g.weight
         coef = self._pair_coef(ev) if mode == "pair" else None
-        u = ev.u if mode == "column" else self._dummy_f
+        u = np.asarray(ev.u, dtype=self.dtype) if mode == "column" else self._dummy_f
 
         def read_write(nodes, edges, srcs):
             x, act = srcs.get(key)
-            post = srcs.get(post_key)[0]
-            out = nodes[dst] = nodes[dst].copy()
+            post = self._own(srcs.get(post_key)[0])
+            xs, out = self._own(x), nodes[dst].copy()
+            nodes[dst] = out
             last, clock = (self.last[s], self.clock[s]) if mode else (self._dummy_i, nk.NO_CLOCK)
             if mode == "pair":
                 pairs = nk.active_pairs(act)
                 work = 2 * len(pairs) * rows.mean_len
                 par, b = self._blocks(work, rows.n_post)
-                args = (rows.off, rows.lo, rows.ln, edges[s], x, pairs, out, b, coef, last, clock, gs, unit, post)
+                args = (rows.off, rows.lo, rows.ln, edges[s], x, xs, pairs, out, b, coef, last, clock, gs, unit, post)
                 nk.read_write_rows_pair[par](*args)
                 last[pairs] = clock
             else:
                 work = len(act) * rows.mean_len
                 par, b = self._blocks(work, rows.n_post)
-                args = (rows.off, rows.lo, rows.ln, edges[s], x, act, out, b, u, last, clock, gs, unit, post)
+                args = (rows.off, rows.lo, rows.ln, edges[s], x, xs, act, out, b, u, last, clock, gs, unit, post)
                 nk.read_write_rows_column[par](*args)
                 if mode == "column":
                     last[act] = clock
@@ -395,6 +400,7 @@ class NumbaBackend(Backend):
                 nk.catch_up_pairs[par](rows.off, rows.lo, rows.ln, sigma, pairs, coef, self.last[s], self.clock[s])
             touched = len(act) * min(len(act_post), rows.mean_len)
             par = touched >= config.PARALLEL_MIN_EDGES
+            pre, post = self._own(pre), self._own(post)  # the synapse arithmetic in sigma's dtype
             nk.hebbian_rows[par](rows.off, rows.lo, rows.ln, gs, unit, sigma, pre, post, act, act_post)
             self.traffic += int(touched) * self._isz * (2 if unit else 3)
 

@@ -389,13 +389,14 @@ def _hebbian_rows_py(off, lo, ln, gs, unit, sigma, pre, post, active_pre, active
             sigma[base + j] += w * pb * post[j]
 
 
-def _read_write_rows_pair_py(off, lo, ln, sigma, x, pairs, out, bounds, coef, last_pair, clock, gs, unit, post):
+def _read_write_rows_pair_py(off, lo, ln, sigma, x, xs, pairs, out, bounds, coef, last_pair, clock, gs, unit, post):
     """The state read and the Hebbian write of one sigma in one pass (when a sub-round runs the read `X(i),
     sigma(i,j) -> out(j)` and then the write `X(i), post(j) -> sigma(i,j)` with the same X, e.g. the lookahead
     of Simulator.feed): per key pair, catch the runs up (rotation), add the caught-up sigma x to out, then
     sigma += Gs x post for the active keys. The read's and the write's own operations in their own order (the
     same values; a write of x * 0 where post is 0 may turn a -0.0 into 0.0), with each synapse loaded and stored
-    once instead of twice. Parallel over target blocks; the caller sets last_pair[pairs] = clock."""
+    once instead of twice. xs, post (and coef): in sigma's dtype (float32: the synapse arithmetic in float32, the
+    sums into out still float64). Parallel over target blocks; the caller sets last_pair[pairs] = clock."""
     for blk in prange(bounds.shape[0] - 1):
         j0 = bounds[blk]
         j1 = bounds[blk + 1]
@@ -428,12 +429,12 @@ def _read_write_rows_pair_py(off, lo, ln, sigma, x, pairs, out, bounds, coef, la
                 for i in range(z - a):
                     o[i] += g1[i] * x1
             if x0 != 0.0:
-                _write_run(g0, gs[e0 : e0 + z - a], unit, x0, q)
+                _write_run(g0, gs[e0 : e0 + z - a], unit, xs[b0], q)
             if x1 != 0.0:
-                _write_run(g1, gs[e1 : e1 + z - a], unit, x1, q)
+                _write_run(g1, gs[e1 : e1 + z - a], unit, xs[b0 + 1], q)
 
 
-def _read_write_rows_column_py(off, lo, ln, sigma, x, active, out, bounds, u_pre, last_col, clock, gs, unit, post):
+def _read_write_rows_column_py(off, lo, ln, sigma, x, xs, active, out, bounds, u_pre, last_col, clock, gs, unit, post):
     """`_read_write_rows_pair_py` for a state damped per key (clock >= 0) or not at all (clock < 0): per active
     key b, sigma[:, b] *= u[b] ** steps, out += sigma[:, b] x[b], sigma[:, b] += Gs x[b] post. The caller sets
     last_col[active] = clock."""
@@ -459,7 +460,7 @@ def _read_write_rows_column_py(off, lo, ln, sigma, x, active, out, bounds, u_pre
             else:
                 for i in range(z - a):
                     o[i] += sg[i] * xb
-            _write_run(sg, gs[e : e + z - a], unit, xb, post[a:z])
+            _write_run(sg, gs[e : e + z - a], unit, xs[b], post[a:z])
 
 
 @njit(**_jit)
