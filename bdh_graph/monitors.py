@@ -94,6 +94,14 @@ class StateMonitor(_Monitor):
             return np.stack(rows, axis=1) if rows else np.zeros((len(self._rec[name]), 0))
         raise AttributeError(f"StateMonitor records {list(data)}, not {name!r}")
 
+    def clear(self):
+        """Forget the samples recorded so far (a long run that reads them as it goes keeps constant memory and a
+        constant cost per read, e.g. equivalence.GraphRunner after every token)."""
+        for rows in self._data.values():
+            rows.clear()
+        self._t_token.clear()
+        self._t_round.clear()
+
     def gather(self, root=0):
         """{variable: (size, samples)} over the whole population on rank `root` (None elsewhere); node
         variables recorded with record=True. At P = 1 the record itself."""

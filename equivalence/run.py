@@ -29,7 +29,6 @@ class GraphRunner:
             self._hubs = StateMonitor(self.sim, variables=tuple(compiled.record.values()), when="round")
         k = compiled.kernel
         self._ends = np.cumsum([len(layer) for layer in k.layers])  # rounds completed at each layer's end
-        self._per_token = len(k.rounds)
 
     def feed(self, ids, with_state=False, root=0, progress=False):
         """Yield, per token t: dict(x, y (L+1, n), logits (V,), [rho: list of (d, n)], [hub names: (L, size)]).
@@ -45,10 +44,12 @@ class GraphRunner:
                 x, y = (comm.gather_blocks(a.T, root) for a in (x, y))
                 x, y = (None, None) if x is None else (x.T, y.T)
             out = {"x": x, "y": y, "logits": getattr(self._out, self.compiled.logits_var)[:, -1].copy()}
+            self._out.clear()  # read as it goes: constant memory and time per token over any length
             if self._hubs is not None:
-                rows = ((self.sim.token - 1) * self._per_token + self._ends) - 1  # sample k: after round k + 1
+                rows = self._ends - 1  # this token's samples: sample k after its round k + 1
                 for name, var in self.compiled.record.items():
                     out[name] = getattr(self._hubs, var)[:, rows].T.copy()
+                self._hubs.clear()
             if with_state:
                 out["rho"] = self.compiled.rho(self.sim.state)
             yield out

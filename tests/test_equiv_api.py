@@ -174,3 +174,27 @@ def test_compile_from_directory_and_precomputed_reference(variant, how, tmp_path
     with pytest.raises(ValueError, match="only 2:4 held"):
         equivalence_weights = __import__("equivalence").Weights.load(str(tmp_path), 2, 4)
         equivalence_weights.Dx(slice(0, 4))
+
+
+def test_graph_runner_keeps_one_token_of_records():
+    """GraphRunner reads its monitors as it goes: after many tokens they hold at most one token's samples (the
+    long-context run keeps constant memory and a constant cost per token), and what it yields is what a runner
+    that never clears yields, token for token."""
+    import bdh_gpu
+    from bdh_graph import StateMonitor
+    from equivalence import GraphRunner
+
+    torch.manual_seed(0)
+    model = bdh_gpu.BDH(bdh_gpu.BDHConfig(n_head=2, d=4, N=6, n_layer=2, dropout=0.0)).eval()
+    c = compile_model(model, "official")
+    runner = GraphRunner(c, "numba")
+    keep = StateMonitor(runner.sim, variables=("out.L", "res.V"), when="round")  # never cleared: the reference
+    ids = np.arange(40) * 7 % 256
+    outs = list(runner.feed(ids))
+    per_token = len(c.kernel.rounds)
+    assert len(runner._out.token) == 0 and len(runner._hubs.round) == 0
+    assert keep.round.size == per_token * len(ids)
+    ends = np.cumsum([len(layer) for layer in c.kernel.layers]) - 1
+    for t in (0, 17, len(ids) - 1):
+        assert np.array_equal(outs[t]["logits"], keep.__getattr__("out.L")[:, (t + 1) * per_token - 1])
+        assert np.array_equal(outs[t]["v"], keep.__getattr__("res.V")[:, t * per_token + ends].T)
