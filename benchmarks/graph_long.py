@@ -19,8 +19,8 @@ threads, a run while the load average rose from 1 to 4 gave the graph's CPU s/to
 
 Model: paper-25m (untrained, seed 0, dropout 0), compiled "official" (the model as it is) and "circuit" (the
 model as variant normfree); the text is a fixed passage repeated (no data set is needed). The circuit run is
-shorter (384 tokens: three windows) so that the module stays near 8 minutes on an idle machine (one thread: about
-0.21 CPU s/token official, 0.5 circuit).
+shorter (384 tokens: three windows) so that the module stays near 8 minutes on a quiet machine (one thread: the
+graph alone took 0.20 CPU s/token official, 0.38 circuit; the whole module 7.5 minutes at load average 1-1.5).
 """
 
 from __future__ import annotations

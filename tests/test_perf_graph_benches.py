@@ -51,7 +51,7 @@ def test_graph_bench_quick_rows_and_goals():
     bw = set()
     for x in rows:
         lo, hi = (float(v.replace(",", "")) for v in x["tokens_per_s_range"].split("-"))
-        assert lo <= x["tokens_per_s"] <= hi
+        assert lo * (1 - 5e-3) <= x["tokens_per_s"] <= hi * (1 + 5e-3)  # the range is printed to 3 figures
         if x["backend"] != "numba":
             assert "traffic_GB_s" not in x
             continue
