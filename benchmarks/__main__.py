@@ -35,6 +35,7 @@ BENCHMARKS = [
     "long_context",
     "quality",
     "equiv_bench",
+    "graph_long",  # paper-25m graph over 1,024 tokens: CPU s/token and memory per window (flat: no growth per token)
     "gpu_throughput",
     "gpu_check",  # the one prepared GPU run (tests, tensor model vs bandwidth, PyG on CUDA vs numba); no CUDA: one row
     "distributed_bench",  # MPI-sharded graph: paper-25m on 1, 2, 4 ranks (--quick: tiny on 1, 2)
