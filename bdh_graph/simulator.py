@@ -309,6 +309,7 @@ class Simulator:
         self._remote = {}
         self.spiking, self.overlap = spiking, True
         self._schedules = {}  # ("exact", overlap) and ("ahead", the edge variables monitors observe) -> schedule
+        self._where = {}  # split variable -> (this rank's first index, global size)
         self._schedule = self._exact()
 
     # -- the exchange of a communication sub-round (docs/distributed.md) --
@@ -378,8 +379,11 @@ class Simulator:
 
     def _blocks(self, gather):
         """{var: (this rank's block, its first index, the global size)} of the split variables to exchange."""
-        be, net = self.backend, self.net
-        return {v: (np.asarray(be.node(self._state, v)), net.block_of(v)[0], net.global_size_of(v)) for v in gather}
+        be, where = self.backend, self._where
+        for v in gather:
+            if v not in where:  # static per network: found once
+                where[v] = (self.net.block_of(v)[0], self.net.global_size_of(v))
+        return {v: (np.asarray(be.node(self._state, v)), *where[v]) for v in gather}
 
     def _post_partial(self, p, state):
         """Run the partial rules into zeroed copies of their replicated targets and post the Allreduce of the
