@@ -73,39 +73,58 @@ def one(how: str, verify_tokens: int, rounds: int, tokens: int, backend: str = "
     return out
 
 
+VARIANTS = {  # the graph runs timed side by side: the two dtypes (the goals), and two ablations of float64
+    "float64": "float64",
+    "float32": "float32",
+    "float64, read and write apart": "float64",  # Simulator.overlap = False: no lookahead, no fused read+write
+    "float64, index kernels": "float64",  # numba_backend.FAST = False: CSR kernels, eager rotation
+}
+
+
+def _runner(compiled, backend, name):
+    import equivalence
+    from bdh_graph.backends import numba_backend
+
+    fast = numba_backend.FAST
+    numba_backend.FAST = name != "float64, index kernels"
+    try:
+        runner = equivalence.GraphRunner(compiled, backend, dtype=VARIANTS[name])
+    finally:
+        numba_backend.FAST = fast
+    runner.sim.overlap = name != "float64, read and write apart"
+    return runner
+
+
 def speed(model, compiled, backend: str, rounds: int, tokens: int) -> dict:
-    """Interleaved rounds of: read bandwidth, tensor float32 decode, float64 graph, float32 graph (module doc)."""
+    """Interleaved rounds of: read bandwidth, tensor float32 decode, then every graph variant (module doc)."""
     import numpy as np
 
-    import equivalence
     from benchmarks.common import read_bandwidth
     from benchmarks.decode import bytes_per_token
 
-    ids = np.frombuffer(RUN_TEXT, dtype=np.uint8).astype(np.int64)
-    need = 1 + rounds * tokens
-    ids = np.resize(ids, need)
-    runners = {dt: equivalence.GraphRunner(compiled, backend, dtype=dt) for dt in DTYPES}
-    feeds = {dt: runners[dt].feed(ids) for dt in DTYPES}
+    ids = np.resize(np.frombuffer(RUN_TEXT, dtype=np.uint8).astype(np.int64), 1 + rounds * tokens)
+    runners = {v: _runner(compiled, backend, v) for v in VARIANTS}
+    feeds = {v: runners[v].feed(ids) for v in VARIANTS}
     for f in feeds.values():
         next(f)  # the first token: numba compiles (or loads) its kernels here
     step = _tensor_decoder(model, ids)
     next(step)
-    res = {k: [] for k in ("bw", "tensor", *DTYPES)}
-    traffic = dict.fromkeys(DTYPES, 0)
+    res = {k: [] for k in ("bw", "tensor", *VARIANTS)}
+    traffic = dict.fromkeys(VARIANTS, 0)
     split = None
     for r in range(rounds):
         res["bw"].append(read_bandwidth(1.0, repeats=2))
         res["tensor"].append(_timed(lambda: [next(step) for _ in range(tokens)]) / tokens)
-        for dt in DTYPES:
-            be = runners[dt].sim.backend
+        for v in VARIANTS:
+            be, go = runners[v].sim.backend, lambda f=feeds[v]: [next(f) for _ in range(tokens)]
             before = getattr(be, "traffic", 0)
-            if r == rounds - 1 and dt == "float64":
-                split = run_split_on(runners[dt], lambda f=feeds[dt]: [next(f) for _ in range(tokens)], tokens)
-                res[dt].append(split.pop("_s_per_token"))
+            if r == rounds - 1 and v == "float64":
+                split = run_split_on(runners[v], go, tokens)
+                res[v].append(split.pop("_s_per_token"))
             else:
-                res[dt].append(_timed(lambda f=feeds[dt]: [next(f) for _ in range(tokens)]) / tokens)
-            traffic[dt] += getattr(be, "traffic", 0) - before
-    med = lambda xs: statistics.median(xs)  # noqa: E731
+                res[v].append(_timed(go) / tokens)
+            traffic[v] += getattr(be, "traffic", 0) - before
+    med = statistics.median
     tensor_bytes = bytes_per_token(model.config, 4)
     out = {
         "rounds": rounds,
@@ -115,14 +134,14 @@ def speed(model, compiled, backend: str, rounds: int, tokens: int) -> dict:
         "tensor_fraction_of_bandwidth": med([tensor_bytes / s / b for s, b in zip(res["tensor"], res["bw"])]),
         "split_float64": split,
     }
-    for dt in DTYPES:
-        per_token = traffic[dt] / (rounds * tokens)
-        out[dt] = {
-            "tokens_per_s": 1 / med(res[dt]),
-            "spread": [round(1 / max(res[dt]), 3), round(1 / min(res[dt]), 3)],
-            "vs_tensor": med([t / g for t, g in zip(res["tensor"], res[dt])]),
+    for v in VARIANTS:
+        per_token = traffic[v] / (rounds * tokens)
+        out[v] = {
+            "tokens_per_s": 1 / med(res[v]),
+            "spread": [round(1 / max(res[v]), 3), round(1 / min(res[v]), 3)],
+            "vs_tensor": med([t / g for t, g in zip(res["tensor"], res[v])]),
             "bytes_per_token_MB": per_token / 1e6,
-            "fraction_of_bandwidth": med([per_token / g / b for g, b in zip(res[dt], res["bw"])]),
+            "fraction_of_bandwidth": med([per_token / g / b for g, b in zip(res[v], res["bw"])]),
         }
     return out
 
@@ -247,7 +266,7 @@ def run(quick: bool = False) -> dict:
     """Entry of `python -m benchmarks`: paper-25m (quick: the tiny preset). Needs ~9 GiB at paper size."""
     preset, verify_tokens, rounds, tokens = ("tiny", 6, 2, 4) if quick else ("paper-25m", 6, 3, 8)
     results = measure(preset, verify_tokens, rounds, tokens)
-    rows = [_row(r, dt) for r in results for dt in DTYPES]
+    rows = [_row(r, v) for r in results for v in VARIANTS]
     return {
         "name": "equiv_bench",
         "title": f"The neuron graph at {preset}: compile, verify, and its speed beside the tensor model's decode",
@@ -272,23 +291,27 @@ def _notes(preset, verify_tokens, rounds, tokens, results) -> list:
         "tensor = the same model's float32 recurrent decode (step, batch 1); bytes_per_token = what the graph's "
         "kernels read and write (NumbaBackend.traffic); fraction_of_bandwidth = bytes per token x tokens/s / the "
         "read bandwidth of the same round; min-max over rounds in spread.",
+        "Ablations of the float64 graph, in the same rounds (no goals): 'read and write apart' = Simulator.overlap "
+        "off, so each layer's Hebbian write runs in its own round instead of in one pass with the state read "
+        "(fuse_reads); 'index kernels' = numba_backend.FAST off: CSR kernels reading an index per edge, separate E "
+        "and I sends, the rotation of sigma applied eagerly every token (the backend before issue 20's layouts).",
         f"Where a float64 graph token goes (last round, seconds per token): {splits}.",
     ]
 
 
-def _row(r: dict, dt: str) -> dict:
-    g, s, v = r["graph"], r[dt], r[f"verify_{dt}"]
+def _row(r: dict, run: str) -> dict:
+    g, s, v = r["graph"], r[run], r.get(f"verify_{run}", {})
     return {
         "compile": r["compile"],
         "variant": r["variant"],
-        "dtype": dt,
+        "graph": run,
         "edges": g["edges_total"],
         "synapses": g["synapses"],
         "rounds_per_token": r["rounds_per_token"],
         "compile_s": r["compile_s"],
-        "verify_s": v["s"],
-        "ok": v["ok"],
-        "max_rel_error": v["max_rel"],
+        "verify_s": v.get("s", ""),
+        "ok": v.get("ok", ""),
+        "max_rel_error": v.get("max_rel", float("nan")),
         "graph_tokens_per_s": s["tokens_per_s"],
         "spread": f"{s['spread'][0]}-{s['spread'][1]}",
         "tensor_tokens_per_s": r["tensor_tokens_per_s"],
@@ -335,8 +358,8 @@ def main(argv=None):
         return 0
     results = measure(a.preset, a.verify_tokens, a.rounds, a.tokens)
     for r in results:
-        for dt in DTYPES:
-            print(json.dumps(_row(r, dt)))
+        for v in VARIANTS:
+            print(json.dumps(_row(r, v)))
     if a.write:
         from benchmarks.__main__ import write_section
 
@@ -345,7 +368,7 @@ def main(argv=None):
             "title": f"The neuron graph at {a.preset}: compile, verify, and its speed beside the tensor model's decode",
             "notes": _notes(a.preset, a.verify_tokens, a.rounds, a.tokens, results)
             + [f"Command: `python -m benchmarks.equiv_bench --write --rounds {a.rounds} --tokens {a.tokens}`."],
-            "rows": [_row(r, dt) for r in results for dt in DTYPES],
+            "rows": [_row(r, v) for r in results for v in VARIANTS],
             "goals": _goals(results),
         }
         print("wrote", write_section(section))

@@ -78,8 +78,8 @@ def test_graph_bench_quick_rows_and_goals():
 
 def test_graph_long_quick_rows_and_goals(tmp_path):
     """run(quick=True): both compiles, 8 windows of 32 tokens each; the synaptic state's bytes are sigma (state_size
-    float64s) plus the lazy clocks and do not change over the run; the runner's records grow by the same bytes
-    every window (logits and hub values of each token); the graph's CPU time is part of the step's; the goals
+    float64s) plus the lazy clocks and do not change over the run; the runner's records do not grow (it reads
+    and clears its monitors every token); the graph's CPU time is part of the step's; the goals
     are computed from the rows; the figure is written."""
     import benchmarks.graph_long as GL
 
@@ -96,7 +96,7 @@ def test_graph_long_quick_rows_and_goals(tmp_path):
         assert {w["state_MB"] for w in ws} == {ws[0]["state_MB"]}
         assert sigma < ws[0]["state_MB"] * 1e6 <= 1.1 * sigma
         rec = [w["records_MB"] for w in ws]
-        assert rec[0] > 0 and np.allclose(np.diff(rec), rec[0], rtol=1e-6)
+        assert np.allclose(np.diff(rec), 0.0)  # GraphRunner reads its monitors as it goes: they do not grow
         for w in ws:
             assert 0 < w["graph_cpu_s_per_token"] <= w["cpu_s_per_token"] and w["rss_MiB"] > 100
             assert w["runner_cpu_s_per_token"] == pytest.approx(w["cpu_s_per_token"] - w["graph_cpu_s_per_token"])
