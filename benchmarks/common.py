@@ -107,6 +107,17 @@ def goal(text: str, measured: float, target: float, *, unit: str = "x", higher: 
     }
 
 
+def save_figure(fig, path: str) -> None:
+    """A matplotlib figure laid out and written to `path` atomically (a temporary file, then a rename), and closed."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=80)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
 def write_json(path: str | None, obj) -> int:
     """A benchmark's closing step: its report as indented JSON at `path` (when --json was given); exit code 0."""
     if path:

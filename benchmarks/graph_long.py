@@ -32,6 +32,8 @@ import subprocess
 import sys
 import time
 
+from benchmarks.common import save_figure
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 FIGURE = os.path.join(HERE, "figures", "graph_long.png")
 TEXT = (
@@ -76,19 +78,13 @@ def record_bytes(sim) -> int:
 
 
 def build(how: str, preset: str):
-    """The compiled graph of `preset` (untrained, seed 0, dropout 0; circuit: the model as variant normfree)."""
-    import torch
-
+    """The compiled graph of `preset` (untrained, seed 0, dropout 0; circuit: the model as variant normfree): the
+    model equiv_bench builds."""
     import equivalence
-    from bdh_gpu import BDH, get_preset
+    from benchmarks.equiv_bench import build as model_of
 
-    cfg = get_preset(preset)
-    cfg.dropout = 0.0
-    if how == "circuit":
-        cfg.variant = "normfree"
-    torch.manual_seed(0)
-    model = BDH(cfg).eval()
-    return cfg, equivalence.compile_model(equivalence.TensorRunner(model).model, how)
+    model = model_of(how, preset)
+    return model.config, equivalence.compile_model(equivalence.TensorRunner(model).model, how)
 
 
 def one(how: str, preset: str, tokens: int, window: int) -> dict:
@@ -228,11 +224,7 @@ def plot(rows: list, title: str, path: str) -> None:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=80)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path)
 
 
 def run(quick: bool = False, figure: str | None = None) -> dict:

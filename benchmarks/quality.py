@@ -30,7 +30,7 @@ import torch
 from bdh_gpu import BDH, Attention, BDHConfig
 from bdh_gpu.data import RecallData, TextData, read_bytes, tinyshakespeare_path
 from bdh_gpu.train import TrainConfig, evaluate, loss_fn, lr_at, make_optimizer
-from benchmarks.common import write_json
+from benchmarks.common import save_figure, write_json
 
 from .baselines import n_params, sized
 
@@ -211,11 +211,7 @@ def plot(task: str, results: dict, path: str, title: str) -> None:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=80)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path)
 
 
 FIGURE_NAME = {"tinyshakespeare": "shakespeare"}  # keeps the data set's name out of committed file names

@@ -34,7 +34,6 @@ from . import numba_kernels as nk
 from .base import Backend
 
 FAST = True  # the run layouts, E/I pairs and the lazy rotation; False: index kernels and eager rotation only
-DTYPES = ("float64", "float32")
 
 
 class _Sources:

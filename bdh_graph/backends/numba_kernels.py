@@ -311,6 +311,24 @@ def _rotate_run(g0, g1, c00, c01, c10, c11, steps):
             g1[i] = c11 * s1 + c10 * s0
 
 
+@njit(**_jit)
+def _add_pair(o, g0, g1, x0, x1):
+    """o += g0 x0 + g1 x1 along a run (the keys 2m, 2m+1 of a pair, each only when it is active, in that order: the
+    serial scatter's sums)."""
+    if x0 != 0.0 and x1 != 0.0:
+        for i in range(o.shape[0]):
+            t = o[i]
+            t += g0[i] * x0
+            t += g1[i] * x1
+            o[i] = t
+    elif x0 != 0.0:
+        for i in range(o.shape[0]):
+            o[i] += g0[i] * x0
+    else:
+        for i in range(o.shape[0]):
+            o[i] += g1[i] * x1
+
+
 def _read_rows_pair_py(off, lo, ln, sigma, src, pairs, out, bounds, coef, last_pair, clock):
     """The state read over a rotated state, lazily: for each key pair m = (2m, 2m+1) with an active key, bring
     both runs up to date (coef[m] = (c00, c01, c10, c11): s0' = c00 s0 + c01 s1, s1' = c11 s1 + c10 s0, applied
@@ -333,18 +351,7 @@ def _read_rows_pair_py(off, lo, ln, sigma, src, pairs, out, bounds, coef, last_p
             g0 = sigma[off[b0] + a - lo[b0] : off[b0] + z - lo[b0]]
             g1 = sigma[off[b0 + 1] + a - lo[b0] : off[b0 + 1] + z - lo[b0]]
             _rotate_run(g0, g1, coef[m, 0], coef[m, 1], coef[m, 2], coef[m, 3], clock - last_pair[m])
-            if x0 != 0.0 and x1 != 0.0:
-                for i in range(z - a):
-                    t = o[i]
-                    t += g0[i] * x0
-                    t += g1[i] * x1
-                    o[i] = t
-            elif x0 != 0.0:
-                for i in range(z - a):
-                    o[i] += g0[i] * x0
-            else:
-                for i in range(z - a):
-                    o[i] += g1[i] * x1
+            _add_pair(o, g0, g1, x0, x1)
 
 
 def _catch_up_pairs_py(off, lo, ln, sigma, pairs, coef, last_pair, clock):
@@ -416,18 +423,7 @@ def _read_write_rows_pair_py(off, lo, ln, sigma, x, xs, pairs, out, bounds, coef
             g0 = sigma[e0 : e0 + z - a]
             g1 = sigma[e1 : e1 + z - a]
             _rotate_run(g0, g1, coef[m, 0], coef[m, 1], coef[m, 2], coef[m, 3], clock - last_pair[m])
-            if x0 != 0.0 and x1 != 0.0:
-                for i in range(z - a):
-                    t = o[i]
-                    t += g0[i] * x0
-                    t += g1[i] * x1
-                    o[i] = t
-            elif x0 != 0.0:
-                for i in range(z - a):
-                    o[i] += g0[i] * x0
-            else:
-                for i in range(z - a):
-                    o[i] += g1[i] * x1
+            _add_pair(o, g0, g1, x0, x1)
             if x0 != 0.0:
                 _write_run(g0, gs[e0 : e0 + z - a], unit, xs[b0], q)
             if x1 != 0.0:
