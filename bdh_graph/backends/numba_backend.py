@@ -110,6 +110,12 @@ class NumbaBackend(Backend):
         self._arrays[key] = (ev.coef_self, coef)
         return coef
 
+    def _gs(self, g):
+        """(unit, weights) of the Hebbian write's Gs: unit when every weight is 1 (Obs. 4's Gs), which the kernels
+        then do not read (1 * pre is pre: the same bits)."""
+        unit = bool(g.nnz) and bool(np.all(g.weight == 1.0))
+        return unit, (self._dummy_f if unit else g.weight)
+
     def _own(self, values):
         """Node values in sigma's dtype, for the synapse arithmetic (float32: a float32 copy; float64: as they are)."""
         return values if values.dtype == self.dtype else values.astype(self.dtype)
@@ -327,8 +333,7 @@ class NumbaBackend(Backend):
         (q, s), g = r.src, self.net.group_of(r)
         key, post_key, dst, mode = (q, g.gathered), (h.src[1], False), r.dst, self.lazy[s]
         rows, ev = self._rows(g, exact_only=True), self.net.edge_vars[s]
-        unit = bool(g.nnz) and bool(np.all(g.weight == 1.0))
-        gs = self._dummy_f if unit else g.weight
+        unit, gs = self._gs(g)
         coef = self._pair_coef(ev) if mode == "pair" else None
         u = np.asarray(ev.u, dtype=self.dtype) if mode == "column" else self._dummy_f
 
@@ -384,8 +389,7 @@ class NumbaBackend(Backend):
         rows = self._rows(g, exact_only=True)
         if rows is None or mode == "edge" or (ev.kind == "rotation" and mode != "pair"):
             return self._op_hebbian_index(g, pre_key, post_key, s)
-        unit = bool(g.nnz) and bool(np.all(g.weight == 1.0))
-        gs = self._dummy_f if unit else g.weight
+        unit, gs = self._gs(g)
         coef = self._pair_coef(ev) if mode == "pair" else None
 
         def hebbian_rows(nodes, edges, srcs):
